@@ -1,0 +1,3 @@
+from stepdistill.cli import app
+
+app()

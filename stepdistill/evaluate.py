@@ -1,0 +1,118 @@
+"""Test metrics for classifiers given as logits, and their mean ± std over seeds.
+
+Logits have shape (N, K): K == 1 is binary with a single logit for class 1, K >= 3 is
+multi-class with softmax. Labels are (N,) int64 class indices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+from stepdistill.errors import StepDistillError
+
+
+def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def class_probabilities(logits: torch.Tensor) -> np.ndarray:
+    """(N, C) float64 class probabilities: C = 2 for a single binary logit, else C = K.
+
+    Computed in log space and in float64 so that confident logits give probabilities
+    that are exactly 0 or 1 rather than NaN, and log loss is not distorted by rounding.
+    """
+    logits = logits.detach().cpu().to(torch.float64)
+    if logits.shape[1] == 1:
+        log_probs = torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=1)
+    else:
+        log_probs = F.log_softmax(logits, dim=1)
+    return log_probs.exp().numpy()
+
+
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 predicted classes: logit > 0 for a single binary logit, else argmax."""
+    logits = logits.detach()
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).to(torch.int64)
+    return logits.argmax(dim=1)
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
+    """Top-label expected calibration error over ``n_bins`` equal-width confidence bins.
+
+    Bins are right-closed, (lo, hi], so a confidence of exactly 1 falls in the last bin.
+    ECE = sum over bins of (bin count / N) * |accuracy(bin) - mean confidence(bin)|.
+    """
+    probs = np.asarray(probs)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == np.asarray(y)).astype(np.float64)
+    inner_edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    bin_of_sample = np.searchsorted(inner_edges, confidence, side="left")
+
+    ece = 0.0
+    for bin_index in np.unique(bin_of_sample):
+        in_bin = bin_of_sample == bin_index
+        gap = abs(correct[in_bin].mean() - confidence[in_bin].mean())
+        ece += in_bin.mean() * gap
+    return float(ece)
+
+
+def classification_metrics(
+    logits: torch.Tensor,
+    y: torch.Tensor | np.ndarray,
+    reference_pred: torch.Tensor | np.ndarray | None = None,
+) -> dict[str, float]:
+    """Accuracy, log loss, ROC AUC (binary) or macro F1 (multi-class), ECE, and fidelity.
+
+    ``fidelity`` is reported only when ``reference_pred`` (the teacher's predicted classes)
+    is given: the share of samples where this model predicts the same class.
+    """
+    labels = _as_numpy(y)
+    probs = class_probabilities(logits)
+    pred = predicted_classes(logits).cpu().numpy()
+    n_classes = probs.shape[1]
+
+    metrics = {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "log_loss": float(log_loss(labels, probs, labels=list(range(n_classes)))),
+    }
+    if n_classes == 2:
+        if np.unique(labels).size < 2:
+            raise StepDistillError(
+                "ROC AUC needs both classes in the evaluation labels, but only one is present; "
+                "use a larger or stratified test split."
+            )
+        metrics["roc_auc"] = float(roc_auc_score(labels, probs[:, 1]))
+    else:
+        # zero_division=0: a class never predicted (or never present) counts as F1 0, not skipped.
+        metrics["macro_f1"] = float(f1_score(labels, pred, average="macro", zero_division=0))
+    metrics["ece"] = expected_calibration_error(probs, labels)
+    if reference_pred is not None:
+        metrics["fidelity"] = float(np.mean(pred == _as_numpy(reference_pred)))
+    return metrics
+
+
+def summarize(values: list[float]) -> dict:
+    """``{"mean", "std", "values"}`` as plain floats; std is the sample std (ddof=1), 0 for one value."""
+    if not values:
+        raise ValueError("summarize needs at least one value")
+    as_floats = [float(v) for v in values]
+    std = float(np.std(as_floats, ddof=1)) if len(as_floats) > 1 else 0.0
+    return {"mean": float(np.mean(as_floats)), "std": std, "values": as_floats}
+
+
+def summarize_runs(runs: list[dict[str, float]]) -> dict[str, dict]:
+    """Per metric, the summary over runs (one metrics dict per seed, all with the same keys)."""
+    if not runs:
+        raise ValueError("summarize_runs needs at least one run")
+    return {name: summarize([run[name] for run in runs]) for name in runs[0]}
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Number of scalar parameters in ``module``, trainable or not."""
+    return sum(parameter.numel() for parameter in module.parameters())

@@ -1,0 +1,142 @@
+"""Methods: a method is a list of terms (name, objective, weight) plus how to optimize them.
+
+Presets carry the reference article's values as defaults; every value can be overridden, and is
+validated when the method is built:
+
+    baseline      hard                                         (the control: no teacher)
+    traditional   a*hard + (1-a)*soft                          (Hinton et al. 2015)
+    step_by_step  a*hard + b*rationale + (1-a-b)*soft
+    enhanced      a*hard + b(t)*rationale + (1-a-b(t))*soft + lambda*consistency,
+                  b(t) = b_max*min(1, t/ramp), cosine rationale distance with a margin,
+                  Adam with ReduceLROnPlateau on the validation loss
+
+where ``soft = T^2 * KL(teacher^T || student^T)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stepdistill.terms import Consistency, HardLabel, Objective, Rationale, SoftTarget
+from stepdistill.weights import Constant, LinearRamp, Remainder, Weight
+
+
+class TrainingConfig(BaseModel):
+    """How a student is optimized."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(512, ge=1)
+    scheduler: Literal["none", "plateau"] = "none"
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
+    early_stopping_patience: int | None = Field(None, ge=1)
+
+
+class BaselineConfig(TrainingConfig):
+    pass
+
+
+class TraditionalConfig(TrainingConfig):
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label term")
+    temperature: float = Field(2.0, gt=0)
+
+
+class StepByStepConfig(TraditionalConfig):
+    beta: float = Field(0.3, ge=0, le=1, description="weight of the rationale term (its maximum when ramped)")
+    rationale_distance: Literal["mse", "cosine"] = "mse"
+    margin: float = Field(0.0, ge=0, lt=2)
+
+    @model_validator(mode="after")
+    def _weights_sum_to_at_most_one(self):
+        if self.alpha + self.beta > 1 + 1e-12:
+            raise ValueError(f"alpha + beta must be at most 1 (got {self.alpha} + {self.beta})")
+        return self
+
+
+class EnhancedConfig(StepByStepConfig):
+    beta: float = Field(0.1, ge=0, le=1, description="maximum rationale weight, reached after ramp_epochs")
+    ramp_epochs: int = Field(8, ge=0)
+    rationale_distance: Literal["mse", "cosine"] = "cosine"
+    margin: float = Field(0.1, ge=0, lt=2)
+    consistency: float = Field(0.25, ge=0, description="weight lambda of the consistency term")
+    noise_std: float = Field(0.04, gt=0)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(0.005, gt=0)
+    scheduler: Literal["none", "plateau"] = "plateau"
+
+
+PRESETS: dict[str, type[TrainingConfig]] = {
+    "baseline": BaselineConfig,
+    "traditional": TraditionalConfig,
+    "step_by_step": StepByStepConfig,
+    "enhanced": EnhancedConfig,
+}
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    objective: Objective
+    weight: Weight
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    terms: tuple[Term, ...]
+    training: TrainingConfig
+
+    @property
+    def uses_teacher(self) -> bool:
+        return any(not isinstance(t.objective, HardLabel) for t in self.terms)
+
+    @property
+    def needs_rationale(self) -> bool:
+        return any(t.objective.needs_rationale for t in self.terms)
+
+    def describe(self) -> dict:
+        return {
+            "preset": self.name,
+            "terms": [{"name": t.name, "objective": t.objective.describe(), "weight": t.weight.describe()} for t in self.terms],
+            "training": self.training.model_dump(),
+        }
+
+
+def build_method(preset: str, overrides: dict | None = None, name: str | None = None) -> Method:
+    """The preset's method with ``overrides`` applied. Raises pydantic's ValidationError on bad
+    values and KeyError on an unknown preset."""
+    config = PRESETS[preset].model_validate(overrides or {})
+    return Method(name or preset, _terms(config), TrainingConfig.model_validate(_training_fields(config)))
+
+
+def _training_fields(config: TrainingConfig) -> dict:
+    return {k: getattr(config, k) for k in TrainingConfig.model_fields}
+
+
+def _terms(config: TrainingConfig) -> tuple[Term, ...]:
+    if not isinstance(config, TraditionalConfig):
+        return (Term("hard", HardLabel(), Constant(1.0)),)
+    hard = Constant(config.alpha)
+    if not isinstance(config, StepByStepConfig):
+        return (
+            Term("hard", HardLabel(), hard),
+            Term("soft", SoftTarget(config.temperature), Remainder((hard,))),
+        )
+    rationale_weight: Weight = (
+        LinearRamp(config.beta, config.ramp_epochs) if isinstance(config, EnhancedConfig) else Constant(config.beta)
+    )
+    terms = (
+        Term("hard", HardLabel(), hard),
+        Term("rationale", Rationale(config.rationale_distance, config.margin), rationale_weight),
+        Term("soft", SoftTarget(config.temperature), Remainder((hard, rationale_weight))),
+    )
+    if isinstance(config, EnhancedConfig) and config.consistency > 0:
+        terms += (Term("consistency", Consistency(config.noise_std), Constant(config.consistency)),)
+    return terms

@@ -1,0 +1,124 @@
+"""Loss terms: what a student is compared with. How much each counts is a weight (weights.py).
+
+An objective turns a batch and the student's outputs into a per-sample loss ``(...)``, and gives
+its derivative with respect to the student's outputs for the linear engine (train.py). Objectives
+are frozen dataclasses: two terms with equal objectives compute the same thing, which is what
+lets students with different weights share one batched computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+
+from stepdistill import losses
+
+
+@dataclass
+class Batch:
+    """A batch of training rows, gathered by the same row index for every field.
+
+    x: (..., d); y: (...); teacher_logits: (..., K); teacher_rationale: (..., R) or None.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    teacher_logits: torch.Tensor
+    teacher_rationale: torch.Tensor | None
+
+
+@dataclass
+class Outputs:
+    """What a student produced on a batch. ``rationale`` is already projected to the teacher's
+    width where a projection head is used; ``perturbed_logits`` exists only when a consistency
+    term asked for a pass on perturbed inputs."""
+
+    logits: torch.Tensor
+    rationale: torch.Tensor | None = None
+    perturbed_logits: torch.Tensor | None = None
+
+
+@dataclass
+class Grads:
+    """Derivatives of a per-sample loss with respect to the student's outputs (same shapes)."""
+
+    logits: torch.Tensor | None = None
+    rationale: torch.Tensor | None = None
+    perturbed_logits: torch.Tensor | None = None
+
+
+class Objective:
+    needs_rationale = False
+    perturbation_std: float | None = None
+
+    def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grads(self, out: Outputs, batch: Batch) -> Grads:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"kind": type(self).__name__, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class HardLabel(Objective):
+    """Cross-entropy with the true labels."""
+
+    def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        return losses.hard_label_loss(out.logits, batch.y)
+
+    def grads(self, out: Outputs, batch: Batch) -> Grads:
+        return Grads(logits=losses.hard_label_loss_grad(out.logits, batch.y))
+
+
+@dataclass(frozen=True)
+class SoftTarget(Objective):
+    """``T^2 * KL`` to the teacher's temperature-softened distribution."""
+
+    temperature: float
+
+    def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        return losses.soft_target_kl(out.logits, batch.teacher_logits, self.temperature)
+
+    def grads(self, out: Outputs, batch: Batch) -> Grads:
+        return Grads(logits=losses.soft_target_kl_grad(out.logits, batch.teacher_logits, self.temperature))
+
+
+@dataclass(frozen=True)
+class Rationale(Objective):
+    """Distance between the student's rationale vector and the teacher's: mean squared error, or
+    ``max(0, 1 - cos - margin)``."""
+
+    distance: Literal["mse", "cosine"] = "mse"
+    margin: float = 0.0
+    needs_rationale = True
+
+    def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        if self.distance == "mse":
+            return losses.rationale_mse(out.rationale, batch.teacher_rationale)
+        return losses.rationale_cosine(out.rationale, batch.teacher_rationale, self.margin)
+
+    def grads(self, out: Outputs, batch: Batch) -> Grads:
+        if self.distance == "mse":
+            return Grads(rationale=losses.rationale_mse_grad(out.rationale, batch.teacher_rationale))
+        return Grads(rationale=losses.rationale_cosine_grad(out.rationale, batch.teacher_rationale, self.margin))
+
+
+@dataclass(frozen=True)
+class Consistency(Objective):
+    """``KL(p(x) || p(x + e))`` with ``e ~ N(0, noise_std^2)`` per feature."""
+
+    noise_std: float
+
+    @property
+    def perturbation_std(self) -> float:  # type: ignore[override]
+        return self.noise_std
+
+    def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
+        return losses.consistency_kl(out.logits, out.perturbed_logits)
+
+    def grads(self, out: Outputs, batch: Batch) -> Grads:
+        return Grads(perturbed_logits=losses.consistency_kl_grad(out.logits, out.perturbed_logits))

@@ -1,0 +1,458 @@
+"""Training: the state of one student, and the loop that trains several at once.
+
+Tabular data lives in memory as tensors; an epoch is a permutation of the training rows, cut into
+batches by slicing, so there is no per-sample Python work. Each batch row carries its own sample's
+teacher outputs, gathered by the same row index (the cache aligned them to the training rows by
+sample id before the loop).
+
+Two engines compute the updates:
+- the linear engine trains a group of logistic students as one stacked model, with the closed-form
+  gradients of the loss terms (losses.py), several times faster than autograd for such small models;
+- the autograd engine trains any other student (MLPs, students with a projection head).
+Each student keeps its own optimizer, scheduler and random generator, so its trajectory does not
+depend on which students it was trained with.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from stepdistill.data import Table
+from stepdistill.losses import hard_label_loss
+from stepdistill.methods import Method
+from stepdistill.students import LogisticModel
+from stepdistill.teachers import TeacherCache
+from stepdistill.terms import Batch, Outputs
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training one student: model, projection head, optimizer,
+    scheduler, weight controllers (in ``method``), random generator, progress and history."""
+
+    name: str
+    method: Method
+    model: nn.Module
+    head: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    generator: torch.Generator
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    best_val_loss: float = math.inf
+    best_model: dict | None = None
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or self.epoch >= self.method.training.epochs
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "head": None if self.head is None else self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "weights": [t.weight.state_dict() for t in self.method.terms],
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "history": copy.deepcopy(self.history),
+            "seconds": self.seconds,
+            "best_val_loss": self.best_val_loss,
+            "best_model": self.best_model,
+            "bad_epochs": self.bad_epochs,
+            "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.head is not None:
+            self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for term, weight_state in zip(self.method.terms, state["weights"]):
+            term.weight.load_state_dict(weight_state)
+        self.generator.set_state(state["generator"])
+        self.epoch = state["epoch"]
+        self.history = copy.deepcopy(state["history"])
+        self.seconds = state["seconds"]
+        self.best_val_loss = state["best_val_loss"]
+        self.best_model = state["best_model"]
+        self.bad_epochs = state["bad_epochs"]
+        self.stopped = state["stopped"]
+
+
+def new_state(
+    name: str,
+    method: Method,
+    make_model: Callable[[], nn.Module],
+    seed: int,
+    teacher_rationale_width: int | None = None,
+) -> TrainState:
+    """A fresh student: the model and projection head initialized from ``seed``.
+
+    A projection head (a linear map, used in training only) is added when the method compares
+    rationales and the student's rationale width differs from the teacher's.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_model()
+        head = None
+        if method.needs_rationale and teacher_rationale_width is not None:
+            if model.rationale_width != teacher_rationale_width:
+                head = nn.Linear(model.rationale_width, teacher_rationale_width)
+    params = list(model.parameters()) + ([] if head is None else list(head.parameters()))
+    training = method.training
+    optimizer = (
+        torch.optim.SGD(params, lr=training.lr) if training.optimizer == "sgd" else torch.optim.Adam(params, lr=training.lr)
+    )
+    scheduler = None
+    if training.scheduler == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=training.plateau_factor, patience=training.plateau_patience
+        )
+    return TrainState(name, method, model, head, optimizer, scheduler, torch.Generator().manual_seed(seed))
+
+
+def fit(
+    states: list[TrainState],
+    train: Table,
+    val: Table,
+    cache: TeacherCache | None,
+    on_epoch: Callable[[TrainState], None] | None = None,
+) -> None:
+    """Train ``states`` until each has run its epochs (or stopped early), from where each stands.
+
+    Students the linear engine can train are stacked into groups; the rest go to the autograd
+    engine. ``cache`` may be None only if no method uses the teacher.
+    """
+    data = _TrainingData.build(train, val, cache, needs_teacher=any(s.method.uses_teacher for s in states))
+    for group, engine in _plan(states):
+        _fit_group(group, engine(group), data, on_epoch)
+
+
+@dataclass
+class _TrainingData:
+    """The training split with the teacher's outputs aligned row by row, and the validation split."""
+
+    batch: Batch  # every training row; batches are gathered from it
+    val: Table
+
+    @classmethod
+    def build(cls, train: Table, val: Table, cache: TeacherCache | None, needs_teacher: bool) -> _TrainingData:
+        if needs_teacher:
+            if cache is None:
+                raise ValueError("a method uses the teacher, but no teacher outputs were given")
+            teacher = cache.take(train.ids)
+            logits, rationale = teacher.logits, teacher.rationale
+        else:
+            logits, rationale = torch.zeros(len(train), 0), None
+        return cls(Batch(train.X, train.y, logits, rationale), val)
+
+    def permuted(self, perms: torch.Tensor) -> Batch:
+        """``perms`` (S, N) -> every field gathered once per epoch as (S, N, ...), so that the
+        epoch's batches are slices (views), not per-batch gathers."""
+        b = self.batch
+        r = b.teacher_rationale
+        return Batch(_gather(b.x, perms), _gather(b.y, perms), _gather(b.teacher_logits, perms), None if r is None else _gather(r, perms))
+
+    def __len__(self) -> int:
+        return self.batch.x.shape[0]
+
+
+def _gather(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t[rows]`` for a 2-D ``rows``; index_select is several times faster than advanced indexing."""
+    return t.index_select(0, rows.flatten()).unflatten(0, rows.shape)
+
+
+def _slice(batch: Batch, start: int, stop: int) -> Batch:
+    r = batch.teacher_rationale
+    return Batch(batch.x[:, start:stop], batch.y[:, start:stop], batch.teacher_logits[:, start:stop], None if r is None else r[:, start:stop])
+
+
+def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) -> None:
+    batch_size = states[0].method.training.batch_size
+    n = len(data)
+    while not all(s.done for s in states):
+        started = time.perf_counter()
+        active = [not s.done for s in states]
+        epochs = [s.epoch for s in states]
+        weights = engine.start_epoch(epochs, active)  # (S, T)
+        shuffled = data.permuted(torch.stack([torch.randperm(n, generator=s.generator) for s in states]))
+        for start in range(0, n, batch_size):
+            engine.step(_slice(shuffled, start, start + batch_size))
+        elapsed = (time.perf_counter() - started) / sum(active)
+        raw = engine.term_values(data.batch, epochs)
+        for i, state in enumerate(states):
+            if active[i]:
+                state.seconds += elapsed
+                _end_epoch(state, engine.term_names, raw[i], weights[i], data.val)
+                if on_epoch is not None:
+                    on_epoch(state)
+    engine.release()
+    for state in states:
+        if state.best_model is not None and state.method.training.early_stopping_patience is not None:
+            state.model.load_state_dict(state.best_model)
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, val: Table) -> float:
+    """Mean hard-label loss on the validation split: what schedulers and early stopping watch."""
+    was_training = model.training
+    model.eval()
+    loss = float(hard_label_loss(model(val.X).logits, val.y).mean())
+    model.train(was_training)
+    return loss
+
+
+def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weights: torch.Tensor, val: Table) -> None:
+    own = {t.name for t in state.method.terms}
+    terms = {
+        name: {"raw": float(raw[j]), "weight": float(weights[j]), "weighted": float(raw[j] * weights[j])}
+        for j, name in enumerate(term_names)
+        if name in own
+    }
+    val_loss = validation_loss(state.model, val)
+    state.history.append(
+        {
+            "epoch": state.epoch,
+            "lr": state.optimizer.param_groups[0]["lr"],
+            "train_loss": sum(t["weighted"] for t in terms.values()),
+            "val_loss": val_loss,
+            "terms": terms,
+        }
+    )
+    state.epoch += 1
+    if state.scheduler is not None:
+        state.scheduler.step(val_loss)
+    patience = state.method.training.early_stopping_patience
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.bad_epochs = val_loss, 0
+        if patience is not None:
+            state.best_model = copy.deepcopy(state.model.state_dict())
+    else:
+        state.bad_epochs += 1
+        state.stopped = patience is not None and state.bad_epochs >= patience
+
+
+# --- engines ---------------------------------------------------------------------------------
+
+
+class _Engine:
+    """Shared by both engines: the union of the group's terms, and each student's weights."""
+
+    def __init__(self, states: list[TrainState]):
+        self.states = states
+        self.term_names: list[str] = []
+        self.objectives = []
+        for state in states:
+            for term in state.method.terms:
+                if term.name not in self.term_names:
+                    self.term_names.append(term.name)
+                    self.objectives.append(term.objective)
+        self.has = torch.tensor([[self._has_term(s, name) for name in self.term_names] for s in states])
+
+    @staticmethod
+    def _has_term(state: TrainState, name: str) -> bool:
+        return any(t.name == name for t in state.method.terms)
+
+    def start_epoch(self, epochs: list[int], active: list[bool]) -> torch.Tensor:
+        """Fix the weights for the epoch and return them: (S, T), each student's weight of each
+        term at its epoch, 0 for terms it lacks. Only ``active`` students take steps."""
+        weights = torch.zeros(len(self.states), len(self.term_names))
+        for i, (state, epoch) in enumerate(zip(self.states, epochs)):
+            for term in state.method.terms:
+                weights[i, self.term_names.index(term.name)] = term.weight.value(epoch)
+        self.weights, self.active = weights, active
+        return weights
+
+    def release(self) -> None:
+        """Hand the students back, detached from anything the engine shares between them."""
+
+    @torch.no_grad()
+    def term_values(self, train: Batch, epochs: list[int]) -> torch.Tensor:
+        """(S, T): each term's mean value over the whole training split, measured after the epoch
+        in eval mode. Measuring once per epoch, instead of averaging over the epoch's batches,
+        keeps the hot loop free of bookkeeping and gives values of one model, not of a model
+        changing during the epoch. Consistency noise here comes from a generator of its own, so
+        measuring does not change the training run."""
+        values = torch.zeros(len(self.states), len(self.term_names))
+        for i, state in enumerate(self.states):
+            model, head = state.model, state.head
+            model.eval()
+            out = model(train.x)
+            if head is not None:
+                out.rationale = head(out.rationale)
+            for j, objective in enumerate(self.objectives):
+                if not self.has[i, j]:
+                    continue
+                if objective.perturbation_std is not None:
+                    noise = torch.Generator().manual_seed(epochs[i])
+                    out.perturbed_logits = model(_perturbation(train.x, objective.perturbation_std, noise)).logits
+                values[i, j] = objective.loss(out, train).mean()
+            model.train()
+        return values
+
+
+def _perturbation(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    return x + std * torch.randn(x.shape, generator=generator)
+
+
+class AutogradEngine(_Engine):
+    """Any student; one optimizer step per student per batch through autograd."""
+
+    def __init__(self, states: list[TrainState]):
+        super().__init__(states)
+        for state in states:
+            state.model.train()
+
+    def step(self, batch: Batch) -> None:
+        weights = self.weights
+        for i, state in enumerate(self.states):
+            if not self.active[i]:
+                continue
+            own = _member(batch, i)
+            out = state.model(own.x)
+            if state.head is not None:
+                out.rationale = state.head(out.rationale)
+            loss = 0.0
+            for j, objective in enumerate(self.objectives):
+                if not self.has[i, j]:
+                    continue
+                if objective.perturbation_std is not None:
+                    out.perturbed_logits = state.model(_perturbation(own.x, objective.perturbation_std, state.generator)).logits
+                loss = loss + weights[i, j] * objective.loss(out, own).mean()
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            state.optimizer.step()
+
+
+def _member(batch: Batch, i: int) -> Batch:
+    r = batch.teacher_rationale
+    return Batch(batch.x[i], batch.y[i], batch.teacher_logits[i], None if r is None else r[i])
+
+
+class LinearEngine(_Engine):
+    """Logistic students without projection heads, trained as one stacked model ``(S, K, d)``.
+
+    The gradient of every term with respect to the logits and rationale is closed-form
+    (losses.py); the chain rule through ``z = W x + b`` and contributions ``W * x`` is written out
+    here. The resulting gradients are handed to each student's own torch optimizer.
+    """
+
+    def __init__(self, states: list[TrainState]):
+        super().__init__(states)
+        self.models: list[LogisticModel] = [s.model for s in states]
+        self.needs_rationale = any(o.needs_rationale for o in self.objectives)
+        # The students' parameters and gradients become views into stacked tensors (as a flat
+        # parameter does in sharded training): each optimizer updates its own view in place, and
+        # the engine reads all students at once without stacking on every step.
+        self.W = torch.stack([m.linear.weight.detach() for m in self.models])  # (S, K, d)
+        self.b = torch.stack([m.linear.bias.detach() for m in self.models]).unsqueeze(1)  # (S, 1, K)
+        self.grad_W, self.grad_b = torch.zeros_like(self.W), torch.zeros_like(self.b)
+        for i, m in enumerate(self.models):
+            m.linear.weight.data, m.linear.bias.data = self.W[i], self.b[i, 0]
+            m.linear.weight.grad, m.linear.bias.grad = self.grad_W[i], self.grad_b[i, 0]
+
+    def release(self) -> None:
+        for m in self.models:
+            m.linear.weight.data = m.linear.weight.data.clone()
+            m.linear.bias.data = m.linear.bias.data.clone()
+            m.linear.weight.grad = m.linear.bias.grad = None
+
+    @staticmethod
+    def accepts(state: TrainState) -> bool:
+        return isinstance(state.model, LogisticModel) and state.head is None
+
+    @staticmethod
+    def key(state: TrainState) -> tuple:
+        """Students stack together when their rationales are of one kind and batches of one size."""
+        return (state.model.rationale_kind, state.method.training.batch_size)
+
+    def start_epoch(self, epochs: list[int], active: list[bool]) -> torch.Tensor:
+        weights = super().start_epoch(epochs, active)
+        self.term_weights = [weights[:, j].view(-1, 1, 1) for j in range(len(self.term_names))]
+        return weights
+
+    @torch.no_grad()
+    def step(self, batch: Batch) -> None:
+        W, b, x = self.W, self.b, batch.x  # (S, K, d), (S, 1, K), (S, B, d)
+        logits = torch.baddbmm(b, x, W.transpose(1, 2))  # (S, B, K)
+        out = Outputs(logits, self.models[0].rationale(x, W, logits) if self.needs_rationale else None)
+        g_logits = torch.zeros_like(logits)
+        g_rationale = None if out.rationale is None else torch.zeros_like(out.rationale)
+        perturbed_x = g_perturbed = None
+        for j, objective in enumerate(self.objectives):
+            if objective.perturbation_std is not None:
+                perturbed_x = torch.stack(
+                    [
+                        _perturbation(x[i], objective.perturbation_std, s.generator) if self.has[i, j] else x[i]
+                        for i, s in enumerate(self.states)
+                    ]
+                )
+                out.perturbed_logits = torch.baddbmm(b, perturbed_x, W.transpose(1, 2))
+            grads = objective.grads(out, batch)
+            w = self.term_weights[j]
+            if grads.logits is not None:
+                g_logits += w * grads.logits
+            if grads.rationale is not None:
+                g_rationale += w * grads.rationale
+            if grads.perturbed_logits is not None:
+                g_perturbed = w * grads.perturbed_logits
+        if g_rationale is not None and self.models[0].rationale_kind == "score":
+            g_logits += g_rationale
+            g_rationale = None
+        g_W = torch.bmm(g_logits.transpose(1, 2), x)
+        g_b = g_logits.sum(1, keepdim=True)
+        if g_rationale is not None:  # contributions W[k, j] * x[j]
+            g_W += (g_rationale.unflatten(-1, W.shape[1:]) * x.unsqueeze(2)).sum(1)
+        if g_perturbed is not None:
+            g_W += torch.bmm(g_perturbed.transpose(1, 2), perturbed_x)
+            g_b += g_perturbed.sum(1, keepdim=True)
+        scale = 1.0 / x.shape[1]  # the loss is a mean over the batch
+        torch.mul(g_W, scale, out=self.grad_W)
+        torch.mul(g_b, scale, out=self.grad_b)
+        for state, active in zip(self.states, self.active):
+            if active:
+                state.optimizer.step()
+
+
+def _plan(states: list[TrainState]) -> list[tuple[list[TrainState], type]]:
+    """Groups of students trained together, and the engine for each."""
+    groups: dict[tuple, list[TrainState]] = {}
+    for state in states:
+        if LinearEngine.accepts(state):
+            key = ("linear", *LinearEngine.key(state))
+        else:
+            key = ("autograd", state.method.training.batch_size)
+        groups.setdefault(key, []).append(state)
+    plan = []
+    for key, group in groups.items():
+        engine = LinearEngine if key[0] == "linear" else AutogradEngine
+        plan += [(g, engine) for g in _split_conflicting_terms(group)]
+    return plan
+
+
+def _split_conflicting_terms(states: list[TrainState]) -> list[list[TrainState]]:
+    """Split a group so that within each part a term name always means the same objective."""
+    parts: list[tuple[dict, list[TrainState]]] = []
+    for state in states:
+        objectives = {t.name: t.objective for t in state.method.terms}
+        for seen, members in parts:
+            if all(seen.get(name, obj) == obj for name, obj in objectives.items()):
+                seen.update(objectives)
+                members.append(state)
+                break
+        else:
+            parts.append((dict(objectives), [state]))
+    return [members for _, members in parts]

@@ -1,0 +1,116 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stepdistill.cli import app
+from stepdistill.data import linear_binary
+
+runner = CliRunner()
+FAST = {"epochs": 2, "optimizer": "adam", "lr": 0.05}
+
+
+def _write_config(tmp_path, frame=None, **config):
+    if frame is not None:
+        frame.to_csv(tmp_path / "data.csv", index=False)
+    base = {
+        "data": {"path": "data.csv", "label": "label"},
+        "teacher": {"kind": "logistic", "training": FAST},
+        "methods": {"baseline": FAST, "traditional": FAST, "step_by_step": FAST, "enhanced": FAST},
+        "seeds": [0, 1],
+    }
+    for key, value in config.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in ("data", "teacher") else value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def _three_class_frame(n=3000):
+    frame = linear_binary(n, 5, seed=3)
+    score = frame["x0"] + 0.5 * frame["x1"]
+    frame["label"] = np.where(score < -0.5, "low", np.where(score > 0.5, "high", "mid"))
+    return frame
+
+
+def test_run_on_a_csv_with_string_labels_writes_the_results(tmp_path):
+    config = _write_config(tmp_path, _three_class_frame())
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"baseline", "traditional", "step_by_step", "enhanced"}
+    assert results["config"]["data"]["classes"] == ["high", "low", "mid"]
+    for entry in results["methods"].values():
+        assert set(entry["test"]) == {"accuracy", "log_loss", "macro_f1", "ece", "fidelity"}
+        assert len(entry["test"]["accuracy"]["values"]) == 2
+        assert entry["test"]["accuracy"]["mean"] > 0.7  # three well-separated bands
+        assert len(entry["history"]) == 2 and len(entry["history"][0]) == 2
+    assert set(results["teacher"]["test"]["accuracy"]) == {"mean", "std", "values"}
+    assert (out / "report.md").is_file() and (out / "history.png").is_file() and (out / "metrics.png").is_file()
+
+
+def _bad(tmp_path, frame, **config):
+    return _write_config(tmp_path, frame, **config)
+
+
+BAD_INPUTS = {
+    "missing data file": (lambda p: _bad(p, None), "not found"),
+    "unknown label": (lambda p: _bad(p, linear_binary(200, 3), data={"label": "target"}), "target"),
+    "non-numeric feature": (lambda p: _bad(p, linear_binary(200, 3).assign(city="x")), "city"),
+    "nan feature": (lambda p: _bad(p, linear_binary(200, 3).assign(x1=lambda f: f.x1.where(f.index != 5))), "x1"),
+    "single class": (lambda p: _bad(p, linear_binary(200, 3).assign(label=1)), "single class"),
+    "alpha above one": (lambda p: _bad(p, linear_binary(200, 3), methods={"traditional": {"alpha": 1.5}}), "alpha"),
+    "alpha plus beta above one": (
+        lambda p: _bad(p, linear_binary(200, 3), methods={"step_by_step": {"alpha": 0.8, "beta": 0.3}}),
+        "alpha + beta",
+    ),
+    "zero temperature": (lambda p: _bad(p, linear_binary(200, 3), methods={"traditional": {"temperature": 0}}), "temperature"),
+    "unknown method": (lambda p: _bad(p, linear_binary(200, 3), methods={"magic": {}}), "magic"),
+    "unknown teacher kind": (lambda p: _bad(p, linear_binary(200, 3), teacher={"kind": "forest"}), "teacher.kind"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
+    make, expected = BAD_INPUTS[case]
+    config = make(tmp_path)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(config), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert "\n" not in message and message.startswith("error: ") and expected in message
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_missing_config_and_unknown_preset(tmp_path):
+    result = runner.invoke(app, ["run", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "config file not found" in result.stderr
+    result = runner.invoke(app, ["demo", "--preset", "imagenet", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "unknown preset 'imagenet'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepdistill", "--debug", "run", str(tmp_path / "nope.yaml")], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_demo_nonlinear_runs_end_to_end(tmp_path, monkeypatch):
+    import stepdistill.presets as presets
+
+    monkeypatch.setattr(presets, "DEMO_ROWS", 4000)
+    result = runner.invoke(app, ["demo", "--preset", "nonlinear", "--seeds", "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["teacher"]["kind"] == "mlp"
+    # an MLP teacher beats the logistic control on data a linear model cannot fit
+    assert results["teacher"]["test"]["accuracy"]["mean"] > results["methods"]["baseline"]["test"]["accuracy"]["mean"] + 0.05

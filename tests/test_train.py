@@ -1,0 +1,162 @@
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from stepdistill.data import Table
+from stepdistill.evaluate import classification_metrics, predicted_classes
+from stepdistill.methods import Method, Term, build_method
+from stepdistill.students import LogisticModel, MLPModel
+from stepdistill.teachers import cache_model_outputs
+from stepdistill.terms import SoftTarget
+from stepdistill.train import fit, new_state
+from stepdistill.weights import Constant
+
+
+def _teacher(splits, epochs=5, seed=0):
+    method = build_method("baseline", {"epochs": epochs, "optimizer": "adam", "lr": 0.02}, name="teacher")
+    state = new_state("teacher", method, lambda: LogisticModel(10, 1), seed)
+    fit([state], splits.train, splits.val, None)
+    state.model.eval()
+    return state.model
+
+
+def _logistic(rationale="contributions"):
+    return lambda: LogisticModel(10, 1, rationale)
+
+
+def _params(state):
+    return torch.cat([p.detach().flatten() for p in state.model.parameters()])
+
+
+@dataclass(frozen=True)
+class RecordingSoftTarget(SoftTarget):
+    """A soft-target term that keeps every batch it is shown (training steps call ``grads`` in
+    the linear engine and ``loss`` in the autograd engine; epoch-end measurements call ``loss``)."""
+
+    seen: list = field(default_factory=list, compare=False, hash=False)
+
+    def _record(self, batch):
+        self.seen.append((batch.x.reshape(-1, batch.x.shape[-1]).clone(), batch.teacher_logits.reshape(-1, 1).clone()))
+
+    def loss(self, out, batch):
+        self._record(batch)
+        return super().loss(out, batch)
+
+    def grads(self, out, batch):
+        self._record(batch)
+        return super().grads(out, batch)
+
+
+@pytest.mark.parametrize("student", ["logistic", "mlp"])
+def test_teacher_outputs_stay_aligned_to_samples_under_shuffling(linear_splits, student):
+    # Ids that are neither positions nor sorted, and a cache built in a different row order than
+    # the training table: only a lookup by id can line them up.
+    train = linear_splits.train
+    scrambled = train.take(torch.randperm(len(train), generator=torch.Generator().manual_seed(5)))
+    train = Table(scrambled.ids * 7 + 1000, scrambled.X, scrambled.y, train.classes, train.feature_names)
+    val = Table(linear_splits.val.ids * 7 + 1001, linear_splits.val.X, linear_splits.val.y, train.classes, train.feature_names)
+    teacher = _teacher(linear_splits)
+    cache = cache_model_outputs(teacher, [val, train.take(torch.arange(len(train)).flip(0))], batch_size=999)
+
+    recorder = RecordingSoftTarget(2.0)
+    method = Method("probe", (Term("soft", recorder, Constant(1.0)),), build_method("traditional", {"epochs": 2}).training)
+    make = _logistic() if student == "logistic" else (lambda: MLPModel(10, 1, (8,)))
+    fit([new_state("probe", method, make, seed=3)], train, val, cache)
+
+    batch_sizes = [len(x) for x, _ in recorder.seen]
+    assert batch_sizes.count(512) == 2 * 15 and batch_sizes.count(8000) == 2  # 2 epochs, and their measurements
+    first_x, _ = recorder.seen[0]
+    assert not torch.equal(first_x, train.X[:512]), "batches should be shuffled"
+    with torch.no_grad():
+        for x, teacher_logits in recorder.seen:
+            torch.testing.assert_close(teacher_logits, teacher(x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_rejects_unknown_ids(linear_splits):
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=1), [linear_splits.train])
+    with pytest.raises(KeyError):
+        cache.take(linear_splits.test.ids)
+
+
+def test_pure_soft_target_student_reproduces_a_logistic_teacher(linear_splits):
+    teacher = _teacher(linear_splits, epochs=10)
+    cache = cache_model_outputs(teacher, [linear_splits.train, linear_splits.val, linear_splits.test])
+    method = build_method("traditional", {"alpha": 0.0, "epochs": 30, "optimizer": "adam", "lr": 0.05})
+    state = new_state("kd", method, _logistic(), seed=0)
+    fit([state], linear_splits.train, linear_splits.val, cache)
+    state.model.eval()
+    with torch.no_grad():
+        metrics = classification_metrics(
+            state.model(linear_splits.test.X).logits, linear_splits.test.y, predicted_classes(teacher(linear_splits.test.X).logits)
+        )
+    assert metrics["fidelity"] >= 0.99
+
+
+@pytest.mark.parametrize("preset", ["traditional", "step_by_step", "enhanced"])
+@pytest.mark.parametrize("rationale", ["contributions", "score"])
+def test_linear_engine_matches_autograd(linear_splits, preset, rationale, monkeypatch):
+    """The closed-form engine and autograd take the same steps: same loss values, same weights."""
+    import stepdistill.train as train_module
+
+    teacher = _teacher(linear_splits, epochs=2)
+    teacher.rationale_kind = rationale
+    cache = cache_model_outputs(teacher, [linear_splits.train, linear_splits.val])
+    method = build_method(preset, {"epochs": 3})
+    linear = new_state("a", method, _logistic(rationale), seed=1)
+    fit([linear], linear_splits.train, linear_splits.val, cache)
+
+    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
+    autograd = new_state("b", method, _logistic(rationale), seed=1)
+    fit([autograd], linear_splits.train, linear_splits.val, cache)
+
+    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    for a, b in zip(linear.history, autograd.history):
+        for name in a["terms"]:
+            assert a["terms"][name]["raw"] == pytest.approx(b["terms"][name]["raw"], rel=1e-4, abs=1e-6)
+
+
+def test_students_do_not_depend_on_who_they_are_stacked_with(linear_splits):
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
+    alone = new_state("sbs", build_method("step_by_step", {"epochs": 2}), _logistic(), seed=4)
+    fit([alone], linear_splits.train, linear_splits.val, cache)
+    together = [new_state(m, build_method(m, {"epochs": 2}), _logistic(), seed=s) for m in ["baseline", "traditional"] for s in (4, 5)]
+    stacked = new_state("sbs", build_method("step_by_step", {"epochs": 2}), _logistic(), seed=4)
+    fit(together + [stacked], linear_splits.train, linear_splits.val, cache)
+    torch.testing.assert_close(_params(alone), _params(stacked), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(_params(together[0]), _params(together[1]))  # seeds differ
+
+
+def test_training_is_deterministic_and_resumes_from_a_saved_state(linear_splits, tmp_path):
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
+    method = lambda epochs: build_method("enhanced", {"epochs": epochs})
+    make = lambda: MLPModel(10, 1, (16,))
+    full = new_state("e", method(4), make, seed=2, teacher_rationale_width=10)
+    fit([full], linear_splits.train, linear_splits.val, cache)
+
+    again = new_state("e", method(4), make, seed=2, teacher_rationale_width=10)
+    fit([again], linear_splits.train, linear_splits.val, cache)
+    assert torch.equal(_params(full), _params(again))
+
+    first_half = new_state("e", method(2), make, seed=2, teacher_rationale_width=10)
+    fit([first_half], linear_splits.train, linear_splits.val, cache)
+    torch.save(first_half.state_dict(), tmp_path / "state.pt")
+    resumed = new_state("e", method(4), make, seed=99, teacher_rationale_width=10)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    fit([resumed], linear_splits.train, linear_splits.val, cache)
+    torch.testing.assert_close(_params(full), _params(resumed))
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    assert resumed.head is not None  # the MLP's 16 hidden units are projected onto 10 contributions
+
+
+def test_plateau_scheduler_and_early_stopping(linear_splits):
+    method = build_method("baseline", {"epochs": 40, "lr": 5.0, "scheduler": "plateau", "plateau_patience": 0, "early_stopping_patience": 2})
+    state = new_state("b", method, _logistic(), seed=0)
+    fit([state], linear_splits.train, linear_splits.val, None)
+    lrs = [h["lr"] for h in state.history]
+    assert lrs[-1] < lrs[0]  # the plateau scheduler cut the learning rate
+    assert state.stopped and len(state.history) < 40
+    best = min(h["val_loss"] for h in state.history)
+    from stepdistill.train import validation_loss
+
+    assert validation_loss(state.model, linear_splits.val) == pytest.approx(best, rel=1e-6)  # best weights restored
