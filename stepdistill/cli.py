@@ -19,7 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Distill a teacher into a small student with each method, and compare them on held-out data.",
 )
-out_console = Console()
+# A table piped to a file or CI log would otherwise be squeezed into 80 columns.
+out_console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 _debug = {"on": False}
 

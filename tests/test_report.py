@@ -90,7 +90,7 @@ def test_report_markdown_content(results, tmp_path):
     assert "800 train, 100 validation, 100 test" in report
     assert "Seeds: 0, 1" in report
     # +5 points against a combined std of 100 * sqrt(2) * 0.01414 = 2.0 points
-    assert "**step_by_step**: 86.0% test accuracy, +5.0 points vs baseline (beyond seed noise" in report
+    assert "**step_by_step**: 86.00% test accuracy, +5.00 points vs baseline (beyond seed noise" in report
     assert "![Training history](history.png)" in report
     assert "![Test metrics](metrics.png)" in report
 
@@ -98,13 +98,13 @@ def test_report_markdown_content(results, tmp_path):
 def test_accuracy_comparison_within_noise():
     sentence = accuracy_comparison("traditional", summarize([0.81, 0.83]), summarize([0.80, 0.82]))
     combined = 100 * math.hypot(summarize([0.81, 0.83])["std"], summarize([0.80, 0.82])["std"])
-    assert "+1.0 points vs baseline" in sentence
-    assert f"within seed noise: combined std {combined:.1f} points" in sentence
+    assert "+1.00 points vs baseline" in sentence
+    assert f"within seed noise: combined std {combined:.2f} points" in sentence
 
 
 def test_accuracy_comparison_single_seed_claims_no_noise_estimate():
     sentence = accuracy_comparison("enhanced", summarize([0.75]), summarize([0.80]))
-    assert "-5.0 points vs baseline" in sentence
+    assert "-5.00 points vs baseline" in sentence
     assert "no estimate of seed noise" in sentence
 
 
@@ -154,3 +154,8 @@ def test_plot_failure_leaves_existing_out_dir_untouched(results, tmp_path, monke
     assert [path.name for path in out_dir.iterdir()] == ["results.json"]
     assert (out_dir / "results.json").read_text() == "previous run"
     assert list(tmp_path.iterdir()) == [out_dir]
+
+
+def test_accuracy_comparison_calls_tiny_differences_negligible():
+    sentence = accuracy_comparison("traditional", summarize([0.8662, 0.8662]), summarize([0.8663, 0.8663]))
+    assert "-0.01 points vs baseline (negligible" in sentence

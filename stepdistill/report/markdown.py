@@ -36,22 +36,29 @@ def _setup_lines(results: dict) -> list[str]:
     return lines
 
 
+# Below this many points of accuracy a difference is not worth a claim, however steady.
+NEGLIGIBLE_POINTS = 0.1
+
+
 def accuracy_comparison(method: str, accuracy: dict, baseline_accuracy: dict) -> str:
     """One sentence on how a method's mean test accuracy compares with the baseline's.
 
-    The difference of means counts as beyond seed noise only when it exceeds the combined
-    std, sqrt(std_method² + std_baseline²); with a single seed there is no noise estimate.
+    Differences under ``NEGLIGIBLE_POINTS`` are called negligible. Otherwise the difference of
+    means counts as beyond seed noise only when it exceeds the combined std,
+    sqrt(std_method² + std_baseline²); with a single seed there is no noise estimate.
     """
     difference = 100 * (accuracy["mean"] - baseline_accuracy["mean"])
     combined_std = 100 * math.hypot(accuracy["std"], baseline_accuracy["std"])
-    if min(len(accuracy["values"]), len(baseline_accuracy["values"])) < 2:
+    if abs(difference) < NEGLIGIBLE_POINTS:
+        verdict = f"negligible: under {NEGLIGIBLE_POINTS} points"
+    elif min(len(accuracy["values"]), len(baseline_accuracy["values"])) < 2:
         verdict = "single seed, so no estimate of seed noise"
     elif abs(difference) > combined_std:
-        verdict = f"beyond seed noise: combined std {combined_std:.1f} points"
+        verdict = f"beyond seed noise: combined std {combined_std:.2f} points"
     else:
-        verdict = f"within seed noise: combined std {combined_std:.1f} points"
-    return (f"- **{method}**: {100 * accuracy['mean']:.1f}% test accuracy, "
-            f"{difference:+.1f} points vs baseline ({verdict}).")
+        verdict = f"within seed noise: combined std {combined_std:.2f} points"
+    return (f"- **{method}**: {100 * accuracy['mean']:.2f}% test accuracy, "
+            f"{difference:+.2f} points vs baseline ({verdict}).")
 
 
 def _comparison_lines(results: dict) -> list[str]:
