@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stepdistill.errors import StepDistillError
 from stepdistill.methods import PRESETS, Method, build_method
@@ -27,7 +27,8 @@ class DataConfig(_Strict):
 
 class TeacherConfig(_Strict):
     kind: Literal["logistic", "mlp"] = "logistic"
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = Field((64, 64), min_length=1)
+    rationale_layer: int = Field(-1, description="mlp: which hidden layer's activations are the rationale (0 = first, -1 = last)")
     rationale: Literal["contributions", "score"] = Field(
         "contributions", description="logistic teachers: per-feature contributions, or the article's scalar score"
     )
@@ -39,10 +40,19 @@ class TeacherConfig(_Strict):
         defaults = {"epochs": 5} if self.kind == "logistic" else {"epochs": 10, "optimizer": "adam", "lr": 0.003}
         return {**defaults, **self.training}
 
+    @model_validator(mode="after")
+    def _rationale_layer_exists(self):
+        if not -len(self.hidden) <= self.rationale_layer < len(self.hidden):
+            raise ValueError(
+                f"rationale_layer {self.rationale_layer} does not exist: the teacher has {len(self.hidden)} hidden layers"
+                f" (0..{len(self.hidden) - 1}, or -1 for the last)"
+            )
+        return self
+
 
 class StudentConfig(_Strict):
     kind: Literal["logistic", "mlp"] = "logistic"
-    hidden: tuple[int, ...] = (32,)
+    hidden: tuple[int, ...] = Field((32,), min_length=1)
 
 
 class ExperimentConfig(_Strict):

@@ -21,7 +21,7 @@ from stepdistill.evaluate import classification_metrics, count_parameters, predi
 from stepdistill.methods import Method
 from stepdistill.students import LogisticModel, MLPModel
 from stepdistill.teachers import TeacherCache, cache_model_outputs
-from stepdistill.train import TrainState, fit, new_state
+from stepdistill.train import TrainState, default_device, fit, new_state
 
 ProgressFn = Callable[[str], None]
 
@@ -34,7 +34,7 @@ def teacher_factory(config: ExperimentConfig, n_features: int, n_classes: int) -
     t = config.teacher
     if t.kind == "logistic":
         return lambda: LogisticModel(n_features, n_logits(n_classes), t.rationale)
-    return lambda: MLPModel(n_features, n_logits(n_classes), t.hidden)
+    return lambda: MLPModel(n_features, n_logits(n_classes), t.hidden, t.rationale_layer)
 
 
 def student_factory(config: ExperimentConfig, n_features: int, n_classes: int) -> Callable[[], nn.Module]:
@@ -49,14 +49,15 @@ def student_factory(config: ExperimentConfig, n_features: int, n_classes: int) -
 
 @torch.no_grad()
 def test_logits(model: nn.Module, table: Table) -> torch.Tensor:
+    """The model's logits on ``table``, on the CPU."""
     model.eval()
-    return model(table.X).logits
+    return model(table.X.to(next(model.parameters()).device)).logits.cpu()
 
 
 def train_teacher(config: ExperimentConfig, splits: Splits) -> tuple[nn.Module, float]:
     method = config.teacher_method()
     make = teacher_factory(config, splits.train.n_features, splits.train.n_classes)
-    state = new_state("teacher", method, make, config.teacher.seed)
+    state = new_state("teacher", method, make, config.teacher.seed, device=default_device())
     fit([state], splits.train, splits.val, cache=None)
     return state.model, state.seconds
 
@@ -67,7 +68,8 @@ def distill(
     """Every method over every seed. All students go to ``fit`` together, so the linear engine can
     stack the compatible ones."""
     make = student_factory(config, splits.train.n_features, splits.train.n_classes)
-    states = {m.name: [new_state(m.name, m, make, seed, rationale_width) for seed in config.seeds] for m in methods}
+    device = default_device()
+    states = {m.name: [new_state(m.name, m, make, seed, rationale_width, device) for seed in config.seeds] for m in methods}
     fit([s for group in states.values() for s in group], splits.train, splits.val, cache)
     return states
 

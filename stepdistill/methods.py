@@ -33,9 +33,10 @@ class TrainingConfig(BaseModel):
     lr: float = Field(0.01, gt=0)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(512, ge=1)
-    scheduler: Literal["none", "plateau"] = "none"
-    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    scheduler: Literal["none", "plateau", "cosine", "step"] = "none"
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="plateau and step: the factor applied to the learning rate")
     plateau_patience: int = Field(2, ge=0)
+    step_epochs: int = Field(5, ge=1, description="step: epochs between learning-rate cuts")
     early_stopping_patience: int | None = Field(None, ge=1)
 
 
@@ -69,7 +70,7 @@ class EnhancedConfig(StepByStepConfig):
     noise_std: float = Field(0.04, gt=0)
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(0.005, gt=0)
-    scheduler: Literal["none", "plateau"] = "plateau"
+    scheduler: Literal["none", "plateau", "cosine", "step"] = "plateau"
 
 
 PRESETS: dict[str, type[TrainingConfig]] = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,7 +27,7 @@ from torch import nn
 
 from stepdistill.data import Table
 from stepdistill.losses import hard_label_loss
-from stepdistill.methods import Method
+from stepdistill.methods import Method, TrainingConfig
 from stepdistill.students import LogisticModel
 from stepdistill.teachers import TeacherCache
 from stepdistill.terms import Batch, Outputs
@@ -42,7 +43,7 @@ class TrainState:
     model: nn.Module
     head: nn.Module | None
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
     generator: torch.Generator
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
@@ -92,17 +93,27 @@ class TrainState:
         self.stopped = state["stopped"]
 
 
+def default_device() -> torch.device:
+    """``STEPDISTILL_DEVICE`` if set (e.g. ``cpu`` to keep off a GPU), else CUDA when available."""
+    chosen = os.environ.get("STEPDISTILL_DEVICE")
+    if chosen:
+        return torch.device(chosen)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def new_state(
     name: str,
     method: Method,
     make_model: Callable[[], nn.Module],
     seed: int,
     teacher_rationale_width: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> TrainState:
-    """A fresh student: the model and projection head initialized from ``seed``.
+    """A fresh student: the model and projection head initialized from ``seed``, on ``device``.
 
     A projection head (a linear map, used in training only) is added when the method compares
-    rationales and the student's rationale width differs from the teacher's.
+    rationales and the student's rationale width differs from the teacher's. Initialization runs
+    on the CPU, so a seed gives the same starting point on any device.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -111,17 +122,27 @@ def new_state(
         if method.needs_rationale and teacher_rationale_width is not None:
             if model.rationale_width != teacher_rationale_width:
                 head = nn.Linear(model.rationale_width, teacher_rationale_width)
-    params = list(model.parameters()) + ([] if head is None else list(head.parameters()))
+    model.to(device)
+    params = list(model.parameters())
+    if head is not None:
+        params += list(head.to(device).parameters())
     training = method.training
     optimizer = (
         torch.optim.SGD(params, lr=training.lr) if training.optimizer == "sgd" else torch.optim.Adam(params, lr=training.lr)
     )
-    scheduler = None
+    return TrainState(name, method, model, head, optimizer, _scheduler(optimizer, training), torch.Generator().manual_seed(seed))
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig):
+    """The learning-rate schedule, stepped once per epoch (plateau: on the validation loss)."""
+    lr_scheduler = torch.optim.lr_scheduler
     if training.scheduler == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=training.plateau_factor, patience=training.plateau_patience
-        )
-    return TrainState(name, method, model, head, optimizer, scheduler, torch.Generator().manual_seed(seed))
+        return lr_scheduler.ReduceLROnPlateau(optimizer, factor=training.lr_factor, patience=training.plateau_patience)
+    if training.scheduler == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=training.epochs)
+    if training.scheduler == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=training.step_epochs, gamma=training.lr_factor)
+    return None
 
 
 def fit(
@@ -136,7 +157,8 @@ def fit(
     Students the linear engine can train are stacked into groups; the rest go to the autograd
     engine. ``cache`` may be None only if no method uses the teacher.
     """
-    data = _TrainingData.build(train, val, cache, needs_teacher=any(s.method.uses_teacher for s in states))
+    device = next(states[0].model.parameters()).device
+    data = _TrainingData.build(train, val, cache, any(s.method.uses_teacher for s in states), device)
     for group, engine in _plan(states):
         _fit_group(group, engine(group), data, on_epoch)
 
@@ -149,7 +171,7 @@ class _TrainingData:
     val: Table
 
     @classmethod
-    def build(cls, train: Table, val: Table, cache: TeacherCache | None, needs_teacher: bool) -> _TrainingData:
+    def build(cls, train: Table, val: Table, cache: TeacherCache | None, needs_teacher: bool, device: torch.device) -> _TrainingData:
         if needs_teacher:
             if cache is None:
                 raise ValueError("a method uses the teacher, but no teacher outputs were given")
@@ -157,7 +179,8 @@ class _TrainingData:
             logits, rationale = teacher.logits, teacher.rationale
         else:
             logits, rationale = torch.zeros(len(train), 0), None
-        return cls(Batch(train.X, train.y, logits, rationale), val)
+        batch = Batch(train.X, train.y, logits, rationale)
+        return cls(Batch(*(None if t is None else t.to(device) for t in vars(batch).values())), val.to(device))
 
     def permuted(self, perms: torch.Tensor) -> Batch:
         """``perms`` (S, N) -> every field gathered once per epoch as (S, N, ...), so that the
@@ -188,7 +211,8 @@ def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) 
         active = [not s.done for s in states]
         epochs = [s.epoch for s in states]
         weights = engine.start_epoch(epochs, active)  # (S, T)
-        shuffled = data.permuted(torch.stack([torch.randperm(n, generator=s.generator) for s in states]))
+        perms = torch.stack([torch.randperm(n, generator=s.generator) for s in states])
+        shuffled = data.permuted(perms.to(data.batch.x.device))
         for start in range(0, n, batch_size):
             engine.step(_slice(shuffled, start, start + batch_size))
         elapsed = (time.perf_counter() - started) / sum(active)
@@ -233,8 +257,10 @@ def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weig
         }
     )
     state.epoch += 1
-    if state.scheduler is not None:
+    if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         state.scheduler.step(val_loss)
+    elif state.scheduler is not None:
+        state.scheduler.step()
     patience = state.method.training.early_stopping_patience
     if val_loss < state.best_val_loss:
         state.best_val_loss, state.bad_epochs = val_loss, 0
@@ -305,7 +331,8 @@ class _Engine:
 
 
 def _perturbation(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
-    return x + std * torch.randn(x.shape, generator=generator)
+    """Gaussian input noise, drawn on the CPU from the student's generator (the same draws on any device)."""
+    return x + std * torch.randn(x.shape, generator=generator).to(x.device)
 
 
 class AutogradEngine(_Engine):
@@ -381,7 +408,8 @@ class LinearEngine(_Engine):
 
     def start_epoch(self, epochs: list[int], active: list[bool]) -> torch.Tensor:
         weights = super().start_epoch(epochs, active)
-        self.term_weights = [weights[:, j].view(-1, 1, 1) for j in range(len(self.term_names))]
+        on_device = weights.to(self.W.device)
+        self.term_weights = [on_device[:, j].view(-1, 1, 1) for j in range(len(self.term_names))]
         return weights
 
     @torch.no_grad()

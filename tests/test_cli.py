@@ -73,6 +73,10 @@ BAD_INPUTS = {
     "zero temperature": (lambda p: _bad(p, linear_binary(200, 3), methods={"traditional": {"temperature": 0}}), "temperature"),
     "unknown method": (lambda p: _bad(p, linear_binary(200, 3), methods={"magic": {}}), "magic"),
     "unknown teacher kind": (lambda p: _bad(p, linear_binary(200, 3), teacher={"kind": "forest"}), "teacher.kind"),
+    "missing rationale layer": (
+        lambda p: _bad(p, linear_binary(200, 3), teacher={"kind": "mlp", "hidden": [8, 8], "rationale_layer": 2}),
+        "rationale_layer 2 does not exist",
+    ),
 }
 
 

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from stepdistill.data import Table
+from stepdistill.data import Table, linear_binary, prepare
 from stepdistill.evaluate import classification_metrics, predicted_classes
 from stepdistill.methods import Method, Term, build_method
 from stepdistill.students import LogisticModel, MLPModel
@@ -160,3 +160,46 @@ def test_plateau_scheduler_and_early_stopping(linear_splits):
     from stepdistill.train import validation_loss
 
     assert validation_loss(state.model, linear_splits.val) == pytest.approx(best, rel=1e-6)  # best weights restored
+
+
+def test_linear_engine_matches_autograd_on_three_classes(monkeypatch):
+    import stepdistill.train as train_module
+
+    frame = linear_binary(3000, 4, seed=2)
+    frame["label"] = (frame["x0"] > -0.4).astype(int) + (frame["x1"] > 0.4).astype(int)
+    splits, _ = prepare(frame, "label")
+    teacher = new_state("t", build_method("baseline", {"epochs": 3, "optimizer": "adam", "lr": 0.05}), lambda: LogisticModel(4, 3), 0)
+    fit([teacher], splits.train, splits.val, None)
+    cache = cache_model_outputs(teacher.model, [splits.train, splits.val])
+    method = build_method("enhanced", {"epochs": 3, "ramp_epochs": 1})
+    linear = new_state("a", method, lambda: LogisticModel(4, 3), seed=1)
+    fit([linear], splits.train, splits.val, cache)
+    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
+    autograd = new_state("b", method, lambda: LogisticModel(4, 3), seed=1)
+    fit([autograd], splits.train, splits.val, cache)
+    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    assert linear.history[-1]["terms"]["rationale"]["raw"] > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"scheduler": "step", "step_epochs": 2, "lr_factor": 0.1}, [1.0, 1.0, 0.1, 0.1, 0.01]),
+        ({"scheduler": "cosine"}, [1.0, 0.9045, 0.6545, 0.3455, 0.0955]),
+        ({"scheduler": "none"}, [1.0] * 5),
+    ],
+)
+def test_epoch_schedulers(linear_splits, overrides, expected):
+    method = build_method("baseline", {"epochs": 5, "lr": 1.0, **overrides})
+    state = new_state("b", method, _logistic(), seed=0)
+    fit([state], linear_splits.train, linear_splits.val, None)
+    assert [h["lr"] for h in state.history] == pytest.approx(expected, abs=1e-4)
+
+
+def test_mlp_rationale_is_the_chosen_hidden_layer():
+    model = MLPModel(10, 1, (16, 8), rationale_layer=0)
+    assert model.rationale_width == 16
+    x = torch.randn(5, 10)
+    torch.testing.assert_close(model(x).rationale, model.blocks[0](x))
+    last = MLPModel(10, 1, (16, 8))
+    assert last.rationale_width == 8 and last(x).rationale.shape == (5, 8)

@@ -40,6 +40,9 @@ class Table:
         """The rows at positions ``rows`` (not ids), as a new table."""
         return Table(self.ids[rows], self.X[rows], self.y[rows], self.classes, self.feature_names)
 
+    def to(self, device: torch.device | str) -> Table:
+        return Table(self.ids.to(device), self.X.to(device), self.y.to(device), self.classes, self.feature_names)
+
     def with_features(self, X: torch.Tensor) -> Table:
         return Table(self.ids, X, self.y, self.classes, self.feature_names)
 

@@ -9,20 +9,26 @@ from stepdistill.terms import Outputs
 
 
 class MLPModel(nn.Module):
-    """``net``: Linear-ReLU blocks then a Linear to K logits. The rationale is the output of the
-    last hidden block (its ReLU), the representation the prediction is read from."""
+    """Linear-ReLU blocks (``hidden``) then a Linear to K logits.
 
-    def __init__(self, n_features: int, n_logits: int, hidden: tuple[int, ...] = (64, 64)):
+    The rationale is the output (after ReLU) of hidden block ``rationale_layer`` (default: the
+    last, the representation the prediction is read from).
+    """
+
+    def __init__(self, n_features: int, n_logits: int, hidden: tuple[int, ...] = (64, 64), rationale_layer: int = -1):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = n_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, n_logits)
-        self.rationale_width = width
+        if not hidden:
+            raise ValueError("an MLP needs at least one hidden layer")
+        widths = (n_features, *hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(widths[:-1], widths[1:]))
+        self.head = nn.Linear(hidden[-1], n_logits)
+        self.rationale_index = range(len(hidden))[rationale_layer]
+        self.rationale_width = hidden[self.rationale_index]
 
     def forward(self, x: torch.Tensor) -> Outputs:
-        hidden = self.body(x)
-        return Outputs(self.head(hidden), hidden)
+        rationale = None
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.rationale_index:
+                rationale = x
+        return Outputs(self.head(x), rationale)

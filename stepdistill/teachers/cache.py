@@ -53,16 +53,18 @@ class InMemoryTeacherCache(TeacherCache):
 
 @torch.no_grad()
 def cache_model_outputs(model: nn.Module, tables: list[Table], batch_size: int = 8192) -> InMemoryTeacherCache:
-    """Run ``model`` once in eval mode over ``tables`` and store its (logits, rationale) by id."""
+    """Run ``model`` once in eval mode over ``tables`` and store its (logits, rationale) by id.
+    The cache lives on the CPU whatever the model's device; the trainer moves what it needs."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     ids, logits, rationale = [], [], []
     for table in tables:
         for start in range(0, len(table), batch_size):
-            out = model(table.X[start : start + batch_size])
-            ids.append(table.ids[start : start + batch_size])
-            logits.append(out.logits)
-            rationale.append(out.rationale)
+            out = model(table.X[start : start + batch_size].to(device))
+            ids.append(table.ids[start : start + batch_size].cpu())
+            logits.append(out.logits.cpu())
+            rationale.append(None if out.rationale is None else out.rationale.cpu())
     model.train(was_training)
     has_rationale = all(r is not None for r in rationale)
     return InMemoryTeacherCache(torch.cat(ids), torch.cat(logits), torch.cat(rationale) if has_rationale else None)
