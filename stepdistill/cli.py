@@ -20,7 +20,7 @@ app = typer.Typer(
     help="Distill a teacher into a small student with each method, and compare them on held-out data.",
 )
 # A table piped to a file or CI log would otherwise be squeezed into 80 columns.
-out_console = Console(width=None if sys.stdout.isatty() else 120)
+out_console = Console(width=None if sys.stdout.isatty() else 132)
 err_console = Console(stderr=True)
 _debug = {"on": False}
 
