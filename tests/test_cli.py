@@ -62,7 +62,10 @@ def _bad(tmp_path, frame, **config):
 BAD_INPUTS = {
     "missing data file": (lambda p: _bad(p, None), "not found"),
     "unknown label": (lambda p: _bad(p, linear_binary(200, 3), data={"label": "target"}), "target"),
-    "non-numeric feature": (lambda p: _bad(p, linear_binary(200, 3).assign(city="x")), "city"),
+    "identifier-like feature": (
+        lambda p: _bad(p, linear_binary(1200, 3).assign(name=[f"n{i}" for i in range(1200)])),
+        "over 1000 distinct values: name",
+    ),
     "nan feature": (lambda p: _bad(p, linear_binary(200, 3).assign(x1=lambda f: f.x1.where(f.index != 5))), "x1"),
     "single class": (lambda p: _bad(p, linear_binary(200, 3).assign(label=1)), "single class"),
     "alpha above one": (lambda p: _bad(p, linear_binary(200, 3), methods={"traditional": {"alpha": 1.5}}), "alpha"),

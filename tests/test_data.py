@@ -15,7 +15,7 @@ from sklearn.neural_network import MLPClassifier
 
 from stepdistill.data import (
     Splits,
-    frame_to_xy,
+    frame_parts,
     linear_binary,
     linear_weights,
     nonlinear_binary,
@@ -57,12 +57,13 @@ def test_round_trip_keeps_features_and_labels(tmp_path, suffix):
     else:
         frame.to_parquet(path, index=False)
 
-    X, y, classes, names, ids = frame_to_xy(read_frame(path), "target")
-    X0, y0, classes0, names0, ids0 = frame_to_xy(frame, "target")
+    features, y, classes, ids = frame_parts(read_frame(path), "target")
+    features0, y0, classes0, ids0 = frame_parts(frame, "target")
 
-    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(features.to_numpy(np.float32), features0.to_numpy(np.float32))
     np.testing.assert_array_equal(y, y0)
-    assert (classes, names) == (classes0, names0) == (["bird", "cat", "dog"], ["a", "b"])
+    assert classes == classes0 == ["bird", "cat", "dog"]
+    assert list(features.columns) == list(features0.columns) == ["a", "b"]
     np.testing.assert_array_equal(ids, np.arange(6))
 
 
@@ -94,27 +95,27 @@ def test_read_unreadable_or_empty_file(tmp_path, name, content):
         read_frame(path)
 
 
-# --- frame_to_xy ------------------------------------------------------------------------------
+# --- frame_parts ------------------------------------------------------------------------------
 
 
 def test_string_labels_are_encoded_in_sorted_order():
-    X, y, classes, names, _ = frame_to_xy(small_frame(), "target")
+    features, y, classes, _ = frame_parts(small_frame(), "target")
     assert classes == ["bird", "cat", "dog"]
     np.testing.assert_array_equal(y, [2, 1, 2, 0, 1, 2])
-    assert (X.dtype, y.dtype, X.shape) == (np.float32, np.int64, (6, 2))
+    assert (y.dtype, features.shape) == (np.int64, (6, 2))
 
 
 def test_whole_float_labels_are_named_as_integers():
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 0.0, 1.0]})
-    _, y, classes, _, _ = frame_to_xy(frame, "y")
+    _, y, classes, _ = frame_parts(frame, "y")
     assert classes == ["0", "1"]
     np.testing.assert_array_equal(y, [1, 0, 1])
 
 
 def test_id_column_is_used_and_excluded_from_features():
     frame = small_frame().assign(row_id=[10, 11, 12, 13, 14, 15])
-    X, _, _, names, ids = frame_to_xy(frame, "target", id_column="row_id")
-    assert names == ["a", "b"] and X.shape == (6, 2)
+    features, _, _, ids = frame_parts(frame, "target", id_column="row_id")
+    assert list(features.columns) == ["a", "b"]
     np.testing.assert_array_equal(ids, [10, 11, 12, 13, 14, 15])
     assert ids.dtype == np.int64
 
@@ -130,7 +131,7 @@ def test_id_column_is_used_and_excluded_from_features():
             small_frame().assign(city=list("xyzxyz"), day=pd.Timestamp("2024-01-01")),
             "target",
             None,
-            r"non-numeric feature columns: city, day; encode them as numbers or drop them",
+            r"unsupported type \(dates, durations or complex numbers\): day; convert them to numbers or drop them",
         ),
         (
             small_frame().assign(a=[np.nan, 1, 2, 3, np.inf, 5], b=[1, 2, 3, -np.inf, 5, 6]),
@@ -148,7 +149,7 @@ def test_id_column_is_used_and_excluded_from_features():
         "id-missing",
         "label-nan",
         "single-class",
-        "non-numeric",
+        "dates",
         "nan-inf",
         "id-duplicated",
         "id-not-integer",
@@ -158,7 +159,7 @@ def test_id_column_is_used_and_excluded_from_features():
 )
 def test_frame_errors_are_one_line_and_name_the_column(frame, label, id_column, match):
     with raises_one_line(match):
-        frame_to_xy(frame, label, id_column)
+        frame_parts(frame, label, id_column)
 
 
 # --- splits -----------------------------------------------------------------------------------
@@ -237,13 +238,13 @@ def test_standardize_fits_on_train_only():
 
 def test_prepare_runs_the_whole_pipeline():
     frame = linear_binary(2_000, n_features=3, seed=1).assign(sample=np.arange(2_000) * 7)
-    splits, scaler = prepare(frame, "label", id_column="sample", seed=4)
+    splits, encoder = prepare(frame, "label", id_column="sample", seed=4)
     assert isinstance(splits, Splits)
     assert splits.train.feature_names == ("x0", "x1", "x2") and splits.train.classes == ("0", "1")
     assert sum(len(t) for t in (splits.train, splits.val, splits.test)) == 2_000
     assert int(splits.val.ids.remainder(7).abs().sum()) == 0
     np.testing.assert_allclose(splits.train.X.mean(dim=0).numpy(), 0.0, atol=1e-5)
-    assert scaler.n_features_in_ == 3
+    assert encoder.feature_names == ("x0", "x1", "x2")
 
 
 # --- synthetic --------------------------------------------------------------------------------
@@ -283,3 +284,28 @@ def test_small_mlp_beats_logistic_regression_on_nonlinear_data():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp = MLPClassifier((64, 64), max_iter=10, random_state=0).fit(X_train, y_train)
     assert mlp.score(X_test, y_test) >= linear + 0.08
+
+
+def test_categorical_columns_are_one_hot_encoded_with_categories_from_train_only():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "age": rng.normal(40, 10, 600),
+            "city": rng.choice(["paris", "oslo", "rome"], 600),
+            "member": rng.choice([True, False], 600),
+            "label": rng.choice(["yes", "no"], 600),
+        }
+    )
+    splits, encoder = prepare(frame, "label")
+    assert encoder.feature_names == ("age", "city_oslo", "city_paris", "city_rome", "member_False", "member_True")
+    X = splits.train.X.numpy()
+    np.testing.assert_allclose(X[:, 1:4].sum(1), 1.0)  # exactly one city per row
+    assert abs(X[:, 0].mean()) < 1e-5
+    unseen = encoder.transform(frame.drop(columns="label").head(2).assign(city="lima"))
+    np.testing.assert_array_equal(unseen[:, 1:4], 0.0)  # an unseen category encodes as all zeros
+
+
+def test_a_categorical_column_that_is_really_an_identifier_is_refused():
+    frame = pd.DataFrame({"name": [f"n{i}" for i in range(1_200)], "x": np.arange(1_200.0), "label": [0, 1] * 600})
+    with raises_one_line(r"over 1000 distinct values: name \(1,200\)"):
+        frame_parts(frame, "label")

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import pandas as pd
-from sklearn.preprocessing import StandardScaler
+import torch
 
-from stepdistill.data.io import frame_to_xy, read_frame
-from stepdistill.data.splits import split_stratified, standardize
+from stepdistill.data.bundled import adult, mnist_5k
+from stepdistill.data.encode import FeatureEncoder
+from stepdistill.data.io import frame_parts, read_frame
+from stepdistill.data.splits import split_rows, split_stratified, standardize
 from stepdistill.data.synthetic import linear_binary, linear_weights, nonlinear_binary
 from stepdistill.data.table import Splits, Table
 
 __all__ = [
     "Splits",
     "Table",
-    "frame_to_xy",
+    "adult",
+    "FeatureEncoder",
+    "feature_frame",
+    "frame_parts",
     "linear_binary",
     "linear_weights",
+    "mnist_5k",
     "nonlinear_binary",
     "prepare",
     "read_frame",
+    "split_rows",
     "split_stratified",
     "standardize",
 ]
@@ -31,11 +38,23 @@ def prepare(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
-) -> tuple[Splits, StandardScaler]:
-    """Check a frame, split it stratified by label and standardize it on train statistics.
+    scale_numeric: bool = True,
+) -> tuple[Splits, FeatureEncoder]:
+    """Check a frame, split it stratified by label, and encode its features with an encoder
+    fitted on the training split (one-hot categories, standardized numbers).
 
-    Returns the standardized splits and the scaler fitted on train.
+    Returns the encoded splits and the fitted encoder, to apply to new data.
     """
-    X, y, classes, feature_names, ids = frame_to_xy(frame, label, id_column)
-    splits = split_stratified(ids, X, y, classes, feature_names, val_fraction, test_fraction, seed)
-    return standardize(splits)
+    features, y, classes, ids = frame_parts(frame, label, id_column)
+    rows = split_rows(y, classes, val_fraction, test_fraction, seed)
+    encoder = FeatureEncoder(scale_numeric).fit(features.iloc[rows[0]])
+    table = Table(
+        torch.from_numpy(ids), torch.from_numpy(encoder.transform(features)), torch.from_numpy(y), tuple(classes), encoder.feature_names
+    )
+    return Splits(*(table.take(torch.from_numpy(r)) for r in rows)), encoder
+
+
+def feature_frame(frame: pd.DataFrame, label: str, id_column: str | None = None) -> pd.DataFrame:
+    """The raw feature columns indexed by sample id, for teachers that read them as they are."""
+    features, _, _, ids = frame_parts(frame, label, id_column)
+    return features.set_index(pd.Index(ids, name="id"))

@@ -1,4 +1,4 @@
-"""Reading a data file into a frame, and turning a frame into model-ready arrays."""
+"""Reading a data file into a frame, and checking its label, features and ids."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pandas.api.types import is_float_dtype, is_integer_dtype, is_numeric_dtype
+from pandas.api.types import (
+    is_bool_dtype,
+    is_complex_dtype,
+    is_datetime64_any_dtype,
+    is_float_dtype,
+    is_integer_dtype,
+    is_numeric_dtype,
+    is_timedelta64_dtype,
+)
 from sklearn.preprocessing import LabelEncoder
 
 from stepdistill.errors import StepDistillError
@@ -54,14 +62,15 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def frame_to_xy(
+def frame_parts(
     frame: pd.DataFrame, label: str, id_column: str | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str], np.ndarray]:
-    """Split a frame into features, encoded labels and sample ids.
+) -> tuple[pd.DataFrame, np.ndarray, list[str], np.ndarray]:
+    """Split a frame into its feature columns, encoded labels and sample ids, checking each.
 
-    Returns ``(X, y, classes, feature_names, ids)``: X float32 (N, d) from every column except
-    ``label`` and ``id_column``; y int64 (N,) indices into ``classes`` (the sorted distinct
-    label values, as strings); ids int64 (N,) from ``id_column``, or the row positions.
+    Returns ``(features, y, classes, ids)``: features, every column except ``label`` and
+    ``id_column`` (numeric or categorical; column names as strings); y int64 (N,) indices into
+    ``classes`` (the sorted distinct label values, as strings); ids int64 (N,) from
+    ``id_column``, or the row positions.
     """
     if len(frame) == 0:
         raise StepDistillError("the data has no rows — point the data path at a file with data")
@@ -69,13 +78,14 @@ def frame_to_xy(
     if id_column is not None:
         _require_column(frame, id_column, "id", "data.id_column")
     y, classes = _encode_labels(frame[label], label)
-    feature_names = [c for c in frame.columns if c not in (label, id_column)]
-    X = _features(frame, feature_names, label)
+    features = frame.drop(columns=[c for c in (label, id_column) if c is not None])
+    features.columns = [str(c) for c in features.columns]
+    _check_features(features, label)
     if id_column is None:
         ids = np.arange(len(frame), dtype=np.int64)
     else:
         ids = _ids(frame[id_column], id_column)
-    return X, y, classes, [str(c) for c in feature_names], ids
+    return features.reset_index(drop=True), y, classes, ids
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -124,31 +134,42 @@ def _encode_labels(values: pd.Series, label: str) -> tuple[np.ndarray, list[str]
     return y.astype(np.int64), classes
 
 
-def _features(frame: pd.DataFrame, feature_names: list, label: str) -> np.ndarray:
-    """The feature columns as float32, rejecting non-numeric columns and NaN / inf values."""
-    if not feature_names:
+# A categorical column with more distinct values than this is almost surely an identifier or
+# free text; one-hot encoding it would make a huge, meaningless input.
+MAX_CATEGORIES = 1000
+
+
+def _check_features(features: pd.DataFrame, label: str) -> None:
+    """Numeric columns must be finite; categorical ones (strings, categories, booleans) are
+    one-hot encoded later; dates and other kinds must be turned into numbers by the user."""
+    if features.shape[1] == 0:
         raise StepDistillError(
             f"no feature columns: every column is the label '{label}' or the id column"
             " — add feature columns"
         )
-    non_numeric = [str(c) for c in feature_names if not is_numeric_dtype(frame[c])]
-    if non_numeric:
+    unsupported = [c for c in features.columns if is_datetime64_any_dtype(features[c]) or is_timedelta64_dtype(features[c]) or is_complex_dtype(features[c])]
+    if unsupported:
         raise StepDistillError(
-            f"non-numeric feature columns: {', '.join(non_numeric)};"
-            " encode them as numbers or drop them"
+            f"feature columns of unsupported type (dates, durations or complex numbers): {', '.join(unsupported)};"
+            " convert them to numbers or drop them"
         )
-    # A copy: a view into the frame would be read-only under pandas copy-on-write.
-    X = frame[feature_names].to_numpy(dtype=np.float32, na_value=np.nan, copy=True)
-    # Checked after the cast, so values too large for float32 are caught as inf too.
-    bad = ~np.isfinite(X)
+    numeric = [c for c in features.columns if is_numeric_dtype(features[c]) and not is_bool_dtype(features[c])]
+    wide = [f"{c} ({n:,})" for c in features.columns if c not in numeric and (n := features[c].nunique()) > MAX_CATEGORIES]
+    if wide:
+        raise StepDistillError(
+            f"categorical feature columns with over {MAX_CATEGORIES} distinct values: {', '.join(wide)};"
+            " drop them or encode them as numbers"
+        )
+    # Checked as float32, the type students see, so values too large for it count as inf too.
+    values = features[numeric].to_numpy(dtype=np.float32, na_value=np.nan)
+    bad = ~np.isfinite(values)
     if bad.any():
-        bad_columns = ", ".join(str(c) for c, hit in zip(feature_names, bad.any(axis=0)) if hit)
+        bad_columns = ", ".join(str(c) for c, hit in zip(numeric, bad.any(axis=0)) if hit)
         n_bad_rows = int(bad.any(axis=1).sum())
         raise StepDistillError(
             f"NaN or infinite feature values in columns: {bad_columns} ({n_bad_rows} rows)"
             " — drop or fill those rows"
         )
-    return X
 
 
 def _ids(values: pd.Series, id_column: str) -> np.ndarray:

@@ -18,17 +18,10 @@ from stepdistill.errors import StepDistillError
 MIN_CLASS_ROWS_PER_SPLIT = 2
 
 
-def split_stratified(
-    ids: np.ndarray,
-    X: np.ndarray,
-    y: np.ndarray,
-    classes: Sequence[str],
-    feature_names: Sequence[str],
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-) -> Splits:
-    """Split rows into train / validation / test with the class ratios of ``y`` in each.
+def split_rows(
+    y: np.ndarray, classes: Sequence[str], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row positions of train / validation / test, with the class ratios of ``y`` in each.
 
     ``val_fraction`` and ``test_fraction`` are shares of all rows; train gets the rest.
     Raises StepDistillError if the fractions are invalid or a class has too few rows.
@@ -47,6 +40,21 @@ def split_stratified(
         stratify=y[holdout_rows],
         random_state=seed,
     )
+    return train_rows, val_rows, test_rows
+
+
+def split_stratified(
+    ids: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: Sequence[str],
+    feature_names: Sequence[str],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Splits:
+    """Numeric arrays split by ``split_rows`` into ``Table``s."""
+    rows = split_rows(y, classes, val_fraction, test_fraction, seed)
     table = Table(
         ids=_tensor(ids, np.int64),
         X=_tensor(X, np.float32),
@@ -54,11 +62,7 @@ def split_stratified(
         classes=tuple(classes),
         feature_names=tuple(feature_names),
     )
-    return Splits(
-        train=table.take(torch.as_tensor(train_rows)),
-        val=table.take(torch.as_tensor(val_rows)),
-        test=table.take(torch.as_tensor(test_rows)),
-    )
+    return Splits(*(table.take(torch.as_tensor(r)) for r in rows))
 
 
 def standardize(splits: Splits) -> tuple[Splits, StandardScaler]:
