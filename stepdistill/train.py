@@ -403,8 +403,9 @@ class LinearEngine(_Engine):
 
     @staticmethod
     def key(state: TrainState) -> tuple:
-        """Students stack together when their rationales are of one kind and batches of one size."""
-        return (state.model.rationale_kind, state.method.training.batch_size)
+        """Students stack together when they explain themselves alike and take batches of one size."""
+        m = state.model
+        return (m.rationale_kind, m.include_bias, tuple(m.groups.tolist()) if m.grouped else None, state.method.training.batch_size)
 
     def start_epoch(self, epochs: list[int], active: list[bool]) -> torch.Tensor:
         weights = super().start_epoch(epochs, active)
@@ -416,7 +417,8 @@ class LinearEngine(_Engine):
     def step(self, batch: Batch) -> None:
         W, b, x = self.W, self.b, batch.x  # (S, K, d), (S, 1, K), (S, B, d)
         logits = torch.baddbmm(b, x, W.transpose(1, 2))  # (S, B, K)
-        out = Outputs(logits, self.models[0].rationale(x, W, logits) if self.needs_rationale else None)
+        model = self.models[0]  # all students of a group explain themselves alike (see key)
+        out = Outputs(logits, model.rationale(x, W, b.squeeze(1), logits) if self.needs_rationale else None)
         g_logits = torch.zeros_like(logits)
         g_rationale = None if out.rationale is None else torch.zeros_like(out.rationale)
         perturbed_x = g_perturbed = None
@@ -437,13 +439,12 @@ class LinearEngine(_Engine):
                 g_rationale += w * grads.rationale
             if grads.perturbed_logits is not None:
                 g_perturbed = w * grads.perturbed_logits
-        if g_rationale is not None and self.models[0].rationale_kind == "score":
-            g_logits += g_rationale
-            g_rationale = None
         g_W = torch.bmm(g_logits.transpose(1, 2), x)
         g_b = g_logits.sum(1, keepdim=True)
-        if g_rationale is not None:  # contributions W[k, j] * x[j]
-            g_W += (g_rationale.unflatten(-1, W.shape[1:]) * x.unsqueeze(2)).sum(1)
+        if g_rationale is not None:
+            g_W_rationale, g_b_rationale = model.rationale_backward(g_rationale, x)
+            g_W += g_W_rationale
+            g_b += g_b_rationale.unsqueeze(1)
         if g_perturbed is not None:
             g_W += torch.bmm(g_perturbed.transpose(1, 2), perturbed_x)
             g_b += g_perturbed.sum(1, keepdim=True)

@@ -203,3 +203,31 @@ def test_mlp_rationale_is_the_chosen_hidden_layer():
     torch.testing.assert_close(model(x).rationale, model.blocks[0](x))
     last = MLPModel(10, 1, (16, 8))
     assert last.rationale_width == 8 and last(x).rationale.shape == (5, 8)
+
+
+def test_grouped_contributions_with_bias_sum_to_the_logit_and_train_alike_in_both_engines(linear_splits, monkeypatch):
+    """Contributions summed per raw column plus the bias: the layout of TreeSHAP explanations."""
+    import stepdistill.train as train_module
+
+    groups = [0, 0, 1, 1, 1, 2, 3, 3, 4, 5]  # e.g. one-hot columns of one raw column share a group
+    make = lambda: LogisticModel(10, 1, feature_groups=groups, include_bias=True)
+    model = make()
+    with torch.no_grad():
+        model.linear.weight.normal_()
+        model.linear.bias.fill_(0.3)
+        out = model(linear_splits.val.X)
+    assert model.rationale_width == 7 and out.rationale.shape == (len(linear_splits.val), 7)
+    torch.testing.assert_close(out.rationale.sum(1, keepdim=True), out.logits)
+
+    teacher = make()
+    with torch.no_grad():
+        teacher.linear.weight.normal_(generator=torch.Generator().manual_seed(3))
+    cache = cache_model_outputs(teacher, [linear_splits.train, linear_splits.val])
+    method = build_method("step_by_step", {"epochs": 2, "alpha": 0.2, "beta": 0.6})
+    linear = new_state("a", method, make, seed=1)
+    fit([linear], linear_splits.train, linear_splits.val, cache)
+    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
+    autograd = new_state("b", method, make, seed=1)
+    fit([autograd], linear_splits.train, linear_splits.val, cache)
+    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    assert linear.history[-1]["terms"]["rationale"]["raw"] < linear.history[0]["terms"]["rationale"]["raw"]
