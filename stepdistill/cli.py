@@ -73,5 +73,5 @@ def _guarded(action) -> None:
     except StepDistillError as err:
         if _debug["on"]:
             raise
-        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        sys.stderr.write(f"error: {err}\n")
         sys.exit(2)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stepdistill.errors import StepDistillError
+from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.methods import PRESETS, Method, build_method
+from stepdistill.students.kinds import LogisticStudent, StudentConfig
+from stepdistill.teachers.kinds import LogisticTeacher, TeacherConfig, TrainedHereTeacher
+
+
+def _union_tags(union) -> frozenset[str]:
+    """The ``kind`` values of a discriminated union of configs."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return frozenset(tag for m in members for tag in typing.get_args(m.model_fields["kind"].annotation))
+
+
+KIND_TAGS = _union_tags(TeacherConfig) | _union_tags(StudentConfig)
 
 
 class _Strict(BaseModel):
@@ -23,44 +34,26 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     split_seed: int = 0
-
-
-class TeacherConfig(_Strict):
-    kind: Literal["logistic", "mlp"] = "logistic"
-    hidden: tuple[int, ...] = Field((64, 64), min_length=1)
-    rationale_layer: int = Field(-1, description="mlp: which hidden layer's activations are the rationale (0 = first, -1 = last)")
-    rationale: Literal["contributions", "score"] = Field(
-        "contributions", description="logistic teachers: per-feature contributions, or the article's scalar score"
-    )
-    seed: int = 0
-    training: dict = Field(default_factory=dict, description="overrides of the teacher's training settings")
-
-    def training_overrides(self) -> dict:
-        """The reference article trains a logistic teacher for 5 epochs of SGD; an MLP needs Adam."""
-        defaults = {"epochs": 5} if self.kind == "logistic" else {"epochs": 10, "optimizer": "adam", "lr": 0.003}
-        return {**defaults, **self.training}
-
-    @model_validator(mode="after")
-    def _rationale_layer_exists(self):
-        if not -len(self.hidden) <= self.rationale_layer < len(self.hidden):
-            raise ValueError(
-                f"rationale_layer {self.rationale_layer} does not exist: the teacher has {len(self.hidden)} hidden layers"
-                f" (0..{len(self.hidden) - 1}, or -1 for the last)"
-            )
-        return self
-
-
-class StudentConfig(_Strict):
-    kind: Literal["logistic", "mlp"] = "logistic"
-    hidden: tuple[int, ...] = Field((32,), min_length=1)
+    scale_numeric: bool = Field(True, description="standardize numeric columns (off for pixels already in [0, 1])")
+    image_shape: tuple[int, int, int] | None = Field(None, description="(C, H, W) when each row is a flattened image")
 
 
 class ExperimentConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
+    teacher: TeacherConfig = Field(default_factory=LogisticTeacher)
+    student: StudentConfig = Field(default_factory=LogisticStudent)
     methods: dict[str, dict] = Field(default_factory=lambda: {name: {} for name in PRESETS})
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _logistic_by_default(cls, raw):
+        """A teacher or student section without ``kind`` means the logistic one."""
+        if isinstance(raw, dict):
+            for section in ("teacher", "student"):
+                if isinstance(raw.get(section), dict) and "kind" not in raw[section]:
+                    raw = {**raw, section: {**raw[section], "kind": "logistic"}}
+        return raw
 
     @field_validator("methods")
     @classmethod
@@ -72,29 +65,20 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"no methods; choose from {', '.join(PRESETS)}")
         return {name: overrides or {} for name, overrides in methods.items()}
 
+    def check(self) -> None:
+        """Validate every override now, before any data is read or anything runs."""
+        self.build_methods()
+        if isinstance(self.teacher, TrainedHereTeacher):
+            self.teacher.method()
+
     def build_methods(self) -> list[Method]:
         methods = []
         for name, overrides in self.methods.items():
             try:
                 methods.append(build_method(name, overrides))
             except ValidationError as err:
-                raise StepDistillError(one_line(err, prefix=f"methods.{name}")) from err
+                raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
         return methods
-
-    def teacher_method(self) -> Method:
-        try:
-            return build_method("baseline", self.teacher.training_overrides(), name="teacher")
-        except ValidationError as err:
-            raise StepDistillError(one_line(err, prefix="teacher.training")) from err
-
-
-def one_line(err: ValidationError, prefix: str = "") -> str:
-    """The first validation problem as ``where: what (got value)``, with a hint to fix it."""
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    message = first["msg"].removeprefix("Value error, ")
-    got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
-    return f"invalid config at {where or 'top level'}: {message}{got}; fix that value and run again"
 
 
 def load_config(path: Path) -> ExperimentConfig:
@@ -109,11 +93,13 @@ def load_config(path: Path) -> ExperimentConfig:
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise StepDistillError(one_line(err)) from err
+        raise StepDistillError(validation_message(err, union_tags=KIND_TAGS)) from err
     if config.data.path is None:
         raise StepDistillError(f"config {path} has no data.path; set it to a CSV or Parquet file")
-    if not config.data.path.is_absolute():  # relative to the config file, like any other include
-        config.data.path = path.parent / config.data.path
-    config.build_methods()  # validate overrides now, before anything runs
-    config.teacher_method()
+    # Files named in the config are relative to the config file, like any other include.
+    config.data.path = path.parent / config.data.path
+    for field in ("path", "weights"):
+        if getattr(config.teacher, field, None) is not None:
+            setattr(config.teacher, field, path.parent / getattr(config.teacher, field))
+    config.check()
     return config

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support, roc_auc_score
 
 from stepdistill.errors import StepDistillError
 
@@ -116,3 +116,23 @@ def summarize_runs(runs: list[dict[str, float]]) -> dict[str, dict]:
 def count_parameters(module: torch.nn.Module) -> int:
     """Number of scalar parameters in ``module``, trainable or not."""
     return sum(parameter.numel() for parameter in module.parameters())
+
+
+def per_class_metrics(runs: list[torch.Tensor], y, classes: tuple[str, ...]) -> dict[str, dict]:
+    """Precision, recall and F1 of each class, summarized over runs (one logits tensor per seed),
+    with the class's support in ``y``."""
+    y = np.asarray(y)
+    labels = list(range(len(classes)))
+    scores = [
+        precision_recall_fscore_support(y, predicted_classes(logits).numpy(), labels=labels, zero_division=0)
+        for logits in runs
+    ]
+    return {
+        name: {
+            "precision": summarize([float(p[c]) for p, _, _, _ in scores]),
+            "recall": summarize([float(r[c]) for _, r, _, _ in scores]),
+            "f1": summarize([float(f[c]) for _, _, f, _ in scores]),
+            "support": int((y == c).sum()),
+        }
+        for c, name in enumerate(classes)
+    }

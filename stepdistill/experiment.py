@@ -1,7 +1,7 @@
-"""One experiment: train the teacher, distill it with every method over seeds, test everything.
+"""One experiment: build the teacher, distill it with every method over seeds, test everything.
 
 All numbers come from the held-out test split; the validation split drives schedulers and early
-stopping; the teacher and the preprocessing see only the training split.
+stopping; the teacher and the feature encoding see only the training split.
 """
 
 from __future__ import annotations
@@ -16,35 +16,32 @@ import torch
 from torch import nn
 
 from stepdistill.config import ExperimentConfig
-from stepdistill.data import Splits, Table, prepare
-from stepdistill.evaluate import classification_metrics, count_parameters, predicted_classes, summarize_runs
+from stepdistill.data import Table, feature_frame, prepare
+from stepdistill.data.prepared import PreparedData
+from stepdistill.errors import StepDistillError
+from stepdistill.evaluate import classification_metrics, count_parameters, per_class_metrics, predicted_classes, summarize_runs
 from stepdistill.methods import Method
-from stepdistill.students import LogisticModel, MLPModel
-from stepdistill.teachers import TeacherCache, cache_model_outputs
+from stepdistill.teachers import cache_teacher
+from stepdistill.teachers.base import Samples, Teacher
+from stepdistill.teachers.cache import TeacherCache
 from stepdistill.train import TrainState, default_device, fit, new_state
 
 ProgressFn = Callable[[str], None]
 
 
-def n_logits(n_classes: int) -> int:
-    return 1 if n_classes == 2 else n_classes
+def prepare_data(config: ExperimentConfig, frame: pd.DataFrame) -> PreparedData:
+    d = config.data
+    splits, encoder = prepare(frame, d.label, d.id_column, d.val_fraction, d.test_fraction, d.split_seed, d.scale_numeric)
+    if d.image_shape is not None and splits.train.n_features != (n := d.image_shape[0] * d.image_shape[1] * d.image_shape[2]):
+        raise StepDistillError(
+            f"data.image_shape {list(d.image_shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape"
+        )
+    return PreparedData(splits, encoder, feature_frame(frame, d.label, d.id_column), d.image_shape)
 
 
-def teacher_factory(config: ExperimentConfig, n_features: int, n_classes: int) -> Callable[[], nn.Module]:
-    t = config.teacher
-    if t.kind == "logistic":
-        return lambda: LogisticModel(n_features, n_logits(n_classes), t.rationale)
-    return lambda: MLPModel(n_features, n_logits(n_classes), t.hidden, t.rationale_layer)
-
-
-def student_factory(config: ExperimentConfig, n_features: int, n_classes: int) -> Callable[[], nn.Module]:
-    s = config.student
-    if s.kind == "logistic":
-        # A logistic student explains itself the way a logistic teacher does; other teachers'
-        # rationales are reached through a projection head.
-        kind = config.teacher.rationale if config.teacher.kind == "logistic" else "contributions"
-        return lambda: LogisticModel(n_features, n_logits(n_classes), kind)
-    return lambda: MLPModel(n_features, n_logits(n_classes), s.hidden)
+def cache_all_splits(teacher: Teacher, data: PreparedData) -> TeacherCache:
+    splits = data.splits
+    return cache_teacher(teacher, [Samples.of(t, data.raw) for t in (splits.train, splits.val, splits.test)], data.classes)
 
 
 @torch.no_grad()
@@ -54,24 +51,27 @@ def test_logits(model: nn.Module, table: Table) -> torch.Tensor:
     return model(table.X.to(next(model.parameters()).device)).logits.cpu()
 
 
-def train_teacher(config: ExperimentConfig, splits: Splits) -> tuple[nn.Module, float]:
-    method = config.teacher_method()
-    make = teacher_factory(config, splits.train.n_features, splits.train.n_classes)
-    state = new_state("teacher", method, make, config.teacher.seed, device=default_device())
-    fit([state], splits.train, splits.val, cache=None)
-    return state.model, state.seconds
-
-
-def distill(
-    config: ExperimentConfig, methods: list[Method], splits: Splits, cache: TeacherCache, rationale_width: int | None
+def student_states(
+    config: ExperimentConfig, methods: list[Method], data: PreparedData, teacher: Teacher, rationale_width: int | None
 ) -> dict[str, list[TrainState]]:
-    """Every method over every seed. All students go to ``fit`` together, so the linear engine can
-    stack the compatible ones."""
-    make = student_factory(config, splits.train.n_features, splits.train.n_classes)
+    """A fresh student for every method and seed, checked against what the teacher offers."""
+    train = data.splits.train
+    make = config.student.factory(train.n_features, train.n_classes, teacher, data.encoder.feature_groups, data.image_shape)
+    needs_rationale = [m.name for m in methods if m.needs_rationale]
+    if needs_rationale and rationale_width is None:
+        raise StepDistillError(
+            f"the teacher gives no rationale, which {', '.join(needs_rationale)} need;"
+            " remove those methods or use a teacher that explains its predictions"
+        )
+    if needs_rationale and not config.student.projection:
+        width = make().rationale_width
+        if width != rationale_width:
+            raise StepDistillError(
+                f"the student's rationale has width {width} and the teacher's {rationale_width}, and student.projection is off;"
+                " turn it on to learn a projection, or choose a student whose rationale matches"
+            )
     device = default_device()
-    states = {m.name: [new_state(m.name, m, make, seed, rationale_width, device) for seed in config.seeds] for m in methods}
-    fit([s for group in states.values() for s in group], splits.train, splits.val, cache)
-    return states
+    return {m.name: [new_state(m.name, m, make, seed, rationale_width, device) for seed in config.seeds] for m in methods}
 
 
 def run_experiment(
@@ -80,26 +80,29 @@ def run_experiment(
     """Run the whole comparison on ``frame`` and return the results dict (see report/)."""
     say = progress or (lambda message: None)
     methods = config.build_methods()
-    d = config.data
-    splits, _ = prepare(frame, d.label, d.id_column, d.val_fraction, d.test_fraction, d.split_seed)
-    say(f"data: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows")
+    data = prepare_data(config, frame)
+    splits = data.splits
+    say(f"data: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features")
 
-    teacher, teacher_seconds = train_teacher(config, splits)
-    cache = cache_model_outputs(teacher, [splits.train, splits.val, splits.test])
-    teacher_test = test_logits(teacher, splits.test)
-    teacher_pred = predicted_classes(teacher_test)
-    say(f"teacher ({config.teacher.kind}) trained in {teacher_seconds:.2f}s")
+    built = config.teacher.build(data, default_device())
+    cache = cache_all_splits(built.teacher, data)
+    teacher_test = cache.take(splits.test.ids)
+    teacher_pred = predicted_classes(teacher_test.logits)
+    rationale_width = None if teacher_test.rationale is None else teacher_test.rationale.shape[-1]
+    say(f"teacher ({config.teacher.kind}) ready" + ("" if built.train_seconds is None else f", trained in {built.train_seconds:.2f}s"))
 
-    rationale_width = cache.take(splits.train.ids[:1]).rationale.shape[-1]
+    students = student_states(config, methods, data, built.teacher, rationale_width)
     started = time.perf_counter()
-    students = distill(config, methods, splits, cache, rationale_width)
+    fit([s for group in students.values() for s in group], splits.train, splits.val, cache)
     say(f"{sum(len(v) for v in students.values())} students trained in {time.perf_counter() - started:.2f}s")
 
+    classes = splits.train.classes
     results_methods = {}
     for name, states in students.items():
-        runs = [classification_metrics(test_logits(s.model, splits.test), splits.test.y, teacher_pred) for s in states]
+        logits = [test_logits(s.model, splits.test) for s in states]
         results_methods[name] = {
-            "test": summarize_runs(runs),
+            "test": summarize_runs([classification_metrics(z, splits.test.y, teacher_pred) for z in logits]),
+            "per_class": per_class_metrics(logits, splits.test.y, classes),
             "params": count_parameters(states[0].model),
             "train_seconds": sum(s.seconds for s in states) / len(states),
             "history": [s.history for s in states],
@@ -108,9 +111,10 @@ def run_experiment(
     return {
         "teacher": {
             "kind": config.teacher.kind,
-            "test": summarize_runs([classification_metrics(teacher_test, splits.test.y)]),
-            "params": count_parameters(teacher),
-            "train_seconds": teacher_seconds,
+            "test": summarize_runs([classification_metrics(teacher_test.logits, splits.test.y)]),
+            "per_class": per_class_metrics([teacher_test.logits], splits.test.y, classes),
+            "params": built.params,
+            "train_seconds": built.train_seconds,
         },
         "methods": results_methods,
         "config": {
@@ -122,7 +126,7 @@ def run_experiment(
                 "n_val": len(splits.val),
                 "n_test": len(splits.test),
                 "n_features": splits.train.n_features,
-                "classes": list(splits.train.classes),
+                "classes": list(classes),
             },
         },
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",

@@ -1,12 +1,15 @@
-"""Built-in demos: data made on the fly, with the configuration that suits it. Nothing is downloaded."""
+"""Built-in demos: data made on the fly or shipped in pip packages, with the configuration that
+suits it. Nothing is downloaded."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from stepdistill.config import ExperimentConfig, StudentConfig, TeacherConfig
+from stepdistill.config import DataConfig, ExperimentConfig
 from stepdistill.data import linear_binary, nonlinear_binary
 from stepdistill.errors import StepDistillError
+from stepdistill.students.kinds import LogisticStudent
+from stepdistill.teachers.kinds import MLPTeacher
 
 DEMO_ROWS = 100_000
 DEMO_FEATURES = 10
@@ -21,7 +24,7 @@ def article() -> tuple[ExperimentConfig, pd.DataFrame]:
 def nonlinear() -> tuple[ExperimentConfig, pd.DataFrame]:
     """An MLP teacher on data a linear model cannot fit, distilled into logistic students whose
     contributions are projected onto the teacher's last hidden layer."""
-    config = ExperimentConfig(teacher=TeacherConfig(kind="mlp", hidden=(64, 64)), student=StudentConfig(kind="logistic"))
+    config = ExperimentConfig(teacher=MLPTeacher(kind="mlp", hidden=(64, 64)), student=LogisticStudent())
     return config, nonlinear_binary(DEMO_ROWS, DEMO_FEATURES, seed=0)
 
 

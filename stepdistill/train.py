@@ -29,8 +29,12 @@ from stepdistill.data import Table
 from stepdistill.losses import hard_label_loss
 from stepdistill.methods import Method, TrainingConfig
 from stepdistill.students import LogisticModel
-from stepdistill.teachers import TeacherCache
+from stepdistill.teachers.cache import TeacherCache
 from stepdistill.terms import Batch, Outputs
+
+
+# Rows per forward pass when measuring a whole split: bounds the memory of activations.
+EVAL_CHUNK = 8192
 
 
 @dataclass
@@ -198,9 +202,10 @@ def _gather(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, rows.flatten()).unflatten(0, rows.shape)
 
 
-def _slice(batch: Batch, start: int, stop: int) -> Batch:
+def _index(batch: Batch, index) -> Batch:
+    """The same rows of every field: ``batch.x[index]`` and its teacher outputs."""
     r = batch.teacher_rationale
-    return Batch(batch.x[:, start:stop], batch.y[:, start:stop], batch.teacher_logits[:, start:stop], None if r is None else r[:, start:stop])
+    return Batch(batch.x[index], batch.y[index], batch.teacher_logits[index], None if r is None else r[index])
 
 
 def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) -> None:
@@ -214,7 +219,7 @@ def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) 
         perms = torch.stack([torch.randperm(n, generator=s.generator) for s in states])
         shuffled = data.permuted(perms.to(data.batch.x.device))
         for start in range(0, n, batch_size):
-            engine.step(_slice(shuffled, start, start + batch_size))
+            engine.step(_index(shuffled, (slice(None), slice(start, start + batch_size))))
         elapsed = (time.perf_counter() - started) / sum(active)
         raw = engine.term_values(data.batch, epochs)
         for i, state in enumerate(states):
@@ -234,9 +239,12 @@ def validation_loss(model: nn.Module, val: Table) -> float:
     """Mean hard-label loss on the validation split: what schedulers and early stopping watch."""
     was_training = model.training
     model.eval()
-    loss = float(hard_label_loss(model(val.X).logits, val.y).mean())
+    total = sum(
+        float(hard_label_loss(model(val.X[start : start + EVAL_CHUNK]).logits, val.y[start : start + EVAL_CHUNK]).sum())
+        for start in range(0, len(val), EVAL_CHUNK)
+    )
     model.train(was_training)
-    return loss
+    return total / len(val)
 
 
 def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weights: torch.Tensor, val: Table) -> None:
@@ -312,22 +320,25 @@ class _Engine:
         keeps the hot loop free of bookkeeping and gives values of one model, not of a model
         changing during the epoch. Consistency noise here comes from a generator of its own, so
         measuring does not change the training run."""
-        values = torch.zeros(len(self.states), len(self.term_names))
+        n = train.x.shape[0]
+        sums = torch.zeros(len(self.states), len(self.term_names))
         for i, state in enumerate(self.states):
             model, head = state.model, state.head
+            noise = torch.Generator().manual_seed(epochs[i])
             model.eval()
-            out = model(train.x)
-            if head is not None:
-                out.rationale = head(out.rationale)
-            for j, objective in enumerate(self.objectives):
-                if not self.has[i, j]:
-                    continue
-                if objective.perturbation_std is not None:
-                    noise = torch.Generator().manual_seed(epochs[i])
-                    out.perturbed_logits = model(_perturbation(train.x, objective.perturbation_std, noise)).logits
-                values[i, j] = objective.loss(out, train).mean()
+            for start in range(0, n, EVAL_CHUNK):
+                chunk = _index(train, slice(start, start + EVAL_CHUNK))
+                out = model(chunk.x)
+                if head is not None:
+                    out.rationale = head(out.rationale)
+                for j, objective in enumerate(self.objectives):
+                    if not self.has[i, j]:
+                        continue
+                    if objective.perturbation_std is not None:
+                        out.perturbed_logits = model(_perturbation(chunk.x, objective.perturbation_std, noise)).logits
+                    sums[i, j] += objective.loss(out, chunk).sum().cpu()
             model.train()
-        return values
+        return sums / n
 
 
 def _perturbation(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
@@ -348,7 +359,7 @@ class AutogradEngine(_Engine):
         for i, state in enumerate(self.states):
             if not self.active[i]:
                 continue
-            own = _member(batch, i)
+            own = _index(batch, i)
             out = state.model(own.x)
             if state.head is not None:
                 out.rationale = state.head(out.rationale)
@@ -362,11 +373,6 @@ class AutogradEngine(_Engine):
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
-
-
-def _member(batch: Batch, i: int) -> Batch:
-    r = batch.teacher_rationale
-    return Batch(batch.x[i], batch.y[i], batch.teacher_logits[i], None if r is None else r[i])
 
 
 class LinearEngine(_Engine):

@@ -90,8 +90,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(config), "--out", str(out)])
     assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert "\n" not in message and message.startswith("error: ") and expected in message
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]) and expected in errors[0]
     assert "Traceback" not in result.output
     assert not out.exists()
 

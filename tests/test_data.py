@@ -298,6 +298,7 @@ def test_categorical_columns_are_one_hot_encoded_with_categories_from_train_only
     )
     splits, encoder = prepare(frame, "label")
     assert encoder.feature_names == ("age", "city_oslo", "city_paris", "city_rome", "member_False", "member_True")
+    assert encoder.feature_groups == (0, 1, 1, 1, 2, 2)
     X = splits.train.X.numpy()
     np.testing.assert_allclose(X[:, 1:4].sum(1), 1.0)  # exactly one city per row
     assert abs(X[:, 0].mean()) < 1e-5

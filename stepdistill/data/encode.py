@@ -47,6 +47,20 @@ class FeatureEncoder:
     def feature_names(self) -> tuple[str, ...]:
         return tuple(str(n) for n in self.transformer_.get_feature_names_out())
 
+    @property
+    def feature_groups(self) -> tuple[int, ...]:
+        """For each encoded column, the position of the raw column it comes from (the one-hot
+        columns of a category share one): how per-raw-column explanations map onto the encoding."""
+        groups: list[int] = []
+        for name, _, columns in self.transformer_.transformers_:
+            if name == "numeric":
+                groups += [self.columns_.index(c) for c in columns]
+            elif name == "categorical" and columns:
+                encoder = self.transformer_.named_transformers_["categorical"]
+                for column, categories in zip(columns, encoder.categories_):
+                    groups += [self.columns_.index(column)] * len(categories)
+        return tuple(groups)
+
 
 def _as_strings(features: pd.DataFrame, categorical: list) -> pd.DataFrame:
     """Categorical columns as strings, so that mixed cell types and missing values encode as

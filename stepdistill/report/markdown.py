@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from stepdistill.report.results import table_rows
+from stepdistill.report.results import per_class_f1_rows, table_rows
 
 BASELINE = "baseline"
 
@@ -70,6 +70,13 @@ def _comparison_lines(results: dict) -> list[str]:
             for name, entry in methods.items() if name != BASELINE]
 
 
+def _per_class_lines(results: dict) -> list[str]:
+    table = per_class_f1_rows(results)
+    if table is None:
+        return []
+    return ["## Per-class test F1 (mean ± std over seeds)", "", *_markdown_table(*table), ""]
+
+
 def render_markdown(results: dict, history_png: str, metrics_png: str) -> str:
     """The full report; the plot arguments are file names relative to the report."""
     headers, rows = table_rows(results)
@@ -86,6 +93,7 @@ def render_markdown(results: dict, history_png: str, metrics_png: str) -> str:
         "",
         *_markdown_table(headers, rows),
         "",
+        *_per_class_lines(results),
         "## Compared with the baseline",
         "",
         *_comparison_lines(results),

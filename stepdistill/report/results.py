@@ -2,11 +2,14 @@
 
 Shape (the contract with the pipeline that produces it)::
 
-    {"teacher": {"kind", "test": M, "params", "train_seconds"},
-     "methods": {name: {"test": M, "params", "train_seconds", "history": [[epoch record, ...] per seed]}},
+    {"teacher": {"kind", "test": M, "per_class": P, "params", "train_seconds"},
+     "methods": {name: {"test": M, "per_class": P, "params", "train_seconds", "history": [[epoch record, ...] per seed]}},
      "config": {...}, "machine": str, "date": "YYYY-MM-DD"}
 
-where M maps a metric name to ``{"mean", "std", "values"}``.
+where M maps a metric name to ``{"mean", "std", "values"}`` and P maps a class name to
+``{"precision": S, "recall": S, "f1": S, "support": n}`` with S of the same shape as M's
+entries. The teacher's ``params`` and ``train_seconds`` may be None (trees, a file, a model
+trained elsewhere).
 """
 
 from __future__ import annotations
@@ -47,5 +50,23 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, entry in models(results):
         metric_cells = [format_mean_std(entry["test"].get(metric)) for metric in metrics]
-        rows.append([name, *metric_cells, f"{entry['params']:,}", f"{entry['train_seconds']:.2f}"])
+        params, seconds = entry.get("params"), entry.get("train_seconds")
+        rows.append(
+            [
+                name,
+                *metric_cells,
+                MISSING_CELL if params is None else f"{params:,}",  # trees and files have no parameter count
+                MISSING_CELL if seconds is None else f"{seconds:.2f}",  # a teacher trained elsewhere
+            ]
+        )
+    return headers, rows
+
+
+def per_class_f1_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Headers and rows of per-class test F1 (mean ± std) per model, or None if not recorded."""
+    if "per_class" not in results["teacher"]:
+        return None
+    classes = list(results["teacher"]["per_class"])
+    headers = ["model", *[f"{c} (n={results['teacher']['per_class'][c]['support']})" for c in classes]]
+    rows = [[name, *[format_mean_std(entry["per_class"][c]["f1"]) for c in classes]] for name, entry in models(results)]
     return headers, rows

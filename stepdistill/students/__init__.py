@@ -1,6 +1,7 @@
 """Student (and self-trained teacher) models. Each returns ``Outputs(logits, rationale)``."""
 
+from stepdistill.students.cnn import CNNModel
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
 
-__all__ = ["LogisticModel", "MLPModel"]
+__all__ = ["CNNModel", "LogisticModel", "MLPModel"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import torch
 
+from stepdistill.data.table import Table
 from stepdistill.teachers.cache import TeacherOutputs
 
 
@@ -27,6 +29,14 @@ class Samples:
     def __len__(self) -> int:
         return self.ids.shape[0]
 
+    @classmethod
+    def of(cls, table: Table, raw: pd.DataFrame | None) -> Samples:
+        """A split's rows, with their raw columns looked up by id in ``raw`` (indexed by id)."""
+        return cls(table.ids, table.X, None if raw is None else raw.loc[table.ids.numpy()])
+
+
+RationaleStyle = Literal["contributions", "contributions_with_bias", "score", "representation"]
+
 
 class Teacher:
     """A model whose outputs a student learns from.
@@ -34,9 +44,18 @@ class Teacher:
     ``outputs`` returns logits (N, K) in the data's class order (K = 1 for a binary task: the
     logit of class 1) and a rationale (N, R) or None. ``classes``, when the teacher knows them,
     names its output classes in order, so they can be checked against the data's.
+
+    ``rationale_style`` says what the rationale is, so a student can explain itself in kind:
+    per-feature contributions to the logit (as a linear model's ``w_j * x_j``), the same plus
+    the expected value per class (TreeSHAP), the logit itself ("score"), or an internal
+    representation (hidden activations, feature maps) that a student reaches through a learned
+    projection. ``reads_raw_columns``: whether the teacher's features are the raw columns (so its
+    contributions are per raw column) rather than the encoded ones students see.
     """
 
     classes: tuple[str, ...] | None = None
+    rationale_style: RationaleStyle = "representation"
+    reads_raw_columns: bool = False
 
     def outputs(self, samples: Samples) -> TeacherOutputs:
         raise NotImplementedError

@@ -1,0 +1,136 @@
+"""Teachers that are gradient-boosted trees (LightGBM, XGBoost): their raw scores are the logits,
+their TreeSHAP contributions the rationale.
+
+The contributions of a sample sum, with the expected value in their last column, to its raw
+score; that column is kept because it is part of the explanation. Both libraries are optional
+and imported only when such a teacher is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_object_dtype, is_string_dtype
+
+from stepdistill.errors import StepDistillError
+from stepdistill.teachers.base import Samples, Teacher
+from stepdistill.teachers.cache import TeacherOutputs
+from stepdistill.teachers.common import TeacherInput, as_rows, check_input, class_names, import_optional, prediction_errors, teacher_input
+from stepdistill.teachers.scikit import require_fitted
+
+if TYPE_CHECKING:
+    from lightgbm import LGBMClassifier
+    from xgboost import XGBClassifier
+
+LIGHTGBM_DEFAULTS = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "verbose": -1}
+XGBOOST_DEFAULTS = {"n_estimators": 200, "learning_rate": 0.05, "max_depth": 6, "tree_method": "hist", "enable_categorical": True, "verbosity": 0}
+
+
+def as_categorical_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its text columns cast to pandas ``category``, the dtype both libraries read
+    categorical features from. At prediction both map a frame's categories back onto the codes
+    learned in training, so a split that lacks some category is still read correctly."""
+    text = [c for c in frame.columns if not isinstance(frame[c].dtype, pd.CategoricalDtype) and (is_object_dtype(frame[c]) or is_string_dtype(frame[c]))]
+    return frame.astype({c: "category" for c in text}) if text else frame
+
+
+def train_lightgbm(frame: pd.DataFrame, y: np.ndarray, params: dict, seed: int) -> LGBMClassifier:
+    """Fit a LightGBM teacher on the raw columns ``frame`` and the labels ``y`` (class indices
+    into the data's classes, or the label values themselves). ``params`` override the defaults."""
+    lightgbm = import_optional("lightgbm")
+    model = lightgbm.LGBMClassifier(**{**LIGHTGBM_DEFAULTS, "random_state": seed, **params})
+    return model.fit(as_categorical_frame(frame), y)
+
+
+def train_xgboost(frame: pd.DataFrame, y: np.ndarray, params: dict, seed: int) -> XGBClassifier:
+    """Fit an XGBoost teacher on the raw columns ``frame`` and the labels ``y`` (class indices
+    0..K-1 into the data's classes, the only labels XGBoost takes). ``params`` override the
+    defaults."""
+    xgboost = import_optional("xgboost")
+    model = xgboost.XGBClassifier(**{**XGBOOST_DEFAULTS, "random_state": seed, **params})
+    return model.fit(as_categorical_frame(frame), y)
+
+
+class TreeTeacher(Teacher):
+    """What the tree teachers share: reading ``samples.frame`` (text columns as categories) or
+    ``samples.X``, and shaping raw scores and contributions as rows. Subclasses predict."""
+
+    library = ""
+    rationale_style = "contributions_with_bias"
+    # What the library raises when the data is unlike what the model was fitted on.
+    prediction_failures: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError)
+
+    def __init__(self, input: TeacherInput):
+        check_input(input, self.library)
+        self.input = input
+        self.reads_raw_columns = input == "frame"
+
+    def outputs(self, samples: Samples) -> TeacherOutputs:
+        data = teacher_input(samples, self.input, self.library)
+        if isinstance(data, pd.DataFrame):
+            data = as_categorical_frame(data)
+        with prediction_errors(self.library, self.prediction_failures):
+            raw_scores, contributions = self.predict(data)
+        return TeacherOutputs(as_rows(raw_scores), as_rows(contributions))
+
+    def predict(self, data: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores (N,) or (N, K) and contributions (N, d+1) or per class."""
+        raise NotImplementedError
+
+
+class LightGBMTeacher(TreeTeacher):
+    """A ``lightgbm.Booster`` or fitted ``LGBMClassifier``. Logits: raw scores, (N, 1) binary or
+    (N, K). Rationale: contributions, (N, d+1) binary or (N, K*(d+1)) class-major.
+    ``classes``: the classifier's ``classes_`` as names (a Booster does not know them)."""
+
+    library = "LightGBM"
+
+    def __init__(self, model: object, input: TeacherInput = "frame"):
+        lightgbm = import_optional("lightgbm")
+        super().__init__(input)
+        if isinstance(model, lightgbm.LGBMClassifier):
+            require_fitted(model, self.library)
+            self.booster = model.booster_
+            self.classes = class_names(model.classes_)
+        elif isinstance(model, lightgbm.Booster):
+            self.booster = model
+        else:
+            raise StepDistillError(f"the LightGBM teacher must be a lightgbm.Booster or a fitted LGBMClassifier; got {type(model).__name__}")
+        self.prediction_failures = (*TreeTeacher.prediction_failures, lightgbm.basic.LightGBMError)
+
+    def predict(self, data: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.booster.predict(data, raw_score=True), self.booster.predict(data, pred_contrib=True)
+
+
+class XGBoostTeacher(TreeTeacher):
+    """An ``xgboost.Booster`` or fitted ``XGBClassifier``. Logits: margins, (N, 1) binary or
+    (N, K). Rationale: contributions, (N, d+1) binary or (N, K*(d+1)) class-major. A classifier
+    trained with early stopping predicts with its best iteration, as its own ``predict`` does.
+    ``classes`` is None: XGBoost trains on class indices and keeps no names."""
+
+    library = "XGBoost"
+
+    def __init__(self, model: object, input: TeacherInput = "frame"):
+        xgboost = import_optional("xgboost")
+        super().__init__(input)
+        if isinstance(model, xgboost.XGBClassifier):
+            require_fitted(model, self.library)
+            self.booster = model.get_booster()
+            self._missing = model.missing
+            try:
+                self._iteration_range = (0, model.best_iteration + 1)
+            except AttributeError:  # no early stopping: every tree
+                self._iteration_range = (0, 0)
+        elif isinstance(model, xgboost.Booster):
+            self.booster = model
+            self._missing = np.nan
+            self._iteration_range = (0, 0)
+        else:
+            raise StepDistillError(f"the XGBoost teacher must be an xgboost.Booster or a fitted XGBClassifier; got {type(model).__name__}")
+
+    def predict(self, data: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        matrix = import_optional("xgboost").DMatrix(data, missing=self._missing, enable_categorical=True)
+        margins = self.booster.predict(matrix, output_margin=True, iteration_range=self._iteration_range)
+        return margins, self.booster.predict(matrix, pred_contribs=True, iteration_range=self._iteration_range)

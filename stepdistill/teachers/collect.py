@@ -1,0 +1,64 @@
+"""Checking a teacher against the data, then caching its outputs by sample id."""
+
+from __future__ import annotations
+
+import torch
+
+from stepdistill.errors import StepDistillError
+from stepdistill.teachers.base import Samples, Teacher
+from stepdistill.teachers.cache import InMemoryTeacherCache
+from stepdistill.teachers.common import nonfinite_rows
+
+
+def check_teacher_classes(teacher_classes: tuple[str, ...] | None, data_classes: tuple[str, ...]) -> None:
+    """Raise unless the teacher's classes are the data's, in the same order. A teacher that
+    does not name its classes (None) passes; only its number of logits can be checked."""
+    if teacher_classes is None:
+        return
+    teacher, data = tuple(teacher_classes), tuple(data_classes)
+    if teacher == data:
+        return
+    extra = [repr(c) for c in teacher if c not in data]
+    lacking = [repr(c) for c in data if c not in teacher]
+    if not extra and not lacking:
+        raise StepDistillError(
+            f"teacher classes {teacher} are ordered differently from the data's {data};"
+            " retrain or export the teacher with its classes in the data's (sorted) order"
+        )
+    problems = ([f"names classes the data lacks: {', '.join(extra)}"] if extra else []) + ([f"lacks classes the data has: {', '.join(lacking)}"] if lacking else [])
+    raise StepDistillError(f"teacher classes {teacher} do not match the data's {data}: the teacher {' and '.join(problems)}; train the teacher on the same labels as the data")
+
+
+def cache_teacher(teacher: Teacher, samples: list[Samples], data_classes: tuple[str, ...]) -> InMemoryTeacherCache:
+    """Run ``teacher`` once over each of ``samples`` and store its outputs by sample id, on the
+    CPU as float32, after checking its classes, one row per sample, one logit per class (one
+    in all for two classes) and finite values."""
+    check_teacher_classes(teacher.classes, data_classes)
+    n_logits = 1 if len(data_classes) == 2 else len(data_classes)
+    ids, logits, rationale = [], [], []
+    for part in samples:
+        out = teacher.outputs(part)
+        part_logits = _checked_rows(out.logits, "logits", len(part))
+        if part_logits.shape[1] != n_logits:
+            how = "one logit, log p1 - log p0" if n_logits == 1 else "one logit per class, in the data's class order"
+            raise StepDistillError(f"teacher gives {part_logits.shape[1]} logits per sample but the data has {len(data_classes)} classes; give {how}")
+        ids.append(part.ids.cpu())
+        logits.append(part_logits)
+        rationale.append(None if out.rationale is None else _checked_rows(out.rationale, "rationale values", len(part)))
+    given = [r for r in rationale if r is not None]
+    if given and len(given) < len(rationale):
+        raise StepDistillError("teacher gave a rationale for some samples but not for others; give one for every sample or for none")
+    widths = sorted({r.shape[1] for r in given})
+    if len(widths) > 1:
+        raise StepDistillError(f"teacher gave rationales of different widths ({widths[0]} and {widths[-1]}); give every sample one of the same width")
+    return InMemoryTeacherCache(torch.cat(ids), torch.cat(logits), torch.cat(given) if given else None)
+
+
+def _checked_rows(values: torch.Tensor, what: str, n_samples: int) -> torch.Tensor:
+    values = values.detach().to("cpu", torch.float32)
+    if values.ndim != 2 or values.shape[0] != n_samples:
+        raise StepDistillError(f"teacher gave {what} of shape {tuple(values.shape)} for {n_samples} samples; give one row per sample, (samples, width)")
+    bad = nonfinite_rows(values)
+    if bad:
+        raise StepDistillError(f"teacher gave NaN or infinite {what} for {bad} of {n_samples} samples; fix the teacher or drop those samples")
+    return values

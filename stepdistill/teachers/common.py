@@ -1,0 +1,79 @@
+"""What the teacher adapters share: choosing the input a fitted model predicts from, shaping its
+outputs as float32 rows, naming its classes, and reporting a library's failure on one line."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stepdistill.errors import StepDistillError
+from stepdistill.teachers.base import Samples
+
+TeacherInput = Literal["frame", "X"]
+
+
+def check_input(input: str, teacher: str) -> None:
+    if input not in ("frame", "X"):
+        raise StepDistillError(f"unknown {teacher} teacher input '{input}'; use 'frame' (the raw columns) or 'X' (the encoded features)")
+
+
+def teacher_input(samples: Samples, input: TeacherInput, teacher: str) -> pd.DataFrame | np.ndarray:
+    """The raw columns (``"frame"``) or the encoded features (``"X"``) of ``samples``."""
+    if input == "X":
+        return samples.X.cpu().numpy()
+    if samples.frame is None:
+        raise StepDistillError(f"the {teacher} teacher reads the raw columns (input 'frame') but the samples carry none; give the samples their frame or use input 'X'")
+    return samples.frame
+
+
+def as_rows(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """float32 (N, width): a 1-D output is one column; more dimensions are flattened per row."""
+    values = torch.as_tensor(values, dtype=torch.float32)
+    return values.unsqueeze(1) if values.ndim == 1 else values.flatten(1)
+
+
+def nonfinite_rows(values: torch.Tensor) -> int:
+    """How many rows of an (N, width) tensor hold a NaN or an infinity."""
+    return int((~torch.isfinite(values)).any(1).sum())
+
+
+def class_names(classes: np.ndarray) -> tuple[str, ...] | None:
+    """A fitted model's ``classes_`` as names, or None when they are just the indices 0..K-1.
+
+    Such a model was trained on class indices (XGBoost always is): the indices follow the data's
+    class order but say nothing about the names, so only the number of classes can be checked.
+    """
+    if np.issubdtype(np.asarray(classes).dtype, np.integer) and np.array_equal(classes, np.arange(len(classes))):
+        return None
+    return tuple(str(c) for c in classes)
+
+
+def import_optional(package: str) -> ModuleType:
+    """Import an optional teacher library, or say which extra installs it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError as err:
+        raise StepDistillError(f"teacher.kind {package} needs the {package} package; install stepdistill[{package}]") from err
+
+
+@contextmanager
+def prediction_errors(teacher: str, errors: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError)) -> Iterator[None]:
+    """Turn a library's failure to predict (most often: data unlike what the model was fitted
+    on) into a one-line error."""
+    try:
+        yield
+    except StepDistillError:
+        raise
+    except errors as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise StepDistillError(
+            f"the {teacher} teacher could not predict on the data: {message}; check that its input"
+            " ('frame': the raw columns, 'X': the encoded features) is what the model was fitted on"
+        ) from err

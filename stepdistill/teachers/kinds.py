@@ -1,0 +1,238 @@
+"""Teacher kinds as configured (``teacher.kind``): each builds its teacher from the data.
+
+logistic, mlp, cnn   trained here on the encoded training split (the baseline method)
+torch                any nn.Module from an importable factory, weights from safetensors
+sklearn              a fitted scikit-learn classifier saved with joblib
+lightgbm, xgboost    trained here on the raw training columns, or loaded from a model file
+file                 precomputed outputs (Parquet or NPZ) for teachers that cannot run here
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Callable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from stepdistill.data.prepared import PreparedData
+from stepdistill.errors import StepDistillError, validation_message
+from stepdistill.evaluate import count_parameters
+from stepdistill.methods import Method, build_method
+from stepdistill.students.cnn import CNNModel
+from stepdistill.students.kinds import n_logits
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.students.mlp import MLPModel
+from stepdistill.teachers import (
+    FileTeacher,
+    LightGBMTeacher,
+    ModuleTeacher,
+    SklearnTeacher,
+    XGBoostTeacher,
+    load_module_weights,
+    train_lightgbm,
+    train_xgboost,
+)
+from stepdistill.teachers.base import Teacher
+from stepdistill.train import fit, new_state
+
+
+@dataclass(frozen=True)
+class BuiltTeacher:
+    teacher: Teacher
+    train_seconds: float | None  # None: trained elsewhere
+    params: int | None  # None: not a parameter count (trees, a file)
+
+
+class _Teacher(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainedHereTeacher(_Teacher):
+    seed: int = 0
+    training: dict = Field(default_factory=dict, description="overrides of the teacher's training settings")
+
+    def training_defaults(self) -> dict:
+        return {"epochs": 10, "optimizer": "adam", "lr": 0.003}
+
+    def make_model(self, data: PreparedData) -> Callable[[], nn.Module]:
+        raise NotImplementedError
+
+    def method(self) -> Method:
+        """The teacher's training: the baseline method (hard labels) with its settings."""
+        try:
+            return build_method("baseline", {**self.training_defaults(), **self.training}, name="teacher")
+        except ValidationError as err:
+            raise StepDistillError(validation_message(err, prefix="teacher.training")) from err
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        state = new_state("teacher", self.method(), self.make_model(data), self.seed, device=device)
+        fit([state], data.splits.train, data.splits.val, cache=None)
+        state.model.eval()
+        teacher = ModuleTeacher(state.model)
+        if isinstance(state.model, LogisticModel):
+            teacher.rationale_style = "score" if state.model.rationale_kind == "score" else "contributions"
+        return BuiltTeacher(teacher, state.seconds, count_parameters(state.model))
+
+
+class LogisticTeacher(TrainedHereTeacher):
+    kind: Literal["logistic"] = "logistic"
+    rationale: Literal["contributions", "score"] = Field(
+        "contributions", description="per-feature contributions, or the article's scalar score"
+    )
+
+    def training_defaults(self) -> dict:
+        return {"epochs": 5}  # the reference article: 5 epochs of SGD at lr 0.01
+
+    def make_model(self, data: PreparedData) -> Callable[[], nn.Module]:
+        d, k = data.splits.train.n_features, n_logits(len(data.classes))
+        return lambda: LogisticModel(d, k, self.rationale)
+
+
+class MLPTeacher(TrainedHereTeacher):
+    kind: Literal["mlp"]
+    hidden: tuple[int, ...] = Field((64, 64), min_length=1)
+    rationale_layer: int = Field(-1, description="which hidden layer's activations are the rationale (0 = first, -1 = last)")
+
+    def make_model(self, data: PreparedData) -> Callable[[], nn.Module]:
+        if not -len(self.hidden) <= self.rationale_layer < len(self.hidden):
+            raise StepDistillError(
+                f"teacher.rationale_layer {self.rationale_layer} does not exist: the teacher has {len(self.hidden)} hidden layers"
+                f" (0..{len(self.hidden) - 1}, or -1 for the last)"
+            )
+        d, k = data.splits.train.n_features, n_logits(len(data.classes))
+        return lambda: MLPModel(d, k, self.hidden, self.rationale_layer)
+
+
+class CNNTeacher(TrainedHereTeacher):
+    kind: Literal["cnn"]
+    channels: tuple[int, ...] = Field((16, 32), min_length=1)
+    rationale: Literal["pooled", "spatial"] = "pooled"
+    rationale_layer: int = -1
+
+    def training_defaults(self) -> dict:
+        return {"epochs": 6, "optimizer": "adam", "lr": 0.001, "batch_size": 64}
+
+    def make_model(self, data: PreparedData) -> Callable[[], nn.Module]:
+        if data.image_shape is None:
+            raise StepDistillError("teacher.kind cnn needs images: set data.image_shape, e.g. [1, 28, 28]")
+        if not -len(self.channels) <= self.rationale_layer < len(self.channels):
+            raise StepDistillError(
+                f"teacher.rationale_layer {self.rationale_layer} does not exist: the CNN has {len(self.channels)} conv blocks"
+            )
+        k = n_logits(len(data.classes))
+        return lambda: CNNModel(data.image_shape, k, self.channels, self.rationale, self.rationale_layer)
+
+
+class TorchTeacher(_Teacher):
+    kind: Literal["torch"]
+    module: str = Field(..., description="'package.module:factory', a callable returning the nn.Module")
+    module_args: dict = Field(default_factory=dict)
+    weights: Path | None = Field(None, description="a safetensors file of the module's weights")
+    rationale_layer: str | None = Field(None, description="name of the submodule whose output is the rationale, e.g. 'net.2'")
+    pool: Literal["mean", "none"] = "mean"
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        module = _import_factory(self.module)(**self.module_args)
+        if not isinstance(module, nn.Module):
+            raise StepDistillError(f"teacher.module {self.module} returned a {type(module).__name__}, not a torch nn.Module")
+        if self.weights is not None:
+            load_module_weights(module, self.weights)
+        module.to(device).eval()
+        return BuiltTeacher(ModuleTeacher(module, self.rationale_layer, self.pool), None, count_parameters(module))
+
+
+class SklearnTeacherConfig(_Teacher):
+    kind: Literal["sklearn"]
+    path: Path = Field(..., description="a fitted scikit-learn classifier saved with joblib")
+    input: Literal["frame", "X"] = Field("frame", description="frame: the raw columns (e.g. a Pipeline); X: the encoded features")
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        import joblib
+
+        _require_file(self.path, "teacher.path")
+        try:
+            estimator = joblib.load(self.path)
+        except Exception as err:  # unpickling raises anything
+            raise StepDistillError(f"cannot load teacher.path {self.path} with joblib ({type(err).__name__}: {err}); save it with joblib.dump") from err
+        return BuiltTeacher(SklearnTeacher(estimator, self.input), None, None)
+
+
+class LightGBMTeacherConfig(_Teacher):
+    kind: Literal["lightgbm"]
+    path: Path | None = Field(None, description="a saved LightGBM model; trained here on the raw columns when absent")
+    params: dict = Field(default_factory=dict, description="LGBMClassifier settings when trained here")
+    seed: int = 0
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        if self.path is not None:
+            import lightgbm
+
+            _require_file(self.path, "teacher.path")
+            return BuiltTeacher(LightGBMTeacher(lightgbm.Booster(model_file=str(self.path))), None, None)
+        train = data.splits.train
+        started = time.perf_counter()
+        model = train_lightgbm(data.raw.loc[train.ids.numpy()], train.y.numpy(), self.params, self.seed)
+        return BuiltTeacher(LightGBMTeacher(model), time.perf_counter() - started, None)
+
+
+class XGBoostTeacherConfig(_Teacher):
+    kind: Literal["xgboost"]
+    path: Path | None = Field(None, description="a saved XGBoost model (JSON or UBJ); trained here on the raw columns when absent")
+    params: dict = Field(default_factory=dict, description="XGBClassifier settings when trained here")
+    seed: int = 0
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        if self.path is not None:
+            import xgboost
+
+            _require_file(self.path, "teacher.path")
+            booster = xgboost.Booster()
+            booster.load_model(str(self.path))
+            return BuiltTeacher(XGBoostTeacher(booster), None, None)
+        train = data.splits.train
+        started = time.perf_counter()
+        model = train_xgboost(data.raw.loc[train.ids.numpy()], train.y.numpy(), self.params, self.seed)
+        return BuiltTeacher(XGBoostTeacher(model), time.perf_counter() - started, None)
+
+
+class FileTeacherConfig(_Teacher):
+    kind: Literal["file"]
+    path: Path = Field(..., description="Parquet or NPZ: sample id, logits or probabilities, optional rationale")
+    id_column: str = "id"
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        return BuiltTeacher(FileTeacher(self.path, self.id_column), None, None)
+
+
+TeacherConfig = Annotated[
+    Union[
+        LogisticTeacher,
+        MLPTeacher,
+        CNNTeacher,
+        TorchTeacher,
+        SklearnTeacherConfig,
+        LightGBMTeacherConfig,
+        XGBoostTeacherConfig,
+        FileTeacherConfig,
+    ],
+    Field(discriminator="kind"),
+]
+
+
+def _require_file(path: Path, setting: str) -> None:
+    if not path.is_file():
+        raise StepDistillError(f"{setting} not found: {path}; point it at the saved model")
+
+
+def _import_factory(spec: str) -> Callable[..., nn.Module]:
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise StepDistillError(f"teacher.module '{spec}' must look like 'package.module:factory'")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as err:
+        raise StepDistillError(f"cannot import teacher.module '{spec}' ({err}); make it importable from where you run stepdistill") from err
