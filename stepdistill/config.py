@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import typing
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -38,12 +40,33 @@ class DataConfig(_Strict):
     image_shape: tuple[int, int, int] | None = Field(None, description="(C, H, W) when each row is a flattened image")
 
 
+class TuneConfig(_Strict):
+    """Hyper-parameters chosen per method on the validation split (never the test split): every
+    combination of ``grid`` values that the method accepts is trained with the first seed, and
+    the one with the best validation ``metric`` is then trained with every seed."""
+
+    grid: dict[str, list] = Field(default_factory=dict, description="method setting -> candidate values")
+    metric: Literal["log_loss", "accuracy"] = "log_loss"
+
+    @field_validator("grid")
+    @classmethod
+    def _known_settings(cls, grid: dict[str, list]) -> dict[str, list]:
+        known = set().union(*(preset.model_fields for preset in PRESETS.values()))
+        for name, values in grid.items():
+            if name not in known:
+                raise ValueError(f"unknown setting '{name}'; methods take: {', '.join(sorted(known))}")
+            if not values:
+                raise ValueError(f"no candidate values for '{name}'")
+        return grid
+
+
 class ExperimentConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=LogisticTeacher)
     student: StudentConfig = Field(default_factory=LogisticStudent)
     methods: dict[str, dict] = Field(default_factory=lambda: {name: {} for name in PRESETS})
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    tune: TuneConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -67,18 +90,28 @@ class ExperimentConfig(_Strict):
 
     def check(self) -> None:
         """Validate every override now, before any data is read or anything runs."""
-        self.build_methods()
+        for name in self.methods:
+            for candidate in self.tuning_candidates(name):
+                self.build_method(name, candidate)
         if isinstance(self.teacher, TrainedHereTeacher):
             self.teacher.method()
 
     def build_methods(self) -> list[Method]:
-        methods = []
-        for name, overrides in self.methods.items():
-            try:
-                methods.append(build_method(name, overrides))
-            except ValidationError as err:
-                raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
-        return methods
+        return [self.build_method(name) for name in self.methods]
+
+    def build_method(self, name: str, extra: dict | None = None) -> Method:
+        """Method ``name`` with its configured overrides, and ``extra`` ones on top."""
+        try:
+            return build_method(name, {**self.methods[name], **(extra or {})})
+        except ValidationError as err:
+            raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
+
+    def tuning_candidates(self, name: str) -> list[dict]:
+        """The grid points that method ``name`` accepts (settings it lacks are left out)."""
+        if self.tune is None:
+            return [{}]
+        accepted = {k: v for k, v in self.tune.grid.items() if k in PRESETS[name].model_fields}
+        return [dict(zip(accepted, values)) for values in itertools.product(*accepted.values())]
 
 
 def load_config(path: Path) -> ExperimentConfig:

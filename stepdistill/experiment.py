@@ -52,9 +52,14 @@ def test_logits(model: nn.Module, table: Table) -> torch.Tensor:
 
 
 def student_states(
-    config: ExperimentConfig, methods: list[Method], data: PreparedData, teacher: Teacher, rationale_width: int | None
-) -> dict[str, list[TrainState]]:
-    """A fresh student for every method and seed, checked against what the teacher offers."""
+    config: ExperimentConfig,
+    methods: list[Method],
+    data: PreparedData,
+    teacher: Teacher,
+    rationale_width: int | None,
+    seeds: list[int],
+) -> list[list[TrainState]]:
+    """A fresh student for every method (a list of seeds each), checked against what the teacher offers."""
     train = data.splits.train
     make = config.student.factory(train.n_features, train.n_classes, teacher, data.encoder.feature_groups, data.image_shape)
     needs_rationale = [m.name for m in methods if m.needs_rationale]
@@ -71,7 +76,31 @@ def student_states(
                 " turn it on to learn a projection, or choose a student whose rationale matches"
             )
     device = default_device()
-    return {m.name: [new_state(m.name, m, make, seed, rationale_width, device) for seed in config.seeds] for m in methods}
+    return [[new_state(m.name, m, make, seed, rationale_width, device) for seed in seeds] for m in methods]
+
+
+def choose_on_validation(
+    config: ExperimentConfig, data: PreparedData, teacher: Teacher, cache: TeacherCache, rationale_width: int | None
+) -> dict[str, dict]:
+    """Per method, the tuning grid point with the best validation metric, and every point's score.
+
+    All candidates train together with the first seed (compatible ones stacked). The test split
+    plays no part."""
+    if config.tune is None:
+        return {name: {"chosen": {}} for name in config.methods}
+    candidates = {name: config.tuning_candidates(name) for name in config.methods}
+    methods = [config.build_method(name, c) for name, cs in candidates.items() for c in cs]
+    states = [group[0] for group in student_states(config, methods, data, teacher, rationale_width, config.seeds[:1])]
+    val = data.splits.val
+    fit(states, data.splits.train, val, cache)
+    scores = iter(classification_metrics(test_logits(s.model, val), val.y)[config.tune.metric] for s in states)
+    better = min if config.tune.metric == "log_loss" else max
+    tuning = {}
+    for name, cs in candidates.items():
+        trials = [{"settings": c, config.tune.metric: next(scores)} for c in cs]
+        best = better(trials, key=lambda t: t[config.tune.metric])
+        tuning[name] = {"chosen": best["settings"], "metric": config.tune.metric, "validation": trials}
+    return tuning
 
 
 def run_experiment(
@@ -79,7 +108,7 @@ def run_experiment(
 ) -> dict:
     """Run the whole comparison on ``frame`` and return the results dict (see report/)."""
     say = progress or (lambda message: None)
-    methods = config.build_methods()
+    config.check()
     data = prepare_data(config, frame)
     splits = data.splits
     say(f"data: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features")
@@ -91,7 +120,11 @@ def run_experiment(
     rationale_width = None if teacher_test.rationale is None else teacher_test.rationale.shape[-1]
     say(f"teacher ({config.teacher.kind}) ready" + ("" if built.train_seconds is None else f", trained in {built.train_seconds:.2f}s"))
 
-    students = student_states(config, methods, data, built.teacher, rationale_width)
+    tuning = choose_on_validation(config, data, built.teacher, cache, rationale_width)
+    if config.tune is not None:
+        say("chosen on validation: " + "; ".join(f"{name} {t['chosen']}" for name, t in tuning.items()))
+    methods = [config.build_method(name, tuning[name]["chosen"]) for name in config.methods]
+    students = dict(zip(config.methods, student_states(config, methods, data, built.teacher, rationale_width, config.seeds)))
     started = time.perf_counter()
     fit([s for group in students.values() for s in group], splits.train, splits.val, cache)
     say(f"{sum(len(v) for v in students.values())} students trained in {time.perf_counter() - started:.2f}s")
@@ -107,6 +140,7 @@ def run_experiment(
             "train_seconds": sum(s.seconds for s in states) / len(states),
             "history": [s.history for s in states],
             "method": states[0].method.describe(),
+            "tuning": tuning[name],
         }
     return {
         "teacher": {

@@ -33,7 +33,8 @@ from stepdistill.teachers.cache import TeacherCache
 from stepdistill.terms import Batch, Outputs
 
 
-# Rows per forward pass when measuring a whole split: bounds the memory of activations.
+# Rows per forward pass when measuring a split, and the size of the training sample on which
+# loss terms are measured each epoch: bounds the memory of activations and the time spent.
 EVAL_CHUNK = 8192
 
 
@@ -315,30 +316,30 @@ class _Engine:
 
     @torch.no_grad()
     def term_values(self, train: Batch, epochs: list[int]) -> torch.Tensor:
-        """(S, T): each term's mean value over the whole training split, measured after the epoch
-        in eval mode. Measuring once per epoch, instead of averaging over the epoch's batches,
-        keeps the hot loop free of bookkeeping and gives values of one model, not of a model
-        changing during the epoch. Consistency noise here comes from a generator of its own, so
-        measuring does not change the training run."""
-        n = train.x.shape[0]
-        sums = torch.zeros(len(self.states), len(self.term_names))
+        """(S, T): each term's mean value over the first ``EVAL_CHUNK`` training rows (the
+        split's order is already random), measured after the epoch in eval mode. Measuring once
+        per epoch on a fixed sample, instead of averaging over the epoch's batches, keeps the hot
+        loop free of bookkeeping and gives values of one model, not of a model changing during
+        the epoch. Consistency noise here comes from a generator of its own, so measuring does
+        not change the training run."""
+        n = min(train.x.shape[0], EVAL_CHUNK)
+        values = torch.zeros(len(self.states), len(self.term_names))
         for i, state in enumerate(self.states):
             model, head = state.model, state.head
             noise = torch.Generator().manual_seed(epochs[i])
             model.eval()
-            for start in range(0, n, EVAL_CHUNK):
-                chunk = _index(train, slice(start, start + EVAL_CHUNK))
-                out = model(chunk.x)
-                if head is not None:
-                    out.rationale = head(out.rationale)
-                for j, objective in enumerate(self.objectives):
-                    if not self.has[i, j]:
-                        continue
-                    if objective.perturbation_std is not None:
-                        out.perturbed_logits = model(_perturbation(chunk.x, objective.perturbation_std, noise)).logits
-                    sums[i, j] += objective.loss(out, chunk).sum().cpu()
+            sample = _index(train, slice(0, n))
+            out = model(sample.x)
+            if head is not None:
+                out.rationale = head(out.rationale)
+            for j, objective in enumerate(self.objectives):
+                if not self.has[i, j]:
+                    continue
+                if objective.perturbation_std is not None:
+                    out.perturbed_logits = model(_perturbation(sample.x, objective.perturbation_std, noise)).logits
+                values[i, j] = objective.loss(out, sample).mean()
             model.train()
-        return sums / n
+        return values
 
 
 def _perturbation(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:

@@ -1,4 +1,8 @@
 import pytest
+import torch
+
+# The suite's models are tiny; one thread keeps timings steady on a shared 2-core machine.
+torch.set_num_threads(1)
 
 from stepdistill.data import linear_binary, nonlinear_binary, prepare
 

@@ -48,6 +48,8 @@ class LogisticModel(nn.Module):
         self.register_buffer("groups", groups, persistent=False)
         self.n_groups = int(groups.max()) + 1 if n_features else 0
         self.grouped = feature_groups is not None
+        # (d, G) one-hot: summing contributions per group is a matrix product, which is fast.
+        self.register_buffer("group_matrix", torch.nn.functional.one_hot(groups, self.n_groups).float(), persistent=False)
 
     @property
     def rationale_width(self) -> int:
@@ -63,8 +65,7 @@ class LogisticModel(nn.Module):
             return logits
         contributions = x.unsqueeze(-2) * weight.unsqueeze(-3)  # (..., B, K, d)
         if self.grouped:
-            summed = contributions.new_zeros((*contributions.shape[:-1], self.n_groups))
-            contributions = summed.index_add(-1, self.groups, contributions)
+            contributions = contributions @ self.group_matrix
         if self.include_bias:
             contributions = torch.cat([contributions, bias.unsqueeze(-2).unsqueeze(-1).expand(*contributions.shape[:-1], 1)], -1)
         return contributions.flatten(-2)
@@ -80,5 +81,5 @@ class LogisticModel(nn.Module):
         if self.include_bias:
             grad = grad[..., :-1]
         if self.grouped:
-            grad = grad.index_select(-1, self.groups)
+            grad = grad @ self.group_matrix.T
         return (grad * x.unsqueeze(2)).sum(1), grad_bias
