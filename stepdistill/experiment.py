@@ -41,6 +41,7 @@ def prepare_data(config: ExperimentConfig, frame: pd.DataFrame) -> PreparedData:
 
 def cache_all_splits(teacher: Teacher, data: PreparedData) -> TeacherCache:
     splits = data.splits
+    teacher.fit_background(Samples.of(splits.train, data.raw))
     return cache_teacher(teacher, [Samples.of(t, data.raw) for t in (splits.train, splits.val, splits.test)], data.classes)
 
 

@@ -59,3 +59,7 @@ class Teacher:
 
     def outputs(self, samples: Samples) -> TeacherOutputs:
         raise NotImplementedError
+
+    def fit_background(self, train: Samples) -> None:
+        """Learn from the training split what explanations are measured against (e.g. the
+        feature means of linear contributions). Most teachers need nothing."""

@@ -32,9 +32,11 @@ class SklearnTeacher(Teacher):
     its log is -inf, so those calls use ``decision_function`` instead (the scale then differs
     from the log-probabilities of other calls, which is why it is only a fallback). Without
     ``predict_log_proba``, ``decision_function``. Rationale, for linear models (``coef_`` of
-    shape (1, d) or (K, d)): the per-feature contributions ``coef_ * x``, (N, d) binary or
-    (N, K*d) class-major; their sum plus ``intercept_`` is ``decision_function``. Other models
-    give no rationale.
+    shape (1, d) or (K, d)): the per-feature contributions ``coef_ * (x - m)``, (N, d) binary or
+    (N, K*d) class-major, where m is the training mean once ``fit_background`` has seen the
+    training split (the linear model's SHAP values: a feature at its average contributes
+    nothing, as a student's standardized feature does) and 0 before; their sum plus
+    ``intercept_ + coef_ @ m`` is ``decision_function``. Other models give no rationale.
     """
 
     def __init__(self, estimator: object, input: TeacherInput = "X"):
@@ -50,8 +52,13 @@ class SklearnTeacher(Teacher):
         self.reads_raw_columns = input == "frame"
         self.classes = class_names(estimator.classes_)
         self._coef = _linear_coefficients(estimator)
+        self._background = 0.0
         if self._coef is not None:
             self.rationale_style = "contributions"
+
+    def fit_background(self, train: Samples) -> None:
+        if self._coef is not None:
+            self._background = np.asarray(teacher_input(train, self.input, "scikit-learn"), dtype=np.float64).mean(0)
 
     def outputs(self, samples: Samples) -> TeacherOutputs:
         data = teacher_input(samples, self.input, "scikit-learn")
@@ -75,7 +82,7 @@ class SklearnTeacher(Teacher):
     def _contributions(self, data: pd.DataFrame | np.ndarray) -> torch.Tensor | None:
         if self._coef is None:
             return None
-        x = np.asarray(data, dtype=np.float64)
+        x = np.asarray(data, dtype=np.float64) - self._background
         return as_rows(x[:, None, :] * self._coef[None, :, :])  # (N, K, d) -> (N, K*d)
 
 

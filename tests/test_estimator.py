@@ -1,0 +1,158 @@
+"""StepDistillClassifier: a scikit-learn estimator (its checks, Pipeline, cross-validation,
+clone) that learns from the teacher it is given and fails on bad settings with one line."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score, cross_validate, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch import nn
+
+from stepdistill import StepDistillClassifier
+from stepdistill.errors import StepDistillError
+
+# The presets' defaults are tuned for thousands of rows; the checks fit a few dozen to a few
+# hundred, where more and larger steps are needed to learn the easy problems they pose.
+SMALL_DATA = {"epochs": 30, "lr": 0.05}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These tests train tiny models hundreds of times. With several threads, each small torch
+    op waits for the others to meet, which costs milliseconds on a busy machine: one is faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+ESTIMATORS = [
+    StepDistillClassifier(**SMALL_DATA),
+    StepDistillClassifier(teacher="logistic", method="traditional"),
+]
+
+
+def expected_failed_checks(estimator):
+    overrides = estimator.get_params().keys() - StepDistillClassifier().get_params().keys()
+    if overrides:
+        return {
+            "check_no_attributes_set_in_init": "the method's settings are keyword arguments (**overrides), stored as"
+            " parameters of their own name, which the check looks for in the signature only"
+        }
+    return {}
+
+
+ALL_CHECKS = parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+# The array-API checks skip themselves unless SCIPY_ARRAY_API is set, and a torch student takes
+# no array-API input anyway: they are left out, not run as skips.
+NAMES, CHECK_PARAMS = ALL_CHECKS.args[:2]
+APPLICABLE = [p for p in CHECK_PARAMS if "array_api" not in str(getattr(p, "values", p)[1])]
+
+
+@pytest.mark.parametrize(NAMES, APPLICABLE, **ALL_CHECKS.kwargs)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def breast_cancer():
+    data = load_breast_cancer()
+    X = pd.DataFrame(StandardScaler().fit_transform(data.data), columns=data.feature_names)
+    return train_test_split(X, data.target, test_size=0.3, stratify=data.target, random_state=0)
+
+
+def test_cross_validates_in_a_pipeline():
+    X, y = load_breast_cancer(return_X_y=True)
+    scores = cross_val_score(make_pipeline(StandardScaler(), StepDistillClassifier()), X, y, cv=5)
+    assert scores.mean() > 0.9
+
+
+def fidelity(model, teacher_predictions, X) -> float:
+    return float(np.mean(model.predict(X) == teacher_predictions))
+
+
+# A frame handed to a model fitted on an array would make scikit-learn warn about feature names.
+@pytest.mark.filterwarnings("error::UserWarning")
+@pytest.mark.parametrize("as_frame", [True, False], ids=["frame", "array"])
+def test_student_agrees_with_a_fitted_scikit_learn_teacher(breast_cancer, as_frame):
+    X_train, X_test, y_train, _ = (part if as_frame else np.asarray(part) for part in breast_cancer)
+    teacher = LogisticRegression(max_iter=1000).fit(X_train, y_train)
+    # The preset's optimizer is SGD, which needs larger steps than Adam on a few hundred rows.
+    model = StepDistillClassifier(teacher=teacher, method="step_by_step", epochs=50, lr=0.5).fit(X_train, y_train)
+    assert model.teacher_.estimator is teacher
+    assert fidelity(model, teacher.predict(X_test), X_test) > 0.95
+
+
+def test_an_unfitted_teacher_is_fitted_on_a_clone(breast_cancer):
+    X_train, _, y_train, _ = breast_cancer
+    teacher = LogisticRegression()
+    model = StepDistillClassifier(teacher=teacher, method="traditional").fit(X_train, y_train)
+    assert not hasattr(teacher, "coef_") and hasattr(model.teacher_.estimator, "coef_")
+
+
+def test_a_frozen_teacher_stays_fitted_through_cross_validation(breast_cancer):
+    X_train, _, y_train, _ = breast_cancer
+    teacher = LogisticRegression(max_iter=1000).fit(X_train, y_train)
+    model = StepDistillClassifier(teacher=FrozenEstimator(teacher), method="traditional")
+    fitted = cross_validate(model, X_train, y_train, cv=3, return_estimator=True)["estimator"]
+    assert all(fold.teacher_.estimator is teacher for fold in fitted)
+
+
+def test_a_torch_teacher_reads_X_as_given(breast_cancer):
+    X_train, X_test, y_train, _ = (np.asarray(part) for part in breast_cancer)
+    fitted = LogisticRegression(max_iter=1000).fit(X_train, y_train)
+    teacher = nn.Linear(X_train.shape[1], 1)  # the same linear model, in torch
+    with torch.no_grad():
+        teacher.weight.copy_(torch.from_numpy(fitted.coef_))
+        teacher.bias.copy_(torch.from_numpy(fitted.intercept_))
+    model = StepDistillClassifier(teacher=teacher, method="traditional", epochs=50, lr=0.5).fit(X_train, y_train)
+    assert fidelity(model, fitted.predict(X_test), X_test) > 0.95
+
+
+def test_frame_with_a_text_column_predicts_the_original_labels():
+    rng = np.random.default_rng(0)
+    colour = rng.choice(["red", "green", "blue"], 300)
+    size = rng.normal(size=300)
+    frame = pd.DataFrame({"colour": colour, "size": size})
+    labels = np.where((colour == "red") | (size > 1), "yes", "no")
+    model = StepDistillClassifier(**SMALL_DATA).fit(frame, labels)
+    assert list(model.classes_) == ["no", "yes"]
+    assert list(model.feature_names_in_) == ["colour", "size"]
+    assert set(model.predict(frame)) == {"no", "yes"}
+    assert model.score(frame, labels) > 0.9
+
+
+def test_overrides_are_parameters_that_clone_and_set():
+    model = StepDistillClassifier(method="traditional", alpha=0.7)
+    assert model.get_params()["alpha"] == 0.7
+    assert clone(model).get_params() == model.get_params()
+    model.set_params(alpha=0.2, temperature=4.0)
+    assert (model.alpha, model.temperature) == (0.2, 4.0)
+    assert clone(model).get_params()["temperature"] == 4.0
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        model.set_params(alpah=0.2)
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"alpha": 2}, "alpha"),
+        ({"alpah": 0.5}, "alpah"),
+        ({"method": "traditional", "beta": 0.1}, "beta"),
+        ({"method": "distill"}, "unknown method"),
+        ({"validation_fraction": 0.6}, "validation_fraction"),
+    ],
+)
+def test_bad_settings_fail_in_fit_with_one_line(breast_cancer, settings, match):
+    X_train, _, y_train, _ = breast_cancer
+    model = StepDistillClassifier(**settings)
+    with pytest.raises(StepDistillError, match=match) as err:
+        model.fit(X_train, y_train)
+    assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
