@@ -155,3 +155,62 @@ def test_cnn_teacher_and_cnn_student_on_digits(tmp_path):
     )
     assert _accuracy(results, "teacher") > 0.8 and _accuracy(results, "step_by_step") > 0.6
     assert set(results["teacher"]["per_class"]) == {str(d) for d in range(10)}
+
+
+def _bad_run(tmp_path, frame, teacher, **kwargs):
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    config = {"data": {"path": "data.csv", "label": "label", **kwargs.get("data", {})}, "teacher": teacher,
+              "student": kwargs.get("student", {"kind": "logistic"}), "methods": {"step_by_step": FAST}, "seeds": [0]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1 and not (tmp_path / "out").exists(), result.output
+    return errors[0]
+
+
+def test_teacher_file_with_missing_ids_nan_or_wrong_classes_is_refused(tmp_path):
+    frame = linear_binary(400, 3, seed=1)
+    outputs = pd.DataFrame({"id": np.arange(400), "logit_0": np.ones(400, np.float32)})
+    outputs.iloc[:-5].to_parquet(tmp_path / "short.parquet")
+    assert "of the data's sample ids" in _bad_run(tmp_path, frame, {"kind": "file", "path": "short.parquet"})
+    outputs.assign(logit_0=lambda o: o.logit_0.where(o.id != 7)).to_parquet(tmp_path / "nan.parquet")
+    assert "1 rows" in _bad_run(tmp_path, frame, {"kind": "file", "path": "nan.parquet"})
+    three = pd.DataFrame({"id": np.arange(400), **{f"logit_{k}": np.zeros(400, np.float32) for k in range(3)}})
+    three.to_parquet(tmp_path / "three.parquet")
+    assert "logit" in _bad_run(tmp_path, frame, {"kind": "file", "path": "three.parquet"})
+
+
+def test_teacher_classes_ordered_differently_are_refused(tmp_path):
+    frame = linear_binary(400, 3, seed=1).assign(label=lambda f: np.where(f.label == 1, "yes", "no"))
+    teacher = LogisticRegression().fit(frame[["x0", "x1", "x2"]], np.where(frame.label == "yes", "a-yes", "b-no"))
+    joblib.dump(teacher, tmp_path / "teacher.joblib")
+    assert "teacher classes" in _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "teacher.joblib"})
+
+
+def test_missing_rationale_layer_lists_the_layers(tmp_path, monkeypatch):
+    (tmp_path / "tiny_teacher.py").write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = _bad_run(tmp_path, linear_binary(400, 3), {"kind": "torch", "module": "tiny_teacher:build", "rationale_layer": "net.9"})
+    assert "'net.9' not found" in message and "0, 1, 2" in message
+
+
+def test_rationale_width_mismatch_without_projection_is_refused(tmp_path):
+    message = _bad_run(
+        tmp_path, linear_binary(400, 3), {"kind": "mlp", "hidden": [8]}, student={"kind": "logistic", "projection": False}
+    )
+    assert "student.projection is off" in message
+
+
+def test_adult_and_mnist_presets_print_their_tables(tmp_path, monkeypatch):
+    import stepdistill.presets as presets
+
+    adult, mnist = bundled.adult(), bundled.mnist_5k()
+    monkeypatch.setattr(presets.bundled, "adult", lambda: adult.sample(3000, random_state=0))
+    monkeypatch.setattr(presets.bundled, "mnist_5k", lambda: mnist.sample(1000, random_state=0))
+    for preset, teacher_row in [("adult", "teacher (lightgbm)"), ("mnist", "teacher (cnn)")]:
+        result = runner.invoke(app, ["demo", "--preset", preset, "--seeds", "3", "--out", str(tmp_path / preset)])
+        assert result.exit_code == 0, result.output
+        assert teacher_row in result.stdout and "enhanced" in result.stdout
+        results = json.loads((tmp_path / preset / "results.json").read_text())
+        assert len(results["methods"]["baseline"]["test"]["accuracy"]["values"]) == 3
+        assert all(m["tuning"]["validation"] for m in results["methods"].values())  # chosen on validation
