@@ -14,8 +14,10 @@ The trainer drives a balancer through three calls:
                                     GradNorm the gradient norms of the balanced terms
 
 Epoch-level balancers (DynamicWeightAverage, LossRatioBalancer) learn only in ``observe_epoch``,
-step-level ones (UncertaintyWeighting, GradNorm) only in ``observe_step``. Asking for weights
-changes nothing, so they can be asked any number of times.
+step-level ones (UncertaintyWeighting, GradNorm) only in ``observe_step``; ``observes_steps`` and
+``needs_grad_norms`` say which, so that a trainer measures per-batch values and gradient norms only
+for balancers that use them. Asking for weights changes nothing, so they can be asked any number
+of times.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import torch
 
 class Balancer:
     """The interface (see the module's docstring); subclasses give ``factors``."""
+
+    observes_steps = False
+    needs_grad_norms = False
 
     def factors(self, scheduled: dict[str, float]) -> dict[str, float]:
         """``w_k`` of each term the balancer handles now."""
@@ -65,8 +70,8 @@ class DynamicWeightAverage(Balancer):
         r_k = L_k(t-1) / L_k(t-2)
         w_k = K * exp(r_k / T) / sum_i exp(r_i / T)
 
-    and w_k = 1 until two epochs have been observed. The factors sum to K, so the weights keep
-    their total on average; a higher temperature T makes them more even. A term whose older value
+    and w_k = 1 until two epochs have been observed. The factors sum to K, as K factors of 1 would;
+    a higher temperature T makes them more even. A term whose older value
     is 0 has r_k = 1: it has no rate of change to measure.
     """
 
@@ -178,6 +183,8 @@ class UncertaintyWeighting(Balancer):
     model's optimizer or backward pass having to know about s.
     """
 
+    observes_steps = True
+
     def __init__(self, terms: tuple[str, ...], lr: float = 0.01):
         if not lr > 0:
             raise ValueError(f"lr must be positive (got {lr})")
@@ -233,6 +240,9 @@ class GradNorm(Balancer):
     renormalized to sum_k w_k = K. They start at 1. ``alpha`` sets how hard terms that train
     slowly are pulled up; at 0 every term gets the same gradient norm.
     """
+
+    observes_steps = True
+    needs_grad_norms = True
 
     def __init__(self, terms: tuple[str, ...], alpha: float = 1.5, lr: float = 0.025):
         if not alpha >= 0:

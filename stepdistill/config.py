@@ -38,6 +38,9 @@ class DataConfig(_Strict):
     split_seed: int = 0
     scale_numeric: bool = Field(True, description="standardize numeric columns (off for pixels already in [0, 1])")
     image_shape: tuple[int, int, int] | None = Field(None, description="(C, H, W) when each row is a flattened image")
+    labelled_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of training rows whose labels students see (stratified); the teacher annotates all"
+    )
 
 
 class TuneConfig(_Strict):
@@ -81,12 +84,19 @@ class ExperimentConfig(_Strict):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: dict[str, dict]) -> dict[str, dict]:
-        for name in methods:
-            if name not in PRESETS:
-                raise ValueError(f"unknown method '{name}'; choose from {', '.join(PRESETS)}")
+        """Each method is a preset by name, or any name with ``preset:`` among its overrides
+        (e.g. ``no_curriculum: {preset: enhanced, ramp_epochs: 0}``)."""
+        methods = {name: overrides or {} for name, overrides in methods.items()}
+        for name, overrides in methods.items():
+            preset = overrides.get("preset", name)
+            if preset not in PRESETS:
+                raise ValueError(f"unknown method '{preset}'; choose from {', '.join(PRESETS)} (or give a preset: key)")
         if not methods:
             raise ValueError(f"no methods; choose from {', '.join(PRESETS)}")
-        return {name: overrides or {} for name, overrides in methods.items()}
+        return methods
+
+    def preset_of(self, name: str) -> str:
+        return self.methods[name].get("preset", name)
 
     def check(self) -> None:
         """Validate every override now, before any data is read or anything runs."""
@@ -101,8 +111,9 @@ class ExperimentConfig(_Strict):
 
     def build_method(self, name: str, extra: dict | None = None) -> Method:
         """Method ``name`` with its configured overrides, and ``extra`` ones on top."""
+        overrides = {k: v for k, v in self.methods[name].items() if k != "preset"}
         try:
-            return build_method(name, {**self.methods[name], **(extra or {})})
+            return build_method(self.preset_of(name), {**overrides, **(extra or {})}, name=name)
         except ValidationError as err:
             raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
 
@@ -110,7 +121,7 @@ class ExperimentConfig(_Strict):
         """The grid points that method ``name`` accepts (settings it lacks are left out)."""
         if self.tune is None:
             return [{}]
-        accepted = {k: v for k, v in self.tune.grid.items() if k in PRESETS[name].model_fields}
+        accepted = {k: v for k, v in self.tune.grid.items() if k in PRESETS[self.preset_of(name)].model_fields}
         return [dict(zip(accepted, values)) for values in itertools.product(*accepted.values())]
 
 

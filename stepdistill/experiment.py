@@ -11,8 +11,10 @@ import platform
 import time
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
+from sklearn.model_selection import train_test_split
 from torch import nn
 
 from stepdistill.config import ExperimentConfig
@@ -37,6 +39,24 @@ def prepare_data(config: ExperimentConfig, frame: pd.DataFrame) -> PreparedData:
             f"data.image_shape {list(d.image_shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape"
         )
     return PreparedData(splits, encoder, feature_frame(frame, d.label, d.id_column), d.image_shape)
+
+
+def labelled_rows(config: ExperimentConfig, data: PreparedData) -> torch.Tensor | None:
+    """(N,) bool over the training rows: a stratified ``data.labelled_fraction`` of them, the same
+    for every method and seed (None when all are labelled). The teacher is not limited by it."""
+    fraction = config.data.labelled_fraction
+    if fraction >= 1.0:
+        return None
+    y = data.splits.train.y.numpy()
+    per_class = np.bincount(y, minlength=len(data.classes))
+    if (fraction * per_class < 1).any():
+        raise StepDistillError(
+            f"data.labelled_fraction {fraction} leaves some class without a labelled row; use at least {1 / per_class.min():.4f}"
+        )
+    rows, _ = train_test_split(np.arange(len(y)), train_size=fraction, stratify=y, random_state=config.data.split_seed)
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    mask[torch.from_numpy(rows)] = True
+    return mask
 
 
 def cache_all_splits(teacher: Teacher, data: PreparedData) -> TeacherCache:
@@ -93,7 +113,7 @@ def choose_on_validation(
     methods = [config.build_method(name, c) for name, cs in candidates.items() for c in cs]
     states = [group[0] for group in student_states(config, methods, data, teacher, rationale_width, config.seeds[:1])]
     val = data.splits.val
-    fit(states, data.splits.train, val, cache)
+    fit(states, data.splits.train, val, cache, labelled=labelled_rows(config, data))
     scores = iter(classification_metrics(test_logits(s.model, val), val.y)[config.tune.metric] for s in states)
     better = min if config.tune.metric == "log_loss" else max
     tuning = {}
@@ -127,7 +147,7 @@ def run_experiment(
     methods = [config.build_method(name, tuning[name]["chosen"]) for name in config.methods]
     students = dict(zip(config.methods, student_states(config, methods, data, built.teacher, rationale_width, config.seeds)))
     started = time.perf_counter()
-    fit([s for group in students.values() for s in group], splits.train, splits.val, cache)
+    fit([s for group in students.values() for s in group], splits.train, splits.val, cache, labelled=labelled_rows(config, data))
     say(f"{sum(len(v) for v in students.values())} students trained in {time.perf_counter() - started:.2f}s")
 
     classes = splits.train.classes

@@ -9,7 +9,7 @@ lets students with different weights share one batched computation.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -20,13 +20,20 @@ from stepdistill import losses
 class Batch:
     """A batch of training rows, gathered by the same row index for every field.
 
-    x: (..., d); y: (...); teacher_logits: (..., K); teacher_rationale: (..., R) or None.
+    x: (..., d); y: (...); teacher_logits: (..., K); teacher_rationale: (..., R) or None;
+    labelled: (...) bool or None (all labelled): rows whose label the student may use, when
+    only some are (the teacher still annotates every row).
     """
 
     x: torch.Tensor
     y: torch.Tensor
     teacher_logits: torch.Tensor
     teacher_rationale: torch.Tensor | None
+    labelled: torch.Tensor | None = None
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """The same rows of every field, e.g. ``batch.map(lambda t: t[rows])``."""
+        return Batch(**{name: None if t is None else fn(t) for name, t in vars(self).items()})
 
 
 @dataclass
@@ -65,13 +72,22 @@ class Objective:
 
 @dataclass(frozen=True)
 class HardLabel(Objective):
-    """Cross-entropy with the true labels."""
+    """Cross-entropy with the true labels. When only some rows are labelled, unlabelled rows
+    count zero and labelled ones are scaled so that the batch mean is the mean over the
+    labelled rows."""
 
     def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
-        return losses.hard_label_loss(out.logits, batch.y)
+        loss = losses.hard_label_loss(out.logits, batch.y)
+        return loss if batch.labelled is None else loss * self._row_scale(batch.labelled)
 
     def grads(self, out: Outputs, batch: Batch) -> Grads:
-        return Grads(logits=losses.hard_label_loss_grad(out.logits, batch.y))
+        grad = losses.hard_label_loss_grad(out.logits, batch.y)
+        return Grads(logits=grad if batch.labelled is None else grad * self._row_scale(batch.labelled).unsqueeze(-1))
+
+    @staticmethod
+    def _row_scale(labelled: torch.Tensor) -> torch.Tensor:
+        mask = labelled.to(torch.float32)
+        return mask * (mask.shape[-1] / mask.sum(-1, keepdim=True).clamp_min(1.0))
 
 
 @dataclass(frozen=True)

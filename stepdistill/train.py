@@ -156,14 +156,17 @@ def fit(
     val: Table,
     cache: TeacherCache | None,
     on_epoch: Callable[[TrainState], None] | None = None,
+    labelled: torch.Tensor | None = None,
 ) -> None:
     """Train ``states`` until each has run its epochs (or stopped early), from where each stands.
 
     Students the linear engine can train are stacked into groups; the rest go to the autograd
-    engine. ``cache`` may be None only if no method uses the teacher.
+    engine. ``cache`` may be None only if no method uses the teacher. ``labelled`` (N,) bool
+    marks the training rows whose labels students may use (default: all); the teacher's outputs
+    serve on every row.
     """
     device = next(states[0].model.parameters()).device
-    data = _TrainingData.build(train, val, cache, any(s.method.uses_teacher for s in states), device)
+    data = _TrainingData.build(train, val, cache, any(s.method.uses_teacher for s in states), device, labelled)
     for group, engine in _plan(states):
         _fit_group(group, engine(group), data, on_epoch)
 
@@ -176,7 +179,9 @@ class _TrainingData:
     val: Table
 
     @classmethod
-    def build(cls, train: Table, val: Table, cache: TeacherCache | None, needs_teacher: bool, device: torch.device) -> _TrainingData:
+    def build(
+        cls, train: Table, val: Table, cache: TeacherCache | None, needs_teacher: bool, device: torch.device, labelled: torch.Tensor | None
+    ) -> _TrainingData:
         if needs_teacher:
             if cache is None:
                 raise ValueError("a method uses the teacher, but no teacher outputs were given")
@@ -184,29 +189,17 @@ class _TrainingData:
             logits, rationale = teacher.logits, teacher.rationale
         else:
             logits, rationale = torch.zeros(len(train), 0), None
-        batch = Batch(train.X, train.y, logits, rationale)
-        return cls(Batch(*(None if t is None else t.to(device) for t in vars(batch).values())), val.to(device))
+        batch = Batch(train.X, train.y, logits, rationale, labelled)
+        return cls(batch.map(lambda t: t.to(device)), val.to(device))
 
     def permuted(self, perms: torch.Tensor) -> Batch:
         """``perms`` (S, N) -> every field gathered once per epoch as (S, N, ...), so that the
-        epoch's batches are slices (views), not per-batch gathers."""
-        b = self.batch
-        r = b.teacher_rationale
-        return Batch(_gather(b.x, perms), _gather(b.y, perms), _gather(b.teacher_logits, perms), None if r is None else _gather(r, perms))
+        epoch's batches are slices (views), not per-batch gathers. (index_select is several
+        times faster than advanced indexing.)"""
+        return self.batch.map(lambda t: t.index_select(0, perms.flatten()).unflatten(0, perms.shape))
 
     def __len__(self) -> int:
         return self.batch.x.shape[0]
-
-
-def _gather(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``t[rows]`` for a 2-D ``rows``; index_select is several times faster than advanced indexing."""
-    return t.index_select(0, rows.flatten()).unflatten(0, rows.shape)
-
-
-def _index(batch: Batch, index) -> Batch:
-    """The same rows of every field: ``batch.x[index]`` and its teacher outputs."""
-    r = batch.teacher_rationale
-    return Batch(batch.x[index], batch.y[index], batch.teacher_logits[index], None if r is None else r[index])
 
 
 def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) -> None:
@@ -220,7 +213,7 @@ def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) 
         perms = torch.stack([torch.randperm(n, generator=s.generator) for s in states])
         shuffled = data.permuted(perms.to(data.batch.x.device))
         for start in range(0, n, batch_size):
-            engine.step(_index(shuffled, (slice(None), slice(start, start + batch_size))))
+            engine.step(shuffled.map(lambda t: t[:, start : start + batch_size]))
         elapsed = (time.perf_counter() - started) / sum(active)
         raw = engine.term_values(data.batch, epochs)
         for i, state in enumerate(states):
@@ -328,7 +321,7 @@ class _Engine:
             model, head = state.model, state.head
             noise = torch.Generator().manual_seed(epochs[i])
             model.eval()
-            sample = _index(train, slice(0, n))
+            sample = train.map(lambda t: t[:n])
             out = model(sample.x)
             if head is not None:
                 out.rationale = head(out.rationale)
@@ -360,7 +353,7 @@ class AutogradEngine(_Engine):
         for i, state in enumerate(self.states):
             if not self.active[i]:
                 continue
-            own = _index(batch, i)
+            own = batch.map(lambda t: t[i])
             out = state.model(own.x)
             if state.head is not None:
                 out.rationale = state.head(out.rationale)

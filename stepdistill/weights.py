@@ -135,7 +135,8 @@ class Phases(Weight):
         object.__setattr__(self, "values", tuple(self.values))
         if len(self.values) != len(self.boundaries) + 1:
             raise ValueError(
-                f"values needs one more entry than boundaries (got {len(self.values)} values, {len(self.boundaries)} boundaries)"
+                "values needs one more entry than boundaries"
+                f" (got {len(self.values)} values, {len(self.boundaries)} boundaries)"
             )
         increasing = all(a < b for a, b in zip(self.boundaries, self.boundaries[1:]))
         # A first boundary at epoch 0 would leave values[0] unused.

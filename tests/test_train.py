@@ -231,3 +231,29 @@ def test_grouped_contributions_with_bias_sum_to_the_logit_and_train_alike_in_bot
     fit([autograd], linear_splits.train, linear_splits.val, cache)
     torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
     assert linear.history[-1]["terms"]["rationale"]["raw"] < linear.history[0]["terms"]["rationale"]["raw"]
+
+
+def test_only_labelled_rows_feed_the_hard_label_term(linear_splits, monkeypatch):
+    import stepdistill.train as train_module
+    from stepdistill.terms import Batch, HardLabel, Outputs
+
+    logits, y = torch.randn(2, 6, 1), torch.randint(0, 2, (2, 6))
+    labelled = torch.tensor([[True, False, True, False, False, False], [True] * 6])
+    values = HardLabel().loss(Outputs(logits), Batch(None, y, None, None, labelled)).mean(-1)
+    full = HardLabel().loss(Outputs(logits), Batch(None, y, None, None)).mean(-1)
+    only_labelled = HardLabel().loss(Outputs(logits[0, [0, 2]]), Batch(None, y[0, [0, 2]], None, None)).mean()
+    torch.testing.assert_close(values[0], only_labelled)
+    torch.testing.assert_close(values[1], full[1])
+
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
+    mask = torch.rand(len(linear_splits.train), generator=torch.Generator().manual_seed(0)) < 0.05
+    method = build_method("traditional", {"epochs": 2})
+    linear = new_state("a", method, _logistic(), seed=1)
+    fit([linear], linear_splits.train, linear_splits.val, cache, labelled=mask)
+    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
+    autograd = new_state("b", method, _logistic(), seed=1)
+    fit([autograd], linear_splits.train, linear_splits.val, cache, labelled=mask)
+    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    unmasked = new_state("c", method, _logistic(), seed=1)
+    fit([unmasked], linear_splits.train, linear_splits.val, cache)
+    assert not torch.allclose(_params(linear), _params(unmasked), atol=1e-3)
