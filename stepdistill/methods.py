@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stepdistill.balancers import Balancer, DynamicWeightAverage, GradNorm, LossRatioBalancer, UncertaintyWeighting
 from stepdistill.terms import Consistency, HardLabel, Objective, Rationale, SoftTarget
 from stepdistill.weights import Constant, LinearRamp, Remainder, Weight
 
@@ -44,9 +45,37 @@ class BaselineConfig(TrainingConfig):
     pass
 
 
+class BalancerConfig(BaseModel):
+    """An adaptive balancer of the method's terms (balancers.py): ``dwa`` (dynamic weight
+    average), ``loss_ratio`` (targets: term -> share of the total), ``uncertainty`` (learned
+    log-variances), ``gradnorm``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["dwa", "loss_ratio", "uncertainty", "gradnorm"]
+    temperature: float = Field(2.0, gt=0, description="dwa")
+    targets: dict[str, float] = Field(default_factory=dict, description="loss_ratio: term -> target share")
+    momentum: float = Field(0.0, ge=0, lt=1, description="loss_ratio")
+    lr: float = Field(0.025, gt=0, description="uncertainty and gradnorm")
+    alpha: float = Field(1.5, ge=0, description="gradnorm")
+
+    def build(self, term_names: tuple[str, ...]) -> Balancer:
+        if self.kind == "dwa":
+            return DynamicWeightAverage(self.temperature)
+        if self.kind == "loss_ratio":
+            unknown = set(self.targets) - set(term_names)
+            if unknown or not self.targets:
+                raise ValueError(f"balancer targets must name the method's terms ({', '.join(term_names)}); got {sorted(self.targets)}")
+            return LossRatioBalancer(self.targets, self.momentum)
+        if self.kind == "uncertainty":
+            return UncertaintyWeighting(term_names, self.lr)
+        return GradNorm(term_names, self.alpha, self.lr)
+
+
 class TraditionalConfig(TrainingConfig):
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label term")
     temperature: float = Field(2.0, gt=0)
+    balancer: BalancerConfig | None = None
 
 
 class StepByStepConfig(TraditionalConfig):
@@ -93,6 +122,7 @@ class Method:
     name: str
     terms: tuple[Term, ...]
     training: TrainingConfig
+    balancer: Balancer | None = None  # a template: each student trains with its own copy
 
     @property
     def uses_teacher(self) -> bool:
@@ -107,6 +137,7 @@ class Method:
             "preset": self.name,
             "terms": [{"name": t.name, "objective": t.objective.describe(), "weight": t.weight.describe()} for t in self.terms],
             "training": self.training.model_dump(),
+            "balancer": None if self.balancer is None else self.balancer.describe(),
         }
 
 
@@ -114,7 +145,10 @@ def build_method(preset: str, overrides: dict | None = None, name: str | None = 
     """The preset's method with ``overrides`` applied. Raises pydantic's ValidationError on bad
     values and KeyError on an unknown preset."""
     config = PRESETS[preset].model_validate(overrides or {})
-    return Method(name or preset, _terms(config), TrainingConfig.model_validate(_training_fields(config)))
+    terms = _terms(config)
+    balancer_config = getattr(config, "balancer", None)
+    balancer = None if balancer_config is None else balancer_config.build(tuple(t.name for t in terms))
+    return Method(name or preset, terms, TrainingConfig.model_validate(_training_fields(config)), balancer)
 
 
 def _training_fields(config: TrainingConfig) -> dict:

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from stepdistill.balancers import Balancer
 from stepdistill.data import Table
 from stepdistill.losses import hard_label_loss
 from stepdistill.methods import Method, TrainingConfig
@@ -50,6 +51,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
     generator: torch.Generator
+    balancer: Balancer | None = None
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -69,6 +71,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "weights": [t.weight.state_dict() for t in self.method.terms],
+            "balancer": None if self.balancer is None else self.balancer.state_dict(),
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "history": copy.deepcopy(self.history),
@@ -88,6 +91,8 @@ class TrainState:
             self.scheduler.load_state_dict(state["scheduler"])
         for term, weight_state in zip(self.method.terms, state["weights"]):
             term.weight.load_state_dict(weight_state)
+        if self.balancer is not None:
+            self.balancer.load_state_dict(state["balancer"])
         self.generator.set_state(state["generator"])
         self.epoch = state["epoch"]
         self.history = copy.deepcopy(state["history"])
@@ -135,7 +140,16 @@ def new_state(
     optimizer = (
         torch.optim.SGD(params, lr=training.lr) if training.optimizer == "sgd" else torch.optim.Adam(params, lr=training.lr)
     )
-    return TrainState(name, method, model, head, optimizer, _scheduler(optimizer, training), torch.Generator().manual_seed(seed))
+    balancer = None if method.balancer is None else copy.deepcopy(method.balancer)
+    return TrainState(
+        name, method, model, head, optimizer, _scheduler(optimizer, training), torch.Generator().manual_seed(seed), balancer
+    )
+
+
+def current_weights(state: TrainState) -> dict[str, float]:
+    """Each term's weight now: its schedule at the state's epoch, rescaled by its balancer."""
+    scheduled = {t.name: t.weight.value(state.epoch) for t in state.method.terms}
+    return scheduled if state.balancer is None else state.balancer.weights(scheduled)
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig):
@@ -248,6 +262,8 @@ def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weig
         for j, name in enumerate(term_names)
         if name in own
     }
+    if state.balancer is not None:
+        state.balancer.observe_epoch({name: t["raw"] for name, t in terms.items()})
     val_loss = validation_loss(state.model, val)
     state.history.append(
         {
@@ -298,11 +314,14 @@ class _Engine:
         """Fix the weights for the epoch and return them: (S, T), each student's weight of each
         term at its epoch, 0 for terms it lacks. Only ``active`` students take steps."""
         weights = torch.zeros(len(self.states), len(self.term_names))
-        for i, (state, epoch) in enumerate(zip(self.states, epochs)):
-            for term in state.method.terms:
-                weights[i, self.term_names.index(term.name)] = term.weight.value(epoch)
+        for i, state in enumerate(self.states):
+            self._set_weights(weights, i, state)
         self.weights, self.active = weights, active
         return weights
+
+    def _set_weights(self, weights: torch.Tensor, i: int, state: TrainState) -> None:
+        for name, value in current_weights(state).items():
+            weights[i, self.term_names.index(name)] = value
 
     def release(self) -> None:
         """Hand the students back, detached from anything the engine shares between them."""
@@ -349,7 +368,6 @@ class AutogradEngine(_Engine):
             state.model.train()
 
     def step(self, batch: Batch) -> None:
-        weights = self.weights
         for i, state in enumerate(self.states):
             if not self.active[i]:
                 continue
@@ -357,16 +375,36 @@ class AutogradEngine(_Engine):
             out = state.model(own.x)
             if state.head is not None:
                 out.rationale = state.head(out.rationale)
-            loss = 0.0
+            raw = {}
             for j, objective in enumerate(self.objectives):
                 if not self.has[i, j]:
                     continue
                 if objective.perturbation_std is not None:
                     out.perturbed_logits = state.model(_perturbation(own.x, objective.perturbation_std, state.generator)).logits
-                loss = loss + weights[i, j] * objective.loss(out, own).mean()
+                raw[self.term_names[j]] = objective.loss(out, own).mean()
+            balancer = state.balancer
+            stepwise = balancer is not None and balancer.observes_steps
+            weights = current_weights(state) if stepwise else dict(zip(self.term_names, self.weights[i].tolist()))
+            grad_norms = _gradient_norms(state, raw) if stepwise and balancer.needs_grad_norms else None
+            loss = sum(weights[name] * value for name, value in raw.items())
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
+            if stepwise:
+                balancer.observe_step({name: value.detach() for name, value in raw.items()}, grad_norms)
+
+
+def _gradient_norms(state: TrainState, raw: dict[str, torch.Tensor]) -> dict[str, float]:
+    """GradNorm's G_k = w_k * ||d L_k / d W|| on the student's shared layer W, w_k the
+    balancer's own factor (not the schedule)."""
+    factors = state.balancer.factors({t.name: t.weight.value(state.epoch) for t in state.method.terms})
+    shared = state.model.shared_layer
+    norms = {}
+    for name, value in raw.items():
+        if name in factors:
+            (grad,) = torch.autograd.grad(value, shared, retain_graph=True, allow_unused=True)
+            norms[name] = factors[name] * (0.0 if grad is None else float(grad.norm()))
+    return norms
 
 
 class LinearEngine(_Engine):
@@ -399,7 +437,10 @@ class LinearEngine(_Engine):
 
     @staticmethod
     def accepts(state: TrainState) -> bool:
-        return isinstance(state.model, LogisticModel) and state.head is None
+        """Logistic students without a projection head, whose weights change once per epoch
+        (a balancer that learns from every step needs the autograd engine's per-batch values)."""
+        stepwise = state.balancer is not None and state.balancer.observes_steps
+        return isinstance(state.model, LogisticModel) and state.head is None and not stepwise
 
     @staticmethod
     def key(state: TrainState) -> tuple:

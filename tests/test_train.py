@@ -257,3 +257,31 @@ def test_only_labelled_rows_feed_the_hard_label_term(linear_splits, monkeypatch)
     unmasked = new_state("c", method, _logistic(), seed=1)
     fit([unmasked], linear_splits.train, linear_splits.val, cache)
     assert not torch.allclose(_params(linear), _params(unmasked), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "balancer",
+    [
+        {"kind": "dwa"},
+        {"kind": "loss_ratio", "targets": {"hard": 0.5, "soft": 0.3, "rationale": 0.2}},
+        {"kind": "uncertainty", "lr": 0.05},
+        {"kind": "gradnorm"},
+    ],
+)
+def test_balancers_move_the_weights_and_resume_exactly(linear_splits, balancer, tmp_path):
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
+    method = lambda epochs: build_method("step_by_step", {"epochs": epochs, "balancer": balancer})
+    make = lambda: MLPModel(10, 1, (8,))
+    full = new_state("s", method(4), make, seed=0, teacher_rationale_width=10)
+    fit([full], linear_splits.train, linear_splits.val, cache)
+    weights = [h["terms"]["soft"]["weight"] for h in full.history]
+    assert len(set(weights)) > 1, weights  # the balancer changed the scheduled 0.2
+    assert build_method("step_by_step", {"balancer": balancer}).balancer is not full.balancer  # each student its own
+
+    half = new_state("s", method(2), make, seed=0, teacher_rationale_width=10)
+    fit([half], linear_splits.train, linear_splits.val, cache)
+    torch.save(half.state_dict(), tmp_path / "state.pt")
+    resumed = new_state("s", method(4), make, seed=0, teacher_rationale_width=10)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    fit([resumed], linear_splits.train, linear_splits.val, cache)
+    torch.testing.assert_close(_params(full), _params(resumed))

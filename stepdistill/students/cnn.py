@@ -56,6 +56,12 @@ class CNNModel(nn.Module):
         positions = _positions_after(self.rationale_index + 1, height, width) if rationale == "spatial" else 1
         self.rationale_width = channels[self.rationale_index] * positions
 
+    @property
+    def shared_layer(self) -> torch.Tensor:
+        """The weight every loss term's gradient passes through (the rationale block's conv),
+        where GradNorm compares the terms' gradient norms."""
+        return self.blocks[self.rationale_index][0].weight
+
     def forward(self, x: torch.Tensor) -> Outputs:
         x = x.unflatten(-1, self.image_shape)
         rationale = None

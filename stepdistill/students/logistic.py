@@ -56,6 +56,11 @@ class LogisticModel(nn.Module):
         k = self.linear.weight.shape[0]
         return k if self.rationale_kind == "score" else k * (self.n_groups + self.include_bias)
 
+    @property
+    def shared_layer(self) -> torch.Tensor:
+        """The weight every loss term's gradient passes through, where GradNorm compares them."""
+        return self.linear.weight
+
     def forward(self, x: torch.Tensor) -> Outputs:
         logits = self.linear(x)
         return Outputs(logits, self.rationale(x, self.linear.weight, self.linear.bias, logits))

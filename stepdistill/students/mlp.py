@@ -25,6 +25,12 @@ class MLPModel(nn.Module):
         self.rationale_index = range(len(hidden))[rationale_layer]
         self.rationale_width = hidden[self.rationale_index]
 
+    @property
+    def shared_layer(self) -> torch.Tensor:
+        """The weight every loss term's gradient passes through (the rationale layer's), where
+        GradNorm compares the terms' gradient norms."""
+        return self.blocks[self.rationale_index][0].weight
+
     def forward(self, x: torch.Tensor) -> Outputs:
         rationale = None
         for i, block in enumerate(self.blocks):
