@@ -96,7 +96,9 @@ class EnhancedConfig(StepByStepConfig):
     rationale_distance: Literal["mse", "cosine"] = "cosine"
     margin: float = Field(0.1, ge=0, lt=2)
     consistency: float = Field(0.25, ge=0, description="weight lambda of the consistency term")
-    noise_std: float = Field(0.04, gt=0)
+    perturbation: Literal["gaussian", "dropout"] = "gaussian"
+    noise_std: float = Field(0.04, gt=0, description="gaussian perturbation")
+    feature_dropout: float = Field(0.1, gt=0, lt=1, description="dropout perturbation: the chance a feature is zeroed")
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(0.005, gt=0)
     scheduler: Literal["none", "plateau", "cosine", "step"] = "plateau"
@@ -173,5 +175,6 @@ def _terms(config: TrainingConfig) -> tuple[Term, ...]:
         Term("soft", SoftTarget(config.temperature), Remainder((hard, rationale_weight))),
     )
     if isinstance(config, EnhancedConfig) and config.consistency > 0:
-        terms += (Term("consistency", Consistency(config.noise_std), Constant(config.consistency)),)
+        consistency = Consistency(config.noise_std, config.perturbation, config.feature_dropout)
+        terms += (Term("consistency", consistency, Constant(config.consistency)),)
     return terms

@@ -58,7 +58,10 @@ class Grads:
 
 class Objective:
     needs_rationale = False
-    perturbation_std: float | None = None
+    perturbs_inputs = False  # True: the engines pass ``perturb(x)``'s logits as out.perturbed_logits
+
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
 
     def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -125,13 +128,21 @@ class Rationale(Objective):
 
 @dataclass(frozen=True)
 class Consistency(Objective):
-    """``KL(p(x) || p(x + e))`` with ``e ~ N(0, noise_std^2)`` per feature."""
+    """``KL(p(x) || p(x'))``: the prediction should not change under a small perturbation x' of
+    the input: Gaussian noise ``x + e, e ~ N(0, noise_std^2)`` per feature, or feature dropout
+    (each feature zeroed with probability ``dropout``, the rest scaled by 1/(1-dropout))."""
 
-    noise_std: float
+    noise_std: float = 0.04
+    kind: Literal["gaussian", "dropout"] = "gaussian"
+    dropout: float = 0.1
+    perturbs_inputs = True
 
-    @property
-    def perturbation_std(self) -> float:  # type: ignore[override]
-        return self.noise_std
+    def perturb(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Drawn on the CPU from the student's generator, so the same draws on any device."""
+        if self.kind == "gaussian":
+            return x + self.noise_std * torch.randn(x.shape, generator=generator).to(x.device)
+        keep = (torch.rand(x.shape, generator=generator) >= self.dropout).to(x.device)
+        return x * keep / (1.0 - self.dropout)
 
     def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
         return losses.consistency_kl(out.logits, out.perturbed_logits)

@@ -347,16 +347,11 @@ class _Engine:
             for j, objective in enumerate(self.objectives):
                 if not self.has[i, j]:
                     continue
-                if objective.perturbation_std is not None:
-                    out.perturbed_logits = model(_perturbation(sample.x, objective.perturbation_std, noise)).logits
+                if objective.perturbs_inputs:
+                    out.perturbed_logits = model(objective.perturb(sample.x, noise)).logits
                 values[i, j] = objective.loss(out, sample).mean()
             model.train()
         return values
-
-
-def _perturbation(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
-    """Gaussian input noise, drawn on the CPU from the student's generator (the same draws on any device)."""
-    return x + std * torch.randn(x.shape, generator=generator).to(x.device)
 
 
 class AutogradEngine(_Engine):
@@ -379,8 +374,8 @@ class AutogradEngine(_Engine):
             for j, objective in enumerate(self.objectives):
                 if not self.has[i, j]:
                     continue
-                if objective.perturbation_std is not None:
-                    out.perturbed_logits = state.model(_perturbation(own.x, objective.perturbation_std, state.generator)).logits
+                if objective.perturbs_inputs:
+                    out.perturbed_logits = state.model(objective.perturb(own.x, state.generator)).logits
                 raw[self.term_names[j]] = objective.loss(out, own).mean()
             balancer = state.balancer
             stepwise = balancer is not None and balancer.observes_steps
@@ -464,10 +459,10 @@ class LinearEngine(_Engine):
         g_rationale = None if out.rationale is None else torch.zeros_like(out.rationale)
         perturbed_x = g_perturbed = None
         for j, objective in enumerate(self.objectives):
-            if objective.perturbation_std is not None:
+            if objective.perturbs_inputs:
                 perturbed_x = torch.stack(
                     [
-                        _perturbation(x[i], objective.perturbation_std, s.generator) if self.has[i, j] else x[i]
+                        objective.perturb(x[i], s.generator) if self.has[i, j] else x[i]
                         for i, s in enumerate(self.states)
                     ]
                 )

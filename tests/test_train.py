@@ -285,3 +285,22 @@ def test_balancers_move_the_weights_and_resume_exactly(linear_splits, balancer, 
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
     fit([resumed], linear_splits.train, linear_splits.val, cache)
     torch.testing.assert_close(_params(full), _params(resumed))
+
+
+def test_feature_dropout_consistency(linear_splits, monkeypatch):
+    import stepdistill.train as train_module
+    from stepdistill.terms import Consistency
+
+    x = torch.ones(2000, 10)
+    dropped = Consistency(kind="dropout", dropout=0.2).perturb(x, torch.Generator().manual_seed(0))
+    assert abs(float((dropped == 0).float().mean()) - 0.2) < 0.01 and torch.allclose(dropped[dropped > 0], torch.tensor(1.25))
+
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
+    method = build_method("enhanced", {"epochs": 2, "perturbation": "dropout", "feature_dropout": 0.3})
+    linear = new_state("a", method, _logistic(), seed=1)
+    fit([linear], linear_splits.train, linear_splits.val, cache)
+    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
+    autograd = new_state("b", method, _logistic(), seed=1)
+    fit([autograd], linear_splits.train, linear_splits.val, cache)
+    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    assert linear.history[-1]["terms"]["consistency"]["raw"] > 0
