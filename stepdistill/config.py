@@ -116,8 +116,8 @@ class ExperimentConfig(_Strict):
             return build_method(self.preset_of(name), {**overrides, **(extra or {})}, name=name)
         except ValidationError as err:
             raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
-        except ValueError as err:  # a balancer that does not fit the method's terms
-            raise StepDistillError(f"invalid config at methods.{name}.balancer: {err}; fix it and run again") from err
+        except ValueError as err:  # a balancer or weights naming terms the method lacks
+            raise StepDistillError(f"invalid config at methods.{name}: {err}; fix it and run again") from err
 
     def tuning_candidates(self, name: str) -> list[dict]:
         """The grid points that method ``name`` accepts (settings it lacks are left out)."""

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stepdistill.balancers import Balancer, DynamicWeightAverage, GradNorm, LossRatioBalancer, UncertaintyWeighting
 from stepdistill.terms import Consistency, HardLabel, Objective, Rationale, SoftTarget
-from stepdistill.weights import Constant, LinearRamp, Remainder, Weight
+from stepdistill.weights import Constant, CosineRamp, LinearRamp, Phases, Remainder, StepSchedule, Weight
 
 
 class TrainingConfig(BaseModel):
@@ -72,10 +72,39 @@ class BalancerConfig(BaseModel):
         return GradNorm(term_names, self.alpha, self.lr)
 
 
+class ScheduleConfig(BaseModel):
+    """A weight schedule for one term (weights.py), replacing the preset's: ``constant``
+    (value), ``linear`` or ``cosine`` (maximum, ramp_epochs, cosine also minimum), ``step``
+    (values, step_epochs), ``phases`` (boundaries, values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["constant", "linear", "cosine", "step", "phases"]
+    value: float = 0.0
+    maximum: float = 0.0
+    minimum: float = 0.0
+    ramp_epochs: int = Field(0, ge=0)
+    values: tuple[float, ...] = ()
+    step_epochs: int = Field(1, ge=1)
+    boundaries: tuple[int, ...] = ()
+
+    def build(self) -> Weight:
+        if self.kind == "constant":
+            return Constant(self.value)
+        if self.kind == "linear":
+            return LinearRamp(self.maximum, self.ramp_epochs)
+        if self.kind == "cosine":
+            return CosineRamp(self.maximum, self.ramp_epochs, self.minimum)
+        if self.kind == "step":
+            return StepSchedule(self.values, self.step_epochs)
+        return Phases(self.boundaries, self.values)
+
+
 class TraditionalConfig(TrainingConfig):
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label term")
     temperature: float = Field(2.0, gt=0)
     balancer: BalancerConfig | None = None
+    weights: dict[str, ScheduleConfig] = Field(default_factory=dict, description="term name -> schedule, replacing the preset's weight")
 
 
 class StepByStepConfig(TraditionalConfig):
@@ -160,21 +189,30 @@ def _training_fields(config: TrainingConfig) -> dict:
 def _terms(config: TrainingConfig) -> tuple[Term, ...]:
     if not isinstance(config, TraditionalConfig):
         return (Term("hard", HardLabel(), Constant(1.0)),)
-    hard = Constant(config.alpha)
+    custom = {name: spec.build() for name, spec in config.weights.items()}
+    hard = custom.get("hard", Constant(config.alpha))
     if not isinstance(config, StepByStepConfig):
-        return (
+        terms = (
             Term("hard", HardLabel(), hard),
-            Term("soft", SoftTarget(config.temperature), Remainder((hard,))),
+            Term("soft", SoftTarget(config.temperature), custom.get("soft", Remainder((hard,)))),
         )
-    rationale_weight: Weight = (
-        LinearRamp(config.beta, config.ramp_epochs) if isinstance(config, EnhancedConfig) else Constant(config.beta)
-    )
+        return _check_weight_names(terms, custom)
+    ramped = isinstance(config, EnhancedConfig)
+    rationale_weight = custom.get("rationale", LinearRamp(config.beta, config.ramp_epochs) if ramped else Constant(config.beta))
     terms = (
         Term("hard", HardLabel(), hard),
         Term("rationale", Rationale(config.rationale_distance, config.margin), rationale_weight),
-        Term("soft", SoftTarget(config.temperature), Remainder((hard, rationale_weight))),
+        Term("soft", SoftTarget(config.temperature), custom.get("soft", Remainder((hard, rationale_weight)))),
     )
     if isinstance(config, EnhancedConfig) and config.consistency > 0:
         consistency = Consistency(config.noise_std, config.perturbation, config.feature_dropout)
-        terms += (Term("consistency", consistency, Constant(config.consistency)),)
+        terms += (Term("consistency", consistency, custom.get("consistency", Constant(config.consistency))),)
+    return _check_weight_names(terms, custom)
+
+
+def _check_weight_names(terms: tuple[Term, ...], custom: dict) -> tuple[Term, ...]:
+    names = [t.name for t in terms]
+    unknown = sorted(set(custom) - set(names))
+    if unknown:
+        raise ValueError(f"weights for unknown terms {unknown}; this method's terms are {', '.join(names)}")
     return terms

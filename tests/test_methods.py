@@ -52,3 +52,15 @@ def test_overrides_apply():
 def test_bad_values_are_rejected(preset, overrides):
     with pytest.raises(ValidationError):
         build_method(preset, overrides)
+
+
+def test_any_term_takes_any_schedule_and_the_soft_weight_follows():
+    method = build_method(
+        "step_by_step", {"weights": {"rationale": {"kind": "phases", "boundaries": [3, 6], "values": [0.0, 0.3, 0.45]}}}
+    )
+    assert [_weights(method, e)["rationale"] for e in (0, 3, 6)] == [0.0, 0.3, 0.45]
+    assert [_weights(method, e)["soft"] for e in (0, 3, 6)] == pytest.approx([0.5, 0.2, 0.05])
+    cosine = build_method("enhanced", {"weights": {"consistency": {"kind": "cosine", "maximum": 0.2, "ramp_epochs": 4}}})
+    assert _weights(cosine, 2)["consistency"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown terms"):
+        build_method("traditional", {"weights": {"rationale": {"kind": "constant", "value": 0.1}}})
