@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stepdistill.balancers import Balancer, DynamicWeightAverage, GradNorm, LossRatioBalancer, UncertaintyWeighting
+from stepdistill.curriculum import Curriculum
 from stepdistill.terms import Consistency, HardLabel, Objective, Rationale, SoftTarget
 from stepdistill.weights import Constant, CosineRamp, LinearRamp, Phases, Remainder, StepSchedule, Weight
 
@@ -100,10 +101,24 @@ class ScheduleConfig(BaseModel):
         return Phases(self.boundaries, self.values)
 
 
+class CurriculumConfig(BaseModel):
+    """A sample curriculum paced by the teacher's view of each sample's difficulty (curriculum.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    difficulty: Literal["confidence", "entropy", "disagreement"] = "disagreement"
+    start_fraction: float = Field(0.3, gt=0, le=1)
+    ramp_epochs: int = Field(5, ge=0)
+    pacing: Literal["linear", "root"] = "linear"
+    mistake_confidence: float = Field(0.9, ge=0.5, lt=1)
+    mistake_weight: float = Field(1.0, ge=0, le=1, description="weight, in the teacher's terms, of samples it gets confidently wrong")
+
+
 class TraditionalConfig(TrainingConfig):
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label term")
     temperature: float = Field(2.0, gt=0)
     balancer: BalancerConfig | None = None
+    curriculum: CurriculumConfig | None = None
     weights: dict[str, ScheduleConfig] = Field(default_factory=dict, description="term name -> schedule, replacing the preset's weight")
 
 
@@ -154,6 +169,7 @@ class Method:
     terms: tuple[Term, ...]
     training: TrainingConfig
     balancer: Balancer | None = None  # a template: each student trains with its own copy
+    curriculum: Curriculum | None = None
 
     @property
     def uses_teacher(self) -> bool:
@@ -169,6 +185,7 @@ class Method:
             "terms": [{"name": t.name, "objective": t.objective.describe(), "weight": t.weight.describe()} for t in self.terms],
             "training": self.training.model_dump(),
             "balancer": None if self.balancer is None else self.balancer.describe(),
+            "curriculum": None if self.curriculum is None else vars(self.curriculum),
         }
 
 
@@ -179,7 +196,9 @@ def build_method(preset: str, overrides: dict | None = None, name: str | None = 
     terms = _terms(config)
     balancer_config = getattr(config, "balancer", None)
     balancer = None if balancer_config is None else balancer_config.build(tuple(t.name for t in terms))
-    return Method(name or preset, terms, TrainingConfig.model_validate(_training_fields(config)), balancer)
+    curriculum_config = getattr(config, "curriculum", None)
+    curriculum = None if curriculum_config is None else Curriculum(**curriculum_config.model_dump())
+    return Method(name or preset, terms, TrainingConfig.model_validate(_training_fields(config)), balancer, curriculum)
 
 
 def _training_fields(config: TrainingConfig) -> dict:

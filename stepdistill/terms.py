@@ -23,6 +23,7 @@ class Batch:
     x: (..., d); y: (...); teacher_logits: (..., K); teacher_rationale: (..., R) or None;
     labelled: (...) bool or None (all labelled): rows whose label the student may use, when
     only some are (the teacher still annotates every row).
+    teacher_weight: (...) or None (all 1): how much each row counts in the teacher's terms.
     """
 
     x: torch.Tensor
@@ -30,6 +31,7 @@ class Batch:
     teacher_logits: torch.Tensor
     teacher_rationale: torch.Tensor | None
     labelled: torch.Tensor | None = None
+    teacher_weight: torch.Tensor | None = None
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """The same rows of every field, e.g. ``batch.map(lambda t: t[rows])``."""
@@ -73,6 +75,13 @@ class Objective:
         return {"kind": type(self).__name__, **asdict(self)}
 
 
+def _weighted(values: torch.Tensor, batch: Batch, trailing: int = 0) -> torch.Tensor:
+    """Per-sample values (with ``trailing`` extra dimensions) times the rows' teacher weights."""
+    if batch.teacher_weight is None:
+        return values
+    return values * batch.teacher_weight.reshape(*batch.teacher_weight.shape, *(1,) * trailing)
+
+
 @dataclass(frozen=True)
 class HardLabel(Objective):
     """Cross-entropy with the true labels. When only some rows are labelled, unlabelled rows
@@ -100,10 +109,10 @@ class SoftTarget(Objective):
     temperature: float
 
     def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
-        return losses.soft_target_kl(out.logits, batch.teacher_logits, self.temperature)
+        return _weighted(losses.soft_target_kl(out.logits, batch.teacher_logits, self.temperature), batch)
 
     def grads(self, out: Outputs, batch: Batch) -> Grads:
-        return Grads(logits=losses.soft_target_kl_grad(out.logits, batch.teacher_logits, self.temperature))
+        return Grads(logits=_weighted(losses.soft_target_kl_grad(out.logits, batch.teacher_logits, self.temperature), batch, 1))
 
 
 @dataclass(frozen=True)
@@ -117,13 +126,13 @@ class Rationale(Objective):
 
     def loss(self, out: Outputs, batch: Batch) -> torch.Tensor:
         if self.distance == "mse":
-            return losses.rationale_mse(out.rationale, batch.teacher_rationale)
-        return losses.rationale_cosine(out.rationale, batch.teacher_rationale, self.margin)
+            return _weighted(losses.rationale_mse(out.rationale, batch.teacher_rationale), batch)
+        return _weighted(losses.rationale_cosine(out.rationale, batch.teacher_rationale, self.margin), batch)
 
     def grads(self, out: Outputs, batch: Batch) -> Grads:
         if self.distance == "mse":
-            return Grads(rationale=losses.rationale_mse_grad(out.rationale, batch.teacher_rationale))
-        return Grads(rationale=losses.rationale_cosine_grad(out.rationale, batch.teacher_rationale, self.margin))
+            return Grads(rationale=_weighted(losses.rationale_mse_grad(out.rationale, batch.teacher_rationale), batch, 1))
+        return Grads(rationale=_weighted(losses.rationale_cosine_grad(out.rationale, batch.teacher_rationale, self.margin), batch, 1))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -218,15 +218,21 @@ class _TrainingData:
 
 def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) -> None:
     batch_size = states[0].method.training.batch_size
-    n = len(data)
+    curriculum = states[0].method.curriculum  # shared by the group (see _plan)
+    order = None
+    if curriculum is not None:
+        b = data.batch
+        order = curriculum.easiest_first(b.teacher_logits, b.y).cpu()
+        data = _TrainingData(replace(b, teacher_weight=curriculum.teacher_weights(b.teacher_logits, b.y)), data.val)
     while not all(s.done for s in states):
         started = time.perf_counter()
         active = [not s.done for s in states]
         epochs = [s.epoch for s in states]
         weights = engine.start_epoch(epochs, active)  # (S, T)
-        perms = torch.stack([torch.randperm(n, generator=s.generator) for s in states])
+        rows = torch.arange(len(data)) if curriculum is None else curriculum.rows_at(order, min(epochs))
+        perms = torch.stack([rows[torch.randperm(len(rows), generator=s.generator)] for s in states])
         shuffled = data.permuted(perms.to(data.batch.x.device))
-        for start in range(0, n, batch_size):
+        for start in range(0, len(rows), batch_size):
             engine.step(shuffled.map(lambda t: t[:, start : start + batch_size]))
         elapsed = (time.perf_counter() - started) / sum(active)
         raw = engine.term_values(data.batch, epochs)
@@ -496,10 +502,11 @@ def _plan(states: list[TrainState]) -> list[tuple[list[TrainState], type]]:
     """Groups of students trained together, and the engine for each."""
     groups: dict[tuple, list[TrainState]] = {}
     for state in states:
+        # A group shares its epochs' rows, so its students share their curriculum too.
         if LinearEngine.accepts(state):
-            key = ("linear", *LinearEngine.key(state))
+            key = ("linear", *LinearEngine.key(state), state.method.curriculum)
         else:
-            key = ("autograd", state.method.training.batch_size)
+            key = ("autograd", state.method.training.batch_size, state.method.curriculum)
         groups.setdefault(key, []).append(state)
     plan = []
     for key, group in groups.items():
