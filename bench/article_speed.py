@@ -33,16 +33,20 @@ import platform
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from stepdistill.config import ExperimentConfig, TeacherConfig
-from stepdistill.data import Splits, Table, linear_binary, prepare
+from stepdistill.config import ExperimentConfig
+from stepdistill.data import Splits, Table, linear_binary
+from stepdistill.data.prepared import PreparedData
 from stepdistill.evaluate import classification_metrics
-from stepdistill.experiment import distill, test_logits, train_teacher
-from stepdistill.teachers import cache_model_outputs
+from stepdistill.experiment import cache_all_splits, prepare_data, student_states, test_logits
+from stepdistill.teachers.kinds import LogisticTeacher
+from stepdistill.train import fit
 
 TARGET_RATIO = 20
 ACCURACY_TOLERANCE = 0.002
@@ -136,16 +140,17 @@ def article_accuracy(model: nn.Module, test: Table) -> float:
 # --- stepdistill -----------------------------------------------------------------------------
 
 
-def stepdistill_path(splits: Splits) -> tuple[nn.Module, dict[str, nn.Module]]:
-    config = ExperimentConfig(
-        teacher=TeacherConfig(rationale="score"), methods={"traditional": {}, "step_by_step": {}}, seeds=[0]
-    )
-    methods = config.build_methods()
-    teacher, _ = train_teacher(config, splits)
-    cache = cache_model_outputs(teacher, [splits.train, splits.val, splits.test])
-    width = cache.take(splits.train.ids[:1]).rationale.shape[-1]
-    states = distill(config, methods, splits, cache, width)
-    return teacher, {name: group[0].model for name, group in states.items()}
+# The teacher's rationale is its logit, the article's scalar "intermediate score": the same work.
+CONFIG = ExperimentConfig(teacher=LogisticTeacher(rationale="score"), methods={"traditional": {}, "step_by_step": {}}, seeds=[0])
+
+
+def stepdistill_path(data: PreparedData) -> dict[str, nn.Module]:
+    built = CONFIG.teacher.build(data, torch.device("cpu"))
+    cache = cache_all_splits(built.teacher, data)
+    width = cache.take(data.splits.train.ids[:1]).rationale.shape[-1]
+    students = student_states(CONFIG, CONFIG.build_methods(), data, built.teacher, width, CONFIG.seeds)
+    fit([seeds[0] for seeds in students], data.splits.train, data.splits.val, cache)
+    return {name: seeds[0].model for name, seeds in zip(CONFIG.methods, students)}
 
 
 def stepdistill_accuracy(model: nn.Module, test: Table) -> float:
@@ -188,7 +193,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     # Shared data preparation (not timed).
-    splits, _ = prepare(linear_binary(N_ROWS, N_FEATURES, seed=0), "label")
+    data = prepare_data(CONFIG, linear_binary(N_ROWS, N_FEATURES, seed=0))
+    splits = data.splits
     print(
         f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test rows,"
         f" {splits.train.n_features} features; torch threads: {torch.get_num_threads()}"
@@ -199,11 +205,11 @@ def main() -> None:
     small = Splits(splits.train.take(rows), splits.val, splits.test)
     torch.manual_seed(0)
     article_path(small)
-    stepdistill_path(small)
+    stepdistill_path(replace(data, splits=small))
 
     torch.manual_seed(0)
     (_, article_students), article_seconds = timed(article_path, splits)
-    (_, ours_students), ours_seconds = timed(stepdistill_path, splits)
+    ours_students, ours_seconds = timed(stepdistill_path, data)
 
     names = list(article_students)
     article_acc = {n: article_accuracy(article_students[n], splits.test) for n in names}

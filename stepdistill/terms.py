@@ -37,6 +37,12 @@ class Batch:
         """The same rows of every field, e.g. ``batch.map(lambda t: t[rows])``."""
         return Batch(**{name: None if t is None else fn(t) for name, t in vars(self).items()})
 
+    def split(self, size: int, dim: int) -> list[Batch]:
+        """Consecutive batches of ``size`` rows along ``dim`` (views, one split per field)."""
+        pieces = {name: None if t is None else t.split(size, dim) for name, t in vars(self).items()}
+        n = len(pieces["x"])
+        return [Batch(**{name: None if p is None else p[k] for name, p in pieces.items()}) for k in range(n)]
+
 
 @dataclass
 class Outputs:

@@ -232,8 +232,8 @@ def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) 
         rows = torch.arange(len(data)) if curriculum is None else curriculum.rows_at(order, min(epochs))
         perms = torch.stack([rows[torch.randperm(len(rows), generator=s.generator)] for s in states])
         shuffled = data.permuted(perms.to(data.batch.x.device))
-        for start in range(0, len(rows), batch_size):
-            engine.step(shuffled.map(lambda t: t[:, start : start + batch_size]))
+        for batch in shuffled.split(batch_size, dim=1):
+            engine.step(batch)
         elapsed = (time.perf_counter() - started) / sum(active)
         raw = engine.term_values(data.batch, epochs)
         for i, state in enumerate(states):

@@ -20,3 +20,16 @@ def test_readme_config_example_is_valid():
     config = ExperimentConfig.model_validate(yaml.safe_load(example))
     config.check()
     assert config.teacher.kind == "lightgbm" and config.tune.grid["temperature"] == [1, 2, 4]
+
+
+def test_readme_method_options_example_is_valid():
+    import yaml
+
+    from stepdistill.config import ExperimentConfig
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    [options] = [b for b in blocks if set(b) == {"methods"}]
+    method = ExperimentConfig.model_validate(options).build_method("enhanced")
+    assert method.balancer is not None and method.curriculum is not None
+    assert [t.weight.value(4) for t in method.terms if t.name == "rationale"] == [0.1]
