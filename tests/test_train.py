@@ -95,22 +95,13 @@ def test_pure_soft_target_student_reproduces_a_logistic_teacher(linear_splits):
 
 @pytest.mark.parametrize("preset", ["traditional", "step_by_step", "enhanced"])
 @pytest.mark.parametrize("rationale", ["contributions", "score"])
-def test_linear_engine_matches_autograd(linear_splits, preset, rationale, monkeypatch):
+def test_linear_engine_matches_autograd(linear_splits, preset, rationale, train_both_engines):
     """The closed-form engine and autograd take the same steps: same loss values, same weights."""
-    import stepdistill.train as train_module
-
     teacher = _teacher(linear_splits, epochs=2)
     teacher.rationale_kind = rationale
     cache = cache_model_outputs(teacher, [linear_splits.train, linear_splits.val])
     method = build_method(preset, {"epochs": 3})
-    linear = new_state("a", method, _logistic(rationale), seed=1)
-    fit([linear], linear_splits.train, linear_splits.val, cache)
-
-    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
-    autograd = new_state("b", method, _logistic(rationale), seed=1)
-    fit([autograd], linear_splits.train, linear_splits.val, cache)
-
-    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    linear, autograd = train_both_engines(method, _logistic(rationale), linear_splits.train, linear_splits.val, cache)
     for a, b in zip(linear.history, autograd.history):
         for name in a["terms"]:
             assert a["terms"][name]["raw"] == pytest.approx(b["terms"][name]["raw"], rel=1e-4, abs=1e-6)
@@ -127,6 +118,19 @@ def test_students_do_not_depend_on_who_they_are_stacked_with(linear_splits):
     assert not torch.allclose(_params(together[0]), _params(together[1]))  # seeds differ
 
 
+def _resumed_after(epochs, short_method, full_method, make, splits, cache, tmp_path):
+    """Train ``epochs`` epochs, save the state to disk, load it into a fresh student built with
+    another seed (which must not matter), and train that to the end of ``full_method``."""
+    first = new_state("s", short_method, make, seed=2, teacher_rationale_width=10)
+    fit([first], splits.train, splits.val, cache)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    resumed = new_state("s", full_method, make, seed=99, teacher_rationale_width=10)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    fit([resumed], splits.train, splits.val, cache)
+    assert first.epoch == epochs
+    return resumed
+
+
 def test_training_is_deterministic_and_resumes_from_a_saved_state(linear_splits, tmp_path):
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     method = lambda epochs: build_method("enhanced", {"epochs": epochs})
@@ -138,12 +142,7 @@ def test_training_is_deterministic_and_resumes_from_a_saved_state(linear_splits,
     fit([again], linear_splits.train, linear_splits.val, cache)
     assert torch.equal(_params(full), _params(again))
 
-    first_half = new_state("e", method(2), make, seed=2, teacher_rationale_width=10)
-    fit([first_half], linear_splits.train, linear_splits.val, cache)
-    torch.save(first_half.state_dict(), tmp_path / "state.pt")
-    resumed = new_state("e", method(4), make, seed=99, teacher_rationale_width=10)
-    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
-    fit([resumed], linear_splits.train, linear_splits.val, cache)
+    resumed = _resumed_after(2, method(2), method(4), make, linear_splits, cache, tmp_path)
     torch.testing.assert_close(_params(full), _params(resumed))
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     assert resumed.head is not None  # the MLP's 16 hidden units are projected onto 10 contributions
@@ -162,9 +161,7 @@ def test_plateau_scheduler_and_early_stopping(linear_splits):
     assert validation_loss(state.model, linear_splits.val) == pytest.approx(best, rel=1e-6)  # best weights restored
 
 
-def test_linear_engine_matches_autograd_on_three_classes(monkeypatch):
-    import stepdistill.train as train_module
-
+def test_linear_engine_matches_autograd_on_three_classes(train_both_engines):
     frame = linear_binary(3000, 4, seed=2)
     frame["label"] = (frame["x0"] > -0.4).astype(int) + (frame["x1"] > 0.4).astype(int)
     splits, _ = prepare(frame, "label")
@@ -172,12 +169,7 @@ def test_linear_engine_matches_autograd_on_three_classes(monkeypatch):
     fit([teacher], splits.train, splits.val, None)
     cache = cache_model_outputs(teacher.model, [splits.train, splits.val])
     method = build_method("enhanced", {"epochs": 3, "ramp_epochs": 1})
-    linear = new_state("a", method, lambda: LogisticModel(4, 3), seed=1)
-    fit([linear], splits.train, splits.val, cache)
-    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
-    autograd = new_state("b", method, lambda: LogisticModel(4, 3), seed=1)
-    fit([autograd], splits.train, splits.val, cache)
-    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    linear, autograd = train_both_engines(method, lambda: LogisticModel(4, 3), splits.train, splits.val, cache)
     assert linear.history[-1]["terms"]["rationale"]["raw"] > 0
 
 
@@ -205,10 +197,8 @@ def test_mlp_rationale_is_the_chosen_hidden_layer():
     assert last.rationale_width == 8 and last(x).rationale.shape == (5, 8)
 
 
-def test_grouped_contributions_with_bias_sum_to_the_logit_and_train_alike_in_both_engines(linear_splits, monkeypatch):
+def test_grouped_contributions_with_bias_sum_to_the_logit_and_train_alike_in_both_engines(linear_splits, train_both_engines):
     """Contributions summed per raw column plus the bias: the layout of TreeSHAP explanations."""
-    import stepdistill.train as train_module
-
     groups = [0, 0, 1, 1, 1, 2, 3, 3, 4, 5]  # e.g. one-hot columns of one raw column share a group
     make = lambda: LogisticModel(10, 1, feature_groups=groups, include_bias=True)
     model = make()
@@ -224,17 +214,11 @@ def test_grouped_contributions_with_bias_sum_to_the_logit_and_train_alike_in_bot
         teacher.linear.weight.normal_(generator=torch.Generator().manual_seed(3))
     cache = cache_model_outputs(teacher, [linear_splits.train, linear_splits.val])
     method = build_method("step_by_step", {"epochs": 2, "alpha": 0.2, "beta": 0.6})
-    linear = new_state("a", method, make, seed=1)
-    fit([linear], linear_splits.train, linear_splits.val, cache)
-    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
-    autograd = new_state("b", method, make, seed=1)
-    fit([autograd], linear_splits.train, linear_splits.val, cache)
-    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    linear, autograd = train_both_engines(method, make, linear_splits.train, linear_splits.val, cache)
     assert linear.history[-1]["terms"]["rationale"]["raw"] < linear.history[0]["terms"]["rationale"]["raw"]
 
 
-def test_only_labelled_rows_feed_the_hard_label_term(linear_splits, monkeypatch):
-    import stepdistill.train as train_module
+def test_only_labelled_rows_feed_the_hard_label_term(linear_splits, train_both_engines):
     from stepdistill.terms import Batch, HardLabel, Outputs
 
     logits, y = torch.randn(2, 6, 1), torch.randint(0, 2, (2, 6))
@@ -248,12 +232,7 @@ def test_only_labelled_rows_feed_the_hard_label_term(linear_splits, monkeypatch)
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     mask = torch.rand(len(linear_splits.train), generator=torch.Generator().manual_seed(0)) < 0.05
     method = build_method("traditional", {"epochs": 2})
-    linear = new_state("a", method, _logistic(), seed=1)
-    fit([linear], linear_splits.train, linear_splits.val, cache, labelled=mask)
-    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
-    autograd = new_state("b", method, _logistic(), seed=1)
-    fit([autograd], linear_splits.train, linear_splits.val, cache, labelled=mask)
-    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    linear, autograd = train_both_engines(method, _logistic(), linear_splits.train, linear_splits.val, cache, labelled=mask)
     unmasked = new_state("c", method, _logistic(), seed=1)
     fit([unmasked], linear_splits.train, linear_splits.val, cache)
     assert not torch.allclose(_params(linear), _params(unmasked), atol=1e-3)
@@ -272,23 +251,17 @@ def test_balancers_move_the_weights_and_resume_exactly(linear_splits, balancer, 
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     method = lambda epochs: build_method("step_by_step", {"epochs": epochs, "balancer": balancer})
     make = lambda: MLPModel(10, 1, (8,))
-    full = new_state("s", method(4), make, seed=0, teacher_rationale_width=10)
+    full = new_state("s", method(4), make, seed=2, teacher_rationale_width=10)
     fit([full], linear_splits.train, linear_splits.val, cache)
     weights = [h["terms"]["soft"]["weight"] for h in full.history]
     assert len(set(weights)) > 1, weights  # the balancer changed the scheduled 0.2
     assert build_method("step_by_step", {"balancer": balancer}).balancer is not full.balancer  # each student its own
 
-    half = new_state("s", method(2), make, seed=0, teacher_rationale_width=10)
-    fit([half], linear_splits.train, linear_splits.val, cache)
-    torch.save(half.state_dict(), tmp_path / "state.pt")
-    resumed = new_state("s", method(4), make, seed=0, teacher_rationale_width=10)
-    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
-    fit([resumed], linear_splits.train, linear_splits.val, cache)
+    resumed = _resumed_after(2, method(2), method(4), make, linear_splits, cache, tmp_path)
     torch.testing.assert_close(_params(full), _params(resumed))
 
 
-def test_feature_dropout_consistency(linear_splits, monkeypatch):
-    import stepdistill.train as train_module
+def test_feature_dropout_consistency(linear_splits, train_both_engines):
     from stepdistill.terms import Consistency
 
     x = torch.ones(2000, 10)
@@ -297,10 +270,5 @@ def test_feature_dropout_consistency(linear_splits, monkeypatch):
 
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     method = build_method("enhanced", {"epochs": 2, "perturbation": "dropout", "feature_dropout": 0.3})
-    linear = new_state("a", method, _logistic(), seed=1)
-    fit([linear], linear_splits.train, linear_splits.val, cache)
-    monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
-    autograd = new_state("b", method, _logistic(), seed=1)
-    fit([autograd], linear_splits.train, linear_splits.val, cache)
-    torch.testing.assert_close(_params(linear), _params(autograd), rtol=1e-4, atol=1e-5)
+    linear, autograd = train_both_engines(method, _logistic(), linear_splits.train, linear_splits.val, cache)
     assert linear.history[-1]["terms"]["consistency"]["raw"] > 0

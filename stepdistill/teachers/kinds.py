@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Literal, Union
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
@@ -161,42 +163,63 @@ class SklearnTeacherConfig(_Teacher):
         return BuiltTeacher(SklearnTeacher(estimator, self.input), None, None)
 
 
-class LightGBMTeacherConfig(_Teacher):
+class _TreeEnsembleTeacher(_Teacher):
+    """A gradient-boosted ensemble: loaded from ``path``, or trained here on the raw training
+    columns with ``params`` when there is none."""
+
+    path: Path | None = Field(None, description="a saved model; trained here on the raw columns when absent")
+    params: dict = Field(default_factory=dict, description="the classifier's settings when trained here")
+    seed: int = 0
+
+    def load(self, path: Path) -> object:
+        raise NotImplementedError
+
+    def train(self, frame: pd.DataFrame, y: np.ndarray) -> object:
+        raise NotImplementedError
+
+    def adapter(self, model: object) -> Teacher:
+        raise NotImplementedError
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        if self.path is not None:
+            _require_file(self.path, "teacher.path")
+            return BuiltTeacher(self.adapter(self.load(self.path)), None, None)
+        train = data.splits.train
+        started = time.perf_counter()
+        model = self.train(data.raw.loc[train.ids.numpy()], train.y.numpy())
+        return BuiltTeacher(self.adapter(model), time.perf_counter() - started, None)
+
+
+class LightGBMTeacherConfig(_TreeEnsembleTeacher):
     kind: Literal["lightgbm"]
-    path: Path | None = Field(None, description="a saved LightGBM model; trained here on the raw columns when absent")
-    params: dict = Field(default_factory=dict, description="LGBMClassifier settings when trained here")
-    seed: int = 0
 
-    def build(self, data: PreparedData, device) -> BuiltTeacher:
-        if self.path is not None:
-            import lightgbm
+    def load(self, path: Path) -> object:
+        import lightgbm
 
-            _require_file(self.path, "teacher.path")
-            return BuiltTeacher(LightGBMTeacher(lightgbm.Booster(model_file=str(self.path))), None, None)
-        train = data.splits.train
-        started = time.perf_counter()
-        model = train_lightgbm(data.raw.loc[train.ids.numpy()], train.y.numpy(), self.params, self.seed)
-        return BuiltTeacher(LightGBMTeacher(model), time.perf_counter() - started, None)
+        return lightgbm.Booster(model_file=str(path))
+
+    def train(self, frame: pd.DataFrame, y: np.ndarray) -> object:
+        return train_lightgbm(frame, y, self.params, self.seed)
+
+    def adapter(self, model: object) -> Teacher:
+        return LightGBMTeacher(model)
 
 
-class XGBoostTeacherConfig(_Teacher):
+class XGBoostTeacherConfig(_TreeEnsembleTeacher):
     kind: Literal["xgboost"]
-    path: Path | None = Field(None, description="a saved XGBoost model (JSON or UBJ); trained here on the raw columns when absent")
-    params: dict = Field(default_factory=dict, description="XGBClassifier settings when trained here")
-    seed: int = 0
 
-    def build(self, data: PreparedData, device) -> BuiltTeacher:
-        if self.path is not None:
-            import xgboost
+    def load(self, path: Path) -> object:  # JSON or UBJ
+        import xgboost
 
-            _require_file(self.path, "teacher.path")
-            booster = xgboost.Booster()
-            booster.load_model(str(self.path))
-            return BuiltTeacher(XGBoostTeacher(booster), None, None)
-        train = data.splits.train
-        started = time.perf_counter()
-        model = train_xgboost(data.raw.loc[train.ids.numpy()], train.y.numpy(), self.params, self.seed)
-        return BuiltTeacher(XGBoostTeacher(model), time.perf_counter() - started, None)
+        booster = xgboost.Booster()
+        booster.load_model(str(path))
+        return booster
+
+    def train(self, frame: pd.DataFrame, y: np.ndarray) -> object:
+        return train_xgboost(frame, y, self.params, self.seed)
+
+    def adapter(self, model: object) -> Teacher:
+        return XGBoostTeacher(model)
 
 
 class FileTeacherConfig(_Teacher):
