@@ -1,10 +1,13 @@
-"""The command line: ``stepdistill demo`` and ``stepdistill run CONFIG.yaml``."""
+"""The command line: ``stepdistill demo``, ``stepdistill run CONFIG.yaml``, and the studies
+``stepdistill ablate`` and ``stepdistill sweep-data`` (on a config or a preset)."""
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import typer
 from rich.console import Console
 
@@ -64,17 +67,110 @@ def run(
     _guarded(go)
 
 
+STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, seeds); or leave it out and pass --preset."
+STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(presets.DEMOS)}."
+
+
+@app.command()
+def ablate(
+    config: Path | None = typer.Argument(None, help=STUDY_SOURCE, show_default=False),
+    preset: str | None = typer.Option(None, help=STUDY_PRESET, show_default=False),
+    seeds: int | None = typer.Option(
+        None, help="Seeds 0..N-1 for every variant. Default: the config's seeds if it lists them, else 5.", show_default=False
+    ),
+    out: Path = typer.Option(Path("runs/ablate"), help="Directory for ablation.json/.md/.png and the usual report files."),
+) -> None:
+    """The enhanced method with each component removed in turn, compared seed by seed with the full one."""
+
+    def go() -> None:
+        from stepdistill.report.ablation import render_ablation_table, write_ablation
+        from stepdistill.studies import run_ablation
+
+        experiment, frame, description = _study_inputs(config, preset, seeds, default_seeds=5)
+        _check_out(out)
+        with _progress() as progress:
+            results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress)
+        out_console.print(render_ablation_table(ablation))
+        _report_written(write_ablation(results, ablation, out))
+
+    _guarded(go)
+
+
+@app.command("sweep-data")
+def sweep_data(
+    config: Path | None = typer.Argument(None, help=STUDY_SOURCE, show_default=False),
+    preset: str | None = typer.Option(None, help=STUDY_PRESET, show_default=False),
+    fractions: str = typer.Option(
+        "0.01,0.05,0.1,0.25,0.5,1", help="Comma-separated shares of training rows whose labels students see, each in (0, 1]."
+    ),
+    seeds: int | None = typer.Option(
+        None, help="Seeds 0..N-1 for every method. Default: the config's seeds if it lists them, else 3.", show_default=False
+    ),
+    out: Path = typer.Option(Path("runs/sweep"), help="Directory for sweep.json, sweep.md and sweep.png."),
+) -> None:
+    """Every method at each labelled fraction: how much the teacher helps when labels are scarce."""
+
+    def go() -> None:
+        from stepdistill.report.sweep import render_sweep_table, write_sweep
+        from stepdistill.studies import parse_fractions, run_sweep, summarize_sweep
+
+        shares = parse_fractions(fractions)
+        experiment, frame, description = _study_inputs(config, preset, seeds, default_seeds=3)
+        _check_out(out)
+        with _progress() as progress:
+            results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress)
+        sweep = summarize_sweep(results_by_fraction)
+        # The teacher (trained on every label) and the seeds are the same at every fraction.
+        any_results = next(iter(results_by_fraction.values()))
+        out_console.print(render_sweep_table(sweep))
+        _report_written(write_sweep(sweep, any_results["teacher"], any_results["config"]["seeds"], out))
+
+    _guarded(go)
+
+
+def _study_inputs(
+    config: Path | None, preset: str | None, seeds: int | None, default_seeds: int
+) -> tuple[ExperimentConfig, pd.DataFrame, dict]:
+    """The experiment, its data and a description of where they came from, for a study given
+    either a config file or a preset. ``seeds`` replaces the config's seeds when given."""
+    if (config is None) == (preset is None):
+        raise StepDistillError("give either CONFIG.yaml or --preset NAME (exactly one of them)")
+    if seeds is not None and seeds < 1:
+        raise StepDistillError(f"--seeds must be at least 1 (got {seeds})")
+    if preset is not None:
+        return *presets.demo(preset, seeds or default_seeds), {"preset": preset}
+    experiment = load_config(config)
+    if seeds is not None or "seeds" not in experiment.model_fields_set:
+        experiment = experiment.model_copy(update={"seeds": list(range(seeds or default_seeds))})
+    return experiment, read_frame(experiment.data.path), {"config_file": str(config)}
+
+
 def _run(config: ExperimentConfig, frame, out: Path, description: dict) -> None:
     from stepdistill.experiment import run_experiment
     from stepdistill.report import render_table, write_report
 
+    _check_out(out)
+    with _progress() as progress:
+        results = run_experiment(config, frame, description, progress)
+    out_console.print(render_table(results))
+    _report_written(write_report(results, out))
+
+
+def _check_out(out: Path) -> None:
+    """Fail before training, not after, when the output directory cannot be one."""
     if out.exists() and not out.is_dir():
         raise StepDistillError(f"--out {out} is a file; pass a directory")
+
+
+@contextmanager
+def _progress():
+    """A progress function for experiments: each message printed, the latest shown by a spinner."""
     with err_console.status("training") as status:
-        results = run_experiment(config, frame, description, progress=lambda m: status.update(m) or err_console.print(m))
-    out_console.print(render_table(results))
-    written = write_report(results, out)
-    err_console.print(f"wrote {', '.join(str(p) for p in written)}")
+        yield lambda message: status.update(message) or err_console.print(message)
+
+
+def _report_written(paths: list[Path]) -> None:
+    err_console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 def _guarded(action) -> None:

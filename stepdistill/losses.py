@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 COSINE_EPS = 1e-8
+# A student rationale shorter than this share of the teacher's counts as this long (see rationale_cosine).
+STUDENT_NORM_FLOOR = 0.1
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -113,20 +115,29 @@ def rationale_cosine(student: torch.Tensor, teacher: torch.Tensor, margin: float
     With margin 0 this is ``1 - cos``. With margin m > 0, directions within ``cos >= 1 - m`` of the
     teacher's cost nothing: the student is free to differ that much. (A cosine-embedding loss with
     target +1 has no margin at all; this is the working form.)
+
+    The student's norm is floored at ``STUDENT_NORM_FLOOR`` times the teacher's: a vector near zero
+    (a freshly initialized linear student's contributions) has no direction, and the exact cosine's
+    gradient there grows like 1/|student|, which wrecks an optimizer's statistics. With the floor,
+    such a student gets a bounded pull toward the teacher's direction; at any usual length the
+    cosine is exact.
     """
     return torch.clamp_min(1.0 - _cosine(student, teacher) - margin, 0.0)
 
 
 def rationale_cosine_grad(student: torch.Tensor, teacher: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-    student_norm = student.norm(dim=-1, keepdim=True).clamp_min(COSINE_EPS)
+    student_length = student.norm(dim=-1, keepdim=True)
     teacher_norm = teacher.norm(dim=-1, keepdim=True).clamp_min(COSINE_EPS)
+    floor = (STUDENT_NORM_FLOOR * teacher_norm).clamp_min(COSINE_EPS)
+    student_norm = torch.maximum(student_length, floor)
     cos = (student * teacher).sum(-1, keepdim=True) / (student_norm * teacher_norm)
-    d_cos = teacher / (student_norm * teacher_norm) - cos * student / student_norm**2
+    # d cos / d student; the norm's own derivative only where the floor is not in force
+    d_cos = teacher / (student_norm * teacher_norm) - (student_length > floor) * cos * student / student_norm**2
     active = (1.0 - cos - margin) > 0
     return -d_cos * active
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a_norm = a.norm(dim=-1).clamp_min(COSINE_EPS)
-    b_norm = b.norm(dim=-1).clamp_min(COSINE_EPS)
-    return (a * b).sum(-1) / (a_norm * b_norm)
+def _cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    teacher_norm = teacher.norm(dim=-1).clamp_min(COSINE_EPS)
+    student_norm = torch.maximum(student.norm(dim=-1), (STUDENT_NORM_FLOOR * teacher_norm).clamp_min(COSINE_EPS))
+    return (student * teacher).sum(-1) / (student_norm * teacher_norm)

@@ -98,3 +98,14 @@ def test_stacked_leading_dimensions_are_free():
     assert losses.soft_target_kl(s, t, 2.0).shape == (3, 7)
     assert losses.hard_label_loss(s, y).shape == (3, 7)
     torch.testing.assert_close(losses.hard_label_loss(s, y)[1], losses.hard_label_loss(s[1], y[1]))
+
+
+def test_cosine_gradient_stays_bounded_for_a_student_near_zero():
+    teacher = torch.tensor([[3.0, 4.0]])  # |teacher| = 5, so the student's norm floor is 0.5
+    tiny = torch.tensor([[1e-9, 0.0]], requires_grad=True)
+    losses.rationale_cosine(tiny, teacher).sum().backward()
+    grad = losses.rationale_cosine_grad(tiny.detach(), teacher)
+    torch.testing.assert_close(grad, tiny.grad)
+    # d(1 - a.b / (0.5 * 5)) / da = -b / 2.5
+    torch.testing.assert_close(grad, -teacher / 2.5)
+    assert losses.rationale_cosine(torch.zeros(1, 2), teacher).item() == pytest.approx(1.0)

@@ -9,7 +9,7 @@ from stepdistill.report.results import per_class_f1_rows, table_rows
 BASELINE = "baseline"
 
 
-def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     alignment = [":---", *["---:"] * (len(headers) - 1)]
     return [f"| {' | '.join(cells)} |" for cells in (headers, alignment, *rows)]
 
@@ -74,7 +74,7 @@ def _per_class_lines(results: dict) -> list[str]:
     table = per_class_f1_rows(results)
     if table is None:
         return []
-    return ["## Per-class test F1 (mean ± std over seeds)", "", *_markdown_table(*table), ""]
+    return ["## Per-class test F1 (mean ± std over seeds)", "", *markdown_table(*table), ""]
 
 
 def render_markdown(results: dict, history_png: str, metrics_png: str) -> str:
@@ -91,7 +91,7 @@ def render_markdown(results: dict, history_png: str, metrics_png: str) -> str:
         "",
         "## Test metrics (mean ± std over seeds)",
         "",
-        *_markdown_table(headers, rows),
+        *markdown_table(headers, rows),
         "",
         *_per_class_lines(results),
         "## Compared with the baseline",

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from stepdistill.report import plots
 from stepdistill.report.markdown import render_markdown
+from stepdistill.report.staged import write_staged
 
 RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
@@ -28,20 +26,6 @@ def _write_files(results: dict, staging_dir: Path) -> list[str]:
 
 
 def write_report(results: dict, out_dir: Path) -> list[Path]:
-    """Write results.json, report.md, history.png and metrics.png into ``out_dir``.
-
-    Files are first written to a staging directory next to ``out_dir`` (same file system,
-    so moves are renames) and moved in only once all of them exist: if anything fails,
-    ``out_dir`` is left as it was. Returns the written paths.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        names = _write_files(results, staging_dir)
-        out_dir.mkdir(exist_ok=True)
-        for name in names:
-            os.replace(staging_dir / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging_dir, ignore_errors=True)
-    return [out_dir / name for name in names]
+    """Write results.json, report.md, history.png and metrics.png into ``out_dir``, all at once
+    or not at all (see ``write_staged``). Returns the written paths."""
+    return write_staged(out_dir, lambda staging_dir: _write_files(results, staging_dir))

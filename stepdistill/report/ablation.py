@@ -1,0 +1,159 @@
+"""The ablation study as a terminal table, a markdown page, a plot and a directory of files.
+
+``ablation`` is ``stepdistill.studies.summarize_ablation``'s dict; ``results`` the experiment's
+results dict (see results.py) that it was computed from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from stepdistill.report.markdown import markdown_table
+from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
+from stepdistill.report.results import format_mean_std
+from stepdistill.report.rows import rich_table
+from stepdistill.report.staged import write_staged
+from stepdistill.report.write import REPORT_MD, write_report
+from stepdistill.studies import CONFIDENCE, FULL, REFERENCE_METHODS, REMOVALS
+
+ABLATION_JSON = "ablation.json"
+ABLATION_MD = "ablation.md"
+ABLATION_PNG = "ablation.png"
+SHOWN_METRICS = ("accuracy", "log_loss")
+SIGNIFICANT_MARK = "*"
+WORSE_COLOR, BETTER_COLOR, UNCHANGED_COLOR = "C3", "C2", "gray"
+
+
+def format_change(metric: str, value: float) -> str:
+    """A difference of ``metric``: accuracy in points (0.0052 -> "+0.52"), log loss as is."""
+    return f"{100 * value:+.2f}" if metric == "accuracy" else f"{value:+.4f}"
+
+
+def format_comparison(metric: str, comparison: dict) -> str:
+    """``"-0.52 [-0.80, -0.24] *"``: the paired difference, its interval, and the mark when the
+    interval excludes 0; just the difference when there is no interval (one seed)."""
+    diff = format_change(metric, comparison["diff"])
+    if comparison["ci_low"] is None:
+        return diff
+    interval = f"[{format_change(metric, comparison['ci_low'])}, {format_change(metric, comparison['ci_high'])}]"
+    return f"{diff} {interval}{' ' + SIGNIFICANT_MARK if comparison['significant'] else ''}"
+
+
+def ablation_rows(ablation: dict) -> tuple[list[str], list[list[str]]]:
+    """Headers and one row per variant: accuracy and log loss, each with its difference from full."""
+    percent = round(100 * CONFIDENCE)
+    headers = ["variant", "accuracy", f"Δ accuracy (points) [{percent}% CI]", "log loss", f"Δ log loss [{percent}% CI]"]
+    rows = []
+    for name, entry in ablation.items():
+        cells = [name]
+        for metric in SHOWN_METRICS:
+            change = "reference" if name == FULL else format_comparison(metric, entry["vs_full"][metric])
+            cells += [format_mean_std(entry["test"][metric]), change]
+        rows.append(cells)
+    return headers, rows
+
+
+def _caption() -> str:
+    return f"Δ: mean over seeds of (variant − full), paired by seed; {SIGNIFICANT_MARK}: the {round(100 * CONFIDENCE)}% CI excludes 0"
+
+
+def render_ablation_table(ablation: dict) -> Table:
+    return rich_table("Ablation: each variant against full", *ablation_rows(ablation), caption=_caption())
+
+
+def is_worse(metric: str, diff: float) -> bool:
+    """Whether a change of ``metric`` by ``diff`` is for the worse (log loss: lower is better)."""
+    return diff > 0 if metric == "log_loss" else diff < 0
+
+
+def significant_changes(comparisons: dict, worse: bool) -> list[str]:
+    """The shown metrics that changed significantly for the worse (or better), e.g.
+    ``["accuracy -0.52 points", "log loss +0.0100"]``."""
+    return [
+        f"{metric.replace('_', ' ')} {format_change(metric, c['diff'])}{' points' if metric == 'accuracy' else ''}"
+        for metric in SHOWN_METRICS
+        if (c := comparisons[metric])["significant"] and is_worse(metric, c["diff"]) == worse
+    ]
+
+
+def verdict(ablation: dict, names: list[str], subject: str) -> str:
+    """One sentence naming which of ``names`` are significantly worse, and which better, than full."""
+
+    def listed(worse: bool) -> str:
+        found = [f"{name} ({', '.join(changes)})" for name in names if (changes := significant_changes(ablation[name]["vs_full"], worse))]
+        return "; ".join(found) or "none"
+
+    return f"{subject} significantly worse than full: {listed(True)}. Significantly better: {listed(False)}."
+
+
+def render_ablation_markdown(results: dict, ablation: dict, plot_png: str, report_md: str) -> str:
+    """The ablation page; the file arguments are names relative to it."""
+    seeds = results["config"]["seeds"]
+    subtitle = " · ".join(str(results[key]) for key in ("date", "machine") if key in results)
+    percent = round(100 * CONFIDENCE)
+    lines = [
+        "# Ablation of the enhanced method",
+        "",
+        *([f"_{subtitle}_", ""] if subtitle else []),
+        f"`{FULL}` is the enhanced method as configured; each `no_*` variant is `{FULL}` with one component removed, and "
+        f"{', '.join(f'`{name}`' for name in REFERENCE_METHODS)} are the simpler methods. All trained on the same data and "
+        f"teacher with the same {len(seeds)} seeds ({', '.join(map(str, seeds))}); every number is on the held-out test split.",
+        "",
+        f"{_caption()} (t distribution with n − 1 degrees of freedom). Accuracy changes are in percentage points.",
+        "",
+        *markdown_table(*ablation_rows(ablation)),
+        "",
+        verdict(ablation, [name for name in REMOVALS if name in ablation], "Removals"),
+        "",
+        verdict(ablation, [name for name in REFERENCE_METHODS if name in ablation], "Simpler methods"),
+        "",
+        *([] if len(seeds) > 1 else [f"With a single seed there is no {percent}% CI, so no difference is called significant.", ""]),
+        f"![Test accuracy against full]({plot_png})",
+        "",
+        f"Every metric of every variant: [{report_md}]({report_md}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _comparison_color(comparison: dict) -> str:
+    if not comparison["significant"]:
+        return UNCHANGED_COLOR
+    return WORSE_COLOR if is_worse("accuracy", comparison["diff"]) else BETTER_COLOR
+
+
+def plot_ablation(ablation: dict, path: Path) -> None:
+    """Each variant's test accuracy minus full's (points), with its paired CI as an error bar:
+    red when significantly worse, green when significantly better, gray otherwise."""
+    names = [name for name in ablation if name != FULL]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.6))
+    for position, name in enumerate(names):
+        comparison = ablation[name]["vs_full"]["accuracy"]
+        diff = 100 * comparison["diff"]
+        error = None if comparison["ci_low"] is None else [[diff - 100 * comparison["ci_low"]], [100 * comparison["ci_high"] - diff]]
+        ax.errorbar(diff, position, xerr=error, fmt="o", capsize=4, color=_comparison_color(comparison))
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()  # the variants top to bottom in the table's order
+    ax.set_xlabel(f"test accuracy minus full's (points), {round(100 * CONFIDENCE)}% CI paired over seeds")
+    ax.set_title("Ablation: test accuracy against full")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def write_ablation(results: dict, ablation: dict, out_dir: Path) -> list[Path]:
+    """ablation.json, ablation.md and ablation.png, with the experiment's usual report files
+    (``write_report``), into ``out_dir``: all of them, or none if anything fails."""
+
+    def write_files(staging_dir: Path) -> list[str]:
+        (staging_dir / ABLATION_JSON).write_text(json.dumps(ablation, indent=2) + "\n", encoding="utf-8")
+        plot_ablation(ablation, staging_dir / ABLATION_PNG)
+        report_files = [path.name for path in write_report(results, staging_dir)]
+        (staging_dir / ABLATION_MD).write_text(render_ablation_markdown(results, ablation, ABLATION_PNG, REPORT_MD), encoding="utf-8")
+        return [ABLATION_JSON, ABLATION_MD, ABLATION_PNG, *report_files]
+
+    return write_staged(out_dir, write_files)

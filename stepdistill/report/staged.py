@@ -1,0 +1,30 @@
+"""Writing a set of files into a directory all at once, or not at all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def write_staged(out_dir: Path, write_files: Callable[[Path], list[str]]) -> list[Path]:
+    """Call ``write_files(staging_dir)``, which returns the names of the files it wrote there, and
+    move those files into ``out_dir``.
+
+    The staging directory sits next to ``out_dir`` (same file system, so moves are renames) and
+    the files move only once all of them exist: if anything fails, ``out_dir`` is left as it was.
+    Returns the written paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        names = write_files(staging_dir)
+        out_dir.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(staging_dir / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    return [out_dir / name for name in names]
