@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from stepdistill.config import ExperimentConfig
-from stepdistill.data import Table, feature_frame, prepare
+from stepdistill.data import Table, prepare_with_raw
 from stepdistill.data.prepared import PreparedData
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import classification_metrics, count_parameters, per_class_metrics, predicted_classes, summarize_runs
@@ -33,12 +33,12 @@ ProgressFn = Callable[[str], None]
 
 def prepare_data(config: ExperimentConfig, frame: pd.DataFrame) -> PreparedData:
     d = config.data
-    splits, encoder = prepare(frame, d.label, d.id_column, d.val_fraction, d.test_fraction, d.split_seed, d.scale_numeric)
+    splits, encoder, raw = prepare_with_raw(frame, d.label, d.id_column, d.val_fraction, d.test_fraction, d.split_seed, d.scale_numeric)
     if d.image_shape is not None and splits.train.n_features != (n := d.image_shape[0] * d.image_shape[1] * d.image_shape[2]):
         raise StepDistillError(
             f"data.image_shape {list(d.image_shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape"
         )
-    return PreparedData(splits, encoder, feature_frame(frame, d.label, d.id_column), d.image_shape)
+    return PreparedData(splits, encoder, raw, d.image_shape)
 
 
 def labelled_rows(config: ExperimentConfig, data: PreparedData) -> torch.Tensor | None:
@@ -101,7 +101,12 @@ def student_states(
 
 
 def choose_on_validation(
-    config: ExperimentConfig, data: PreparedData, teacher: Teacher, cache: TeacherCache, rationale_width: int | None
+    config: ExperimentConfig,
+    data: PreparedData,
+    teacher: Teacher,
+    cache: TeacherCache,
+    rationale_width: int | None,
+    labelled: torch.Tensor | None,
 ) -> dict[str, dict]:
     """Per method, the tuning grid point with the best validation metric, and every point's score.
 
@@ -113,7 +118,7 @@ def choose_on_validation(
     methods = [config.build_method(name, c) for name, cs in candidates.items() for c in cs]
     states = [group[0] for group in student_states(config, methods, data, teacher, rationale_width, config.seeds[:1])]
     val = data.splits.val
-    fit(states, data.splits.train, val, cache, labelled=labelled_rows(config, data))
+    fit(states, data.splits.train, val, cache, labelled=labelled)
     scores = iter(classification_metrics(test_logits(s.model, val), val.y)[config.tune.metric] for s in states)
     better = min if config.tune.metric == "log_loss" else max
     tuning = {}
@@ -141,13 +146,14 @@ def run_experiment(
     rationale_width = None if teacher_test.rationale is None else teacher_test.rationale.shape[-1]
     say(f"teacher ({config.teacher.kind}) ready" + ("" if built.train_seconds is None else f", trained in {built.train_seconds:.2f}s"))
 
-    tuning = choose_on_validation(config, data, built.teacher, cache, rationale_width)
+    labelled = labelled_rows(config, data)
+    tuning = choose_on_validation(config, data, built.teacher, cache, rationale_width, labelled)
     if config.tune is not None:
         say("chosen on validation: " + "; ".join(f"{name} {t['chosen']}" for name, t in tuning.items()))
     methods = [config.build_method(name, tuning[name]["chosen"]) for name in config.methods]
     students = dict(zip(config.methods, student_states(config, methods, data, built.teacher, rationale_width, config.seeds)))
     started = time.perf_counter()
-    fit([s for group in students.values() for s in group], splits.train, splits.val, cache, labelled=labelled_rows(config, data))
+    fit([s for group in students.values() for s in group], splits.train, splits.val, cache, labelled=labelled)
     say(f"{sum(len(v) for v in students.values())} students trained in {time.perf_counter() - started:.2f}s")
 
     classes = splits.train.classes

@@ -146,9 +146,14 @@ def new_state(
     )
 
 
+def scheduled_weights(state: TrainState) -> dict[str, float]:
+    """Each term's weight from its schedule at the state's epoch."""
+    return {t.name: t.weight.value(state.epoch) for t in state.method.terms}
+
+
 def current_weights(state: TrainState) -> dict[str, float]:
-    """Each term's weight now: its schedule at the state's epoch, rescaled by its balancer."""
-    scheduled = {t.name: t.weight.value(state.epoch) for t in state.method.terms}
+    """Each term's weight now: its schedule, rescaled by the student's balancer if any."""
+    scheduled = scheduled_weights(state)
     return scheduled if state.balancer is None else state.balancer.weights(scheduled)
 
 
@@ -228,7 +233,7 @@ def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) 
         started = time.perf_counter()
         active = [not s.done for s in states]
         epochs = [s.epoch for s in states]
-        weights = engine.start_epoch(epochs, active)  # (S, T)
+        weights = engine.start_epoch(active)  # (S, T)
         rows = torch.arange(len(data)) if curriculum is None else curriculum.rows_at(order, min(epochs))
         perms = torch.stack([rows[torch.randperm(len(rows), generator=s.generator)] for s in states])
         shuffled = data.permuted(perms.to(data.batch.x.device))
@@ -316,18 +321,15 @@ class _Engine:
     def _has_term(state: TrainState, name: str) -> bool:
         return any(t.name == name for t in state.method.terms)
 
-    def start_epoch(self, epochs: list[int], active: list[bool]) -> torch.Tensor:
+    def start_epoch(self, active: list[bool]) -> torch.Tensor:
         """Fix the weights for the epoch and return them: (S, T), each student's weight of each
         term at its epoch, 0 for terms it lacks. Only ``active`` students take steps."""
         weights = torch.zeros(len(self.states), len(self.term_names))
         for i, state in enumerate(self.states):
-            self._set_weights(weights, i, state)
+            for name, value in current_weights(state).items():
+                weights[i, self.term_names.index(name)] = value
         self.weights, self.active = weights, active
         return weights
-
-    def _set_weights(self, weights: torch.Tensor, i: int, state: TrainState) -> None:
-        for name, value in current_weights(state).items():
-            weights[i, self.term_names.index(name)] = value
 
     def release(self) -> None:
         """Hand the students back, detached from anything the engine shares between them."""
@@ -341,12 +343,12 @@ class _Engine:
         the epoch. Consistency noise here comes from a generator of its own, so measuring does
         not change the training run."""
         n = min(train.x.shape[0], EVAL_CHUNK)
+        sample = train.map(lambda t: t[:n])
         values = torch.zeros(len(self.states), len(self.term_names))
         for i, state in enumerate(self.states):
             model, head = state.model, state.head
             noise = torch.Generator().manual_seed(epochs[i])
             model.eval()
-            sample = train.map(lambda t: t[:n])
             out = model(sample.x)
             if head is not None:
                 out.rationale = head(out.rationale)
@@ -398,7 +400,7 @@ class AutogradEngine(_Engine):
 def _gradient_norms(state: TrainState, raw: dict[str, torch.Tensor]) -> dict[str, float]:
     """GradNorm's G_k = w_k * ||d L_k / d W|| on the student's shared layer W, w_k the
     balancer's own factor (not the schedule)."""
-    factors = state.balancer.factors({t.name: t.weight.value(state.epoch) for t in state.method.terms})
+    factors = state.balancer.factors(scheduled_weights(state))
     shared = state.model.shared_layer
     norms = {}
     for name, value in raw.items():
@@ -449,8 +451,8 @@ class LinearEngine(_Engine):
         m = state.model
         return (m.rationale_kind, m.include_bias, tuple(m.groups.tolist()) if m.grouped else None, state.method.training.batch_size)
 
-    def start_epoch(self, epochs: list[int], active: list[bool]) -> torch.Tensor:
-        weights = super().start_epoch(epochs, active)
+    def start_epoch(self, active: list[bool]) -> torch.Tensor:
+        weights = super().start_epoch(active)
         on_device = weights.to(self.W.device)
         self.term_weights = [on_device[:, j].view(-1, 1, 1) for j in range(len(self.term_names))]
         return weights

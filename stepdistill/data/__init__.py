@@ -17,13 +17,13 @@ __all__ = [
     "Table",
     "adult",
     "FeatureEncoder",
-    "feature_frame",
     "frame_parts",
     "linear_binary",
     "linear_weights",
     "mnist_5k",
     "nonlinear_binary",
     "prepare",
+    "prepare_with_raw",
     "read_frame",
     "split_rows",
     "split_stratified",
@@ -45,16 +45,26 @@ def prepare(
 
     Returns the encoded splits and the fitted encoder, to apply to new data.
     """
+    splits, encoder, _ = prepare_with_raw(frame, label, id_column, val_fraction, test_fraction, seed, scale_numeric)
+    return splits, encoder
+
+
+def prepare_with_raw(
+    frame: pd.DataFrame,
+    label: str,
+    id_column: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    scale_numeric: bool = True,
+) -> tuple[Splits, FeatureEncoder, pd.DataFrame]:
+    """``prepare``, and the raw feature columns indexed by sample id, for teachers that read
+    them as they are."""
     features, y, classes, ids = frame_parts(frame, label, id_column)
     rows = split_rows(y, classes, val_fraction, test_fraction, seed)
     encoder = FeatureEncoder(scale_numeric).fit(features.iloc[rows[0]])
     table = Table(
         torch.from_numpy(ids), torch.from_numpy(encoder.transform(features)), torch.from_numpy(y), tuple(classes), encoder.feature_names
     )
-    return Splits(*(table.take(torch.from_numpy(r)) for r in rows)), encoder
-
-
-def feature_frame(frame: pd.DataFrame, label: str, id_column: str | None = None) -> pd.DataFrame:
-    """The raw feature columns indexed by sample id, for teachers that read them as they are."""
-    features, _, _, ids = frame_parts(frame, label, id_column)
-    return features.set_index(pd.Index(ids, name="id"))
+    splits = Splits(*(table.take(torch.from_numpy(r)) for r in rows))
+    return splits, encoder, features.set_index(pd.Index(ids, name="id"))
