@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from stepdistill.config import ExperimentConfig
-from stepdistill.data import FeatureEncoder, Splits, Table, frame_parts
+from stepdistill.data import encode_splits, frame_parts
 from stepdistill.data.prepared import PreparedData
 from stepdistill.data.splits import MIN_CLASS_ROWS_PER_SPLIT
 from stepdistill.errors import StepDistillError, validation_message
@@ -187,9 +187,7 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         label = "_" * (1 + max(len(c) for c in frame.columns))
         features, y_index, classes, ids = frame_parts(frame.assign(**{label: y}), label)
         train_rows, val_rows = self._split(y_index, seed)
-        encoder = FeatureEncoder().fit(features.iloc[train_rows])
-        table = Table(torch.from_numpy(ids), torch.from_numpy(encoder.transform(features)), torch.from_numpy(y_index), tuple(classes), encoder.feature_names)
-        splits = Splits(*(table.take(torch.from_numpy(rows)) for rows in (train_rows, val_rows, train_rows[:0])))
+        splits, encoder = encode_splits(features, y_index, classes, ids, (train_rows, val_rows, train_rows[:0]))
         return PreparedData(splits, encoder, features)
 
     def _split(self, y_index: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

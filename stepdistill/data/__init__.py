@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -22,6 +23,7 @@ __all__ = [
     "linear_weights",
     "mnist_5k",
     "nonlinear_binary",
+    "encode_splits",
     "prepare",
     "prepare_with_raw",
     "read_frame",
@@ -62,9 +64,22 @@ def prepare_with_raw(
     them as they are."""
     features, y, classes, ids = frame_parts(frame, label, id_column)
     rows = split_rows(y, classes, val_fraction, test_fraction, seed)
+    splits, encoder = encode_splits(features, y, classes, ids, rows, scale_numeric)
+    return splits, encoder, features.set_index(pd.Index(ids, name="id"))
+
+
+def encode_splits(
+    features: pd.DataFrame,
+    y: np.ndarray,
+    classes: list[str],
+    ids: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    scale_numeric: bool = True,
+) -> tuple[Splits, FeatureEncoder]:
+    """Checked parts of a frame (``frame_parts``) as encoded train / validation / test tables at
+    the row positions ``rows``, with the encoder fitted on the training rows only."""
     encoder = FeatureEncoder(scale_numeric).fit(features.iloc[rows[0]])
     table = Table(
         torch.from_numpy(ids), torch.from_numpy(encoder.transform(features)), torch.from_numpy(y), tuple(classes), encoder.feature_names
     )
-    splits = Splits(*(table.take(torch.from_numpy(r)) for r in rows))
-    return splits, encoder, features.set_index(pd.Index(ids, name="id"))
+    return Splits(*(table.take(torch.from_numpy(r)) for r in rows)), encoder
