@@ -43,8 +43,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import Splits, Table, linear_binary
 from stepdistill.data.prepared import PreparedData
+from stepdistill.data.repeats import RunRows
 from stepdistill.evaluate import classification_metrics
-from stepdistill.experiment import cache_all_splits, prepare_data, student_states, test_logits
+from stepdistill.experiment import build_teacher, load_data, prepare_run, runs_of, split_logits, student_states
 from stepdistill.teachers.kinds import LogisticTeacher
 from stepdistill.train import fit
 
@@ -141,20 +142,24 @@ def article_accuracy(model: nn.Module, test: Table) -> float:
 
 
 # The teacher's rationale is its logit, the article's scalar "intermediate score": the same work.
-CONFIG = ExperimentConfig(teacher=LogisticTeacher(rationale="score"), methods={"traditional": {}, "step_by_step": {}}, seeds=[0])
+# The article's recipes (SGD, lr 0.01, 10 epochs, batches of 512), one run.
+CONFIG = ExperimentConfig(
+    teacher=LogisticTeacher(rationale="score"), methods={"traditional": {}, "step_by_step": {}}, training="article", evaluation={"repeats": 1}
+)
 
 
-def stepdistill_path(data: PreparedData) -> dict[str, nn.Module]:
-    built = CONFIG.teacher.build(data, torch.device("cpu"))
-    cache = cache_all_splits(built.teacher, data)
+def stepdistill_path(data: PreparedData, run: RunRows) -> dict[str, nn.Module]:
+    built, cache = build_teacher(CONFIG, data, run, loaded=None)
     width = cache.take(data.splits.train.ids[:1]).rationale.shape[-1]
-    students = student_states(CONFIG, CONFIG.build_methods(), data, built.teacher, width, CONFIG.seeds)
+    n_train = len(data.splits.train)
+    methods = [CONFIG.build_method(name, CONFIG.candidates(name, n_train)[0]) for name in CONFIG.methods]
+    students = student_states(CONFIG, methods, data, built.teacher, width, [run.seed])
     fit([seeds[0] for seeds in students], data.splits.train, data.splits.val, cache)
     return {name: seeds[0].model for name, seeds in zip(CONFIG.methods, students)}
 
 
 def stepdistill_accuracy(model: nn.Module, test: Table) -> float:
-    return classification_metrics(test_logits(model, test), test.y)["accuracy"]
+    return classification_metrics(split_logits(model, test), test.y)["accuracy"]
 
 
 # --- the comparison --------------------------------------------------------------------------
@@ -193,7 +198,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     # Shared data preparation (not timed).
-    data = prepare_data(CONFIG, linear_binary(N_ROWS, N_FEATURES, seed=0))
+    dataset = load_data(CONFIG, linear_binary(N_ROWS, N_FEATURES, seed=0))
+    run = runs_of(CONFIG, dataset)[0]
+    data = prepare_run(CONFIG, dataset, run)
     splits = data.splits
     print(
         f"data: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test rows,"
@@ -205,11 +212,11 @@ def main() -> None:
     small = Splits(splits.train.take(rows), splits.val, splits.test)
     torch.manual_seed(0)
     article_path(small)
-    stepdistill_path(replace(data, splits=small))
+    stepdistill_path(replace(data, splits=small), run)
 
     torch.manual_seed(0)
     (_, article_students), article_seconds = timed(article_path, splits)
-    ours_students, ours_seconds = timed(stepdistill_path, data)
+    ours_students, ours_seconds = timed(stepdistill_path, data, run)
 
     names = list(article_students)
     article_acc = {n: article_accuracy(article_students[n], splits.test) for n in names}

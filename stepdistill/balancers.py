@@ -181,15 +181,25 @@ class UncertaintyWeighting(Balancer):
     computed from the observed values, detached from the model's graph. s enters the total only
     through this formula, so this is the gradient backpropagation would give it, without the
     model's optimizer or backward pass having to know about s.
+
+    After each step s_k is clamped to [-log(max_factor), log(max_factor)], so every factor stays
+    within [1 / max_factor, max_factor]. Unbounded, a term that sits at 0 (a margin cosine inside
+    its margin) has its optimum at s_k = -inf: its gradient is 1 at every step, the factor grows
+    exponentially (to 7e9 within 1,000 steps), and the first time the term is above 0 again it
+    swamps every other term. A clamp, unlike a softplus, leaves the method exactly as published
+    wherever the bound is not reached.
     """
 
     observes_steps = True
 
-    def __init__(self, terms: tuple[str, ...], lr: float = 0.01):
+    def __init__(self, terms: tuple[str, ...], lr: float = 0.01, max_factor: float = 10.0):
         if not lr > 0:
             raise ValueError(f"lr must be positive (got {lr})")
+        if not max_factor > 1:
+            raise ValueError(f"max_factor must be above 1 (got {max_factor})")
         self.terms = _term_names(terms)
         self.lr = lr
+        self.max_factor = max_factor
         self.log_variances = torch.zeros(len(self.terms), dtype=torch.float64)
         self.optimizer = torch.optim.Adam([self.log_variances], lr=lr)
 
@@ -200,6 +210,9 @@ class UncertaintyWeighting(Balancer):
         values = torch.tensor([_detached(raw[name]) for name in self.terms], dtype=torch.float64)
         self.log_variances.grad = 1 - torch.exp(-self.log_variances) * values
         self.optimizer.step()
+        bound = math.log(self.max_factor)
+        with torch.no_grad():
+            self.log_variances.clamp_(-bound, bound)
 
     def state_dict(self) -> dict:
         # Copies: the optimizer's state dict holds its live tensors, which later steps update in place.
@@ -211,7 +224,7 @@ class UncertaintyWeighting(Balancer):
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
     def describe(self) -> dict:
-        return {**super().describe(), "terms": list(self.terms), "lr": self.lr}
+        return {**super().describe(), "terms": list(self.terms), "lr": self.lr, "max_factor": self.max_factor}
 
 
 # GradNorm keeps every factor at least this large: at 0 a term would have no gradient to measure

@@ -23,7 +23,7 @@ app = typer.Typer(
     help="Distill a teacher into a small student with each method, and compare them on held-out data.",
 )
 # A table piped to a file or CI log would otherwise be squeezed into 80 columns.
-out_console = Console(width=None if sys.stdout.isatty() else 132)
+out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 _debug = {"on": False}
 
@@ -46,16 +46,16 @@ def demo(
     preset: str = typer.Option(
         "article", help="article (the reference setting), nonlinear (MLP teacher), adult (LightGBM teacher), mnist (CNN teacher)."
     ),
-    seeds: int = typer.Option(3, help="Number of seeds per method."),
+    repeats: int = typer.Option(3, help="Runs, each with its own split, teacher fit and seed."),
     out: Path = typer.Option(Path("runs/demo"), help="Directory for results.json, report.md and plots."),
 ) -> None:
     """Teacher plus the four methods on built-in data (synthetic, or shipped in pip packages)."""
-    _guarded(lambda: _run(*presets.demo(preset, seeds), out, {"preset": preset}))
+    _guarded(lambda: _run(*presets.demo(preset, repeats), out, {"preset": preset}))
 
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="YAML file: data, teacher, student, methods, seeds."),
+    config: Path = typer.Argument(..., help="YAML file: data, teacher, student, methods, training, evaluation."),
     out: Path = typer.Option(Path("runs/run"), help="Directory for results.json, report.md and plots."),
 ) -> None:
     """The same comparison on your data."""
@@ -64,10 +64,11 @@ def run(
         experiment = load_config(config)
         _run(experiment, read_frame(experiment.data.path), out, {"config_file": str(config)})
 
+
     _guarded(go)
 
 
-STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, seeds); or leave it out and pass --preset."
+STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation); or leave it out and pass --preset."
 STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(presets.DEMOS)}."
 
 
@@ -75,8 +76,8 @@ STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(presets.DEMO
 def ablate(
     config: Path | None = typer.Argument(None, help=STUDY_SOURCE, show_default=False),
     preset: str | None = typer.Option(None, help=STUDY_PRESET, show_default=False),
-    seeds: int | None = typer.Option(
-        None, help="Seeds 0..N-1 for every variant. Default: the config's seeds if it lists them, else 5.", show_default=False
+    repeats: int | None = typer.Option(
+        None, help="Runs (evaluation.repeats) for every variant. Default: the config's if it sets them, else 5.", show_default=False
     ),
     out: Path = typer.Option(Path("runs/ablate"), help="Directory for ablation.json/.md/.png and the usual report files."),
 ) -> None:
@@ -86,11 +87,11 @@ def ablate(
         from stepdistill.report.ablation import render_ablation_table, write_ablation
         from stepdistill.studies import run_ablation
 
-        experiment, frame, description = _study_inputs(config, preset, seeds, default_seeds=5)
+        experiment, frame, description = _study_inputs(config, preset, repeats, default_repeats=5)
         _check_out(out)
         with _progress() as progress:
             results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress)
-        out_console.print(render_ablation_table(ablation))
+        out_console.print(render_ablation_table(results, ablation))
         _report_written(write_ablation(results, ablation, out))
 
     _guarded(go)
@@ -103,8 +104,8 @@ def sweep_data(
     fractions: str = typer.Option(
         "0.01,0.05,0.1,0.25,0.5,1", help="Comma-separated shares of training rows whose labels students see, each in (0, 1]."
     ),
-    seeds: int | None = typer.Option(
-        None, help="Seeds 0..N-1 for every method. Default: the config's seeds if it lists them, else 3.", show_default=False
+    repeats: int | None = typer.Option(
+        None, help="Runs (evaluation.repeats) for every method. Default: the config's if it sets them, else 3.", show_default=False
     ),
     out: Path = typer.Option(Path("runs/sweep"), help="Directory for sweep.json, sweep.md and sweep.png."),
 ) -> None:
@@ -115,33 +116,34 @@ def sweep_data(
         from stepdistill.studies import parse_fractions, run_sweep, summarize_sweep
 
         shares = parse_fractions(fractions)
-        experiment, frame, description = _study_inputs(config, preset, seeds, default_seeds=3)
+        experiment, frame, description = _study_inputs(config, preset, repeats, default_repeats=3)
         _check_out(out)
         with _progress() as progress:
             results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress)
         sweep = summarize_sweep(results_by_fraction)
-        # The teacher (trained on every label) and the seeds are the same at every fraction.
+        # The teacher (trained on every label) and the runs are the same at every fraction.
         any_results = next(iter(results_by_fraction.values()))
-        out_console.print(render_sweep_table(sweep))
-        _report_written(write_sweep(sweep, any_results["teacher"], any_results["config"]["seeds"], out))
+        out_console.print(render_sweep_table(sweep, any_results))
+        _report_written(write_sweep(sweep, any_results, out))
 
     _guarded(go)
 
 
 def _study_inputs(
-    config: Path | None, preset: str | None, seeds: int | None, default_seeds: int
+    config: Path | None, preset: str | None, repeats: int | None, default_repeats: int
 ) -> tuple[ExperimentConfig, pd.DataFrame, dict]:
     """The experiment, its data and a description of where they came from, for a study given
-    either a config file or a preset. ``seeds`` replaces the config's seeds when given."""
+    either a config file or a preset. ``repeats`` replaces the config's when given."""
     if (config is None) == (preset is None):
         raise StepDistillError("give either CONFIG.yaml or --preset NAME (exactly one of them)")
-    if seeds is not None and seeds < 1:
-        raise StepDistillError(f"--seeds must be at least 1 (got {seeds})")
+    if repeats is not None and repeats < 1:
+        raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
     if preset is not None:
-        return *presets.demo(preset, seeds or default_seeds), {"preset": preset}
+        return *presets.demo(preset, repeats or default_repeats), {"preset": preset}
     experiment = load_config(config)
-    if seeds is not None or "seeds" not in experiment.model_fields_set:
-        experiment = experiment.model_copy(update={"seeds": list(range(seeds or default_seeds))})
+    if repeats is not None or "repeats" not in experiment.evaluation.model_fields_set:
+        evaluation = experiment.evaluation.model_copy(update={"repeats": repeats or default_repeats})
+        experiment = experiment.model_copy(update={"evaluation": evaluation})
     return experiment, read_frame(experiment.data.path), {"config_file": str(config)}
 
 
@@ -150,8 +152,9 @@ def _run(config: ExperimentConfig, frame, out: Path, description: dict) -> None:
     from stepdistill.report import render_table, write_report
 
     _check_out(out)
+    test_frame = None if config.data.test_path is None else read_frame(config.data.test_path)
     with _progress() as progress:
-        results = run_experiment(config, frame, description, progress)
+        results = run_experiment(config, frame, description, progress, test_frame)
     out_console.print(render_table(results))
     _report_written(write_report(results, out))
 

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stepdistill.errors import StepDistillError, validation_message
-from stepdistill.methods import PRESETS, Method, build_method
+from stepdistill.methods import PRESETS, Method, TrainingConfig, build_method
 from stepdistill.students.kinds import LogisticStudent, StudentConfig
 from stepdistill.teachers.kinds import LogisticTeacher, TeacherConfig, TrainedHereTeacher
 
@@ -23,6 +23,8 @@ def _union_tags(union) -> frozenset[str]:
 
 
 KIND_TAGS = _union_tags(TeacherConfig) | _union_tags(StudentConfig)
+# The method every other is compared with: the same student on the labels alone.
+CONTROL = "baseline"
 
 
 class _Strict(BaseModel):
@@ -35,12 +37,81 @@ class DataConfig(_Strict):
     id_column: str | None = None
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
-    split_seed: int = 0
+    test_path: Path | None = Field(
+        None, description="a fixed test file with the same columns: every repeat tests on it, and only train/validation vary"
+    )
     scale_numeric: bool = Field(True, description="standardize numeric columns (off for pixels already in [0, 1])")
     image_shape: tuple[int, int, int] | None = Field(None, description="(C, H, W) when each row is a flattened image")
     labelled_fraction: float = Field(
         1.0, gt=0, le=1, description="share of training rows whose labels students see (stratified); the teacher annotates all"
     )
+
+
+class EvaluationConfig(_Strict):
+    """How results are repeated. Each repeat is a full rerun on other data: its own stratified
+    train/validation/test split (``holdout``) or one fold of repeated stratified k-fold (``cv``:
+    ``repeats`` x ``folds`` runs, each fold the test split once per repetition), its own labelled
+    subset, a teacher refit on its training rows (teachers trained here) and its own student
+    initialization and batch order. Intervals over repeats therefore cover what a user would see
+    on other data, not only batch-order noise."""
+
+    scheme: Literal["holdout", "cv"] = "holdout"
+    repeats: int = Field(3, ge=1)
+    folds: int = Field(5, ge=2, le=20, description="cv: folds per repetition")
+    seed: int = Field(0, description="the first repeat's seed; repeat r uses seed + r")
+
+    @property
+    def runs(self) -> int:
+        """How many train/test runs the scheme makes."""
+        return self.repeats * (self.folds if self.scheme == "cv" else 1)
+
+
+AUTO = "auto"
+# Learning rates tried on the validation split when the student training's lr is "auto":
+# wide enough for SGD-sized and Adam-sized steps on standardized features.
+LR_CANDIDATES = (0.003, 0.01, 0.03)
+# Batch sizes chosen by "auto" keep at least this many optimizer steps per epoch.
+MIN_STEPS_PER_EPOCH = 32
+
+
+class StudentTraining(TrainingConfig):
+    """One training recipe for the students of every method, so that a method is compared with a
+    control trained the same way (optimizer, schedule, budget). ``lr: auto`` tries
+    ``LR_CANDIDATES`` per method on the validation split; ``batch_size: auto`` keeps at least
+    ``MIN_STEPS_PER_EPOCH`` steps per epoch (between 32 and 512 rows). ``epochs`` is a cap:
+    training stops when the validation loss has not improved for ``early_stopping_patience``
+    epochs, and keeps the best weights. A method that overrides any of these gets a control of
+    its own trained with its recipe (``baseline@<method>``)."""
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float | Literal["auto"] = Field(AUTO, description="a learning rate, or auto: chosen on validation")
+    epochs: int = Field(100, ge=1, description="most epochs; early stopping usually ends training sooner")
+    batch_size: int | Literal["auto"] = AUTO
+    scheduler: Literal["none", "plateau", "cosine", "step"] = "plateau"
+    plateau_patience: int = Field(3, ge=0)
+    early_stopping_patience: int | None = Field(8, ge=1)
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, lr):
+        if lr != AUTO and not lr > 0:
+            raise ValueError("lr must be positive or auto")
+        return lr
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, batch_size):
+        if batch_size != AUTO and batch_size < 1:
+            raise ValueError("batch_size must be at least 1 or auto")
+        return batch_size
+
+
+def auto_batch_size(n_train: int) -> int:
+    """The largest power of two from 32 to 512 that leaves ``MIN_STEPS_PER_EPOCH`` steps per epoch."""
+    size = 512
+    while size > 32 and n_train / size < MIN_STEPS_PER_EPOCH:
+        size //= 2
+    return size
 
 
 class TuneConfig(_Strict):
@@ -68,7 +139,11 @@ class ExperimentConfig(_Strict):
     teacher: TeacherConfig = Field(default_factory=LogisticTeacher)
     student: StudentConfig = Field(default_factory=LogisticStudent)
     methods: dict[str, dict] = Field(default_factory=lambda: {name: {} for name in PRESETS})
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    training: StudentTraining | Literal["article"] = Field(
+        default_factory=StudentTraining,
+        description="the students' shared recipe, or 'article': each preset's own (the reference article's, for reproduction)",
+    )
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tune: TuneConfig | None = None
 
     @model_validator(mode="before")
@@ -99,32 +174,89 @@ class ExperimentConfig(_Strict):
         return self.methods[name].get("preset", name)
 
     def check(self) -> None:
-        """Validate every override now, before any data is read or anything runs."""
+        """Validate every method's settings now, before any data is read or anything runs."""
         for name in self.methods:
-            for candidate in self.tuning_candidates(name):
+            for candidate in self.candidates(name, n_train=10_000):
                 self.build_method(name, candidate)
         if isinstance(self.teacher, TrainedHereTeacher):
             self.teacher.method()
+        if self.data.test_path is not None and self.evaluation.scheme == "cv":
+            raise StepDistillError("evaluation.scheme cv moves the test split, but data.test_path fixes it; use scheme holdout with a test file")
 
-    def build_methods(self) -> list[Method]:
-        return [self.build_method(name) for name in self.methods]
-
-    def build_method(self, name: str, extra: dict | None = None) -> Method:
-        """Method ``name`` with its configured overrides, and ``extra`` ones on top."""
-        overrides = {k: v for k, v in self.methods[name].items() if k != "preset"}
+    def build_method(self, name: str, settings: dict) -> Method:
+        """Method ``name`` with ``settings`` (one of ``candidates``)."""
         try:
-            return build_method(self.preset_of(name), {**overrides, **(extra or {})}, name=name)
+            return build_method(self.preset_of(name), settings, name=name)
         except ValidationError as err:
             raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
         except ValueError as err:  # a balancer or weights naming terms the method lacks
             raise StepDistillError(f"invalid config at methods.{name}: {err}; fix it and run again") from err
 
-    def tuning_candidates(self, name: str) -> list[dict]:
-        """The grid points that method ``name`` accepts (settings it lacks are left out)."""
-        if self.tune is None:
-            return [{}]
-        accepted = {k: v for k, v in self.tune.grid.items() if k in PRESETS[self.preset_of(name)].model_fields}
-        return [dict(zip(accepted, values)) for values in itertools.product(*accepted.values())]
+    def base_settings(self, name: str, n_train: int | None) -> dict:
+        """Method ``name``'s settings before tuning: the shared student training (unless
+        ``training: article``), under the method's own overrides; an auto batch size resolved
+        for ``n_train`` training rows (kept "auto" when None)."""
+        shared = {} if self.training == "article" else self.training.model_dump()
+        settings = {**shared, **{k: v for k, v in self.methods[name].items() if k != "preset"}}
+        if settings.get("batch_size") == AUTO and n_train is not None:
+            settings["batch_size"] = auto_batch_size(n_train)
+        return settings
+
+    def tuning_grid(self, name: str) -> dict[str, list]:
+        """The settings tried on the validation split for method ``name``: ``tune.grid``'s that
+        the method accepts, and the learning-rate candidates when its lr is auto."""
+        accepted = PRESETS[self.preset_of(name)].model_fields
+        grid = {k: list(v) for k, v in (self.tune.grid if self.tune else {}).items() if k in accepted}
+        if self.base_settings(name, None).get("lr") == AUTO:
+            grid.setdefault("lr", list(LR_CANDIDATES))
+        return grid
+
+    def candidates(self, name: str, n_train: int) -> list[dict]:
+        """Every combination of settings method ``name`` trains with on ``n_train`` training
+        rows; the one with the best validation metric is kept."""
+        base = {k: v for k, v in self.base_settings(name, n_train).items() if v != AUTO}
+        grid = self.tuning_grid(name)
+        return [{**base, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
+
+    def recipe(self, name: str) -> dict:
+        """How method ``name``'s students are optimized, as compared between a method and its
+        control: each training setting's value before tuning (``auto`` kept), or its candidates
+        where it is tuned."""
+        grid = self.tuning_grid(name)
+        return {field: grid.get(field, value) for field, value in self.training_settings(name).items()}
+
+    def training_settings(self, name: str) -> dict:
+        """Method ``name``'s training settings before tuning (``auto`` kept), its preset's
+        defaults filled in: what another method needs to train the same way."""
+        preset_defaults = PRESETS[self.preset_of(name)]().model_dump()
+        base = self.base_settings(name, None)
+        return {field: base.get(field, preset_defaults[field]) for field in TrainingConfig.model_fields}
+
+    def with_matched_controls(self) -> tuple[ExperimentConfig, dict[str, str | None]]:
+        """This config with a control added for every training recipe that differs from the
+        baseline's (``baseline@<method>``: the baseline method trained with that method's
+        recipe), and the control each method is compared with (None for the controls, and for
+        every method when no baseline is configured)."""
+        if CONTROL not in self.methods:
+            return self, {name: None for name in self.methods}
+        methods, control_of, by_recipe = dict(self.methods), {CONTROL: None}, {}
+        control_recipe = self.recipe(CONTROL)
+        own = {k: v for k, v in self.methods[CONTROL].items() if k not in TrainingConfig.model_fields}
+        for name in self.methods:
+            if name == CONTROL:
+                continue
+            recipe = self.recipe(name)
+            if recipe == control_recipe:
+                control_of[name] = CONTROL
+                continue
+            key = repr(sorted(recipe.items()))
+            if key not in by_recipe:
+                by_recipe[key] = f"{CONTROL}@{name}"
+                methods[by_recipe[key]] = {**own, **self.training_settings(name), "preset": CONTROL}
+            control_of[name] = by_recipe[key]
+        for name in set(methods) - set(control_of):
+            control_of[name] = None
+        return self.model_copy(update={"methods": methods}), control_of
 
 
 def load_config(path: Path) -> ExperimentConfig:
@@ -135,7 +267,7 @@ def load_config(path: Path) -> ExperimentConfig:
     except yaml.YAMLError as err:
         raise StepDistillError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
     if not isinstance(raw, dict):
-        raise StepDistillError(f"config {path} must be a YAML mapping with keys data, teacher, student, methods, seeds")
+        raise StepDistillError(f"config {path} must be a YAML mapping with keys data, teacher, student, methods, training, evaluation")
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
@@ -144,6 +276,8 @@ def load_config(path: Path) -> ExperimentConfig:
         raise StepDistillError(f"config {path} has no data.path; set it to a CSV or Parquet file")
     # Files named in the config are relative to the config file, like any other include.
     config.data.path = path.parent / config.data.path
+    if config.data.test_path is not None:
+        config.data.test_path = path.parent / config.data.test_path
     for field in ("path", "weights"):
         if getattr(config.teacher, field, None) is not None:
             setattr(config.teacher, field, path.parent / getattr(config.teacher, field))

@@ -9,6 +9,7 @@ run the student. It is a scikit-learn estimator, so it clones, pickles, and work
 from __future__ import annotations
 
 import numbers
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -33,11 +34,19 @@ from stepdistill.experiment import student_states
 from stepdistill.methods import PRESETS
 from stepdistill.teachers import LightGBMTeacher, ModuleTeacher, Samples, SklearnTeacher, XGBoostTeacher, cache_teacher
 from stepdistill.teachers.base import Teacher
+from stepdistill.teachers.common import torch_thread_count
+from stepdistill.teachers.kinds import TeacherConfig
 from stepdistill.train import default_device, fit
 
 # Every setting a method preset has: names set_params takes as overrides. Which of them the
 # chosen preset has, and their values, are checked in fit, where the preset validates them.
 OVERRIDE_NAMES = tuple(sorted({name for preset in PRESETS.values() for name in preset.model_fields}))
+
+# Teacher kinds that take a seed, which is random_state unless their dict sets one; the others
+# (a saved model, a file of outputs) refuse settings they do not have.
+_SEEDED_TEACHER_KINDS = frozenset(
+    get_args(kind.model_fields["kind"].annotation)[0] for kind in get_args(get_args(TeacherConfig)[0]) if "seed" in kind.model_fields
+)
 
 # Adapters for fitted models of the boosting libraries, by the top-level module of their type;
 # any other fitted classifier is read through scikit-learn's interface.
@@ -57,7 +66,14 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         classifier, read on X as given to ``fit`` (a clone is fitted on the training rows when
         it is not fitted yet), or a torch module that maps the numeric X to logits. Cloning this
         estimator (as cross-validation and grid searches do) clones a fitted teacher unfitted:
-        wrap it in ``sklearn.frozen.FrozenEstimator`` to keep it as it is.
+        wrap it in ``sklearn.frozen.FrozenEstimator`` to keep it as it is. For the methods that
+        learn from a rationale, a scikit-learn classifier is explained as
+        ``stepdistill.teachers.SklearnTeacher`` does by default: a linear model by its
+        coefficients, a tree model (a Pipeline's included) by TreeSHAP, anything else (k-NN, say)
+        by SHAP values sampled within the default budget of model evaluations; past it, or
+        without shap (``stepdistill[explain]``), ``fit`` fails and says why. To choose the
+        explanation or its budget, save the model with joblib and pass
+        ``{"kind": "sklearn", "path": ..., "explain": ..., "explain_budget": ...}``.
     student : str or dict, default "logistic"
         "logistic" or "mlp", or a dict of the student's settings, e.g. ``{"kind": "mlp", "hidden": [16]}``.
     method : str, default "enhanced"
@@ -122,13 +138,16 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
             raise StepDistillError(f"validation_fraction must be at least 0 and below 0.5 (got {self.validation_fraction}); 0 validates on the training rows")
         seed = self._seed()
         config = self._config(seed)
-        [method] = config.build_methods()
+        method = config.build_method(self.method, self._overrides())
         data = self._prepared(self._frame(X, checked, keeps_frame), y, seed)
-        teacher, samples = self._teacher(config, data)
+        teacher, samples = self._teacher(config, data, method.needs_rationale)
         train = data.splits.train
         teacher.fit_background(samples)
         cache = cache_teacher(teacher, [samples], data.classes)
         rationale = cache.take(train.ids).rationale
+        if method.needs_rationale and rationale is None:
+            reason = teacher.rationale_unavailable or f"{type(teacher).__name__} explains none of its predictions"
+            raise StepDistillError(f"method '{self.method}' needs a rationale, which the teacher does not give: {reason}; methods 'baseline' and 'traditional' need none")
         [[state]] = student_states(config, [method], data, teacher, None if rationale is None else rationale.shape[1], [seed])
         fit([state], train, data.splits.val, cache)
         self.classes_ = classes  # in the order of the student's outputs: frame_parts sorts labels alike
@@ -168,7 +187,7 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         }
         if isinstance(self.teacher, (str, dict)):
             spec = {"kind": self.teacher} if isinstance(self.teacher, str) else self.teacher
-            sections["teacher"] = {"seed": seed, **spec}
+            sections["teacher"] = {"seed": seed, **spec} if spec.get("kind", "logistic") in _SEEDED_TEACHER_KINDS else spec
         try:
             return ExperimentConfig(**sections)
         except ValidationError as err:
@@ -199,8 +218,10 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
             return rows, rows
         return tuple(train_test_split(rows, test_size=self.validation_fraction, stratify=y_index, random_state=seed))
 
-    def _teacher(self, config: ExperimentConfig, data: PreparedData) -> tuple[Teacher, Samples]:
-        """The teacher's adapter, and the training rows as it reads them."""
+    def _teacher(self, config: ExperimentConfig, data: PreparedData, needs_rationale: bool) -> tuple[Teacher, Samples]:
+        """The teacher's adapter, and the training rows as it reads them. A scikit-learn model is
+        explained only for a method that learns from the explanation: it may cost more than
+        the rest of the fit."""
         train = data.splits.train
         if isinstance(self.teacher, (str, dict)):
             return config.teacher.build(data, default_device()).teacher, Samples.of(train, data.raw)
@@ -214,16 +235,27 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         try:
             check_is_fitted(model)
         except NotFittedError:
-            model = clone(model).fit(data.raw.loc[train.ids.numpy()], train.y.numpy())
+            model = _fitted_clone(model, data.raw.loc[train.ids.numpy()], train.y.numpy())
         except TypeError as err:
             raise StepDistillError(
                 f"teacher must be a kind name ('logistic', 'mlp'), a dict of its settings, a classifier or a torch nn.Module, not a {type(model).__name__}"
             ) from err
-        adapter = _BOOSTING_ADAPTERS.get(type(model).__module__.split(".")[0], SklearnTeacher)
+        boosting = _BOOSTING_ADAPTERS.get(type(model).__module__.split(".")[0])
+        teacher = boosting(model, "frame") if boosting else SklearnTeacher(model, "frame", explain="auto" if needs_rationale else "none")
         # A model fitted without feature names is handed positional columns: scikit-learn reads
         # string column names as feature names and warns that they were not seen in fit.
         raw = data.raw if hasattr(model, "feature_names_in_") else data.raw.set_axis(range(data.raw.shape[1]), axis=1)
-        return adapter(model, "frame"), Samples.of(train, raw)
+        return teacher, Samples.of(train, raw)
+
+
+def _fitted_clone(model, frame: pd.DataFrame, y: np.ndarray):
+    """An unfitted copy of ``model`` fitted on ``frame``, on torch's thread count: where it takes
+    ``n_jobs`` and leaves it unset (LightGBM and XGBoost then take every core), it is set."""
+    model = clone(model)
+    if model.get_params().get("n_jobs", 0) is None:
+        model.set_params(n_jobs=torch.get_num_threads())
+    with torch_thread_count():
+        return model.fit(frame, y)
 
 
 def _check_params(keeps_frame: bool) -> dict:

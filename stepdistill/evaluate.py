@@ -1,4 +1,4 @@
-"""Test metrics for classifiers given as logits, and their mean ± std over seeds.
+"""Test metrics for classifiers given as logits, and their mean ± std over runs.
 
 Logits have shape (N, K): K == 1 is binary with a single logit for class 1, K >= 3 is
 multi-class with softmax. Labels are (N,) int64 class indices.
@@ -118,21 +118,20 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 
-def per_class_metrics(runs: list[torch.Tensor], y, classes: tuple[str, ...]) -> dict[str, dict]:
-    """Precision, recall and F1 of each class, summarized over runs (one logits tensor per seed),
-    with the class's support in ``y``."""
-    y = np.asarray(y)
+def per_class_metrics(runs: list[tuple[torch.Tensor, np.ndarray]], classes: tuple[str, ...]) -> dict[str, dict]:
+    """Precision, recall and F1 of each class, summarized over runs (each run's test logits and
+    labels), with the class's support per run (the mean, rounded)."""
     labels = list(range(len(classes)))
     scores = [
-        precision_recall_fscore_support(y, predicted_classes(logits).numpy(), labels=labels, zero_division=0)
-        for logits in runs
+        precision_recall_fscore_support(np.asarray(y), predicted_classes(logits).numpy(), labels=labels, zero_division=0)
+        for logits, y in runs
     ]
     return {
         name: {
             "precision": summarize([float(p[c]) for p, _, _, _ in scores]),
             "recall": summarize([float(r[c]) for _, r, _, _ in scores]),
             "f1": summarize([float(f[c]) for _, _, f, _ in scores]),
-            "support": int((y == c).sum()),
+            "support": int(round(float(np.mean([s[c] for _, _, _, s in scores])))),
         }
         for c, name in enumerate(classes)
     }

@@ -194,6 +194,7 @@ def build_method(preset: str, overrides: dict | None = None, name: str | None = 
     values and KeyError on an unknown preset."""
     config = PRESETS[preset].model_validate(overrides or {})
     terms = _terms(config)
+    check_weights_are_not_negative(terms, config)
     balancer_config = getattr(config, "balancer", None)
     balancer = None if balancer_config is None else balancer_config.build(tuple(t.name for t in terms))
     curriculum_config = getattr(config, "curriculum", None)
@@ -235,3 +236,30 @@ def _check_weight_names(terms: tuple[Term, ...], custom: dict) -> tuple[Term, ..
     if unknown:
         raise ValueError(f"weights for unknown terms {unknown}; this method's terms are {', '.join(names)}")
     return terms
+
+
+def trainable_epochs(training: TrainingConfig) -> range:
+    """Every epoch a student of this method can train."""
+    return range(training.epochs)
+
+
+def check_weights_are_not_negative(terms: tuple[Term, ...], training: TrainingConfig) -> None:
+    """Raise ValueError when a term's weight is below 0 at an epoch the student can train: training
+    would then push that term up, e.g. away from the teacher, and nothing would say so."""
+    for epoch in trainable_epochs(training):
+        for term in terms:
+            value = term.weight.value(epoch)
+            if value < -1e-12:  # float rounding: 1 - 0.9 - 0.1 is -2.8e-17
+                raise ValueError(_negative_weight_message(term, terms, epoch, value))
+
+
+def _negative_weight_message(term: Term, terms: tuple[Term, ...], epoch: int, value: float) -> str:
+    weight = term.weight
+    if isinstance(weight, Remainder):
+        others = [next((t.name for t in terms if t.weight is other), type(other).__name__) for other in weight.others]
+        formula = " - ".join([f"{weight.total:g}", *others])
+        return (
+            f"{term.name}'s weight is {formula} = {value:.4g} at epoch {epoch}, below 0;"
+            f" lower the other weights or give {term.name} a schedule of its own"
+        )
+    return f"{term.name}'s weight is {value:.4g} at epoch {epoch}, below 0; give {term.name} a schedule that stays at or above 0"

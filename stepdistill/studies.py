@@ -2,29 +2,31 @@
 of training rows whose labels the students see.
 
 An ablation is one experiment whose methods are the variants, so every variant trains on the
-same data, teacher and seeds, and students that fit together train stacked. A variant is compared
-with ``full`` seed by seed: both start from the same initialization and see batches in the same
-order, so pairing removes most of the seed-to-seed noise that a comparison of means keeps.
+same runs (splits, teachers, seeds), with the same recipe, and students that fit together train
+stacked. Each variant is compared with ``full`` run by run (stats.py: corrected resampled t-test
+over runs, or McNemar and a paired bootstrap within a single run), with Holm's correction over
+the ablation table.
+
+A sweep runs every fraction on the same runs: per run one teacher, nested labelled subsets, and
+validation labels limited to the same fraction (the validation split drives tuning, the LR
+scheduler and early stopping, so with all its labels a low-label result would be flattered).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from stepdistill.config import ExperimentConfig
 from stepdistill.errors import StepDistillError
-from stepdistill.experiment import ProgressFn, run_experiment
-from stepdistill.report.results import metric_columns
+from stepdistill.experiment import ProgressFn, run_experiment, run_fractions
 
 FULL = "full"
 ENHANCED = "enhanced"
 # Each removal switches one component of the enhanced method off, on top of full's settings.
 REMOVALS: dict[str, dict] = {
-    "no_curriculum": {"ramp_epochs": 0},  # the rationale weight is b_max from the first epoch
+    "no_weight_ramp": {"ramp_epochs": 0},  # the rationale weight is b_max from the first epoch
+    "no_sample_curriculum": {"curriculum": None},  # only when full has one (see ablation_config)
     "no_cosine": {"rationale_distance": "mse", "margin": 0.0},  # the margin only exists for cosine
     "no_margin": {"margin": 0.0},
     "no_consistency": {"consistency": 0.0},
@@ -33,7 +35,7 @@ REMOVALS: dict[str, dict] = {
 }
 # The simpler methods, as references for how much of full's result the components account for.
 REFERENCE_METHODS = ("baseline", "traditional", "step_by_step")
-CONFIDENCE = 0.95
+SHOWN_METRICS = ("accuracy", "log_loss")
 
 
 def enhanced_overrides(config: ExperimentConfig) -> dict:
@@ -54,8 +56,10 @@ def enhanced_overrides(config: ExperimentConfig) -> dict:
 
 def ablation_config(config: ExperimentConfig) -> ExperimentConfig:
     """``config`` with its methods replaced by the ablation's variants: ``full`` (the enhanced
-    method with the config's settings), full with each of ``REMOVALS`` applied, and the reference
-    methods with the config's settings for them, if any."""
+    method with the config's settings), full with each of ``REMOVALS`` applied (the sample
+    curriculum only when full has one), and the reference methods with the config's settings
+    for them, if any. All train with full's recipe (optimizer, schedule, budget), so they differ
+    only in what the method does (``no_lr_schedule`` removes the schedule itself)."""
     fixed = {key for removal in REMOVALS.values() for key in removal}
     if config.tune is not None and (tuned := sorted(fixed & set(config.tune.grid))):
         # Tuning applies its grid on top of a method's settings, so it would undo the removal.
@@ -63,49 +67,32 @@ def ablation_config(config: ExperimentConfig) -> ExperimentConfig:
             f"tune.grid tunes {', '.join(tuned)}, which ablation variants fix; remove {'it' if len(tuned) == 1 else 'them'} from tune.grid"
         )
     full = {"preset": ENHANCED, **enhanced_overrides(config)}
-    variants = {FULL: full, **{name: {**full, **removal} for name, removal in REMOVALS.items()}}
-    variants.update({name: config.methods.get(name, {}) for name in REFERENCE_METHODS})
+    removals = {name: removal for name, removal in REMOVALS.items() if name != "no_sample_curriculum" or full.get("curriculum")}
+    variants = {FULL: full, **{name: {**full, **removal} for name, removal in removals.items()}}
+    full_recipe = config.model_copy(update={"methods": {FULL: full}}).training_settings(FULL)
+    variants.update({name: {**full_recipe, **config.methods.get(name, {})} for name in REFERENCE_METHODS})
     return config.model_copy(update={"methods": variants})
 
 
-def paired_comparison(values: list[float], reference: list[float]) -> dict:
-    """Mean of ``values - reference`` (paired by seed) with its ``CONFIDENCE`` interval from the
-    t distribution with n-1 degrees of freedom; ``significant`` when the interval excludes 0.
-    With a single pair there is no interval (``ci_low``/``ci_high`` None, not significant)."""
-    differences = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
-    mean = float(differences.mean())
-    if len(differences) < 2:
-        return {"diff": mean, "ci_low": None, "ci_high": None, "significant": False}
-    quantile = stats.t.ppf((1 + CONFIDENCE) / 2, df=len(differences) - 1)
-    half_width = float(quantile * differences.std(ddof=1) / math.sqrt(len(differences)))
-    low, high = mean - half_width, mean + half_width
-    return {"diff": mean, "ci_low": low, "ci_high": high, "significant": bool(low > 0 or high < 0)}
-
-
 def summarize_ablation(results: dict) -> dict:
-    """Per variant: ``{"test": {metric: {"mean", "std"}}, "vs_full": {metric: {"diff", "ci_low",
-    "ci_high", "significant"}}}``. ``full`` is compared with itself too, so every variant has the
-    same keys: its differences are 0 and never significant."""
-    methods = results["methods"]
-    full_test = methods[FULL]["test"]
+    """Per variant: ``{"test": {metric: {"mean", "std"}}, "vs_full": {metric: comparison}}``
+    for ``SHOWN_METRICS`` (stats.py's comparison after Holm's correction over the table); full
+    has no ``vs_full``."""
     return {
         name: {
-            "test": {metric: _mean_std(entry["test"][metric]) for metric in metric_columns(results)},
-            "vs_full": {
-                metric: paired_comparison(entry["test"][metric]["values"], full_test[metric]["values"])
-                for metric in metric_columns(results)
-            },
+            "test": {metric: _mean_std(entry["test"][metric]) for metric in SHOWN_METRICS},
+            **({"vs_full": {metric: entry["vs_control"][metric] for metric in SHOWN_METRICS}} if name != FULL else {}),
         }
-        for name, entry in methods.items()
+        for name, entry in results["methods"].items()
     }
 
 
 def run_ablation(
     config: ExperimentConfig, frame: pd.DataFrame, description: dict | None = None, progress: ProgressFn | None = None
 ) -> tuple[dict, dict]:
-    """Train every variant of ``ablation_config(config)`` in one experiment; returns the
-    experiment's results dict and ``summarize_ablation`` of it."""
-    results = run_experiment(ablation_config(config), frame, description, progress)
+    """Train every variant of ``ablation_config(config)`` in one experiment, each compared with
+    ``full``; returns the experiment's results dict and ``summarize_ablation`` of it."""
+    results = run_experiment(ablation_config(config), frame, description, progress, compare_with=FULL, compared_metrics=SHOWN_METRICS)
     return results, summarize_ablation(results)
 
 
@@ -136,26 +123,22 @@ def run_sweep(
     description: dict | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, dict]:
-    """The experiment once per labelled fraction, smallest first (so that a fraction too small for
-    some class fails before the others have run); returns results dicts by ``fraction_key``.
-    Each experiment builds its own teacher, on every training label whatever the fraction."""
-    say = progress or (lambda message: None)
-    by_fraction = {}
-    for fraction in sorted(fractions):
-        key = fraction_key(fraction)
-        data = config.data.model_copy(update={"labelled_fraction": fraction})
-        by_fraction[key] = run_experiment(
-            config.model_copy(update={"data": data}), frame, description, lambda message: say(f"labelled {key}: {message}")
-        )
-    return by_fraction
+    """The experiment at every labelled fraction on the same runs (see the module docstring);
+    returns results dicts by ``fraction_key``, smallest fraction first."""
+    by_fraction = run_fractions(config, frame, sorted(fractions), description, progress)
+    return {fraction_key(f): results for f, results in by_fraction.items()}
 
 
 def summarize_sweep(results_by_fraction: dict[str, dict]) -> dict:
-    """``{method: {fraction: {metric: {"mean", "std"}}}}`` from ``run_sweep``'s results."""
+    """``{method: {fraction: {metric: {"mean", "std"}, "vs_control": {metric: comparison}}}}``
+    from ``run_sweep``'s results, for ``SHOWN_METRICS``."""
     summary: dict[str, dict] = {}
     for key, results in results_by_fraction.items():
         for name, entry in results["methods"].items():
-            summary.setdefault(name, {})[key] = {metric: _mean_std(entry["test"][metric]) for metric in metric_columns(results)}
+            cell = {metric: _mean_std(entry["test"][metric]) for metric in SHOWN_METRICS}
+            if entry.get("vs_control"):
+                cell["vs_control"] = {metric: entry["vs_control"][metric] for metric in SHOWN_METRICS}
+            summary.setdefault(name, {})[key] = cell
     return summary
 
 

@@ -10,7 +10,12 @@ Two engines compute the updates:
   gradients of the loss terms (losses.py), several times faster than autograd for such small models;
 - the autograd engine trains any other student (MLPs, students with a projection head).
 Each student keeps its own optimizer, scheduler and random generator, so its trajectory does not
-depend on which students it was trained with.
+depend on which students it was trained with: an engine holds only the students still training
+(one that is done draws nothing from its generator and costs nothing), and under a curriculum,
+whose rows depend on the epoch, only students at the same epoch train together (see _next_round).
+
+A student is marked diverged, and stops, when an epoch leaves its training or validation loss not
+finite, or its validation loss above ``DIVERGENCE_FACTOR`` times that of the class-prior rule.
 """
 
 from __future__ import annotations
@@ -37,12 +42,27 @@ from stepdistill.terms import Batch, Outputs
 # Rows per forward pass when measuring a split, and the size of the training sample on which
 # loss terms are measured each epoch: bounds the memory of activations and the time spent.
 EVAL_CHUNK = 8192
+# A validation loss this many times the class-prior rule's (predicting the training label shares
+# for every row) is no model of the data: training has blown up, usually from too high a
+# learning rate. A poor but working student stays within a small multiple of the prior.
+DIVERGENCE_FACTOR = 10.0
 
 
-@dataclass
+@dataclass(eq=False)  # a student is itself, not its values: engines compare students by identity
 class TrainState:
     """Everything needed to continue training one student: model, projection head, optimizer,
-    scheduler, weight controllers (in ``method``), random generator, progress and history."""
+    scheduler, weight controllers (in ``method``), random generator, progress and history.
+
+    Time spent training:
+    - ``seconds``: measured for this student alone (its own batches and end-of-epoch
+      measurements), or None once it has trained stacked with other students in the linear
+      engine, where one step updates them all and its share cannot be measured;
+    - ``stacked_seconds``: wall time of its epochs, counting a stack's whole time for each of its
+      members (equal to ``seconds`` for a student that always trained alone);
+    - ``stacked_with``: the most students, itself included, it trained with in one stack (1: alone).
+
+    ``diverged``: None, or why training blew up (then training stopped, and nothing was restored).
+    """
 
     name: str
     method: Method
@@ -54,15 +74,18 @@ class TrainState:
     balancer: Balancer | None = None
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float | None = 0.0
+    stacked_seconds: float = 0.0
+    stacked_with: int = 1
     best_val_loss: float = math.inf
     best_model: dict | None = None
     bad_epochs: int = 0
     stopped: bool = False
+    diverged: str | None = None
 
     @property
     def done(self) -> bool:
-        return self.stopped or self.epoch >= self.method.training.epochs
+        return self.stopped or self.diverged is not None or self.epoch >= self.method.training.epochs
 
     def state_dict(self) -> dict:
         return {
@@ -76,10 +99,13 @@ class TrainState:
             "epoch": self.epoch,
             "history": copy.deepcopy(self.history),
             "seconds": self.seconds,
+            "stacked_seconds": self.stacked_seconds,
+            "stacked_with": self.stacked_with,
             "best_val_loss": self.best_val_loss,
             "best_model": self.best_model,
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
+            "diverged": self.diverged,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -97,10 +123,13 @@ class TrainState:
         self.epoch = state["epoch"]
         self.history = copy.deepcopy(state["history"])
         self.seconds = state["seconds"]
+        self.stacked_seconds = state["stacked_seconds"]
+        self.stacked_with = state["stacked_with"]
         self.best_val_loss = state["best_val_loss"]
         self.best_model = state["best_model"]
         self.bad_epochs = state["bad_epochs"]
         self.stopped = state["stopped"]
+        self.diverged = state["diverged"]
 
 
 def default_device() -> torch.device:
@@ -177,25 +206,28 @@ def fit(
     on_epoch: Callable[[TrainState], None] | None = None,
     labelled: torch.Tensor | None = None,
 ) -> None:
-    """Train ``states`` until each has run its epochs (or stopped early), from where each stands.
+    """Train ``states`` until each has run its epochs (or stopped early, or diverged), from where
+    each stands.
 
     Students the linear engine can train are stacked into groups; the rest go to the autograd
     engine. ``cache`` may be None only if no method uses the teacher. ``labelled`` (N,) bool
-    marks the training rows whose labels students may use (default: all); the teacher's outputs
-    serve on every row.
+    marks the training rows whose labels students may use (default: all); the labels of the other
+    rows play no part in training, while the teacher's outputs serve on every row.
     """
     device = next(states[0].model.parameters()).device
     data = _TrainingData.build(train, val, cache, any(s.method.uses_teacher for s in states), device, labelled)
-    for group, engine in _plan(states):
-        _fit_group(group, engine(group), data, on_epoch)
+    for group, engine_type in _plan(states):
+        _fit_group(group, engine_type, data, on_epoch)
 
 
 @dataclass
 class _TrainingData:
-    """The training split with the teacher's outputs aligned row by row, and the validation split."""
+    """The training split with the teacher's outputs aligned row by row, the validation split, and
+    the validation loss above which a student has diverged."""
 
     batch: Batch  # every training row; batches are gathered from it
     val: Table
+    divergence_threshold: float
 
     @classmethod
     def build(
@@ -208,8 +240,12 @@ class _TrainingData:
             logits, rationale = teacher.logits, teacher.rationale
         else:
             logits, rationale = torch.zeros(len(train), 0), None
-        batch = Batch(train.X, train.y, logits, rationale, labelled)
-        return cls(batch.map(lambda t: t.to(device)), val.to(device))
+        # Hidden labels are replaced before training sees them, so no term or curriculum can read them.
+        y = train.y if labelled is None else torch.where(labelled, train.y, 0)
+        batch = Batch(train.X, y, logits, rationale, labelled)
+        seen = train.y if labelled is None else train.y[labelled]
+        threshold = DIVERGENCE_FACTOR * _prior_log_loss(seen, val.y, train.n_classes)
+        return cls(batch.map(lambda t: t.to(device)), val.to(device), threshold)
 
     def permuted(self, perms: torch.Tensor) -> Batch:
         """``perms`` (S, N) -> every field gathered once per epoch as (S, N, ...), so that the
@@ -217,40 +253,59 @@ class _TrainingData:
         times faster than advanced indexing.)"""
         return self.batch.map(lambda t: t.index_select(0, perms.flatten()).unflatten(0, perms.shape))
 
+    def measurement_sample(self) -> Batch:
+        """The first ``EVAL_CHUNK`` training rows, on which loss terms are measured each epoch
+        (the split's order is already random)."""
+        n = min(len(self), EVAL_CHUNK)
+        return self.batch.map(lambda t: t[:n])
+
     def __len__(self) -> int:
         return self.batch.x.shape[0]
 
 
-def _fit_group(states: list[TrainState], engine, data: _TrainingData, on_epoch) -> None:
+def _prior_log_loss(train_y: torch.Tensor, val_y: torch.Tensor, n_classes: int) -> float:
+    """Mean log-loss on ``val_y`` of predicting every row's class with its share of ``train_y``."""
+    shares = torch.bincount(train_y.cpu(), minlength=n_classes).double() / len(train_y)
+    return float(-shares[val_y.cpu()].log().mean())
+
+
+def _fit_group(states: list[TrainState], engine_type: type[_Engine], data: _TrainingData, on_epoch) -> None:
     batch_size = states[0].method.training.batch_size
     curriculum = states[0].method.curriculum  # shared by the group (see _plan)
     order = None
     if curriculum is not None:
         b = data.batch
-        order = curriculum.easiest_first(b.teacher_logits, b.y).cpu()
-        data = _TrainingData(replace(b, teacher_weight=curriculum.teacher_weights(b.teacher_logits, b.y)), data.val)
-    while not all(s.done for s in states):
-        started = time.perf_counter()
-        active = [not s.done for s in states]
-        epochs = [s.epoch for s in states]
-        weights = engine.start_epoch(active)  # (S, T)
-        rows = torch.arange(len(data)) if curriculum is None else curriculum.rows_at(order, min(epochs))
-        perms = torch.stack([rows[torch.randperm(len(rows), generator=s.generator)] for s in states])
-        shuffled = data.permuted(perms.to(data.batch.x.device))
-        for batch in shuffled.split(batch_size, dim=1):
-            engine.step(batch)
-        elapsed = (time.perf_counter() - started) / sum(active)
-        raw = engine.term_values(data.batch, epochs)
-        for i, state in enumerate(states):
-            if active[i]:
-                state.seconds += elapsed
-                _end_epoch(state, engine.term_names, raw[i], weights[i], data.val)
-                if on_epoch is not None:
-                    on_epoch(state)
-    engine.release()
+        order = curriculum.easiest_first(b.teacher_logits, b.y, b.labelled).cpu()
+        data = replace(data, batch=replace(b, teacher_weight=curriculum.teacher_weights(b.teacher_logits, b.y, b.labelled)))
+    engine = None
+    while active := _next_round(states, curriculum is not None):
+        if engine is None or engine.states != active:
+            if engine is not None:
+                engine.release()
+            engine = engine_type(active)
+        rows = torch.arange(len(data)) if curriculum is None else curriculum.rows_at(order, active[0].epoch)
+        engine.run_epoch(data, rows, batch_size)
+        if on_epoch is not None:
+            for state in active:
+                on_epoch(state)
+    if engine is not None:
+        engine.release()
     for state in states:
-        if state.best_model is not None and state.method.training.early_stopping_patience is not None:
+        early_stopping = state.method.training.early_stopping_patience is not None
+        if state.best_model is not None and early_stopping and state.diverged is None:
             state.model.load_state_dict(state.best_model)
+
+
+def _next_round(states: list[TrainState], paced: bool) -> list[TrainState]:
+    """The students that train the next epoch together: all that are not done, or, when the rows
+    are ``paced`` by a curriculum (and so depend on the epoch), those of them at the earliest
+    epoch. Students ahead (e.g. resumed from a later epoch) wait until the others catch up; as each
+    student's steps depend only on its own state, the order of the rounds changes nothing."""
+    active = [s for s in states if not s.done]
+    if not paced or not active:
+        return active
+    earliest = min(s.epoch for s in active)
+    return [s for s in active if s.epoch == earliest]
 
 
 @torch.no_grad()
@@ -266,7 +321,7 @@ def validation_loss(model: nn.Module, val: Table) -> float:
     return total / len(val)
 
 
-def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weights: torch.Tensor, val: Table) -> None:
+def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weights: torch.Tensor, data: _TrainingData) -> None:
     own = {t.name for t in state.method.terms}
     terms = {
         name: {"raw": float(raw[j]), "weight": float(weights[j]), "weighted": float(raw[j] * weights[j])}
@@ -275,17 +330,21 @@ def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weig
     }
     if state.balancer is not None:
         state.balancer.observe_epoch({name: t["raw"] for name, t in terms.items()})
-    val_loss = validation_loss(state.model, val)
+    val_loss = validation_loss(state.model, data.val)
+    train_loss = sum(t["weighted"] for t in terms.values())
     state.history.append(
         {
             "epoch": state.epoch,
             "lr": state.optimizer.param_groups[0]["lr"],
-            "train_loss": sum(t["weighted"] for t in terms.values()),
+            "train_loss": train_loss,
             "val_loss": val_loss,
             "terms": terms,
         }
     )
+    state.diverged = _divergence(state.epoch, train_loss, val_loss, data.divergence_threshold)
     state.epoch += 1
+    if state.diverged is not None:
+        return
     if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         state.scheduler.step(val_loss)
     elif state.scheduler is not None:
@@ -300,11 +359,37 @@ def _end_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weig
         state.stopped = patience is not None and state.bad_epochs >= patience
 
 
+def _divergence(epoch: int, train_loss: float, val_loss: float, threshold: float) -> str | None:
+    """Why the epoch's losses show a run that blew up, or None."""
+    if not math.isfinite(train_loss):
+        return f"training loss {train_loss} at epoch {epoch}; lower the learning rate"
+    if not math.isfinite(val_loss):
+        return f"validation loss {val_loss} at epoch {epoch}; lower the learning rate"
+    if val_loss > threshold:
+        return (
+            f"validation loss {val_loss:.4g} at epoch {epoch} is above {DIVERGENCE_FACTOR:g}x the class-prior rule's"
+            f" ({threshold / DIVERGENCE_FACTOR:.4g}); lower the learning rate"
+        )
+    return None
+
+
+def _record_time(stack: list[TrainState], seconds: float) -> None:
+    """``seconds``: the wall time of one epoch of ``stack``, students that trained as one."""
+    for state in stack:
+        state.stacked_seconds += seconds
+        state.stacked_with = max(state.stacked_with, len(stack))
+        if len(stack) > 1:
+            state.seconds = None
+        elif state.seconds is not None:
+            state.seconds += seconds
+
+
 # --- engines ---------------------------------------------------------------------------------
 
 
 class _Engine:
-    """Shared by both engines: the union of the group's terms, and each student's weights."""
+    """Shared by both engines: the union of the students' terms, each student's weights, and the
+    measurement of its terms after an epoch. Every student an engine holds is training."""
 
     def __init__(self, states: list[TrainState]):
         self.states = states
@@ -321,80 +406,92 @@ class _Engine:
     def _has_term(state: TrainState, name: str) -> bool:
         return any(t.name == name for t in state.method.terms)
 
-    def start_epoch(self, active: list[bool]) -> torch.Tensor:
-        """Fix the weights for the epoch and return them: (S, T), each student's weight of each
-        term at its epoch, 0 for terms it lacks. Only ``active`` students take steps."""
-        weights = torch.zeros(len(self.states), len(self.term_names))
-        for i, state in enumerate(self.states):
-            for name, value in current_weights(state).items():
-                weights[i, self.term_names.index(name)] = value
-        self.weights, self.active = weights, active
+    def run_epoch(self, data: _TrainingData, rows: torch.Tensor, batch_size: int) -> None:
+        """One epoch of every student over ``rows`` (positions in ``data``), each in its own
+        random order, then each student's end of epoch (measurements, history, schedulers)."""
+        raise NotImplementedError
+
+    def weights_of(self, i: int) -> torch.Tensor:
+        """(T,): student ``i``'s weight of each term now, 0 for terms it lacks."""
+        weights = torch.zeros(len(self.term_names))
+        for name, value in current_weights(self.states[i]).items():
+            weights[self.term_names.index(name)] = value
         return weights
 
     def release(self) -> None:
         """Hand the students back, detached from anything the engine shares between them."""
 
     @torch.no_grad()
-    def term_values(self, train: Batch, epochs: list[int]) -> torch.Tensor:
-        """(S, T): each term's mean value over the first ``EVAL_CHUNK`` training rows (the
-        split's order is already random), measured after the epoch in eval mode. Measuring once
-        per epoch on a fixed sample, instead of averaging over the epoch's batches, keeps the hot
-        loop free of bookkeeping and gives values of one model, not of a model changing during
-        the epoch. Consistency noise here comes from a generator of its own, so measuring does
-        not change the training run."""
-        n = min(train.x.shape[0], EVAL_CHUNK)
-        sample = train.map(lambda t: t[:n])
-        values = torch.zeros(len(self.states), len(self.term_names))
-        for i, state in enumerate(self.states):
-            model, head = state.model, state.head
-            noise = torch.Generator().manual_seed(epochs[i])
-            model.eval()
-            out = model(sample.x)
-            if head is not None:
-                out.rationale = head(out.rationale)
-            for j, objective in enumerate(self.objectives):
-                if not self.has[i, j]:
-                    continue
-                if objective.perturbs_inputs:
-                    out.perturbed_logits = model(objective.perturb(sample.x, noise)).logits
-                values[i, j] = objective.loss(out, sample).mean()
-            model.train()
+    def term_values(self, i: int, sample: Batch) -> torch.Tensor:
+        """(T,): each term's mean value for student ``i`` over ``sample``, measured after the epoch
+        in eval mode. Measuring once per epoch on a fixed sample, instead of averaging over the
+        epoch's batches, keeps the hot loop free of bookkeeping and gives values of one model, not
+        of a model changing during the epoch. Consistency noise here comes from a generator of its
+        own, so measuring does not change the training run."""
+        state = self.states[i]
+        model, head = state.model, state.head
+        noise = torch.Generator().manual_seed(state.epoch)
+        values = torch.zeros(len(self.term_names))
+        model.eval()
+        out = model(sample.x)
+        if head is not None:
+            out.rationale = head(out.rationale)
+        for j, objective in enumerate(self.objectives):
+            if not self.has[i, j]:
+                continue
+            if objective.perturbs_inputs:
+                out.perturbed_logits = model(objective.perturb(sample.x, noise)).logits
+            values[j] = objective.loss(out, sample).mean()
+        model.train()
         return values
 
 
 class AutogradEngine(_Engine):
-    """Any student; one optimizer step per student per batch through autograd."""
+    """Any student; one optimizer step per batch through autograd. Students train one after the
+    other, each timed on its own: they share nothing but the data."""
 
     def __init__(self, states: list[TrainState]):
         super().__init__(states)
         for state in states:
             state.model.train()
 
-    def step(self, batch: Batch) -> None:
+    def run_epoch(self, data: _TrainingData, rows: torch.Tensor, batch_size: int) -> None:
+        sample = data.measurement_sample()
         for i, state in enumerate(self.states):
-            if not self.active[i]:
+            started = time.perf_counter()
+            weights = self.weights_of(i)
+            epoch_weights = dict(zip(self.term_names, weights.tolist()))
+            perm = rows[torch.randperm(len(rows), generator=state.generator)].to(data.batch.x.device)
+            shuffled = data.batch.map(lambda t: t.index_select(0, perm))
+            for batch in shuffled.split(batch_size, dim=0):
+                self.step(i, batch, epoch_weights)
+            _end_epoch(state, self.term_names, self.term_values(i, sample), weights, data)
+            _record_time([state], time.perf_counter() - started)
+
+    def step(self, i: int, batch: Batch, epoch_weights: dict[str, float]) -> None:
+        """One optimizer step of student ``i`` on ``batch``, with the epoch's weights unless its
+        balancer updates them after every step."""
+        state = self.states[i]
+        out = state.model(batch.x)
+        if state.head is not None:
+            out.rationale = state.head(out.rationale)
+        raw = {}
+        for j, objective in enumerate(self.objectives):
+            if not self.has[i, j]:
                 continue
-            own = batch.map(lambda t: t[i])
-            out = state.model(own.x)
-            if state.head is not None:
-                out.rationale = state.head(out.rationale)
-            raw = {}
-            for j, objective in enumerate(self.objectives):
-                if not self.has[i, j]:
-                    continue
-                if objective.perturbs_inputs:
-                    out.perturbed_logits = state.model(objective.perturb(own.x, state.generator)).logits
-                raw[self.term_names[j]] = objective.loss(out, own).mean()
-            balancer = state.balancer
-            stepwise = balancer is not None and balancer.observes_steps
-            weights = current_weights(state) if stepwise else dict(zip(self.term_names, self.weights[i].tolist()))
-            grad_norms = _gradient_norms(state, raw) if stepwise and balancer.needs_grad_norms else None
-            loss = sum(weights[name] * value for name, value in raw.items())
-            state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            state.optimizer.step()
-            if stepwise:
-                balancer.observe_step({name: value.detach() for name, value in raw.items()}, grad_norms)
+            if objective.perturbs_inputs:
+                out.perturbed_logits = state.model(objective.perturb(batch.x, state.generator)).logits
+            raw[self.term_names[j]] = objective.loss(out, batch).mean()
+        balancer = state.balancer
+        stepwise = balancer is not None and balancer.observes_steps
+        weights = current_weights(state) if stepwise else epoch_weights
+        grad_norms = _gradient_norms(state, raw) if stepwise and balancer.needs_grad_norms else None
+        loss = sum(weights[name] * value for name, value in raw.items())
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        if stepwise:
+            balancer.observe_step({name: value.detach() for name, value in raw.items()}, grad_norms)
 
 
 def _gradient_norms(state: TrainState, raw: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -415,7 +512,8 @@ class LinearEngine(_Engine):
 
     The gradient of every term with respect to the logits and rationale is closed-form
     (losses.py); the chain rule through ``z = W x + b`` and contributions ``W * x`` is written out
-    here. The resulting gradients are handed to each student's own torch optimizer.
+    here. The resulting gradients are handed to each student's own torch optimizer. One step
+    updates every student, so an epoch is timed for the stack as a whole.
     """
 
     def __init__(self, states: list[TrainState]):
@@ -451,11 +549,18 @@ class LinearEngine(_Engine):
         m = state.model
         return (m.rationale_kind, m.include_bias, tuple(m.groups.tolist()) if m.grouped else None, state.method.training.batch_size)
 
-    def start_epoch(self, active: list[bool]) -> torch.Tensor:
-        weights = super().start_epoch(active)
+    def run_epoch(self, data: _TrainingData, rows: torch.Tensor, batch_size: int) -> None:
+        started = time.perf_counter()
+        weights = torch.stack([self.weights_of(i) for i in range(len(self.states))])  # (S, T)
         on_device = weights.to(self.W.device)
         self.term_weights = [on_device[:, j].view(-1, 1, 1) for j in range(len(self.term_names))]
-        return weights
+        perms = torch.stack([rows[torch.randperm(len(rows), generator=s.generator)] for s in self.states])
+        for batch in data.permuted(perms.to(data.batch.x.device)).split(batch_size, dim=1):
+            self.step(batch)
+        sample = data.measurement_sample()
+        for i, state in enumerate(self.states):
+            _end_epoch(state, self.term_names, self.term_values(i, sample), weights[i], data)
+        _record_time(self.states, time.perf_counter() - started)
 
     @torch.no_grad()
     def step(self, batch: Batch) -> None:
@@ -495,9 +600,8 @@ class LinearEngine(_Engine):
         scale = 1.0 / x.shape[1]  # the loss is a mean over the batch
         torch.mul(g_W, scale, out=self.grad_W)
         torch.mul(g_b, scale, out=self.grad_b)
-        for state, active in zip(self.states, self.active):
-            if active:
-                state.optimizer.step()
+        for state in self.states:
+            state.optimizer.step()
 
 
 def _plan(states: list[TrainState]) -> list[tuple[list[TrainState], type]]:

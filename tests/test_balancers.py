@@ -117,6 +117,27 @@ def test_uncertainty_weighting_settles_on_the_inverse_of_each_value():
     assert balancer.weights({"hard": 1.0, "soft": 1.0}) == pytest.approx({"hard": 0.25, "soft": 2.0}, rel=0.05)
 
 
+def test_uncertainty_weighting_keeps_a_term_at_zero_within_the_bound():
+    # A margin cosine inside its margin is 0 at every step: d/ds = 1 - exp(-s) * 0 = 1 always, so
+    # unbounded, s falls by ~lr per step and the factor exp(-s) reaches e^125 after 5,000 steps.
+    balancer = UncertaintyWeighting(("hard", "rationale"), lr=0.025)
+    for step in range(5000):
+        balancer.observe_step({"hard": torch.tensor(0.5), "rationale": torch.tensor(0.0)})
+        assert balancer.factors({})["rationale"] <= 10.0 * (1 + 1e-12), step
+    factors = balancer.factors({})
+    assert factors["rationale"] == pytest.approx(10.0)  # held at the bound
+    assert factors["hard"] == pytest.approx(2.0, rel=0.05)  # the other term still settles on 1 / L
+
+
+def test_uncertainty_weighting_clamps_each_step_to_the_bound():
+    balancer = UncertaintyWeighting(("hard", "soft"), lr=1.0, max_factor=2.0)
+    balancer.observe_step({"hard": torch.tensor(4.0), "soft": torch.tensor(0.0)})
+    # d/ds = [1 - 4, 1 - 0] = [-3, 1]; Adam's first step: s = -lr * sign = [1, -1]
+    # clamped to [-ln 2, ln 2]: s = [ln 2, -ln 2], factors exp(-s) = [0.5, 2]
+    assert balancer.factors({}) == pytest.approx({"hard": 0.5, "soft": 2.0}, abs=1e-12)
+    assert balancer.describe()["max_factor"] == 2.0
+
+
 # --- GradNorm ----------------------------------------------------------------------------------
 
 
@@ -239,6 +260,7 @@ def test_balancers_describe_themselves_as_json(build, observe):
         lambda: UncertaintyWeighting(()),
         lambda: UncertaintyWeighting(("hard", "hard")),
         lambda: UncertaintyWeighting(("hard",), lr=0.0),
+        lambda: UncertaintyWeighting(("hard",), max_factor=1.0),
         lambda: GradNorm(()),
         lambda: GradNorm(("hard", "soft"), alpha=-1.0),
         lambda: GradNorm(("hard", "soft"), lr=-0.1),

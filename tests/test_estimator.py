@@ -1,17 +1,23 @@
 """StepDistillClassifier: a scikit-learn estimator (its checks, Pipeline, cross-validation,
 clone) that learns from the teacher it is given and fails on bad settings with one line."""
 
+import sys
+
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score, cross_validate, train_test_split
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
@@ -156,3 +162,71 @@ def test_bad_settings_fail_in_fit_with_one_line(breast_cancer, settings, match):
     with pytest.raises(StepDistillError, match=match) as err:
         model.fit(X_train, y_train)
     assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
+
+
+# --- fitted scikit-learn teachers of every kind, with every method -----------------------------
+
+
+def mixed_rows(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Three numbers and a city. x0 carries most of the label, which a logistic student can
+    learn; an interaction and the city carry the rest."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(3)}).assign(city=rng.choice(["paris", "oslo", "rome"], n))
+    score = 2 * frame["x0"] + frame["x1"] * frame["x2"] + frame["city"].map({"paris": 0.5, "oslo": -0.5, "rome": 0.0})
+    return frame, np.where(score > 0, "yes", "no")
+
+
+def forest_teacher(frame, y):
+    """Fitted, on the numeric columns: a bare forest cannot read text."""
+    numbers = frame.drop(columns="city")
+    return RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0).fit(numbers, y), numbers
+
+
+def boosting_pipeline_teacher(frame, y):
+    encode = make_column_transformer((OneHotEncoder(sparse_output=False), ["city"]), remainder=StandardScaler())
+    return make_pipeline(encode, HistGradientBoostingClassifier(max_iter=30, random_state=0)).fit(frame, y), frame
+
+
+def knn_teacher(frame, y):
+    """Unfitted: the estimator fits a clone on its training rows, and samples its explanation
+    (180 training rows x 8 coalitions of 3 columns x 5 background rows: 7,200 evaluations,
+    within the default budget)."""
+    numbers = frame.drop(columns="city")
+    return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=15)), numbers
+
+
+@pytest.mark.parametrize("method", ["baseline", "traditional", "step_by_step", "enhanced"])
+@pytest.mark.parametrize("make_teacher", [forest_teacher, boosting_pipeline_teacher, knn_teacher], ids=["forest", "hist_gradient_boosting_pipeline", "knn"])
+def test_fitted_scikit_learn_teachers_distill_with_every_method(make_teacher, method):
+    frame, y = mixed_rows(200)
+    teacher, X = make_teacher(frame, y)
+    model = StepDistillClassifier(teacher=teacher, method=method, epochs=20, optimizer="adam", lr=0.1).fit(X, y)
+    assert set(model.predict(X)) == {"no", "yes"}
+    assert model.score(X, y) > 0.75  # half the rows are "yes": the student learned
+    learns_rationale = method in ("step_by_step", "enhanced")
+    assert (model.history_[-1]["terms"].get("rationale") is not None) == learns_rationale
+    assert model.teacher_.rationale_unavailable == (None if learns_rationale else "teacher.explain is none")
+
+
+def test_a_rationale_method_names_why_the_teacher_gives_none(monkeypatch):
+    frame, y = mixed_rows(120)
+    teacher, X = knn_teacher(frame, y)
+    monkeypatch.setitem(sys.modules, "shap", None)  # shap not installed: k-NN cannot be explained
+    with pytest.raises(StepDistillError) as err:
+        StepDistillClassifier(teacher=teacher, method="step_by_step").fit(X, y)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("method 'step_by_step' needs a rationale, which the teacher does not give: KNeighborsClassifier")
+    assert "install stepdistill[explain]" in message and message.endswith("methods 'baseline' and 'traditional' need none")
+    assert StepDistillClassifier(teacher=teacher, method="baseline", epochs=5).fit(X, y).score(X, y) > 0.6
+
+
+def test_a_saved_teacher_takes_its_explanation_settings(tmp_path):
+    frame, y = mixed_rows(120)
+    teacher, X = knn_teacher(frame, y)
+    joblib.dump(teacher.fit(X, y), tmp_path / "knn.joblib")
+    spec = {"kind": "sklearn", "path": str(tmp_path / "knn.joblib"), "explain_budget": 100}
+    with pytest.raises(StepDistillError, match=r"over the cap of 100; raise teacher.explain_budget") as err:
+        StepDistillClassifier(teacher=spec, method="enhanced").fit(X, y)
+    assert "\n" not in str(err.value)
+    model = StepDistillClassifier(teacher={**spec, "explain": "sampled"}, method="enhanced", epochs=20, optimizer="adam", lr=0.1).fit(X, y)
+    assert model.teacher_.rationale_unavailable is None and model.score(X, y) > 0.75

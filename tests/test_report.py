@@ -1,12 +1,12 @@
 import json
-import math
 
 import pytest
 from rich.console import Console
 
+from stepdistill import stats
 from stepdistill.evaluate import summarize
 from stepdistill.report import plots, render_table, write_report
-from stepdistill.report.markdown import accuracy_comparison
+from stepdistill.report.markdown import verdict_sentence
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -29,21 +29,30 @@ def method_entry(accuracies: list[float], aucs: list[float], terms: dict[str, fl
     return {
         "test": {
             "accuracy": summarize(accuracies),
-            "log_loss": summarize([0.41, 0.43]),
+            "log_loss": summarize([0.41, 0.43, 0.42]),
             "roc_auc": summarize(aucs),
-            "ece": summarize([0.03, 0.05]),
-            "fidelity": summarize([0.90, 0.92]),
+            "ece": summarize([0.03, 0.05, 0.04]),
+            "fidelity": summarize([0.90, 0.92, 0.91]),
         },
         "params": 1234,
         "train_seconds": 2.5,
         "history": [epoch_history(terms), epoch_history(terms)],
+        "control": None,
+        "flags": {"never_predicts": {}, "diverged": 0, "worse_than_control": [], "below_majority": False},
     }
+
+
+def compared(entry: dict, control: dict, name: str = "baseline") -> None:
+    """Give ``entry`` its comparisons with ``control`` (corrected t over its runs, Holm over the two)."""
+    pairs = [stats.corrected_paired_t(entry["test"][m]["values"], control["test"][m]["values"], 0.125) for m in ("accuracy", "log_loss")]
+    entry["control"] = name
+    entry["vs_control"] = dict(zip(("accuracy", "log_loss"), stats.holm(pairs)))
 
 
 @pytest.fixture
 def results() -> dict:
-    """Two seeds, two methods, binary task."""
-    return {
+    """Three runs, two methods, binary task."""
+    results = {
         "teacher": {
             "kind": "logistic",
             "test": {"accuracy": summarize([0.88]), "log_loss": summarize([0.30]),
@@ -51,17 +60,25 @@ def results() -> dict:
             "params": 21,
             "train_seconds": 0.4,
         },
+        "reference": {"majority": {"test": {"accuracy": summarize([0.6, 0.6, 0.6]), "log_loss": summarize([0.67, 0.67, 0.67]),
+                                            "roc_auc": summarize([0.5, 0.5, 0.5]), "ece": summarize([0.0, 0.0, 0.0])}}},
         "methods": {
-            "baseline": method_entry([0.80, 0.82], [0.85, 0.87], {"hard": 0.7}),
-            "step_by_step": method_entry([0.85, 0.87], [0.90, 0.91],
+            "baseline": method_entry([0.80, 0.82, 0.81], [0.85, 0.87, 0.86], {"hard": 0.7}),
+            "step_by_step": method_entry([0.85, 0.87, 0.86], [0.90, 0.91, 0.9],
                                          {"hard": 0.7, "soft": 0.5, "rationale": 0.3}),
         },
-        "config": {"preset": "article", "seeds": [0, 1],
+        "chosen": {"method": "step_by_step", "metric": "log_loss", "split": "validation"},
+        "evaluation": {"scheme": "holdout", "runs": 3, "labelled_fraction": 1.0, "confidence": 0.95,
+                       "test": "corrected resampled t-test over runs (Nadeau & Bengio 2003)", "correction": "holm"},
+        "warnings": [],
+        "config": {"preset": "article",
                    "data": {"n_train": 800, "n_val": 100, "n_test": 100, "n_features": 20,
                             "classes": ["no", "yes"]}},
         "machine": "test machine",
         "date": "2024-01-02",
     }
+    compared(results["methods"]["step_by_step"], results["methods"]["baseline"])
+    return results
 
 
 def test_write_report_writes_all_files(results, tmp_path):
@@ -83,49 +100,59 @@ def test_report_markdown_content(results, tmp_path):
     report = (tmp_path / "report.md").read_text()
 
     assert report.startswith("# ")
-    assert "| model | accuracy | log_loss | roc_auc | ece | fidelity | params | train s |" in report
+    assert "| model | accuracy | log_loss | roc_auc | ece | fidelity | params | train s | notes |" in report
     assert "| teacher (logistic) | 0.880 ± 0.000 |" in report
-    assert "| step_by_step | 0.860 ± 0.014 |" in report
+    assert "| majority class | 0.600 ± 0.000 |" in report
+    assert "| step_by_step | 0.860 ± 0.010 |" in report and "chosen (validation) |" in report
     assert "0.020 ± 0.000 | — | 21 | 0.40 |" in report
     assert "800 train, 100 validation, 100 test" in report
-    assert "Seeds: 0, 1" in report
-    # +5 points against a combined std of 100 * sqrt(2) * 0.01414 = 2.0 points
-    assert "**step_by_step**: 86.00% test accuracy, +5.00 points vs baseline (beyond seed noise" in report
+    assert "Runs: 3 (holdout)" in report
+    # +5 points, the same in every run: no spread, so no claim
+    assert "| step_by_step | baseline | +5.00 (no spread) |" in report
+    assert "**step_by_step**: no spread: no claim either way against baseline." in report
     assert "![Training history](history.png)" in report
     assert "![Test metrics](metrics.png)" in report
 
 
-def test_accuracy_comparison_within_noise():
-    sentence = accuracy_comparison("traditional", summarize([0.81, 0.83]), summarize([0.80, 0.82]))
-    combined = 100 * math.hypot(summarize([0.81, 0.83])["std"], summarize([0.80, 0.82])["std"])
-    assert "+1.00 points vs baseline" in sentence
-    assert f"within seed noise: combined std {combined:.2f} points" in sentence
+def test_verdicts_follow_the_corrected_comparisons():
+    entry = {"control": "baseline", "vs_control": {}}
+    base = {"diff": 0.0, "ci_low": -0.01, "ci_high": 0.01, "p_value": 0.5, "n": 5, "status": "ok"}
+    entry["vs_control"] = dict(zip(("accuracy", "log_loss"), stats.holm([{**base, "diff": 0.02, "p_value": 0.001}, {**base, "diff": 0.03, "p_value": 0.001}])))
+    assert verdict_sentence(entry) == "better than baseline on accuracy; worse than baseline on log_loss."
+    entry["vs_control"] = dict(zip(("accuracy", "log_loss"), stats.holm([base, base])))
+    assert verdict_sentence(entry) == "no detectable difference from baseline."
+    two = stats.corrected_paired_t([0.81, 0.82], [0.80, 0.81], 0.25)
+    entry["vs_control"] = dict(zip(("accuracy", "log_loss"), stats.holm([two, two])))
+    assert verdict_sentence(entry) == "too few repeats: no claim either way against baseline."
 
 
-def test_accuracy_comparison_single_seed_claims_no_noise_estimate():
-    sentence = accuracy_comparison("enhanced", summarize([0.75]), summarize([0.80]))
-    assert "-5.00 points vs baseline" in sentence
-    assert "no estimate of seed noise" in sentence
+def test_flags_show_in_the_notes(results):
+    flags = results["methods"]["baseline"]["flags"]
+    flags.update(never_predicts={"yes": 2}, diverged=1, below_majority=True)
+    console = Console(record=True, width=300)
+    console.print(render_table(results))
+    text = console.export_text()
+    assert "DIVERGED 1/3" in text and "never predicts yes (2/3)" in text and "below majority rule" in text
 
 
 def test_render_table_rows_and_cells(results):
     table = render_table(results)
     assert [column.header for column in table.columns] == [
-        "model", "accuracy", "log_loss", "roc_auc", "ece", "fidelity", "params", "train s"]
-    assert table.row_count == 3
+        "model", "accuracy", "log_loss", "roc_auc", "ece", "fidelity", "params", "train s", "notes"]
+    assert table.row_count == 4
 
     console = Console(record=True, width=200)
     console.print(table)
     text = console.export_text()
     assert "teacher (logistic)" in text and "baseline" in text and "step_by_step" in text
-    assert "0.810 ± 0.014" in text
+    assert "0.810 ± 0.010" in text
     assert "1,234" in text
     assert "—" in text
 
 
 def test_render_table_multiclass_uses_macro_f1(results):
     results["teacher"]["test"]["macro_f1"] = results["teacher"]["test"].pop("roc_auc")
-    for entry in results["methods"].values():
+    for entry in [*results["methods"].values(), results["reference"]["majority"]]:
         entry["test"]["macro_f1"] = entry["test"].pop("roc_auc")
     headers = [column.header for column in render_table(results).columns]
     assert "macro_f1" in headers and "roc_auc" not in headers
@@ -154,8 +181,3 @@ def test_plot_failure_leaves_existing_out_dir_untouched(results, tmp_path, monke
     assert [path.name for path in out_dir.iterdir()] == ["results.json"]
     assert (out_dir / "results.json").read_text() == "previous run"
     assert list(tmp_path.iterdir()) == [out_dir]
-
-
-def test_accuracy_comparison_calls_tiny_differences_negligible():
-    sentence = accuracy_comparison("traditional", summarize([0.8662, 0.8662]), summarize([0.8663, 0.8663]))
-    assert "-0.01 points vs baseline (negligible" in sentence

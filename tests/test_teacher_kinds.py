@@ -12,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
@@ -29,7 +30,7 @@ def _run(tmp_path, frame, teacher, student=None, methods=METHODS, data=None):
         "teacher": teacher,
         "student": student or {"kind": "logistic"},
         "methods": methods,
-        "seeds": [0, 1],
+        "evaluation": {"repeats": 2},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
@@ -160,7 +161,7 @@ def test_cnn_teacher_and_cnn_student_on_digits(tmp_path):
 def _bad_run(tmp_path, frame, teacher, **kwargs):
     frame.to_csv(tmp_path / "data.csv", index=False)
     config = {"data": {"path": "data.csv", "label": "label", **kwargs.get("data", {})}, "teacher": teacher,
-              "student": kwargs.get("student", {"kind": "logistic"}), "methods": {"step_by_step": FAST}, "seeds": [0]}
+              "student": kwargs.get("student", {"kind": "logistic"}), "methods": {"step_by_step": FAST}, "evaluation": {"repeats": 1}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -187,6 +188,14 @@ def test_teacher_classes_ordered_differently_are_refused(tmp_path):
     assert "teacher classes" in _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "teacher.joblib"})
 
 
+def test_an_explanation_the_sklearn_teacher_cannot_give_is_refused(tmp_path):
+    frame = linear_binary(400, 3, seed=1)
+    joblib.dump(KNeighborsClassifier().fit(frame[["x0", "x1", "x2"]], frame["label"]), tmp_path / "knn.joblib")
+    message = _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "knn.joblib", "explain": "tree"})
+    assert "teacher.explain tree cannot explain KNeighborsClassifier" in message and message.endswith("use auto or sampled")
+    assert "explain_budget" in _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "knn.joblib", "explain_budget": 0})
+
+
 def test_missing_rationale_layer_lists_the_layers(tmp_path, monkeypatch):
     (tmp_path / "tiny_teacher.py").write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -208,9 +217,9 @@ def test_adult_and_mnist_presets_print_their_tables(tmp_path, monkeypatch):
     monkeypatch.setattr(presets.bundled, "adult", lambda: adult.sample(3000, random_state=0))
     monkeypatch.setattr(presets.bundled, "mnist_5k", lambda: mnist.sample(1000, random_state=0))
     for preset, teacher_row in [("adult", "teacher (lightgbm)"), ("mnist", "teacher (cnn)")]:
-        result = runner.invoke(app, ["demo", "--preset", preset, "--seeds", "3", "--out", str(tmp_path / preset)])
+        result = runner.invoke(app, ["demo", "--preset", preset, "--repeats", "2", "--out", str(tmp_path / preset)])
         assert result.exit_code == 0, result.output
         assert teacher_row in result.stdout and "enhanced" in result.stdout
         results = json.loads((tmp_path / preset / "results.json").read_text())
-        assert len(results["methods"]["baseline"]["test"]["accuracy"]["values"]) == 3
-        assert all(m["tuning"]["validation"] for m in results["methods"].values())  # chosen on validation
+        assert len(results["methods"]["baseline"]["test"]["accuracy"]["values"]) == 2
+        assert all(len(m["tuning"]) == 2 and all(m["tuning"]) for m in results["methods"].values())  # chosen on validation, every run

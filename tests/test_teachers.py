@@ -165,23 +165,17 @@ def test_sklearn_pipeline_reads_the_raw_frame(binary):
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(frame, names)
     out = cached(SklearnTeacher(pipeline, input="frame"), numeric(samples), classes)
     assert np.allclose(torch.sigmoid(out.logits[:, 0]).numpy(), pipeline.predict_proba(frame)[:, 1], atol=1e-5)
-    assert out.rationale is None
-
-
-def test_sklearn_teacher_falls_back_to_scores_where_probabilities_are_zero(binary):
-    samples, names, _ = binary
-    model = LogisticRegression(max_iter=1000).fit(samples.X.numpy(), names)
-    extreme = Samples(samples.ids, samples.X * 1000)  # scores in the thousands: p is exactly 0 or 1
-    out = SklearnTeacher(model).outputs(extreme)
-    assert np.allclose(out.logits[:, 0].numpy(), model.decision_function(extreme.X.numpy()), rtol=1e-5)
+    # Its rationale is the linear model's contributions on the scaled columns it reads.
+    assert out.rationale.shape == (len(samples), frame.shape[1])
+    assert np.allclose(out.rationale.sum(1).numpy() + pipeline[-1].intercept_[0], pipeline.decision_function(frame), atol=1e-3)
 
 
 def test_sklearn_teacher_errors(binary):
     samples, names, _ = binary
     one_line_error(lambda: SklearnTeacher(LogisticRegression()), "is not fitted")
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(samples.X.numpy(), names)
-    one_line_error(lambda: SklearnTeacher(forest).outputs(samples), "gives zero probabilities for")
     one_line_error(lambda: SklearnTeacher(forest, input="frame").outputs(Samples(samples.ids, samples.X)), "reads the raw columns")
+    one_line_error(lambda: SklearnTeacher(forest, input="frame").fit_background(Samples(samples.ids, samples.X)), "reads the raw columns")
 
 
 # --- gradient-boosted trees -------------------------------------------------------------------
@@ -280,8 +274,10 @@ def test_file_teacher_parquet_list_columns_looked_up_by_id(tmp_path):
 def test_file_teacher_parquet_numbered_binary_columns_become_one_logit(tmp_path):
     logits = logits_of(6, 2)
     pq.write_table(pa.table({"key": IDS, "logit_1": logits[:, 1], "logit_0": logits[:, 0]}), tmp_path / "teacher.pq")
-    out = FileTeacher(tmp_path / "teacher.pq", id_column="key").outputs(asked(IDS[::-1]))
+    teacher = FileTeacher(tmp_path / "teacher.pq", id_column="key")
+    out = teacher.outputs(asked(IDS[::-1]))
     assert out.logits.shape == (6, 1) and out.rationale is None
+    assert teacher.rationale_unavailable.endswith("holds no rationale; store one as 'rationale' (or rationale_0, rationale_1, ...)")
     assert np.allclose(out.logits[:, 0].numpy(), (logits[:, 1] - logits[:, 0])[::-1], atol=1e-6)
 
 
@@ -308,8 +304,8 @@ def test_file_teacher_errors(tmp_path):
     with_nan[[1, 4], 2] = np.nan
     pq.write_table(pa.table({"id": IDS, "logits": list(with_nan)}), tmp_path / "nan.parquet")
     one_line_error(lambda: FileTeacher(tmp_path / "nan.parquet"), "NaN or infinite logits in 2 rows")
-    pq.write_table(pa.table({"id": IDS, "prob_0": [0.5, 0.0, 0.2, 0.1, 0.3, 0.4], "prob_1": [0.5, 1.0, 0.8, 0.9, 0.7, 0.6]}), tmp_path / "zero.parquet")
-    one_line_error(lambda: FileTeacher(tmp_path / "zero.parquet"), "zero probabilities for 1 rows.*store logits instead")
+    pq.write_table(pa.table({"id": IDS, "prob_0": [0.5, 1.5, 0.2, 0.1, 0.3, 0.4], "prob_1": [0.5, -0.5, 0.8, 0.9, 0.7, 0.6]}), tmp_path / "outside.parquet")
+    one_line_error(lambda: FileTeacher(tmp_path / "outside.parquet"), r"probabilities outside \[0, 1\] in 1 rows")
     one_line_error(lambda: FileTeacher(tmp_path / "teacher.csv"), "not found")
 
 

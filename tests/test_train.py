@@ -1,3 +1,4 @@
+import math
 from dataclasses import dataclass, field
 
 import pytest
@@ -272,3 +273,143 @@ def test_feature_dropout_consistency(linear_splits, train_both_engines):
     method = build_method("enhanced", {"epochs": 2, "perturbation": "dropout", "feature_dropout": 0.3})
     linear, autograd = train_both_engines(method, _logistic(), linear_splits.train, linear_splits.val, cache)
     assert linear.history[-1]["terms"]["consistency"]["raw"] > 0
+
+
+def _with_autograd_only(monkeypatch, use_autograd):
+    import stepdistill.train as train_module
+
+    if use_autograd:
+        monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
+
+
+@pytest.mark.parametrize("engine", ["linear", "autograd"])
+def test_a_student_trains_alike_whatever_it_is_stacked_with(linear_splits, engine, monkeypatch):
+    """Under a curriculum, stacked with a student of fewer epochs, one that stops early and one
+    with consistency noise, each student ends where it ends alone, its generator included."""
+    _with_autograd_only(monkeypatch, engine == "autograd")
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
+    curriculum = {"start_fraction": 0.25, "ramp_epochs": 3}
+    specs = [
+        ("traditional", {"epochs": 4}, 1),  # the student under test
+        ("traditional", {"epochs": 2}, 2),
+        ("traditional", {"epochs": 5, "lr": 30.0, "early_stopping_patience": 1}, 3),
+        ("enhanced", {"epochs": 2}, 4),  # consistency 0.25: noise drawn from its generator
+    ]
+
+    def students():
+        return [new_state(p, build_method(p, {**o, "curriculum": curriculum}), _logistic(), seed=s) for p, o, s in specs]
+
+    alone = students()
+    for state in alone:
+        fit([state], linear_splits.train, linear_splits.val, cache)
+    stacked = students()
+    fit(stacked, linear_splits.train, linear_splits.val, cache)
+    assert alone[2].stopped and len(alone[2].history) < 5  # it did stop early
+    torch.testing.assert_close(_params(stacked[0]), _params(alone[0]), rtol=0, atol=1e-6)
+    for solo, together in zip(alone, stacked):
+        # A stacked matrix product rounds a little differently from a single one; lr 30 magnifies that.
+        torch.testing.assert_close(_params(together), _params(solo), rtol=1e-4, atol=1e-6)
+        assert torch.equal(together.generator.get_state(), solo.generator.get_state()), together.name
+        assert [h["epoch"] for h in together.history] == [h["epoch"] for h in solo.history]
+
+
+def test_students_at_different_epochs_under_a_curriculum_each_keep_their_own_pace(linear_splits, tmp_path):
+    """A student resumed at epoch 2, stacked with a fresh one: each sees the rows of its own epoch."""
+    cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
+    method = lambda epochs: build_method("step_by_step", {"epochs": epochs, "curriculum": {"start_fraction": 0.2, "ramp_epochs": 3}})
+    half = new_state("r", method(2), _logistic(), seed=2)
+    fit([half], linear_splits.train, linear_splits.val, cache)
+
+    def resumed():
+        state = new_state("r", method(4), _logistic(), seed=99)
+        state.load_state_dict(half.state_dict())
+        return state
+
+    alone = [resumed(), new_state("f", method(4), _logistic(), seed=5)]
+    for state in alone:
+        fit([state], linear_splits.train, linear_splits.val, cache)
+    together = [resumed(), new_state("f", method(4), _logistic(), seed=5)]
+    fit(together, linear_splits.train, linear_splits.val, cache)
+    for solo, stacked in zip(alone, together):
+        torch.testing.assert_close(_params(stacked), _params(solo), rtol=0, atol=1e-6)
+        assert stacked.epoch == 4
+    assert not torch.allclose(_params(together[0]), _params(together[1]))
+
+
+@pytest.mark.parametrize("engine", ["linear", "autograd"])
+def test_a_diverging_student_is_marked_and_stopped(linear_splits, engine, monkeypatch):
+    _with_autograd_only(monkeypatch, engine == "autograd")
+    method = build_method("baseline", {"epochs": 5, "lr": 1e6, "early_stopping_patience": 3})
+    blown, fine = new_state("blown", method, _logistic(), seed=0), new_state("fine", build_method("baseline", {"epochs": 2}), _logistic(), seed=0)
+    fit([blown, fine], linear_splits.train, linear_splits.val, None)
+    assert blown.diverged is not None and "validation loss" in blown.diverged and "learning rate" in blown.diverged
+    assert blown.done and blown.epoch == len(blown.history) == 1  # stopped after the first epoch
+    # nothing restored: the model is the one that blew up (class-prior log-loss here is ln 2)
+    from stepdistill.train import validation_loss
+
+    assert validation_loss(blown.model, linear_splits.val) == blown.history[-1]["val_loss"] > 10 * math.log(2)
+    assert fine.diverged is None and fine.epoch == 2
+
+    restored = new_state("blown", method, _logistic(), seed=1)
+    restored.load_state_dict(blown.state_dict())
+    assert restored.diverged == blown.diverged and restored.done
+
+
+def test_the_divergence_threshold_uses_only_the_labels_students_may_see(linear_splits):
+    from stepdistill.train import _TrainingData
+
+    train, val = linear_splits.train, linear_splits.val
+    only_ones = train.y == 1
+    data = _TrainingData.build(train, val, None, False, torch.device("cpu"), only_ones)
+    # the labelled rows are all class 1: the prior rule gives class 0 probability 0, an infinite log-loss
+    assert data.divergence_threshold == math.inf
+    labelled = torch.zeros(len(train), dtype=torch.bool)
+    labelled[[int(torch.nonzero(train.y == 0)[0]), *torch.nonzero(train.y == 1)[:3].flatten().tolist()]] = True
+    data = _TrainingData.build(train, val, None, False, torch.device("cpu"), labelled)
+    # shares 1/4 and 3/4: log-loss -(n0 ln 0.25 + n1 ln 0.75) / n on the validation rows
+    n1 = int(val.y.sum())
+    expected = -((len(val) - n1) * math.log(0.25) + n1 * math.log(0.75)) / len(val)
+    assert data.divergence_threshold == pytest.approx(10 * expected)
+
+
+SLEEP_PER_FORWARD = 0.01
+
+
+class _SlowMLP(MLPModel):
+    """An MLP that waits ``SLEEP_PER_FORWARD`` seconds in every forward pass, and counts them."""
+
+    def __init__(self):
+        super().__init__(10, 1, (8,))
+        self.forwards = 0
+
+    def forward(self, x):
+        import time
+
+        self.forwards += 1
+        time.sleep(SLEEP_PER_FORWARD)
+        return super().forward(x)
+
+
+def test_seconds_are_measured_per_student_not_shared_out(linear_splits):
+    slow = new_state("slow", build_method("baseline", {"epochs": 2}), _SlowMLP, seed=0)
+    fast = new_state("fast", build_method("baseline", {"epochs": 2}), lambda: MLPModel(10, 1, (8,)), seed=0)
+    fit([slow, fast], linear_splits.train, linear_splits.val, None)  # one autograd group
+    waited = SLEEP_PER_FORWARD * slow.model.forwards  # 2 epochs x (16 batches + 2 measurements): 0.36 s
+    assert slow.seconds >= waited
+    # The same work but for the waits: measured apart, the fast one is cheaper by about ``waited``
+    # (shared out evenly, both would get the same seconds).
+    assert slow.seconds - fast.seconds > waited / 2
+    for state in (slow, fast):
+        assert state.stacked_with == 1 and state.stacked_seconds == state.seconds
+
+    stacked = [new_state(f"s{epochs}", build_method("baseline", {"epochs": epochs}), _logistic(), seed=0) for epochs in (1, 2, 2)]
+    fit(stacked, linear_splits.train, linear_splits.val, None)  # one linear stack
+    assert [s.seconds for s in stacked] == [None, None, None] and [s.stacked_with for s in stacked] == [3, 3, 3]
+    assert 0 < stacked[0].stacked_seconds < stacked[1].stacked_seconds == stacked[2].stacked_seconds
+
+    alone = new_state("alone", build_method("baseline", {"epochs": 2}), _logistic(), seed=0)
+    fit([alone], linear_splits.train, linear_splits.val, None)
+    assert alone.seconds == alone.stacked_seconds > 0 and alone.stacked_with == 1
+    restored = new_state("alone", build_method("baseline", {"epochs": 2}), _logistic(), seed=1)
+    restored.load_state_dict(stacked[1].state_dict())
+    assert (restored.seconds, restored.stacked_seconds, restored.stacked_with) == (None, stacked[1].stacked_seconds, 3)

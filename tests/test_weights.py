@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from stepdistill.methods import build_method
 from stepdistill.weights import Constant, CosineRamp, Phases, Remainder, StepSchedule
 
 
@@ -66,3 +67,30 @@ def test_invalid_schedules_are_refused(build):
     with pytest.raises(ValueError):
         build()
 
+
+def test_a_schedule_that_drives_the_soft_weight_below_zero_is_refused():
+    # soft = 1 - hard = 1 - 3: training would push the student away from the teacher
+    with pytest.raises(ValueError, match=r"soft's weight is 1 - hard = -2 at epoch 0, below 0; lower the other weights or give soft a schedule"):
+        build_method("traditional", {"weights": {"hard": {"kind": "constant", "value": 3}}})
+    # soft = 1 - 0.5 - 0.6 = -0.1 from epoch 3, which a 10-epoch run reaches and a 3-epoch run does not
+    rationale = {"kind": "phases", "boundaries": [3], "values": [0.1, 0.6]}
+    with pytest.raises(ValueError, match=r"soft's weight is 1 - hard - rationale = -0.1 at epoch 3"):
+        build_method("step_by_step", {"epochs": 10, "weights": {"rationale": rationale}})
+    assert build_method("step_by_step", {"epochs": 3, "weights": {"rationale": rationale}}).terms[2].weight.value(2) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match=r"consistency's weight is -0.5 at epoch 0"):
+        build_method("enhanced", {"weights": {"consistency": {"kind": "constant", "value": -0.5}}})
+    # 1 - 0.9 - 0.1 is -2.8e-17 in floats: rounding, not a negative weight
+    assert build_method("step_by_step", {"alpha": 0.9, "beta": 0.1}).terms[2].weight.value(0) == pytest.approx(0.0, abs=1e-15)
+    # its own ramp to -0.1 over 4 epochs: 0 at epoch 0, -0.025 at epoch 1, the first negative one
+    with pytest.raises(ValueError, match=r"soft's weight is -0.025 at epoch 1, below 0; give soft a schedule that stays at or above 0"):
+        build_method("traditional", {"epochs": 5, "weights": {"soft": {"kind": "linear", "maximum": -0.1, "ramp_epochs": 4}}})
+
+
+def test_a_negative_weight_in_a_config_is_a_one_line_error_naming_the_method():
+    from stepdistill.config import ExperimentConfig
+    from stepdistill.errors import StepDistillError
+
+    config = ExperimentConfig.model_validate({"methods": {"traditional": {"weights": {"hard": {"kind": "constant", "value": 3}}}}})
+    with pytest.raises(StepDistillError, match=r"^invalid config at methods\.traditional: soft's weight is 1 - hard = -2 at epoch 0") as err:
+        config.check()
+    assert "\n" not in str(err.value)

@@ -13,39 +13,27 @@ from rich.table import Table
 
 from stepdistill.report.markdown import markdown_table
 from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
-from stepdistill.report.results import format_mean_std
+from stepdistill.report.results import SIGNIFICANT_MARK, format_change, format_comparison, format_mean_std, runs_word
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
 from stepdistill.report.write import REPORT_MD, write_report
-from stepdistill.studies import CONFIDENCE, FULL, REFERENCE_METHODS, REMOVALS
+from stepdistill.stats import CONFIDENCE
+from stepdistill.studies import FULL, REFERENCE_METHODS, REMOVALS, SHOWN_METRICS
+from stepdistill.summary import is_worse
 
 ABLATION_JSON = "ablation.json"
 ABLATION_MD = "ablation.md"
 ABLATION_PNG = "ablation.png"
-SHOWN_METRICS = ("accuracy", "log_loss")
-SIGNIFICANT_MARK = "*"
 WORSE_COLOR, BETTER_COLOR, UNCHANGED_COLOR = "C3", "C2", "gray"
 
 
-def format_change(metric: str, value: float) -> str:
-    """A difference of ``metric``: accuracy in points (0.0052 -> "+0.52"), log loss as is."""
-    return f"{100 * value:+.2f}" if metric == "accuracy" else f"{value:+.4f}"
-
-
-def format_comparison(metric: str, comparison: dict) -> str:
-    """``"-0.52 [-0.80, -0.24] *"``: the paired difference, its interval, and the mark when the
-    interval excludes 0; just the difference when there is no interval (one seed)."""
-    diff = format_change(metric, comparison["diff"])
-    if comparison["ci_low"] is None:
-        return diff
-    interval = f"[{format_change(metric, comparison['ci_low'])}, {format_change(metric, comparison['ci_high'])}]"
-    return f"{diff} {interval}{' ' + SIGNIFICANT_MARK if comparison['significant'] else ''}"
-
-
 def ablation_rows(ablation: dict) -> tuple[list[str], list[list[str]]]:
-    """Headers and one row per variant: accuracy and log loss, each with its difference from full."""
+    """Headers and one row per variant: each shown metric, with its difference from full."""
     percent = round(100 * CONFIDENCE)
-    headers = ["variant", "accuracy", f"Δ accuracy (points) [{percent}% CI]", "log loss", f"Δ log loss [{percent}% CI]"]
+    headers = ["variant"]
+    for metric in SHOWN_METRICS:
+        label = metric.replace("_", " ")
+        headers += [label, f"Δ {label}{' (points)' if metric == 'accuracy' else ''} [{percent}% CI] Holm p"]
     rows = []
     for name, entry in ablation.items():
         cells = [name]
@@ -56,17 +44,15 @@ def ablation_rows(ablation: dict) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def _caption() -> str:
-    return f"Δ: mean over seeds of (variant − full), paired by seed; {SIGNIFICANT_MARK}: the {round(100 * CONFIDENCE)}% CI excludes 0"
+def _caption(results: dict) -> str:
+    return (
+        f"Δ: mean over {runs_word(results)} of (variant − full), paired by run; tested with the "
+        f"{results['evaluation']['test']}; p Holm-corrected over the table; {SIGNIFICANT_MARK}: significant after correction"
+    )
 
 
-def render_ablation_table(ablation: dict) -> Table:
-    return rich_table("Ablation: each variant against full", *ablation_rows(ablation), caption=_caption())
-
-
-def is_worse(metric: str, diff: float) -> bool:
-    """Whether a change of ``metric`` by ``diff`` is for the worse (log loss: lower is better)."""
-    return diff > 0 if metric == "log_loss" else diff < 0
+def render_ablation_table(results: dict, ablation: dict) -> Table:
+    return rich_table("Ablation: each variant against full", *ablation_rows(ablation), caption=_caption(results))
 
 
 def significant_changes(comparisons: dict, worse: bool) -> list[str]:
@@ -80,29 +66,36 @@ def significant_changes(comparisons: dict, worse: bool) -> list[str]:
 
 
 def verdict(ablation: dict, names: list[str], subject: str) -> str:
-    """One sentence naming which of ``names`` are significantly worse, and which better, than full."""
+    """One sentence naming which of ``names`` are significantly worse, and which better, than
+    full, and which show no detectable difference or could not be tested."""
 
     def listed(worse: bool) -> str:
         found = [f"{name} ({', '.join(changes)})" for name in names if (changes := significant_changes(ablation[name]["vs_full"], worse))]
         return "; ".join(found) or "none"
 
-    return f"{subject} significantly worse than full: {listed(True)}. Significantly better: {listed(False)}."
+    untested = [name for name in names if any(c["verdict"] in ("too few repeats", "no spread") for c in ablation[name]["vs_full"].values())]
+    unchanged = [
+        name for name in names if name not in untested and not any(c["significant"] for c in ablation[name]["vs_full"].values())
+    ]
+    return (
+        f"{subject} significantly worse than full: {listed(True)}. Significantly better: {listed(False)}. "
+        f"No detectable difference: {', '.join(unchanged) or 'none'}."
+        + (f" Not testable (too few repeats or no spread): {', '.join(untested)}." if untested else "")
+    )
 
 
 def render_ablation_markdown(results: dict, ablation: dict, plot_png: str, report_md: str) -> str:
     """The ablation page; the file arguments are names relative to it."""
-    seeds = results["config"]["seeds"]
     subtitle = " · ".join(str(results[key]) for key in ("date", "machine") if key in results)
-    percent = round(100 * CONFIDENCE)
     lines = [
         "# Ablation of the enhanced method",
         "",
         *([f"_{subtitle}_", ""] if subtitle else []),
         f"`{FULL}` is the enhanced method as configured; each `no_*` variant is `{FULL}` with one component removed, and "
-        f"{', '.join(f'`{name}`' for name in REFERENCE_METHODS)} are the simpler methods. All trained on the same data and "
-        f"teacher with the same {len(seeds)} seeds ({', '.join(map(str, seeds))}); every number is on the held-out test split.",
+        f"{', '.join(f'`{name}`' for name in REFERENCE_METHODS)} are the simpler methods. All trained with the same recipe on the "
+        f"same {runs_word(results)}: each run its own split, teacher fit and seed; every number is on the held-out test split.",
         "",
-        f"{_caption()} (t distribution with n − 1 degrees of freedom). Accuracy changes are in percentage points.",
+        f"{_caption(results)}. Accuracy changes are in percentage points.",
         "",
         *markdown_table(*ablation_rows(ablation)),
         "",
@@ -110,7 +103,6 @@ def render_ablation_markdown(results: dict, ablation: dict, plot_png: str, repor
         "",
         verdict(ablation, [name for name in REFERENCE_METHODS if name in ablation], "Simpler methods"),
         "",
-        *([] if len(seeds) > 1 else [f"With a single seed there is no {percent}% CI, so no difference is called significant.", ""]),
         f"![Test accuracy against full]({plot_png})",
         "",
         f"Every metric of every variant: [{report_md}]({report_md}).",
@@ -126,19 +118,19 @@ def _comparison_color(comparison: dict) -> str:
 
 
 def plot_ablation(ablation: dict, path: Path) -> None:
-    """Each variant's test accuracy minus full's (points), with its paired CI as an error bar:
-    red when significantly worse, green when significantly better, gray otherwise."""
+    """Each variant's test accuracy minus full's (points), with its interval as an error bar:
+    red when significantly worse after Holm's correction, green when better, gray otherwise."""
     names = [name for name in ablation if name != FULL]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.6))
     for position, name in enumerate(names):
         comparison = ablation[name]["vs_full"]["accuracy"]
         diff = 100 * comparison["diff"]
-        error = None if comparison["ci_low"] is None else [[diff - 100 * comparison["ci_low"]], [100 * comparison["ci_high"] - diff]]
+        error = None if comparison.get("ci_low") is None else [[diff - 100 * comparison["ci_low"]], [100 * comparison["ci_high"] - diff]]
         ax.errorbar(diff, position, xerr=error, fmt="o", capsize=4, color=_comparison_color(comparison))
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()  # the variants top to bottom in the table's order
-    ax.set_xlabel(f"test accuracy minus full's (points), {round(100 * CONFIDENCE)}% CI paired over seeds")
+    ax.set_xlabel(f"test accuracy minus full's (points), {round(100 * CONFIDENCE)}% interval paired over runs")
     ax.set_title("Ablation: test accuracy against full")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

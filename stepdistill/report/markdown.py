@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 
-from stepdistill.report.results import per_class_f1_rows, table_rows
+from stepdistill.report.results import SIGNIFICANT_MARK, comparison_rows, per_class_f1_rows, runs_word, table_rows
+from stepdistill.summary import is_worse
 
-BASELINE = "baseline"
+# The metrics the report compares in words and in its comparison table.
+COMPARED = ("accuracy", "log_loss")
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -29,52 +30,64 @@ def _setup_lines(results: dict) -> list[str]:
         lines.append(f"- Features: {data['n_features']:,}")
     if "classes" in data:
         lines.append(f"- Classes: {', '.join(str(name) for name in data['classes'])}")
-    if "seeds" in config:
-        seeds = config["seeds"]
-        lines.append(f"- Seeds: {', '.join(str(seed) for seed in seeds)} ({len(seeds)} runs per method)")
-    lines.append(f"- Teacher: {results['teacher']['kind']}")
+    evaluation = results.get("evaluation")
+    if evaluation:
+        lines.append(
+            f"- Runs: {evaluation['runs']} ({evaluation['scheme']}); each its own split, labelled subset, "
+            f"{'teacher refit, ' if results['teacher'].get('refit') else ''}student initialization and batch order"
+        )
+        if evaluation.get("labelled_fraction", 1) < 1:
+            lines.append(f"- Labelled fraction: {evaluation['labelled_fraction']} of the training and validation rows")
+    lines.append(f"- Teacher: {results['teacher']['kind']}{'' if results['teacher'].get('refit', True) else ' (loaded: the same in every run)'}")
+    if "chosen" in results:
+        lines.append(f"- Chosen student: **{results['chosen']['method']}** (best mean {results['chosen']['metric']} on the validation split)")
+    lines += [f"- Warning: {message}" for message in results.get("warnings", [])]
     return lines
 
 
-# Below this many points of accuracy a difference is not worth a claim, however steady.
-NEGLIGIBLE_POINTS = 0.1
+def comparison_lines(results: dict) -> list[str]:
+    """The comparison of each method with its control: a table, how it was tested, and a
+    sentence per method saying what the intervals support."""
+    rows = comparison_rows(results, COMPARED)
+    if not rows[1]:
+        return ["No method has a control (no baseline was run), so there is nothing to compare against.", ""]
+    evaluation = results.get("evaluation", {})
+    confidence = round(100 * evaluation.get("confidence", 0.95))
+    lines = [
+        *markdown_table(*rows),
+        "",
+        f"Tested with: {evaluation.get('test', 'paired comparison')}; {confidence}% intervals; p-values Holm-corrected over the "
+        f"{sum(len(e.get('vs_control', {})) for e in results['methods'].values())} comparisons of this table; {SIGNIFICANT_MARK}: "
+        "significant after correction. A control is the baseline trained with the same recipe (optimizer, schedule, budget, tuning).",
+        "",
+    ]
+    for name, entry in results["methods"].items():
+        if entry.get("vs_control"):
+            lines.append(f"- **{name}**: {verdict_sentence(entry)}")
+    return [*lines, ""]
 
 
-def accuracy_comparison(method: str, accuracy: dict, baseline_accuracy: dict) -> str:
-    """One sentence on how a method's mean test accuracy compares with the baseline's.
-
-    Differences under ``NEGLIGIBLE_POINTS`` are called negligible. Otherwise the difference of
-    means counts as beyond seed noise only when it exceeds the combined std,
-    sqrt(std_method² + std_baseline²); with a single seed there is no noise estimate.
-    """
-    difference = 100 * (accuracy["mean"] - baseline_accuracy["mean"])
-    combined_std = 100 * math.hypot(accuracy["std"], baseline_accuracy["std"])
-    if abs(difference) < NEGLIGIBLE_POINTS:
-        verdict = f"negligible: under {NEGLIGIBLE_POINTS} points"
-    elif min(len(accuracy["values"]), len(baseline_accuracy["values"])) < 2:
-        verdict = "single seed, so no estimate of seed noise"
-    elif abs(difference) > combined_std:
-        verdict = f"beyond seed noise: combined std {combined_std:.2f} points"
-    else:
-        verdict = f"within seed noise: combined std {combined_std:.2f} points"
-    return (f"- **{method}**: {100 * accuracy['mean']:.2f}% test accuracy, "
-            f"{difference:+.2f} points vs baseline ({verdict}).")
-
-
-def _comparison_lines(results: dict) -> list[str]:
-    methods = results["methods"]
-    if BASELINE not in methods:
-        return ["No baseline was run, so there is nothing to compare against."]
-    baseline_accuracy = methods[BASELINE]["test"]["accuracy"]
-    return [accuracy_comparison(name, entry["test"]["accuracy"], baseline_accuracy)
-            for name, entry in methods.items() if name != BASELINE]
+def verdict_sentence(entry: dict) -> str:
+    """What the comparisons of one method with its control support, in words."""
+    found = {metric: c for metric, c in entry["vs_control"].items() if metric in COMPARED}
+    untested = {c["verdict"] for c in found.values()} & {"too few repeats", "no spread"}
+    if untested:
+        return f"{' and '.join(sorted(untested))}: no claim either way against {entry['control']}."
+    better = [m for m, c in found.items() if c["significant"] and not is_worse(m, c["diff"])]
+    worse = [m for m, c in found.items() if c["significant"] and is_worse(m, c["diff"])]
+    if not better and not worse:
+        return f"no detectable difference from {entry['control']}."
+    parts = ([f"better than {entry['control']} on {', '.join(better)}"] if better else []) + (
+        [f"worse than {entry['control']} on {', '.join(worse)}"] if worse else []
+    )
+    return "; ".join(parts) + "."
 
 
 def _per_class_lines(results: dict) -> list[str]:
     table = per_class_f1_rows(results)
     if table is None:
         return []
-    return ["## Per-class test F1 (mean ± std over seeds)", "", *markdown_table(*table), ""]
+    return [f"## Per-class test F1 (mean ± std over {runs_word(results)})", "", *markdown_table(*table), ""]
 
 
 def render_markdown(results: dict, history_png: str, metrics_png: str) -> str:
@@ -89,18 +102,17 @@ def render_markdown(results: dict, history_png: str, metrics_png: str) -> str:
         "",
         *_setup_lines(results),
         "",
-        "## Test metrics (mean ± std over seeds)",
+        f"## Test metrics (mean ± std over {runs_word(results)})",
         "",
         *markdown_table(headers, rows),
         "",
         *_per_class_lines(results),
-        "## Compared with the baseline",
+        "## Compared with the control",
         "",
-        *_comparison_lines(results),
-        "",
+        *comparison_lines(results),
         "## Plots",
         "",
-        "Loss terms per epoch (seed 0): weighted value solid, weight dashed.",
+        "Loss terms per epoch (run 0): weighted value solid, weight dashed.",
         "",
         f"![Training history]({history_png})",
         "",

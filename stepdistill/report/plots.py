@@ -57,7 +57,7 @@ def _history_legend(term_colors: dict[str, str]) -> list[Line2D]:
 
 
 def plot_history(results: dict, path: Path) -> None:
-    """One subplot per method, seed 0: each term's weighted value and weight per epoch, and val_loss."""
+    """One subplot per method, run 0: each term's weighted value and weight per epoch, and val_loss."""
     methods = results["methods"]
     term_colors = _term_colors(methods)
     n_cols = min(2, len(methods))
@@ -65,7 +65,7 @@ def plot_history(results: dict, path: Path) -> None:
     width, height = SUBPLOT_SIZE_IN[0] * n_cols, SUBPLOT_SIZE_IN[1] * n_rows + LEGEND_HEIGHT_IN
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
     for ax, (name, entry) in zip(axes.flat, methods.items()):
-        ax.set_title(f"{name} (seed 0)")
+        ax.set_title(f"{name} (run 0)")
         history = entry["history"][0] if entry.get("history") else []
         if history:
             _plot_method_history(ax, history, term_colors)
@@ -109,7 +109,7 @@ def plot_metrics(results: dict, path: Path) -> None:
     ax.set_ylim(bottom, min(1.02, highest + 0.03))
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("test score" if bottom == 0 else f"test score (axis starts at {bottom:.2f})")
-    ax.set_title("Test metrics, mean ± std over seeds")
+    ax.set_title("Test metrics, mean ± std over runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -1,15 +1,22 @@
 """Reading the results dict shared by the table, the markdown report and the plots.
 
-Shape (the contract with the pipeline that produces it)::
+Shape (the contract with stepdistill.summary, which produces it)::
 
-    {"teacher": {"kind", "test": M, "per_class": P, "params", "train_seconds"},
-     "methods": {name: {"test": M, "per_class": P, "params", "train_seconds", "history": [[epoch record, ...] per seed]}},
-     "config": {...}, "machine": str, "date": "YYYY-MM-DD"}
+    {"teacher": {"kind", "test": M, "per_class": P, "params", "train_seconds", "refit"},
+     "reference": {"majority": {"test": M}},
+     "methods": {name: {"test": M, "validation": M, "per_class": P, "params", "train_seconds",
+                        "control": name | None, "vs_control": {metric: C}, "flags": F,
+                        "history": [[epoch record, ...] per run], "settings": [per run], ...}},
+     "chosen": {"method", "metric", "split"},
+     "evaluation": {"scheme", "runs", "labelled_fraction", "test", "confidence", "correction"},
+     "warnings": [str], "config": {...}, "machine": str, "date": "YYYY-MM-DD"}
 
-where M maps a metric name to ``{"mean", "std", "values"}`` and P maps a class name to
-``{"precision": S, "recall": S, "f1": S, "support": n}`` with S of the same shape as M's
-entries. The teacher's ``params`` and ``train_seconds`` may be None (trees, a file, a model
-trained elsewhere).
+where M maps a metric name to ``{"mean", "std", "values"}`` (one value per run), P maps a class
+name to ``{"precision": S, "recall": S, "f1": S, "support": n}``, C is a comparison of stats.py
+after Holm's correction (``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``p_holm``,
+``significant``, ``verdict``), and F holds ``never_predicts`` ({class: runs}), ``diverged``
+(runs), ``worse_than_control`` (metrics), ``below_majority`` (bool). The teacher's ``params`` and
+``train_seconds`` may be None (trees, a file, a model trained elsewhere).
 """
 
 from __future__ import annotations
@@ -27,13 +34,45 @@ def metric_columns(results: dict) -> list[str]:
     return ["accuracy", "log_loss", secondary_metric(results), "ece", "fidelity"]
 
 
+MAJORITY_LABEL = "majority class"
+
+
 def teacher_label(results: dict) -> str:
     return f"teacher ({results['teacher']['kind']})"
 
 
 def models(results: dict) -> list[tuple[str, dict]]:
-    """(display name, entry) for the teacher, then each method in the order they were run."""
-    return [(teacher_label(results), results["teacher"]), *results["methods"].items()]
+    """(display name, entry) for the teacher, the majority-class rule, then each method in the
+    order they were run."""
+    majority = results.get("reference", {}).get("majority")
+    return [(teacher_label(results), results["teacher"]), *([(MAJORITY_LABEL, majority)] if majority else []), *results["methods"].items()]
+
+
+def runs_word(results: dict) -> str:
+    """How the results were repeated, for table titles: "5 runs (holdout)"."""
+    evaluation = results.get("evaluation", {})
+    n = evaluation.get("runs", 1)
+    return f"{n} run{'s' if n != 1 else ''} ({evaluation.get('scheme', 'holdout')})"
+
+
+def row_notes(results: dict, name: str, entry: dict) -> str:
+    """What a reader should see at a glance about a row: the method chosen on validation, and
+    students that never predict some class, diverged, lose to their control beyond its interval
+    or do not beat the majority-class rule."""
+    notes = []
+    if results.get("chosen", {}).get("method") == name:
+        notes.append("chosen (validation)")
+    flags = entry.get("flags", {})
+    n_runs = results.get("evaluation", {}).get("runs", 1)
+    if flags.get("diverged"):
+        notes.append(f"DIVERGED {flags['diverged']}/{n_runs}")
+    for class_name, runs in flags.get("never_predicts", {}).items():
+        notes.append(f"never predicts {class_name} ({runs}/{n_runs})")
+    if flags.get("worse_than_control"):
+        notes.append(f"worse than {entry['control']}: {', '.join(flags['worse_than_control'])}")
+    if flags.get("below_majority"):
+        notes.append("below majority rule")
+    return "; ".join(notes)
 
 
 def format_mean_std(summary: dict | None) -> str:
@@ -46,7 +85,7 @@ def format_mean_std(summary: dict | None) -> str:
 def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     """Column headers and one row of formatted cells per model, shared by rich and markdown tables."""
     metrics = metric_columns(results)
-    headers = ["model", *metrics, "params", "train s"]
+    headers = ["model", *metrics, "params", "train s", "notes"]
     rows = []
     for name, entry in models(results):
         metric_cells = [format_mean_std(entry["test"].get(metric)) for metric in metrics]
@@ -55,10 +94,44 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             [
                 name,
                 *metric_cells,
-                MISSING_CELL if params is None else f"{params:,}",  # trees and files have no parameter count
+                MISSING_CELL if params is None else f"{params:,}",  # trees, files and the majority rule have no parameter count
                 MISSING_CELL if seconds is None else f"{seconds:.2f}",  # a teacher trained elsewhere
+                row_notes(results, name, entry),
             ]
         )
+    return headers, rows
+
+
+def format_change(metric: str, value: float) -> str:
+    """A difference of ``metric``: accuracy in points (0.0052 -> "+0.52"), others as is."""
+    return f"{100 * value:+.2f}" if metric == "accuracy" else f"{value:+.4f}"
+
+
+def format_comparison(metric: str, comparison: dict) -> str:
+    """``"-0.52 [-0.80, -0.24] p=0.004 *"``: the difference, its interval (when there is one),
+    the Holm-adjusted p-value and a mark when significant after Holm; "too few repeats" or "no
+    spread" where no test could be made."""
+    diff = format_change(metric, comparison["diff"])
+    if comparison["verdict"] in ("too few repeats", "no spread"):
+        return f"{diff} ({comparison['verdict']})"
+    interval = ""
+    if comparison.get("ci_low") is not None:
+        interval = f" [{format_change(metric, comparison['ci_low'])}, {format_change(metric, comparison['ci_high'])}]"
+    mark = f" {SIGNIFICANT_MARK}" if comparison["significant"] else ""
+    return f"{diff}{interval} p={comparison['p_holm']:.3f}{mark}"
+
+
+SIGNIFICANT_MARK = "*"
+
+
+def comparison_rows(results: dict, metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Headers and one row per method with a control: each metric's difference from it."""
+    headers = ["method", "compared with", *[f"Δ {m.replace('_', ' ')}{' (points)' if m == 'accuracy' else ''}" for m in metrics]]
+    rows = [
+        [name, entry["control"], *[format_comparison(m, entry["vs_control"][m]) for m in metrics]]
+        for name, entry in results["methods"].items()
+        if entry.get("vs_control")
+    ]
     return headers, rows
 
 
@@ -68,5 +141,5 @@ def per_class_f1_rows(results: dict) -> tuple[list[str], list[list[str]]] | None
         return None
     classes = list(results["teacher"]["per_class"])
     headers = ["model", *[f"{c} (n={results['teacher']['per_class'][c]['support']})" for c in classes]]
-    rows = [[name, *[format_mean_std(entry["per_class"][c]["f1"]) for c in classes]] for name, entry in models(results)]
+    rows = [[name, *[format_mean_std(entry["per_class"][c]["f1"]) for c in classes]] for name, entry in models(results) if "per_class" in entry]
     return headers, rows

@@ -1,8 +1,9 @@
 """The labelled-fraction sweep as a terminal table, a markdown page, a plot and a directory of files.
 
 ``sweep`` is ``stepdistill.studies.summarize_sweep``'s dict, ``{method: {fraction: {metric:
-{"mean", "std"}}}}`` with fractions as strings in ascending order; ``teacher`` is the results
-dict's teacher entry, the same at every fraction since the teacher sees every training label.
+{"mean", "std"}, "vs_control": {metric: comparison}}}}`` with fractions as strings in ascending
+order; ``results`` is one fraction's results dict, for the teacher (the same at every fraction:
+it sees every training label) and how the runs were made.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from stepdistill.report.markdown import markdown_table
 from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
-from stepdistill.report.results import format_mean_std
+from stepdistill.report.results import SIGNIFICANT_MARK, format_comparison, format_mean_std, runs_word
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
 
@@ -32,31 +33,62 @@ def fractions_of(sweep: dict) -> list[str]:
 
 
 def sweep_rows(sweep: dict, metric: str) -> tuple[list[str], list[list[str]]]:
-    """Headers (one column per fraction) and one row per method of ``metric``'s mean ± std."""
+    """Headers (one column per fraction) and one row per method of ``metric``'s mean ± std,
+    with the mark of a significant difference from the method's control."""
     fractions = fractions_of(sweep)
     headers = ["method", *[f"labelled {fraction}" for fraction in fractions]]
-    rows = [[name, *[format_mean_std(by_fraction[f][metric]) for f in fractions]] for name, by_fraction in sweep.items()]
+    rows = [[name, *[_cell(by_fraction[f], metric) for f in fractions]] for name, by_fraction in sweep.items()]
     return headers, rows
 
 
-def render_sweep_table(sweep: dict) -> Table:
-    return rich_table("Test accuracy by labelled fraction (mean ± std over seeds)", *sweep_rows(sweep, "accuracy"))
+def _cell(cell: dict, metric: str) -> str:
+    comparison = cell.get("vs_control", {}).get(metric)
+    mark = f" {SIGNIFICANT_MARK}" if comparison and comparison["significant"] else ""
+    return format_mean_std(cell[metric]) + mark
 
 
-def render_sweep_markdown(sweep: dict, teacher: dict, seeds: list[int], plot_png: str) -> str:
+def difference_rows(sweep: dict, metric: str) -> tuple[list[str], list[list[str]]]:
+    """Each method's difference from its control at each fraction, with interval and Holm p."""
+    fractions = fractions_of(sweep)
+    headers = ["method", *[f"labelled {fraction}" for fraction in fractions]]
+    rows = [
+        [name, *[format_comparison(metric, by_fraction[f]["vs_control"][metric]) for f in fractions]]
+        for name, by_fraction in sweep.items()
+        if all("vs_control" in by_fraction[f] for f in fractions)
+    ]
+    return headers, rows
+
+
+def render_sweep_table(sweep: dict, results: dict) -> Table:
+    return rich_table(
+        f"Test accuracy by labelled fraction (mean ± std over {runs_word(results)})",
+        *sweep_rows(sweep, "accuracy"),
+        caption=f"{SIGNIFICANT_MARK}: differs from its control after Holm's correction over that fraction's table",
+    )
+
+
+def render_sweep_markdown(sweep: dict, results: dict, plot_png: str) -> str:
     """The sweep page; ``plot_png`` is a file name relative to it."""
+    teacher = results["teacher"]
     lines = [
         "# Labelled-fraction sweep",
         "",
-        "Students see the labels of a stratified share of the training rows (the fraction); the teacher "
-        f"({teacher['kind']}) is trained on every training label and annotates every row. Each fraction is a "
-        f"separate experiment with seeds {', '.join(map(str, seeds))}; all numbers are on the held-out test split.",
+        "Students see the labels of a stratified share of the training rows (the fraction), and validation uses the labels "
+        f"of the same share of its rows; the teacher ({teacher['kind']}) is trained on every training label and annotates "
+        f"every row. Every fraction runs on the same {runs_word(results)}: per run one split and one teacher, and the "
+        "labelled rows of a smaller fraction are among those of a larger one. All numbers are on the held-out test split.",
         "",
         f"Teacher test accuracy: {format_mean_std(teacher['test']['accuracy'])}.",
         "",
     ]
     for metric in TABLE_METRICS:
-        lines += [f"## Test {metric.replace('_', ' ')} (mean ± std over seeds)", "", *markdown_table(*sweep_rows(sweep, metric)), ""]
+        lines += [f"## Test {metric.replace('_', ' ')} (mean ± std over runs)", "", *markdown_table(*sweep_rows(sweep, metric)), ""]
+        lines += [
+            f"Difference from the control ({results['evaluation']['test']}; p Holm-corrected within each fraction):",
+            "",
+            *markdown_table(*difference_rows(sweep, metric)),
+            "",
+        ]
     lines += [f"![Test accuracy by labelled fraction]({plot_png})", ""]
     return "\n".join(lines)
 
@@ -79,20 +111,20 @@ def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
     ax.set_xticks(fractions, keys)
     ax.set_xlabel("share of training rows whose labels students see (log scale)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Test accuracy by labelled fraction, mean ± std over seeds")
+    ax.set_title("Test accuracy by labelled fraction, mean ± std over runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def write_sweep(sweep: dict, teacher: dict, seeds: list[int], out_dir: Path) -> list[Path]:
+def write_sweep(sweep: dict, results: dict, out_dir: Path) -> list[Path]:
     """sweep.json, sweep.md and sweep.png into ``out_dir``: all of them, or none if anything fails."""
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / SWEEP_JSON).write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
-        plot_sweep(sweep, teacher["test"]["accuracy"]["mean"], staging_dir / SWEEP_PNG)
-        (staging_dir / SWEEP_MD).write_text(render_sweep_markdown(sweep, teacher, seeds, SWEEP_PNG), encoding="utf-8")
+        plot_sweep(sweep, results["teacher"]["test"]["accuracy"]["mean"], staging_dir / SWEEP_PNG)
+        (staging_dir / SWEEP_MD).write_text(render_sweep_markdown(sweep, results, SWEEP_PNG), encoding="utf-8")
         return [SWEEP_JSON, SWEEP_MD, SWEEP_PNG]
 
     return write_staged(out_dir, write_files)

@@ -51,11 +51,15 @@ class Teacher:
     representation (hidden activations, feature maps) that a student reaches through a learned
     projection. ``reads_raw_columns``: whether the teacher's features are the raw columns (so its
     contributions are per raw column) rather than the encoded ones students see.
+
+    ``rationale_unavailable``: when the teacher gives no rationale, a one-line reason (and the
+    fix, where there is one), for the methods that need a rationale to report; None otherwise.
     """
 
     classes: tuple[str, ...] | None = None
     rationale_style: RationaleStyle = "representation"
     reads_raw_columns: bool = False
+    rationale_unavailable: str | None = None
 
     def outputs(self, samples: Samples) -> TeacherOutputs:
         raise NotImplementedError

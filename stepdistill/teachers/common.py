@@ -1,5 +1,6 @@
 """What the teacher adapters share: choosing the input a fitted model predicts from, shaping its
-outputs as float32 rows, naming its classes, and reporting a library's failure on one line."""
+outputs as float32 rows, turning probabilities into finite logits, naming its classes, running
+libraries on torch's thread count, and reporting a library's failure on one line."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Literal
 
+import joblib
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 from stepdistill.errors import StepDistillError
 from stepdistill.teachers.base import Samples
@@ -42,6 +45,32 @@ def as_rows(values: np.ndarray | torch.Tensor) -> torch.Tensor:
 def nonfinite_rows(values: torch.Tensor) -> int:
     """How many rows of an (N, width) tensor hold a NaN or an infinity."""
     return int((~torch.isfinite(values)).any(1).sum())
+
+
+def logits_from_probabilities(probs: np.ndarray, floor: float) -> np.ndarray:
+    """Logits from (N, K) probabilities, finite however sure the model is: each row is clipped to
+    ``[floor, 1 - floor]`` and renormalized, then logged. Two classes give one logit,
+    log(p1 / p0), (N, 1); more give the log-probabilities, (N, K). Every row goes through the same
+    clip, so all logits of a model share one scale."""
+    clipped = np.clip(np.asarray(probs, dtype=np.float64), floor, 1 - floor)
+    log_probs = np.log(clipped / clipped.sum(1, keepdims=True))
+    return log_probs[:, 1:] - log_probs[:, :1] if log_probs.shape[1] == 2 else log_probs
+
+
+def user_threads(params: dict, names: tuple[str, ...]) -> int | None:
+    """The thread count ``params`` set under any of ``names`` (a library's aliases), else None."""
+    return next((params[name] for name in names if params.get(name) is not None), None)
+
+
+@contextmanager
+def torch_thread_count() -> Iterator[None]:
+    """Run scikit-learn (and what it calls) on torch's thread count, which the CLI's --threads
+    sets: joblib's default n_jobs, which estimators whose n_jobs is None take (an n_jobs the user
+    set is kept), and the OpenMP and BLAS pools of compiled code (k-NN, HistGradientBoosting),
+    which take no n_jobs. Nothing about the model changes, so neither do its predictions."""
+    threads = torch.get_num_threads()
+    with joblib.parallel_config(n_jobs=threads), threadpool_limits(threads):
+        yield
 
 
 def class_names(classes: np.ndarray) -> tuple[str, ...] | None:

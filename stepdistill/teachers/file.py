@@ -17,11 +17,14 @@ from stepdistill.data.io import PARQUET_SUFFIXES
 from stepdistill.errors import StepDistillError
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.cache import InMemoryTeacherCache, TeacherOutputs
-from stepdistill.teachers.common import as_rows, nonfinite_rows
+from stepdistill.teachers.common import as_rows, logits_from_probabilities, nonfinite_rows
 
 NPZ_SUFFIX = ".npz"
 # The stored arrays, and the prefix of their numbered Parquet columns (logit_0, logit_1, ...).
 STORED_ARRAYS = {"logits": "logit", "probs": "prob", "rationale": "rationale"}
+# Stored probabilities are clipped to [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR] (per row, then
+# renormalized), so that a probability of exactly 0 or 1 has a finite logit (within about +-13.8).
+PROBABILITY_FLOOR = 1e-6
 
 
 class FileTeacher(Teacher):
@@ -33,8 +36,9 @@ class FileTeacher(Teacher):
     when both are there); optionally a rationale as ``rationale`` or ``rationale_0..``, and the
     class names as a JSON list under the schema metadata key ``classes``. NPZ (``.npz``): arrays
     named ``id_column``, ``logits`` or ``probs`` ((N,) or (N, K)), optionally ``rationale`` and
-    ``classes``. Probabilities become log-probabilities; a single column of them is p1. Two
-    columns are a binary teacher and become one logit, class 1 against class 0.
+    ``classes``. Probabilities, clipped per row to ``[PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR]``
+    (1e-6) and renormalized, become log-probabilities; a single column of them is p1. Two columns
+    are a binary teacher and become one logit, class 1 against class 0.
     """
 
     def __init__(self, path: str | Path, id_column: str = "id"):
@@ -51,6 +55,8 @@ class FileTeacher(Teacher):
         self._ids = torch.as_tensor(_checked_ids(arrays["id"], self.path))
         logits = _logits(arrays, self.path)
         rationale = None if arrays["rationale"] is None else as_rows(_finite(_as_columns(arrays["rationale"]), "rationale values", self.path))
+        if rationale is None:
+            self.rationale_unavailable = f"teacher file {self.path} holds no rationale; store one as 'rationale' (or rationale_0, rationale_1, ...)"
         self._outputs = InMemoryTeacherCache(self._ids, logits, rationale)
 
     def outputs(self, samples: Samples) -> TeacherOutputs:
@@ -145,31 +151,23 @@ def _logits(arrays: dict[str, np.ndarray | None], path: Path) -> torch.Tensor:
     """(N, K) float32 logits from the stored logits or probabilities; a binary pair becomes one."""
     if arrays["logits"] is not None:
         logits = _finite(_as_columns(arrays["logits"]), "logits", path)
-    elif arrays["probs"] is not None:
-        logits = _log_probabilities(_as_columns(arrays["probs"]), path)
-    else:
-        raise StepDistillError(f"teacher file {path} holds neither logits nor probabilities; store 'logits' (or logit_0, logit_1, ...) or 'probs'")
-    if logits.shape[1] == 2:
-        logits = logits[:, 1:] - logits[:, :1]
-    return as_rows(logits)
+        return as_rows(logits[:, 1:] - logits[:, :1] if logits.shape[1] == 2 else logits)
+    if arrays["probs"] is not None:
+        return as_rows(logits_from_probabilities(_checked_probabilities(_as_columns(arrays["probs"]), path), PROBABILITY_FLOOR))
+    raise StepDistillError(f"teacher file {path} holds neither logits nor probabilities; store 'logits' (or logit_0, logit_1, ...) or 'probs'")
 
 
 def _as_columns(values: np.ndarray) -> np.ndarray:
     return values[:, None] if values.ndim == 1 else values.reshape(len(values), -1)
 
 
-def _log_probabilities(probs: np.ndarray, path: Path) -> np.ndarray:
-    """log of (N, K) probabilities; a single column is p1, so it becomes (p0, p1) first."""
+def _checked_probabilities(probs: np.ndarray, path: Path) -> np.ndarray:
+    """(N, K) probabilities, each in [0, 1]; a single column is p1, so it becomes (p0, p1)."""
     _finite(probs, "probabilities", path)
     outside = int(((probs < 0) | (probs > 1)).any(1).sum())
     if outside:
         raise StepDistillError(f"teacher file {path} has probabilities outside [0, 1] in {outside} rows; store probabilities, or logits under 'logits'")
-    if probs.shape[1] == 1:
-        probs = np.column_stack([1 - probs[:, 0], probs[:, 0]])
-    zero = int((probs == 0).any(1).sum())
-    if zero:
-        raise StepDistillError(f"teacher file {path} has zero probabilities for {zero} rows, whose logits would be infinite; store logits instead")
-    return np.log(probs)
+    return np.column_stack([1 - probs[:, 0], probs[:, 0]]) if probs.shape[1] == 1 else probs
 
 
 def _finite(values: np.ndarray, what: str, path: Path) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 logistic, mlp, cnn   trained here on the encoded training split (the baseline method)
 torch                any nn.Module from an importable factory, weights from safetensors
-sklearn              a fitted scikit-learn classifier saved with joblib
+sklearn              a fitted scikit-learn classifier saved with joblib, explained as ``explain`` says
 lightgbm, xgboost    trained here on the raw training columns, or loaded from a model file
 file                 precomputed outputs (Parquet or NPZ) for teachers that cannot run here
 """
@@ -39,6 +39,7 @@ from stepdistill.teachers import (
     train_xgboost,
 )
 from stepdistill.teachers.base import Teacher
+from stepdistill.teachers.explain import DEFAULT_EXPLAIN_BUDGET, ExplainChoice
 from stepdistill.train import fit, new_state
 
 
@@ -52,9 +53,19 @@ class BuiltTeacher:
 class _Teacher(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @property
+    def trains_here(self) -> bool:
+        """Whether stepdistill trains this teacher (so each run refits it on its own training rows,
+        seeded with ``seed``) rather than loading it (its training rows then unknown here)."""
+        return False
+
 
 class TrainedHereTeacher(_Teacher):
     seed: int = 0
+
+    @property
+    def trains_here(self) -> bool:
+        return True
     training: dict = Field(default_factory=dict, description="overrides of the teacher's training settings")
 
     def training_defaults(self) -> dict:
@@ -151,6 +162,12 @@ class SklearnTeacherConfig(_Teacher):
     kind: Literal["sklearn"]
     path: Path = Field(..., description="a fitted scikit-learn classifier saved with joblib")
     input: Literal["frame", "X"] = Field("frame", description="frame: the raw columns (e.g. a Pipeline); X: the encoded features")
+    explain: ExplainChoice = Field(
+        "auto",
+        description="the rationale: auto (the model's own, linear coef_ or TreeSHAP, else sampled within explain_budget, else none),"
+        " tree, linear, sampled (whatever it costs) or none",
+    )
+    explain_budget: int = Field(DEFAULT_EXPLAIN_BUDGET, gt=0, description="the most model evaluations explain: auto lets a sampled explanation take")
 
     def build(self, data: PreparedData, device) -> BuiltTeacher:
         import joblib
@@ -160,7 +177,7 @@ class SklearnTeacherConfig(_Teacher):
             estimator = joblib.load(self.path)
         except Exception as err:  # unpickling raises anything
             raise StepDistillError(f"cannot load teacher.path {self.path} with joblib ({type(err).__name__}: {err}); save it with joblib.dump") from err
-        return BuiltTeacher(SklearnTeacher(estimator, self.input), None, None)
+        return BuiltTeacher(SklearnTeacher(estimator, self.input, self.explain, self.explain_budget), None, None)
 
 
 class _TreeEnsembleTeacher(_Teacher):
@@ -170,6 +187,10 @@ class _TreeEnsembleTeacher(_Teacher):
     path: Path | None = Field(None, description="a saved model; trained here on the raw columns when absent")
     params: dict = Field(default_factory=dict, description="the classifier's settings when trained here")
     seed: int = 0
+
+    @property
+    def trains_here(self) -> bool:
+        return self.path is None
 
     def load(self, path: Path) -> object:
         raise NotImplementedError

@@ -1,0 +1,173 @@
+"""The runs of an experiment summarized as its results dict (the contract with report/).
+
+Every metric is summarized over runs (mean, std, the value of each run). Each method is compared
+with its control run by run (stats.py): over several runs by the corrected resampled t-test, within
+a single run by McNemar's test (accuracy) and a paired bootstrap over test rows (other metrics);
+Holm's correction covers all comparisons of the table. Each row carries the flags a reader should
+not have to find alone: classes a student never predicts, divergence, a control that beats it, a
+majority-class rule it does not beat.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
+
+from stepdistill import stats
+from stepdistill.evaluate import expected_calibration_error, per_class_metrics, summarize_runs
+
+# Metrics where lower is better; the others are better higher.
+LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
+# The metric that picks the method to deploy, on the validation split.
+SELECTION_METRIC = "log_loss"
+
+
+# The metrics on which a method is compared with its control, and claims are made; Holm's
+# correction covers these comparisons of every method in a table.
+COMPARED_METRICS = ("accuracy", "log_loss")
+
+
+def summarize_experiment(
+    runs: list,
+    *,
+    fraction: float,
+    config,
+    control_of: dict[str, str | None],
+    compared_metrics: tuple[str, ...] = COMPARED_METRICS,
+    teacher_params: int | None,
+    teacher_seconds: float | None,
+    refit: bool,
+    seconds: dict[str, float],
+    warnings: list[str],
+    description: dict | None,
+    data,
+) -> dict:
+    """The results dict of ``runs`` (experiment.RunResult, one per run) at one labelled fraction."""
+    classes = data.classes
+    secondary = "roc_auc" if len(classes) == 2 else "macro_f1"
+    methods = {}
+    for name in runs[0].methods:
+        entries = [r.methods[name] for r in runs]
+        methods[name] = {
+            "test": summarize_runs([e["test"] for e in entries]),
+            "validation": summarize_runs([e["validation"] for e in entries]),
+            "per_class": per_class_metrics([(e["logits"], r.y_test) for e, r in zip(entries, runs)], classes),
+            "params": entries[0]["params"],
+            "train_seconds": seconds.get(name),
+            "control": control_of.get(name),
+            "recipe": config.recipe(name),
+            "method": entries[0]["method"],
+            "settings": [e["settings"] for e in entries],
+            "tuning": [e["tuning"] for e in entries],
+            "history": [e["history"] for e in entries],
+            "flags": {
+                "never_predicts": _count_runs([c for e in entries for c in e["never_predicts"]]),
+                "diverged": sum(bool(e["diverged"]) for e in entries),
+            },
+        }
+    _compare_with_controls(methods, runs, compared_metrics)
+    majority = summarize_runs([r.majority["test"] for r in runs])
+    for entry in methods.values():
+        entry["flags"]["below_majority"] = entry["test"]["accuracy"]["mean"] < majority["accuracy"]["mean"]
+    chosen = min(methods, key=lambda name: methods[name]["validation"][SELECTION_METRIC]["mean"])
+    dumped = config.model_dump(mode="json")
+    return {
+        "teacher": {
+            "kind": config.teacher.kind,
+            "test": summarize_runs([r.teacher["test"] for r in runs]),
+            "per_class": per_class_metrics([(r.teacher["logits"], r.y_test) for r in runs], classes),
+            "params": teacher_params,
+            "train_seconds": teacher_seconds,
+            "refit": refit,
+        },
+        "reference": {"majority": {"test": majority}},
+        "methods": methods,
+        "chosen": {"method": chosen, "metric": SELECTION_METRIC, "split": "validation"},
+        "evaluation": {
+            "scheme": "fixed test file" if data.n_fixed_test else config.evaluation.scheme,
+            "runs": len(runs),
+            "labelled_fraction": fraction,
+            "test": _test_name(len(runs)),
+            "confidence": stats.CONFIDENCE,
+            "correction": "holm",
+        },
+        "warnings": warnings,
+        "config": {
+            **(description or {}),
+            **dumped,
+            "data": {
+                **dumped["data"],
+                "n_train": int(np.mean([r.n_train for r in runs])),
+                "n_val": int(np.mean([r.n_val for r in runs])),
+                "n_test": int(np.mean([r.n_test for r in runs])),
+                "n_features": runs[0].n_features,
+                "classes": list(classes),
+            },
+        },
+        "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def _count_runs(names: list[str]) -> dict[str, int]:
+    return {name: names.count(name) for name in dict.fromkeys(names)}
+
+
+def _test_name(n_runs: int) -> str:
+    if n_runs == 1:
+        return "one split: McNemar's test (accuracy), paired bootstrap over test rows (other metrics)"
+    return "corrected resampled t-test over runs (Nadeau & Bengio 2003)"
+
+
+def _compare_with_controls(methods: dict, runs: list, metrics: tuple[str, ...]) -> None:
+    """Fill each method's ``vs_control`` (metric -> comparison, Holm-corrected over the table) and
+    its ``worse_than_control`` flag."""
+    pending = []  # (method, metric, comparison)
+    for name, entry in methods.items():
+        control = entry["control"]
+        if control is None:
+            continue
+        for metric in metrics:
+            pending.append((name, metric, compare(metric, name, control, methods, runs)))
+    corrected = stats.holm([c for _, _, c in pending])
+    for (name, metric, _), comparison in zip(pending, corrected):
+        methods[name].setdefault("vs_control", {})[metric] = comparison
+    for entry in methods.values():
+        entry["flags"]["worse_than_control"] = [
+            metric for metric, c in entry.get("vs_control", {}).items() if c["significant"] and is_worse(metric, c["diff"])
+        ]
+
+
+def is_worse(metric: str, diff: float) -> bool:
+    """Whether a change of ``metric`` by ``diff`` is for the worse."""
+    return diff > 0 if metric in LOWER_IS_BETTER else diff < 0
+
+
+def compare(metric: str, name: str, control: str, methods: dict, runs: list) -> dict:
+    """Method ``name`` against ``control`` on ``metric``: paired over runs, or within the one run."""
+    if len(runs) > 1:
+        ratio = float(np.mean([r.n_test / r.n_train for r in runs]))
+        return stats.corrected_paired_t(methods[name]["test"][metric]["values"], methods[control]["test"][metric]["values"], ratio)
+    run = runs[0]
+    y, probs, reference = run.y_test, run.probabilities[name], run.probabilities[control]
+    if metric == "accuracy":
+        return stats.mcnemar_test(probs.argmax(1) == y, reference.argmax(1) == y)
+    return stats.paired_bootstrap(METRIC_FUNCTIONS[metric], y, probs, reference)
+
+
+def fast_log_loss(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (what scikit-learn's log_loss computes,
+    with its clipping), without its input checks: a bootstrap calls it thousands of times."""
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], np.finfo(probs.dtype).eps, None)).mean())
+
+
+METRIC_FUNCTIONS = {
+    "log_loss": fast_log_loss,
+    "roc_auc": lambda y, p: roc_auc_score(y, p[:, 1]),
+    "macro_f1": lambda y, p: f1_score(y, p.argmax(1), average="macro", labels=list(range(p.shape[1])), zero_division=0),
+    "ece": lambda y, p: expected_calibration_error(p, y),
+}

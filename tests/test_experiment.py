@@ -1,0 +1,193 @@
+"""The experiment's runs: what varies between them, what never reaches training, and what the
+results say about each student."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import make_classification
+
+import stepdistill.experiment as experiment
+from stepdistill.config import ExperimentConfig
+from stepdistill.data import linear_binary
+from stepdistill.errors import StepDistillError
+
+FAST = {"epochs": 3, "lr": 0.05}
+
+
+def _config(**sections) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 3}, **sections})
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """Every call of the experiment's ``fit``, ``build_teacher`` and ``test_run``, in order:
+    ``("fit", train ids, val ids)``, ``("teacher", train ids, run seed)``, ``("test", test ids)``."""
+    calls = []
+    fit, build_teacher, test_run = experiment.fit, experiment.build_teacher, experiment.test_run
+
+    def spy_fit(states, train, val, cache, **kwargs):
+        calls.append(("fit", set(train.ids.tolist()), set(val.ids.tolist())))
+        return fit(states, train, val, cache, **kwargs)
+
+    def spy_teacher(config, data, run, loaded):
+        calls.append(("teacher", set(data.splits.train.ids.tolist()), run.seed))
+        return build_teacher(config, data, run, loaded)
+
+    def spy_test(data, cache, trained, labelled, val):
+        calls.append(("test", set(data.splits.test.ids.tolist())))
+        return test_run(data, cache, trained, labelled, val)
+
+    monkeypatch.setattr(experiment, "fit", spy_fit)
+    monkeypatch.setattr(experiment, "build_teacher", spy_teacher)
+    monkeypatch.setattr(experiment, "test_run", spy_test)
+    return calls
+
+
+def _runs(calls: list) -> list[list]:
+    """The spied calls cut into runs, each ending with its test."""
+    runs, current = [], []
+    for call in calls:
+        current.append(call)
+        if call[0] == "test":
+            runs.append(current)
+            current = []
+    return runs
+
+
+def test_tuning_and_early_stopping_never_read_the_test_split(spied):
+    config = _config(tune={"grid": {"temperature": [1.0, 4.0]}}, training={**FAST, "early_stopping_patience": 1})
+    experiment.run_experiment(config, linear_binary(1500, 4, seed=0))
+    runs = _runs(spied)
+    assert len(runs) == 3
+    for run in runs:
+        *before, (_, test_ids) = run
+        fits = [c for c in before if c[0] == "fit"]
+        assert fits, "students trained"
+        for _, train_ids, val_ids in fits:
+            assert not (train_ids | val_ids) & test_ids
+        assert all(c[0] != "test" for c in before)  # the test split is read once, after all training
+
+
+def test_each_run_has_its_own_split_and_refits_the_teacher_on_its_training_rows(spied):
+    experiment.run_experiment(_config(), linear_binary(1500, 4, seed=0))
+    teachers = [c for c in spied if c[0] == "teacher"]
+    tests = [c[1] for c in spied if c[0] == "test"]
+    assert [seed for _, _, seed in teachers] == [0, 1, 2]
+    assert len({frozenset(ids) for _, ids, _ in teachers}) == 3
+    assert len({frozenset(ids) for ids in tests}) == 3
+    for (_, train_ids, _), test_ids in zip(teachers, tests):
+        assert not train_ids & test_ids
+
+
+def test_repeated_cross_validation_tests_every_row_once_per_repetition(spied):
+    config = _config(evaluation={"scheme": "cv", "repeats": 2, "folds": 3})
+    results = experiment.run_experiment(config, linear_binary(900, 4, seed=0), compared_metrics=("accuracy",))
+    tests = [c[1] for c in spied if c[0] == "test"]
+    assert results["evaluation"]["runs"] == 6 and len(tests) == 6
+    for repetition in (tests[:3], tests[3:]):
+        assert set().union(*repetition) == set(range(900)) and sum(map(len, repetition)) == 900
+
+
+def test_a_fixed_test_file_is_the_test_split_of_every_run(spied):
+    frame = linear_binary(1600, 4, seed=0)
+    config = ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 2}, "data": {"test_path": "test.csv"}})
+    results = experiment.run_experiment(config, frame.iloc[:1200], test_frame=frame.iloc[1200:])
+    tests = [c[1] for c in spied if c[0] == "test"]
+    assert tests[0] == tests[1] == set(range(1200, 1600))
+    assert results["evaluation"]["scheme"] == "fixed test file"
+    trains = [c[1] for c in spied if c[0] == "teacher"]
+    assert trains[0] != trains[1]
+
+
+def test_validation_sees_only_the_labelled_share_of_its_rows(spied):
+    config = _config(data={"labelled_fraction": 0.2}, evaluation={"repeats": 1})
+    experiment.run_experiment(config, linear_binary(2000, 4, seed=0))
+    [(_, train_ids, val_ids)] = [c for c in spied if c[0] == "fit"][:1]
+    assert len(val_ids) == 40  # ceil(0.2 * each class's rows) of 200 validation rows
+
+
+def test_labelled_subsets_are_nested_across_fractions():
+    from stepdistill.data.repeats import labelled_mask, labelled_order
+
+    y = np.repeat([0, 1, 2], [50, 30, 20])
+    rank = labelled_order(y, seed=3)
+    masks = [labelled_mask(y, rank, f) for f in (0.01, 0.1, 0.5, 1.0)]
+    for small, large in zip(masks, masks[1:]):
+        assert not (small & ~large).any()
+    assert [int(masks[1][y == c].sum()) for c in range(3)] == [5, 3, 2]
+    assert all(masks[0][y == c].any() for c in range(3))  # every class keeps a labelled row
+
+
+def test_a_sweep_builds_one_teacher_per_run_for_every_fraction(spied):
+    results = experiment.run_fractions(_config(evaluation={"repeats": 2}), linear_binary(2000, 4, seed=0), [0.05, 1.0])
+    assert [c[0] for c in spied].count("teacher") == 2
+    assert list(results) == [0.05, 1.0]
+    assert results[0.05]["teacher"]["test"] == results[1.0]["teacher"]["test"]
+
+
+def test_methods_with_another_recipe_get_a_control_trained_their_way():
+    config = ExperimentConfig.model_validate({"methods": {"baseline": {}, "traditional": {}, "enhanced": {"optimizer": "sgd"}}})
+    with_controls, control_of = config.with_matched_controls()
+    assert control_of == {"baseline": None, "traditional": "baseline", "enhanced": "baseline@enhanced", "baseline@enhanced": None}
+    control = with_controls.methods["baseline@enhanced"]
+    assert control["preset"] == "baseline" and control["optimizer"] == "sgd"
+    assert with_controls.recipe("baseline@enhanced") == with_controls.recipe("enhanced")
+
+    article, control_of = ExperimentConfig(training="article").with_matched_controls()
+    assert control_of["enhanced"] == "baseline@enhanced" and control_of["traditional"] == "baseline"
+    assert article.recipe("baseline@enhanced")["optimizer"] == "adam" and article.recipe("baseline")["optimizer"] == "sgd"
+
+
+def test_an_auto_learning_rate_is_chosen_on_validation_from_the_candidates():
+    results = experiment.run_experiment(
+        ExperimentConfig.model_validate({"training": {"epochs": 3}, "methods": {"baseline": {}}, "evaluation": {"repeats": 1}}),
+        linear_binary(1500, 4, seed=0),
+    )
+    [tuning] = results["methods"]["baseline"]["tuning"]
+    assert [t["settings"]["lr"] for t in tuning] == [0.003, 0.01, 0.03]
+    best = min(tuning, key=lambda t: t["log_loss"])
+    assert results["methods"]["baseline"]["settings"][0]["lr"] == best["settings"]["lr"]
+
+
+def test_a_diverged_student_is_marked_not_reported_as_a_result():
+    config = ExperimentConfig.model_validate({"training": {"epochs": 3, "lr": 1e6, "optimizer": "sgd"}, "methods": {"baseline": {}, "traditional": {}}, "evaluation": {"repeats": 1}})
+    results = experiment.run_experiment(config, linear_binary(1500, 4, seed=0))
+    assert results["methods"]["baseline"]["flags"]["diverged"] == 1
+
+
+def test_on_small_imbalanced_data_default_students_beat_the_majority_rule_or_say_so():
+    """A new user's first run: 5,822 rows, 6% positives, a LightGBM teacher, every student setting
+    at its default. (With the article's recipe, 10 epochs of SGD, every student ended below the
+    majority-class rule, unflagged.)"""
+    X, y = make_classification(n_samples=5822, n_features=12, n_informative=5, weights=[0.94, 0.06], flip_y=0.03, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(12)]).assign(label=y)
+    config = ExperimentConfig.model_validate({"teacher": {"kind": "lightgbm", "params": {"n_estimators": 40}}, "evaluation": {"repeats": 2}})
+    results = experiment.run_experiment(config, frame)
+    majority = results["reference"]["majority"]["test"]["accuracy"]["mean"]
+    for name, entry in results["methods"].items():
+        accuracy = entry["test"]["accuracy"]["mean"]
+        assert entry["flags"]["below_majority"] == (accuracy < majority)
+        assert accuracy >= majority, f"{name} {accuracy:.4f} < majority {majority:.4f}"
+        assert entry["test"]["ece"]["mean"] < 0.06
+
+
+def test_a_loaded_teacher_is_not_refit_and_the_results_warn(tmp_path):
+    frame = linear_binary(1200, 4, seed=0)
+    logit = frame["x0"].to_numpy()
+    pd.DataFrame({"id": range(1200), "logits": [[v] for v in logit]}).to_parquet(tmp_path / "teacher.parquet")
+    config = _config(teacher={"kind": "file", "path": str(tmp_path / "teacher.parquet")}, methods={"baseline": {}, "traditional": {}})
+    results = experiment.run_experiment(config, frame)
+    assert results["teacher"]["refit"] is False
+    assert any("loaded" in w for w in results["warnings"])
+
+
+def test_default_methods_without_a_teacher_rationale_are_skipped_with_the_reason(tmp_path):
+    frame = linear_binary(1200, 4, seed=0)
+    pd.DataFrame({"id": range(1200), "logits": [[v] for v in frame["x0"]]}).to_parquet(tmp_path / "teacher.parquet")
+    teacher = {"kind": "file", "path": str(tmp_path / "teacher.parquet")}
+    results = experiment.run_experiment(_config(teacher=teacher), frame)
+    assert set(results["methods"]) == {"baseline", "traditional"}
+    assert any(w.startswith("skipped step_by_step, enhanced") for w in results["warnings"])
+    with pytest.raises(StepDistillError, match="step_by_step need a rationale"):
+        experiment.run_experiment(_config(teacher=teacher, methods={"baseline": {}, "step_by_step": {}}), frame)
