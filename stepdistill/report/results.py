@@ -69,7 +69,7 @@ def row_notes(results: dict, name: str, entry: dict) -> str:
     for class_name, runs in flags.get("never_predicts", {}).items():
         notes.append(f"never predicts {class_name} ({runs}/{n_runs})")
     if flags.get("worse_than_control"):
-        notes.append(f"worse than {entry['control']}: {', '.join(flags['worse_than_control'])}")
+        notes.append(f"worse than control: {', '.join(flags['worse_than_control'])}")
     if flags.get("below_majority"):
         notes.append("below majority rule")
     return "; ".join(notes)
