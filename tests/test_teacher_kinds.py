@@ -89,6 +89,41 @@ def test_sklearn_teacher_from_joblib(tmp_path):
     assert results["methods"]["step_by_step"]["test"]["fidelity"]["mean"] > 0.95
 
 
+def _fitted_teachers():
+    """The commonest fitted classifiers, none of which gives a rationale of its own."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    columns = ColumnTransformer([("numbers", StandardScaler(), ["x0", "x1", "x2", "x3"]), ("city", OneHotEncoder(), ["city"])])
+    return {
+        "random forest": RandomForestClassifier(n_estimators=30, random_state=0),
+        "gradient boosting in a pipeline": make_pipeline(columns, HistGradientBoostingClassifier(max_iter=30, random_state=0)),
+        "k-NN in a pipeline": make_pipeline(ColumnTransformer([("numbers", StandardScaler(), ["x0", "x1", "x2", "x3"])]), KNeighborsClassifier()),
+    }
+
+
+@pytest.mark.parametrize("name", list(_fitted_teachers()))
+def test_fitted_classifiers_run_the_default_four_methods(tmp_path, name):
+    frame = _mixed_frame(600, seed=5)
+    features = frame.drop(columns="label")
+    model = _fitted_teachers()[name]
+    if name == "random forest":
+        features = features.drop(columns="city")
+        frame = frame.drop(columns="city")
+    joblib.dump(model.fit(features, frame["label"]), tmp_path / "teacher.joblib")
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    config = {"data": {"path": "data.csv"}, "teacher": {"kind": "sklearn", "path": "teacher.joblib"}, "training": FAST, "evaluation": {"repeats": 1}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["methods"]) == {"baseline", "traditional", "step_by_step", "enhanced"}
+    assert results["teacher"]["refit"] is False and any("loaded" in w for w in results["warnings"])
+    assert _accuracy(results, "step_by_step") > 0.6
+
+
 def test_torch_teacher_with_hooked_layer_and_safetensors(tmp_path, monkeypatch):
     (tmp_path / "my_teacher.py").write_text(
         textwrap.dedent(
