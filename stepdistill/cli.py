@@ -7,6 +7,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -150,13 +151,100 @@ def _study_inputs(
 def _run(config: ExperimentConfig, frame, out: Path, description: dict) -> None:
     from stepdistill.experiment import run_experiment
     from stepdistill.report import render_table, write_report
+    from stepdistill.run_dir import fingerprint, write_students
 
     _check_out(out)
     test_frame = None if config.data.test_path is None else read_frame(config.data.test_path)
+    runs = []
     with _progress() as progress:
-        results = run_experiment(config, frame, description, progress, test_frame)
+        results = run_experiment(config, frame, description, progress, test_frame, on_run=runs.append)
     out_console.print(render_table(results))
-    _report_written(write_report(results, out))
+    _report_written(write_report(results, out, lambda staging_dir: write_students(staging_dir, results, runs, fingerprint(frame))))
+    chosen = results["chosen"]
+    err_console.print(
+        f"student to deploy: {out / 'student'} ({chosen['method']}, best mean {chosen['metric']} on validation; "
+        f"test accuracy {results['methods'][chosen['method']]['test']['accuracy']['mean']:.3f})"
+    )
+
+
+# What predict and export share: which saved student to use.
+RUN_DIR_ARGUMENT = typer.Argument(..., help="A directory written by stepdistill run or demo.")
+METHOD_OPTION = typer.Option(None, help="A method's student instead of the chosen one (student/).")
+RUN_OPTION = typer.Option(0, help="With --method: which run's student.")
+
+
+@app.command()
+def predict(
+    run_dir: Path = RUN_DIR_ARGUMENT,
+    input: Path = typer.Argument(..., help="CSV or Parquet file with the columns the student was trained on."),
+    method: str | None = METHOD_OPTION,
+    run: int = RUN_OPTION,
+    out: Path | None = typer.Option(None, help="CSV file for the predictions; default: standard output."),
+) -> None:
+    """Classes and class probabilities of a saved student for every row of INPUT."""
+
+    def go() -> None:
+        from stepdistill.run_dir import load_student, student_directory
+
+        student = load_student(student_directory(run_dir, method, run))
+        frame = read_frame(input)
+        predictions = _predictions(student, frame)
+        if out is None:
+            sys.stdout.write(predictions.to_csv(index=False))
+        else:
+            if out.is_dir():
+                raise StepDistillError(f"--out {out} is a directory; pass a file name such as preds.csv")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            predictions.to_csv(out, index=False)
+            err_console.print(f"wrote {len(predictions)} predictions to {out}")
+
+    _guarded(go)
+
+
+@app.command()
+def export(
+    run_dir: Path = RUN_DIR_ARGUMENT,
+    format: str = typer.Option(..., help="onnx (probabilities from the encoded features), sklearn (a logistic student as a pipeline on the raw columns, skops), or safetensors."),
+    method: str | None = METHOD_OPTION,
+    run: int = RUN_OPTION,
+    out: Path | None = typer.Option(None, help="The file to write; default: RUN_DIR/exports/<student or method>.<suffix>."),
+) -> None:
+    """The saved student in a format other tools load, checked against the student before it is written."""
+
+    def go() -> None:
+        from stepdistill.export import FORMATS, SUFFIXES, export_student
+        from stepdistill.run_dir import load_student, student_directory
+
+        if format not in FORMATS:
+            raise StepDistillError(f"unknown --format '{format}'; choose one of {', '.join(FORMATS)}")
+        student = load_student(student_directory(run_dir, method, run))
+        path = out or run_dir / "exports" / f"{method or 'student'}{SUFFIXES[format]}"
+        checked = export_student(student, format, path)
+        err_console.print(
+            f"wrote {checked['path']}; largest difference from the student on {checked['probe_rows']} probe rows: "
+            f"{checked['max_abs_difference']:.2e} (at most {checked['tolerance']:g})"
+        )
+
+    _guarded(go)
+
+
+def _predictions(student, frame: pd.DataFrame) -> pd.DataFrame:
+    """The predicted class and each class's probability for every row, with the row's id (its
+    id column, or its position)."""
+    known = {*student.encoder.columns_, student.about["label"], student.about["id_column"]}
+    if extra := [str(c) for c in frame.columns if c not in known]:
+        raise StepDistillError(f"INPUT has columns the student was not trained on: {', '.join(extra)}; drop them")
+    id_column = student.about["id_column"]
+    probabilities = student.predict_proba(frame.rename(columns=str))
+    ids = frame[id_column] if id_column in frame.columns else pd.RangeIndex(len(frame))
+    classes = student.classes
+    return pd.DataFrame(
+        {
+            id_column or "row": ids.to_numpy() if hasattr(ids, "to_numpy") else np.asarray(ids),
+            "prediction": [classes[i] for i in probabilities.argmax(1)],
+            **{f"p_{c}": probabilities[:, i] for i, c in enumerate(classes)},
+        }
+    )
 
 
 def _check_out(out: Path) -> None:

@@ -26,6 +26,7 @@ from stepdistill.data.repeats import RunRows, cv_runs, fixed_test_runs, holdout_
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities, classification_metrics, count_parameters, predicted_classes
 from stepdistill.methods import Method
+from stepdistill.run_dir import RunStudents
 from stepdistill.summary import COMPARED_METRICS, summarize_experiment
 from stepdistill.teachers import cache_teacher
 from stepdistill.teachers.base import Samples, Teacher
@@ -34,6 +35,7 @@ from stepdistill.teachers.kinds import BuiltTeacher
 from stepdistill.train import TrainState, default_device, fit, new_state
 
 ProgressFn = Callable[[str], None]
+RunHook = Callable[[RunStudents], None]
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -272,10 +274,13 @@ def run_experiment(
     test_frame: pd.DataFrame | None = None,
     compare_with: str | None = None,
     compared_metrics: tuple[str, ...] = COMPARED_METRICS,
+    on_run: RunHook | None = None,
 ) -> dict:
     """Run the whole comparison on ``frame`` and return the results dict (see report/).
-    ``compare_with`` names the method every other is compared with instead of its control."""
-    [results] = run_fractions(config, frame, [config.data.labelled_fraction], description, progress, test_frame, compare_with, compared_metrics).values()
+    ``compare_with`` names the method every other is compared with instead of its control;
+    ``on_run`` is handed each run's trained students (to save them, say)."""
+    fractions = [config.data.labelled_fraction]
+    [results] = run_fractions(config, frame, fractions, description, progress, test_frame, compare_with, compared_metrics, on_run).values()
     return results
 
 
@@ -288,6 +293,7 @@ def run_fractions(
     test_frame: pd.DataFrame | None = None,
     compare_with: str | None = None,
     compared_metrics: tuple[str, ...] = COMPARED_METRICS,
+    on_run: RunHook | None = None,
 ) -> dict[float, dict]:
     """The experiment at each labelled fraction, on the same runs: per run, one teacher (trained
     on every training label) serves every fraction, and the labelled rows are nested across
@@ -326,6 +332,8 @@ def run_fractions(
             if run.index == 0 and fraction == fractions[-1]:
                 seconds = {name: solo_seconds(config, prepared, built.teacher, cache, t, run.seed, labelled, val) for name, t in trained.items()}
             per_fraction[fraction].append(test_run(prepared, cache, trained, labelled, val))
+            if on_run is not None and fraction == fractions[-1]:
+                on_run(RunStudents(run.index, prepared.encoder, {name: t.state.model.cpu().eval() for name, t in trained.items()}))
         say(f"run {run.index + 1}/{len(runs)} done (teacher test accuracy {per_fraction[fractions[-1]][-1].teacher['test']['accuracy']:.3f})")
     warnings += _teacher_warnings(config, refit, per_fraction[fractions[-1]])
     for message in warnings:

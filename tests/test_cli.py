@@ -53,6 +53,8 @@ def test_run_on_a_csv_with_string_labels_writes_the_results(tmp_path):
         assert len(entry["history"]) == 2 and len(entry["history"][0]) == 2
     assert set(results["teacher"]["test"]["accuracy"]) == {"mean", "std", "values"}
     assert (out / "report.md").is_file() and (out / "history.png").is_file() and (out / "metrics.png").is_file()
+    assert (out / "student" / "model.safetensors").is_file() and (out / "manifest.json").is_file()
+    assert sorted(p.name for p in (out / "students").iterdir()) == sorted(results["methods"])
 
 
 def _bad(tmp_path, frame, **config):

@@ -24,6 +24,8 @@ def write_staged(out_dir: Path, write_files: Callable[[Path], list[str]]) -> lis
         names = write_files(staging_dir)
         out_dir.mkdir(exist_ok=True)
         for name in names:
+            if (out_dir / name).is_dir():  # a directory of an earlier run (saved students): os.replace cannot replace it
+                shutil.rmtree(out_dir / name)
             os.replace(staging_dir / name, out_dir / name)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)

@@ -39,6 +39,15 @@ class CNNModel(nn.Module):
         super().__init__()
         if not channels:
             raise ValueError("a CNN needs at least one conv block")
+        # The constructor's arguments: what rebuilds this model around saved weights (saved.py).
+        self.spec = {
+            "kind": "cnn",
+            "image_shape": list(image_shape),
+            "n_logits": n_logits,
+            "channels": list(channels),
+            "rationale": rationale,
+            "rationale_layer": rationale_layer,
+        }
         if rationale not in RATIONALE_KINDS:
             raise ValueError(f"unknown CNN rationale {rationale!r}; use one of {RATIONALE_KINDS}")
         in_channels, height, width = image_shape

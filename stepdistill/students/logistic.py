@@ -37,6 +37,15 @@ class LogisticModel(nn.Module):
         include_bias: bool = False,
     ):
         super().__init__()
+        # The constructor's arguments: what rebuilds this model around saved weights (saved.py).
+        self.spec = {
+            "kind": "logistic",
+            "n_features": n_features,
+            "n_logits": n_logits,
+            "rationale": rationale,
+            "feature_groups": None if feature_groups is None else [int(g) for g in feature_groups],
+            "include_bias": include_bias,
+        }
         self.linear = nn.Linear(n_features, n_logits)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)

@@ -19,6 +19,8 @@ class MLPModel(nn.Module):
         super().__init__()
         if not hidden:
             raise ValueError("an MLP needs at least one hidden layer")
+        # The constructor's arguments: what rebuilds this model around saved weights (saved.py).
+        self.spec = {"kind": "mlp", "n_features": n_features, "n_logits": n_logits, "hidden": list(hidden), "rationale_layer": rationale_layer}
         widths = (n_features, *hidden)
         self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(widths[:-1], widths[1:]))
         self.head = nn.Linear(hidden[-1], n_logits)

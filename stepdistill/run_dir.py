@@ -1,0 +1,157 @@
+"""Students that leave the run: saved with everything needed to use them, and loaded back.
+
+A run directory holds, beside the report files::
+
+    students/<method>/<run>/model.safetensors   the student's weights
+    students/<method>/<run>/student.json        its architecture, the fitted preprocessing (JSON,
+                                                never pickle), class names, the method's
+                                                settings and its test metrics in that run
+    student/                                    the student to deploy: the method chosen on the
+                                                validation split (never the test split), run 0
+    manifest.json                               config, package versions, data fingerprint, and
+                                                what each file is
+
+Loading runs no code from the directory: weights are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from stepdistill.data.encode import FeatureEncoder
+from stepdistill.errors import StepDistillError
+from stepdistill.evaluate import class_probabilities
+from stepdistill.students import CNNModel, LogisticModel, MLPModel
+
+STUDENTS_DIR = "students"
+CHOSEN_DIR = "student"
+MANIFEST_JSON = "manifest.json"
+WEIGHTS = "model.safetensors"
+STUDENT_JSON = "student.json"
+MODEL_KINDS = {"logistic": LogisticModel, "mlp": MLPModel, "cnn": CNNModel}
+VERSIONED_PACKAGES = ("stepdistill", "torch", "numpy", "pandas", "scikit-learn", "safetensors")
+
+
+@dataclass
+class RunStudents:
+    """One run's trained students (by method name, on the CPU) and the encoder fitted on its
+    training rows."""
+
+    index: int
+    encoder: FeatureEncoder
+    models: dict[str, nn.Module]
+
+
+@dataclass
+class SavedStudent:
+    """A student loaded from its directory: ready to predict on raw feature columns."""
+
+    model: nn.Module
+    encoder: FeatureEncoder
+    classes: list[str]
+    about: dict
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """(N, C) class probabilities for the rows of ``features`` (the raw columns it was
+        trained on); an unseen category or a missing value is a one-line error."""
+        encoded = self.encoder.transform(features, unseen="error")
+        if not np.isfinite(encoded).all():
+            bad = [c for c in self.encoder.numeric_ if not np.isfinite(pd.to_numeric(features[c], errors="coerce")).all()]
+            raise StepDistillError(f"column{'s' if len(bad) > 1 else ''} {', '.join(bad)} hold NaN or infinite values; fill or drop those rows")
+        with torch.no_grad():
+            return class_probabilities(self.model(torch.from_numpy(encoded)).logits)
+
+
+def save_student(directory: Path, model: nn.Module, encoder: FeatureEncoder, classes: list[str], about: dict) -> None:
+    directory.mkdir(parents=True)
+    save_file({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}, directory / WEIGHTS)
+    record = {"model": model.spec, "encoder": encoder.to_json(), "classes": list(classes), **about}
+    (directory / STUDENT_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def load_student(directory: Path) -> SavedStudent:
+    """The student saved in ``directory`` (a run directory's ``student/`` or ``students/<m>/<r>/``)."""
+    if not (directory / STUDENT_JSON).is_file() or not (directory / WEIGHTS).is_file():
+        raise StepDistillError(f"{directory} holds no saved student ({STUDENT_JSON} and {WEIGHTS}); pass a run directory written by stepdistill run or demo")
+    record = json.loads((directory / STUDENT_JSON).read_text(encoding="utf-8"))
+    spec = dict(record["model"])
+    kind = spec.pop("kind")
+    if kind not in MODEL_KINDS:
+        raise StepDistillError(f"{directory / STUDENT_JSON} names an unknown model kind {kind!r}; it was saved by another version of stepdistill")
+    model = MODEL_KINDS[kind](**spec)
+    model.load_state_dict(load_file(directory / WEIGHTS))
+    about = {k: v for k, v in record.items() if k not in ("model", "encoder", "classes")}
+    return SavedStudent(model.eval(), FeatureEncoder.from_json(record["encoder"]), record["classes"], about)
+
+
+def student_directory(run_dir: Path, method: str | None = None, run: int = 0) -> Path:
+    """Where the student to use lives: the chosen one, or method ``method``'s in run ``run``."""
+    if not run_dir.is_dir():
+        raise StepDistillError(f"run directory not found: {run_dir}; pass the --out directory of stepdistill run or demo")
+    if method is None:
+        return run_dir / CHOSEN_DIR
+    directory = run_dir / STUDENTS_DIR / method / str(run)
+    if not directory.is_dir():
+        saved = sorted(p.name for p in (run_dir / STUDENTS_DIR).iterdir()) if (run_dir / STUDENTS_DIR).is_dir() else []
+        raise StepDistillError(f"no student of method '{method}' in run {run} under {run_dir}; saved methods: {', '.join(saved) or 'none'}")
+    return directory
+
+
+def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], data_fingerprint: str) -> list[str]:
+    """Every run's students, the chosen one and the manifest into ``staging_dir``; returns the
+    top-level names written."""
+    classes = results["config"]["data"]["classes"]
+    data_config = results["config"]["data"]
+    files = {}
+    for run in runs:
+        for name, model in run.models.items():
+            entry = results["methods"][name]
+            about = {
+                "method": name,
+                "run": run.index,
+                "label": data_config["label"],
+                "id_column": data_config["id_column"],
+                "settings": entry["settings"][run.index],
+                "test": {metric: summary["values"][run.index] for metric, summary in entry["test"].items()},
+            }
+            save_student(staging_dir / STUDENTS_DIR / name / str(run.index), model, run.encoder, classes, about)
+        files[f"{STUDENTS_DIR}/<method>/{run.index}/"] = f"run {run.index}'s student of each method: {WEIGHTS} and {STUDENT_JSON}"
+    chosen = results["chosen"]["method"]
+    shutil.copytree(staging_dir / STUDENTS_DIR / chosen / "0", staging_dir / CHOSEN_DIR)
+    files[f"{CHOSEN_DIR}/"] = f"the student to deploy: {chosen} (best mean {results['chosen']['metric']} on the validation split), run 0"
+    manifest = {
+        "config": results["config"],
+        "versions": {package: _version(package) for package in VERSIONED_PACKAGES},
+        "data_fingerprint": data_fingerprint,
+        "chosen": results["chosen"],
+        "files": files,
+        "date": results["date"],
+        "machine": results["machine"],
+    }
+    (staging_dir / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return [STUDENTS_DIR, CHOSEN_DIR, MANIFEST_JSON]
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 of the frame's values, column names and order: the same data gives the same print."""
+    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

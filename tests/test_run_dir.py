@@ -1,0 +1,126 @@
+"""Students leave the run: saved in the run directory, loaded without pickle, predicting as they
+did in the process that trained them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from stepdistill.cli import app
+from stepdistill.config import ExperimentConfig
+from stepdistill.data import FeatureEncoder, linear_binary
+from stepdistill.evaluate import class_probabilities
+from stepdistill.experiment import run_experiment
+from stepdistill.report import write_report
+from stepdistill.run_dir import fingerprint, load_student, student_directory, write_students
+
+runner = CliRunner()
+FAST = {"epochs": 3, "lr": 0.05}
+
+
+def _mixed(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = linear_binary(n, 3, seed=seed)
+    frame["city"] = rng.choice(["oslo", "rome", "lima"], n)
+    frame["label"] = np.where(frame["x0"] + (frame["city"] == "oslo") > 0.3, "yes", "no")
+    return frame.assign(sample=np.arange(1000, 1000 + n))
+
+
+def _run_and_save(tmp_path, frame, student=None):
+    config = ExperimentConfig.model_validate(
+        {"data": {"id_column": "sample"}, "training": FAST, "evaluation": {"repeats": 2}, "student": student or {"kind": "logistic"}}
+    )
+    runs = []
+    results = run_experiment(config, frame, on_run=runs.append)
+    out = tmp_path / "run"
+    write_report(results, out, lambda staging: write_students(staging, results, runs, fingerprint(frame)))
+    return results, runs, out
+
+
+@pytest.mark.parametrize("student", [{"kind": "logistic"}, {"kind": "mlp", "hidden": [8]}])
+def test_a_saved_student_predicts_bit_for_bit_as_in_process(tmp_path, student):
+    frame = _mixed(1500)
+    results, runs, out = _run_and_save(tmp_path, frame, student)
+    new = _mixed(300, seed=9).drop(columns="label")
+    for run in runs:
+        for name, model in run.models.items():
+            saved = load_student(student_directory(out, name, run.index))
+            with torch.no_grad():
+                expected = class_probabilities(model(torch.from_numpy(run.encoder.transform(new))).logits)
+            assert np.array_equal(saved.predict_proba(new), expected)
+            assert saved.about["test"]["accuracy"] == results["methods"][name]["test"]["accuracy"]["values"][run.index]
+    chosen = results["chosen"]["method"]
+    assert (out / "student" / "model.safetensors").read_bytes() == (out / "students" / chosen / "0" / "model.safetensors").read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["chosen"]["method"] == chosen and manifest["versions"]["torch"] in torch.__version__
+    assert manifest["data_fingerprint"] == fingerprint(frame) != fingerprint(frame.iloc[1:])
+    assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.joblib"))
+
+
+def test_the_encoder_round_trips_through_json():
+    frame = _mixed(400).drop(columns=["label", "sample"])
+    encoder = FeatureEncoder().fit(frame)
+    loaded = FeatureEncoder.from_json(json.loads(json.dumps(encoder.to_json())))
+    assert np.array_equal(loaded.transform(frame), encoder.transform(frame))
+    assert loaded.feature_names == encoder.feature_names and loaded.feature_groups == encoder.feature_groups
+    assert encoder.feature_names == ("x0", "x1", "x2", "city_lima", "city_oslo", "city_rome")
+
+
+def _cli_run(tmp_path) -> tuple:
+    frame = _mixed(1200)
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    config = {"data": {"path": "data.csv", "id_column": "sample"}, "training": FAST, "evaluation": {"repeats": 1}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "student to deploy" in result.stderr
+    return frame, tmp_path / "run"
+
+
+def test_predict_writes_the_class_and_probabilities_with_ids(tmp_path):
+    frame, run_dir = _cli_run(tmp_path)
+    new = _mixed(50, seed=3)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "new.csv"), "--out", str(tmp_path / "preds.csv")])
+    assert result.exit_code == 0, result.output
+    preds = pd.read_csv(tmp_path / "preds.csv")
+    assert list(preds.columns) == ["sample", "prediction", "p_no", "p_yes"]
+    assert preds["sample"].tolist() == new["sample"].tolist()
+    assert np.allclose(preds[["p_no", "p_yes"]].sum(1), 1.0)
+    assert (preds["prediction"] == np.where(preds["p_yes"] > preds["p_no"], "yes", "no")).all()
+    assert (preds["prediction"] == new["label"]).mean() > 0.8
+
+    result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "new.csv"), "--method", "traditional"])
+    assert result.exit_code == 0 and result.stdout.startswith("sample,prediction,p_no,p_yes")
+
+
+BAD_INPUTS = {
+    "missing column": (lambda f: f.drop(columns="x1"), "feature columns missing: x1"),
+    "extra column": (lambda f: f.assign(surprise=1), "not trained on: surprise"),
+    "unseen category": (lambda f: f.assign(city="paris"), "categories the student never saw in training ('paris')"),
+    "missing number": (lambda f: f.assign(x2=lambda d: d.x2.where(d.index != 3)), "x2 hold NaN"),
+    "text in a number column": (lambda f: f.assign(x0=lambda d: d.x0.astype(object).where(d.index != 2, "abc")), "numeric column 'x0' holds text (e.g. 'abc')"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_prediction_input_is_one_line_exit_2(tmp_path, case):
+    _, run_dir = _cli_run(tmp_path)
+    change, expected = BAD_INPUTS[case]
+    change(_mixed(20, seed=4)).to_csv(tmp_path / "bad.csv", index=False)
+    result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "bad.csv"), "--out", str(tmp_path / "preds.csv")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1 and expected in errors[0], result.output
+    assert not (tmp_path / "preds.csv").exists()
+
+
+def test_predict_names_what_is_missing(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path / "nowhere"), str(tmp_path / "x.csv")])
+    assert result.exit_code == 2 and "run directory not found" in result.stderr
+    _, run_dir = _cli_run(tmp_path)
+    result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "data.csv"), "--method", "magic"])
+    assert result.exit_code == 2 and "no student of method 'magic'" in result.stderr and "baseline" in result.stderr
