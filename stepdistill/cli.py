@@ -35,8 +35,12 @@ def main(
     threads: int = typer.Option(
         1, min=1, help="CPU threads for torch. Small models train fastest on one: splitting tiny operations costs more than it saves."
     ),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Consent to run the code that loading a pickled (joblib) teacher or a teacher.module runs."
+    ),
 ) -> None:
     _debug["on"] = debug
+    _debug["trust_pickle"] = trust_pickle
     import torch
 
     torch.set_num_threads(threads)
@@ -62,7 +66,7 @@ def run(
     """The same comparison on your data."""
 
     def go() -> None:
-        experiment = load_config(config)
+        experiment = _with_consent(load_config(config))
         _run(experiment, read_frame(experiment.data.path), out, {"config_file": str(config)})
 
 
@@ -141,11 +145,18 @@ def _study_inputs(
         raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
     if preset is not None:
         return *presets.demo(preset, repeats or default_repeats), {"preset": preset}
-    experiment = load_config(config)
+    experiment = _with_consent(load_config(config))
     if repeats is not None or "repeats" not in experiment.evaluation.model_fields_set:
         evaluation = experiment.evaluation.model_copy(update={"repeats": repeats or default_repeats})
         experiment = experiment.model_copy(update={"evaluation": evaluation})
     return experiment, read_frame(experiment.data.path), {"config_file": str(config)}
+
+
+def _with_consent(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with ``--trust-pickle`` given to a teacher whose loading runs code."""
+    if _debug.get("trust_pickle") and "trust_pickle" in type(config.teacher).model_fields:
+        return config.model_copy(update={"teacher": config.teacher.model_copy(update={"trust_pickle": True})})
+    return config
 
 
 def _run(config: ExperimentConfig, frame, out: Path, description: dict) -> None:

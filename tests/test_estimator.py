@@ -224,7 +224,7 @@ def test_a_saved_teacher_takes_its_explanation_settings(tmp_path):
     frame, y = mixed_rows(120)
     teacher, X = knn_teacher(frame, y)
     joblib.dump(teacher.fit(X, y), tmp_path / "knn.joblib")
-    spec = {"kind": "sklearn", "path": str(tmp_path / "knn.joblib"), "explain_budget": 100}
+    spec = {"kind": "sklearn", "path": str(tmp_path / "knn.joblib"), "explain_budget": 100, "trust_pickle": True}
     with pytest.raises(StepDistillError, match=r"over the cap of 100; raise teacher.explain_budget") as err:
         StepDistillClassifier(teacher=spec, method="enhanced").fit(X, y)
     assert "\n" not in str(err.value)

@@ -85,7 +85,7 @@ def test_sklearn_teacher_from_joblib(tmp_path):
     frame = linear_binary(2000, 5, seed=4)
     teacher = LogisticRegression().fit(frame.drop(columns="label"), frame["label"])
     joblib.dump(teacher, tmp_path / "teacher.joblib")
-    results = _run(tmp_path, frame, {"kind": "sklearn", "path": "teacher.joblib"})
+    results = _run(tmp_path, frame, {"kind": "sklearn", "path": "teacher.joblib", "trust_pickle": True})
     assert results["methods"]["step_by_step"]["test"]["fidelity"]["mean"] > 0.95
 
 
@@ -114,7 +114,7 @@ def test_fitted_classifiers_run_the_default_four_methods(tmp_path, name):
         frame = frame.drop(columns="city")
     joblib.dump(model.fit(features, frame["label"]), tmp_path / "teacher.joblib")
     frame.to_csv(tmp_path / "data.csv", index=False)
-    config = {"data": {"path": "data.csv"}, "teacher": {"kind": "sklearn", "path": "teacher.joblib"}, "training": FAST, "evaluation": {"repeats": 1}}
+    config = {"data": {"path": "data.csv"}, "teacher": {"kind": "sklearn", "path": "teacher.joblib", "trust_pickle": True}, "training": FAST, "evaluation": {"repeats": 1}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
@@ -122,6 +122,24 @@ def test_fitted_classifiers_run_the_default_four_methods(tmp_path, name):
     assert set(results["methods"]) == {"baseline", "traditional", "step_by_step", "enhanced"}
     assert results["teacher"]["refit"] is False and any("loaded" in w for w in results["warnings"])
     assert _accuracy(results, "step_by_step") > 0.6
+
+
+def test_teachers_whose_loading_runs_code_need_consent(tmp_path, monkeypatch):
+    frame = linear_binary(400, 3, seed=1)
+    joblib.dump(LogisticRegression().fit(frame[["x0", "x1", "x2"]], frame["label"]), tmp_path / "teacher.joblib")
+    message = _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "teacher.joblib"})
+    assert message.startswith("error: loading this teacher runs code: unpickling") and "--trust-pickle" in message and "teacher.kind: file" in message
+    (tmp_path / "sneaky_teacher.py").write_text("raise SystemExit('imported without consent')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = _bad_run(tmp_path, frame, {"kind": "torch", "module": "sneaky_teacher:build"})
+    assert "importing sneaky_teacher:build" in message
+    # the flag gives the consent the config did not
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+        "data": {"path": "data.csv"}, "teacher": {"kind": "sklearn", "path": "teacher.joblib"},
+        "methods": {"baseline": {}, "traditional": {}}, "training": {"epochs": 2, "lr": 0.05}, "evaluation": {"repeats": 1},
+    }))
+    result = runner.invoke(app, ["--trust-pickle", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "ok")])
+    assert result.exit_code == 0, result.output
 
 
 def test_torch_teacher_with_hooked_layer_and_safetensors(tmp_path, monkeypatch):
@@ -154,7 +172,7 @@ def test_torch_teacher_with_hooked_layer_and_safetensors(tmp_path, monkeypatch):
     results = _run(
         tmp_path,
         frame,
-        {"kind": "torch", "module": "my_teacher:build", "weights": "teacher.safetensors", "rationale_layer": "1"},
+        {"kind": "torch", "module": "my_teacher:build", "weights": "teacher.safetensors", "rationale_layer": "1", "trust_pickle": True},
         data={"scale_numeric": False},
     )
     assert _accuracy(results, "teacher") > 0.8
@@ -220,21 +238,21 @@ def test_teacher_classes_ordered_differently_are_refused(tmp_path):
     frame = linear_binary(400, 3, seed=1).assign(label=lambda f: np.where(f.label == 1, "yes", "no"))
     teacher = LogisticRegression().fit(frame[["x0", "x1", "x2"]], np.where(frame.label == "yes", "a-yes", "b-no"))
     joblib.dump(teacher, tmp_path / "teacher.joblib")
-    assert "teacher classes" in _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "teacher.joblib"})
+    assert "teacher classes" in _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "teacher.joblib", "trust_pickle": True})
 
 
 def test_an_explanation_the_sklearn_teacher_cannot_give_is_refused(tmp_path):
     frame = linear_binary(400, 3, seed=1)
     joblib.dump(KNeighborsClassifier().fit(frame[["x0", "x1", "x2"]], frame["label"]), tmp_path / "knn.joblib")
-    message = _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "knn.joblib", "explain": "tree"})
+    message = _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "knn.joblib", "explain": "tree", "trust_pickle": True})
     assert "teacher.explain tree cannot explain KNeighborsClassifier" in message and message.endswith("use auto or sampled")
-    assert "explain_budget" in _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "knn.joblib", "explain_budget": 0})
+    assert "explain_budget" in _bad_run(tmp_path, frame, {"kind": "sklearn", "path": "knn.joblib", "explain_budget": 0, "trust_pickle": True})
 
 
 def test_missing_rationale_layer_lists_the_layers(tmp_path, monkeypatch):
     (tmp_path / "tiny_teacher.py").write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    message = _bad_run(tmp_path, linear_binary(400, 3), {"kind": "torch", "module": "tiny_teacher:build", "rationale_layer": "net.9"})
+    message = _bad_run(tmp_path, linear_binary(400, 3), {"kind": "torch", "module": "tiny_teacher:build", "rationale_layer": "net.9", "trust_pickle": True})
     assert "'net.9' not found" in message and "0, 1, 2" in message
 
 

@@ -140,7 +140,21 @@ class CNNTeacher(TrainedHereTeacher):
         return lambda: CNNModel(data.image_shape, k, self.channels, self.rationale, self.rationale_layer)
 
 
-class TorchTeacher(_Teacher):
+class _CodeRunningTeacher(_Teacher):
+    """A teacher whose loading runs code from outside stepdistill (unpickling, importing a module):
+    only with the user's consent, ``trust_pickle: true`` here or ``--trust-pickle``."""
+
+    trust_pickle: bool = Field(False, description="consent to run the code that loading this teacher runs")
+
+    def require_consent(self, what: str, alternatives: str) -> None:
+        if not self.trust_pickle:
+            raise StepDistillError(
+                f"loading this teacher runs code: {what}; if you trust it, set teacher.trust_pickle: true or pass --trust-pickle,"
+                f" else {alternatives}"
+            )
+
+
+class TorchTeacher(_CodeRunningTeacher):
     kind: Literal["torch"]
     module: str = Field(..., description="'package.module:factory', a callable returning the nn.Module")
     module_args: dict = Field(default_factory=dict)
@@ -149,6 +163,7 @@ class TorchTeacher(_Teacher):
     pool: Literal["mean", "none"] = "mean"
 
     def build(self, data: PreparedData, device) -> BuiltTeacher:
+        self.require_consent(f"importing {self.module}", "give the teacher's outputs as a file (teacher.kind: file)")
         module = _import_factory(self.module)(**self.module_args)
         if not isinstance(module, nn.Module):
             raise StepDistillError(f"teacher.module {self.module} returned a {type(module).__name__}, not a torch nn.Module")
@@ -158,7 +173,7 @@ class TorchTeacher(_Teacher):
         return BuiltTeacher(ModuleTeacher(module, self.rationale_layer, self.pool), None, count_parameters(module))
 
 
-class SklearnTeacherConfig(_Teacher):
+class SklearnTeacherConfig(_CodeRunningTeacher):
     kind: Literal["sklearn"]
     path: Path = Field(..., description="a fitted scikit-learn classifier saved with joblib")
     input: Literal["frame", "X"] = Field("frame", description="frame: the raw columns (e.g. a Pipeline); X: the encoded features")
@@ -173,6 +188,10 @@ class SklearnTeacherConfig(_Teacher):
         import joblib
 
         _require_file(self.path, "teacher.path")
+        self.require_consent(
+            f"unpickling {self.path} with joblib",
+            "give the teacher's outputs as a file (teacher.kind: file), or use a LightGBM or XGBoost model file",
+        )
         try:
             estimator = joblib.load(self.path)
         except Exception as err:  # unpickling raises anything
