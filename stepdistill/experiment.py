@@ -176,14 +176,14 @@ def train_students(
     states = [group[0] for group in student_states(config, methods, data, teacher, rationale_width, [seed])]
     fit(states, data.splits.train, val, cache, labelled=labelled)
     metric = config.tune.metric if config.tune else "log_loss"
-    better = min if metric == "log_loss" else max
+    sign = 1 if metric == "log_loss" else -1  # the best candidate has the lowest sign * metric
     scores = iter(classification_metrics(split_logits(s.model, val), val.y)[metric] for s in states)
     states_left = iter(states)
     trained = {}
     for name, settings in candidates.items():
         trials = [{"settings": c, "state": next(states_left), metric: next(scores)} for c in settings]
         # A diverged candidate is never chosen while another finished.
-        best = better(trials, key=lambda t: (not t["state"].diverged, t[metric]) if better is max else (t["state"].diverged, t[metric]))
+        best = min(trials, key=lambda t: (t["state"].diverged is not None, sign * t[metric]))
         trained[name] = Trained(best["state"], best["settings"], [{"settings": t["settings"], metric: t[metric]} for t in trials])
     return trained
 

@@ -73,7 +73,8 @@ def summarize_experiment(
     majority = summarize_runs([r.majority["test"] for r in runs])
     for entry in methods.values():
         entry["flags"]["below_majority"] = entry["test"]["accuracy"]["mean"] < majority["accuracy"]["mean"]
-    chosen = min(methods, key=lambda name: methods[name]["validation"][SELECTION_METRIC]["mean"])
+    # A method whose student diverged in some run is chosen only if every method's did.
+    chosen = min(methods, key=lambda name: (methods[name]["flags"]["diverged"] > 0, methods[name]["validation"][SELECTION_METRIC]["mean"]))
     dumped = config.model_dump(mode="json")
     return {
         "teacher": {

@@ -150,6 +150,15 @@ def test_an_auto_learning_rate_is_chosen_on_validation_from_the_candidates():
     assert results["methods"]["baseline"]["settings"][0]["lr"] == best["settings"]["lr"]
 
 
+def test_a_diverged_candidate_is_never_chosen_over_one_that_trained():
+    config = ExperimentConfig.model_validate(
+        {"training": {"epochs": 3, "optimizer": "sgd"}, "methods": {"baseline": {}}, "tune": {"grid": {"lr": [1e6, 0.05]}}, "evaluation": {"repeats": 1}}
+    )
+    results = experiment.run_experiment(config, linear_binary(1500, 4, seed=0))
+    assert results["methods"]["baseline"]["settings"][0]["lr"] == 0.05
+    assert results["methods"]["baseline"]["flags"]["diverged"] == 0
+
+
 def test_a_diverged_student_is_marked_not_reported_as_a_result():
     config = ExperimentConfig.model_validate({"training": {"epochs": 3, "lr": 1e6, "optimizer": "sgd"}, "methods": {"baseline": {}, "traditional": {}}, "evaluation": {"repeats": 1}})
     results = experiment.run_experiment(config, linear_binary(1500, 4, seed=0))
