@@ -108,6 +108,12 @@ def build_teacher(config: ExperimentConfig, data: PreparedData, run: RunRows, lo
     return built, cache
 
 
+def rationale_width(cache: TeacherCache, data: PreparedData) -> int | None:
+    """The width of the teacher's rationale, or None when it gives none."""
+    rationale = cache.take(data.splits.train.ids[:1]).rationale
+    return None if rationale is None else rationale.shape[-1]
+
+
 # --- students --------------------------------------------------------------------------------
 
 
@@ -171,9 +177,7 @@ def train_students(
     n_train = len(data.splits.train)
     candidates = {name: config.candidates(name, n_train) for name in config.methods}
     methods = [config.build_method(name, c) for name, cs in candidates.items() for c in cs]
-    rationale = cache.take(data.splits.train.ids[:1]).rationale
-    rationale_width = None if rationale is None else rationale.shape[-1]
-    states = [group[0] for group in student_states(config, methods, data, teacher, rationale_width, [seed])]
+    states = [group[0] for group in student_states(config, methods, data, teacher, rationale_width(cache, data), [seed])]
     fit(states, data.splits.train, val, cache, labelled=labelled)
     metric = config.tune.metric if config.tune else "log_loss"
     sign = 1 if metric == "log_loss" else -1  # the best candidate has the lowest sign * metric
@@ -194,8 +198,7 @@ def solo_seconds(config: ExperimentConfig, data: PreparedData, teacher: Teacher,
     if trained.state.seconds is not None:
         return trained.state.seconds
     method = config.build_method(trained.state.name, trained.settings)
-    rationale = cache.take(data.splits.train.ids[:1]).rationale
-    [[state]] = student_states(config, [method], data, teacher, None if rationale is None else rationale.shape[-1], [seed])
+    [[state]] = student_states(config, [method], data, teacher, rationale_width(cache, data), [seed])
     fit([state], data.splits.train, val, cache, labelled=labelled)
     return state.seconds
 
@@ -317,7 +320,7 @@ def run_fractions(
             teacher_seconds.append(built.train_seconds)
         if run.index == 0:
             say(f"{len(runs)} runs ({config.evaluation.scheme}); run 0: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features")
-            config, skipped = _drop_rationale_methods(config, cache, built.teacher, splits.train.ids[:1])
+            config, skipped = _drop_rationale_methods(config, rationale_width(cache, prepared), built.teacher)
             warnings += skipped
             if compare_with is None:
                 config, control_of = config.with_matched_controls()
@@ -327,7 +330,8 @@ def run_fractions(
         val_rank = labelled_order(splits.val.y.numpy(), run.seed + 1)
         for fraction in fractions:
             labelled = _mask(splits.train.y.numpy(), train_rank, fraction)
-            val = splits.val if fraction >= 1 else splits.val.take(torch.from_numpy(labelled_mask(splits.val.y.numpy(), val_rank, fraction)))
+            val_labelled = _mask(splits.val.y.numpy(), val_rank, fraction)
+            val = splits.val if val_labelled is None else splits.val.take(val_labelled)
             trained = train_students(config, prepared, built.teacher, cache, run.seed, labelled, val)
             if run.index == 0 and fraction == fractions[-1]:
                 seconds = {name: solo_seconds(config, prepared, built.teacher, cache, t, run.seed, labelled, val) for name, t in trained.items()}
@@ -357,10 +361,11 @@ def _mask(y: np.ndarray, rank: np.ndarray, fraction: float) -> torch.Tensor | No
     return None if fraction >= 1 else torch.from_numpy(labelled_mask(y, rank, fraction))
 
 
-def _drop_rationale_methods(config: ExperimentConfig, cache: TeacherCache, teacher: Teacher, some_ids: torch.Tensor) -> tuple[ExperimentConfig, list[str]]:
-    """When the teacher gives no rationale: the methods that need one are skipped with a line
-    saying why if the methods are the default ones; methods the user chose are an error."""
-    if cache.take(some_ids).rationale is not None:
+def _drop_rationale_methods(config: ExperimentConfig, width: int | None, teacher: Teacher) -> tuple[ExperimentConfig, list[str]]:
+    """When the teacher gives no rationale (``width`` None): the methods that need one are
+    skipped with a line saying why if the methods are the default ones; methods the user chose
+    are an error."""
+    if width is not None:
         return config, []
     needing = [name for name in config.methods if config.build_method(name, config.candidates(name, 10_000)[0]).needs_rationale]
     if not needing:

@@ -48,7 +48,6 @@ def summarize_experiment(
 ) -> dict:
     """The results dict of ``runs`` (experiment.RunResult, one per run) at one labelled fraction."""
     classes = data.classes
-    secondary = "roc_auc" if len(classes) == 2 else "macro_f1"
     methods = {}
     for name in runs[0].methods:
         entries = [r.methods[name] for r in runs]

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner

@@ -4,7 +4,6 @@ results say about each student."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.datasets import make_classification
 
 import stepdistill.experiment as experiment

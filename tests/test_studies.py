@@ -1,7 +1,6 @@
 import json
 import re
 
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -9,7 +8,7 @@ from typer.testing import CliRunner
 import stepdistill.presets as presets
 from stepdistill import stats
 from stepdistill.cli import app
-from stepdistill.config import EvaluationConfig, ExperimentConfig, TuneConfig
+from stepdistill.config import ExperimentConfig, TuneConfig
 from stepdistill.data import linear_binary
 from stepdistill.errors import StepDistillError
 from stepdistill.report.staged import write_staged
