@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/stepdistill demo --out runs/demo
 
+# The HTML report tests open the pages in headless Chromium, installed here when missing.
 test: $(STAMP)
+	sh tests/setup_chromium.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

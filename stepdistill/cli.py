@@ -1,11 +1,13 @@
-"""The command line: ``stepdistill demo``, ``stepdistill run CONFIG.yaml``, and the studies
-``stepdistill ablate`` and ``stepdistill sweep-data`` (on a config or a preset)."""
+"""The command line: ``stepdistill demo``, ``stepdistill run CONFIG.yaml`` (or ``run --resume
+RUN_DIR`` after an interruption), the studies ``stepdistill ablate`` and ``stepdistill sweep-data``
+(on a config or a preset), and ``predict`` and ``export`` for saved students."""
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,10 @@ from stepdistill import presets
 from stepdistill.config import ExperimentConfig, load_config
 from stepdistill.data import read_frame
 from stepdistill.errors import StepDistillError
+from stepdistill.progress import SILENT, Bars, Lines
+
+if TYPE_CHECKING:
+    from stepdistill.checkpoints import Checkpoints
 
 app = typer.Typer(
     add_completion=False,
@@ -26,7 +32,8 @@ app = typer.Typer(
 # A table piped to a file or CI log would otherwise be squeezed into 80 columns.
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
-_debug = {"on": False}
+# The global options, as given to ``main``.
+_options = {"debug": False, "trust_pickle": False, "quiet": False, "cache_dir": None, "no_cache": False}
 
 
 @app.callback()
@@ -38,12 +45,23 @@ def main(
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Consent to run the code that loading a pickled (joblib) teacher or a teacher.module runs."
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress: print only errors and the final summary lines."),
+    cache_dir: Path | None = typer.Option(
+        None,
+        help="Directory of teacher outputs kept between runs, so a teacher is explained once per model and data."
+        " Default: $STEPDISTILL_CACHE_DIR, else ~/.cache/stepdistill/teachers.",
+        show_default=False,
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Keep no teacher outputs between runs: compute them every time."),
 ) -> None:
-    _debug["on"] = debug
-    _debug["trust_pickle"] = trust_pickle
+    _options.update(debug=debug, trust_pickle=trust_pickle, quiet=quiet, cache_dir=cache_dir, no_cache=no_cache)
     import torch
 
     torch.set_num_threads(threads)
+
+
+# What run and demo write.
+RUN_FILES = "results.json, report.md, report.html, plots and the trained students (student/ is the one to deploy)"
 
 
 @app.command()
@@ -52,7 +70,7 @@ def demo(
         "article", help="article (the reference setting), nonlinear (MLP teacher), adult (LightGBM teacher), mnist (CNN teacher)."
     ),
     repeats: int = typer.Option(3, help="Runs, each with its own split, teacher fit and seed."),
-    out: Path = typer.Option(Path("runs/demo"), help="Directory for results.json, report.md and plots."),
+    out: Path = typer.Option(Path("runs/demo"), help=f"Directory for {RUN_FILES}."),
 ) -> None:
     """Teacher plus the four methods on built-in data (synthetic, or shipped in pip packages)."""
     _guarded(lambda: _run(*presets.demo(preset, repeats), out, {"preset": preset}))
@@ -60,17 +78,42 @@ def demo(
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="YAML file: data, teacher, student, methods, training, evaluation."),
-    out: Path = typer.Option(Path("runs/run"), help="Directory for results.json, report.md and plots."),
+    config: Path | None = typer.Argument(
+        None, metavar="CONFIG", help="YAML file: data, teacher, student, methods, training, evaluation.", show_default=False
+    ),
+    out: Path | None = typer.Option(None, help=f"Directory for {RUN_FILES} (default: runs/run).", show_default=False),
+    resume: Path | None = typer.Option(
+        None,
+        help="Instead of CONFIG.yaml: the --out directory of an interrupted run or demo, to continue from its last epoch; the results are written there.",
+        show_default=False,
+    ),
 ) -> None:
-    """The same comparison on your data."""
+    """The same comparison on your data; or, with --resume, an interrupted run or demo finished."""
 
     def go() -> None:
+        if (config is None) == (resume is None):
+            raise StepDistillError("give either CONFIG.yaml or --resume RUN_DIR (exactly one of them)")
+        if resume is not None:
+            if out is not None:
+                raise StepDistillError(f"--resume writes the results into {resume}, where the run started; leave out --out")
+            _resume(resume)
+            return
         experiment = _with_consent(load_config(config))
-        _run(experiment, read_frame(experiment.data.path), out, {"config_file": str(config)})
-
+        _run(experiment, read_frame(experiment.data.path), out or Path("runs/run"), {"config_file": str(config)})
 
     _guarded(go)
+
+
+def _resume(run_dir: Path) -> None:
+    """The interrupted experiment in ``run_dir`` rebuilt from its checkpoints (config, data
+    checked against its fingerprint), continued, and its files written there."""
+    from stepdistill.checkpoints import Checkpoints
+
+    checkpoints = Checkpoints.resume(run_dir)
+    config = checkpoints.config()
+    preset = checkpoints.description.get("preset")
+    frame = read_frame(config.data.path) if preset is None else presets.demo(preset, config.evaluation.repeats)[1]
+    _run(config, frame, run_dir, checkpoints.description, checkpoints)
 
 
 STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation); or leave it out and pass --preset."
@@ -84,7 +127,7 @@ def ablate(
     repeats: int | None = typer.Option(
         None, help="Runs (evaluation.repeats) for every variant. Default: the config's if it sets them, else 5.", show_default=False
     ),
-    out: Path = typer.Option(Path("runs/ablate"), help="Directory for ablation.json/.md/.png and the usual report files."),
+    out: Path = typer.Option(Path("runs/ablate"), help="Directory for ablation.json/.md/.html/.png and the usual report files."),
 ) -> None:
     """The enhanced method with each component removed in turn, compared seed by seed with the full one."""
 
@@ -95,7 +138,7 @@ def ablate(
         experiment, frame, description = _study_inputs(config, preset, repeats, default_repeats=5)
         _check_out(out)
         with _progress() as progress:
-            results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress)
+            results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress, _teacher_store())
         out_console.print(render_ablation_table(results, ablation))
         _report_written(write_ablation(results, ablation, out))
 
@@ -112,7 +155,7 @@ def sweep_data(
     repeats: int | None = typer.Option(
         None, help="Runs (evaluation.repeats) for every method. Default: the config's if it sets them, else 3.", show_default=False
     ),
-    out: Path = typer.Option(Path("runs/sweep"), help="Directory for sweep.json, sweep.md and sweep.png."),
+    out: Path = typer.Option(Path("runs/sweep"), help="Directory for sweep.json, sweep.md, sweep.html and sweep.png."),
 ) -> None:
     """Every method at each labelled fraction: how much the teacher helps when labels are scarce."""
 
@@ -124,7 +167,7 @@ def sweep_data(
         experiment, frame, description = _study_inputs(config, preset, repeats, default_repeats=3)
         _check_out(out)
         with _progress() as progress:
-            results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress)
+            results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress, _teacher_store())
         sweep = summarize_sweep(results_by_fraction)
         # The teacher (trained on every label) and the runs are the same at every fraction.
         any_results = next(iter(results_by_fraction.values()))
@@ -154,23 +197,41 @@ def _study_inputs(
 
 def _with_consent(config: ExperimentConfig) -> ExperimentConfig:
     """The config with ``--trust-pickle`` given to a teacher whose loading runs code."""
-    if _debug.get("trust_pickle") and "trust_pickle" in type(config.teacher).model_fields:
+    if _options["trust_pickle"] and "trust_pickle" in type(config.teacher).model_fields:
         return config.model_copy(update={"teacher": config.teacher.model_copy(update={"trust_pickle": True})})
     return config
 
 
-def _run(config: ExperimentConfig, frame, out: Path, description: dict) -> None:
+def _run(config: ExperimentConfig, frame, out: Path, description: dict, checkpoints: Checkpoints | None = None) -> None:
+    """Run the experiment, checkpointed in ``out`` (or resumed from ``checkpoints``, those of an
+    interrupted one), print its table and write its files there, all at once; then drop the
+    checkpoints. Ctrl-C leaves the checkpoints, and says how to resume."""
+    from stepdistill.checkpoints import Checkpoints, describe_experiment
     from stepdistill.experiment import run_experiment
-    from stepdistill.report import render_table, write_report
+    from stepdistill.report import render_speed_table, render_table, write_report
     from stepdistill.run_dir import fingerprint, write_students
 
     _check_out(out)
     test_frame = None if config.data.test_path is None else read_frame(config.data.test_path)
+    if checkpoints is None:
+        checkpoints = Checkpoints.start(out, describe_experiment(config, description, frame, test_frame))
+    else:
+        checkpoints.check_data(frame, test_frame)
     runs = []
-    with _progress() as progress:
-        results = run_experiment(config, frame, description, progress, test_frame, on_run=runs.append)
-    out_console.print(render_table(results))
-    _report_written(write_report(results, out, lambda staging_dir: write_students(staging_dir, results, runs, fingerprint(frame))))
+    try:
+        with _progress() as progress:
+            results = run_experiment(
+                config, frame, description, progress, test_frame, on_run=runs.append, teacher_store=_teacher_store(), checkpoints=checkpoints
+            )
+        out_console.print(render_table(results))
+        if (speed_table := render_speed_table(results)) is not None:
+            out_console.print(speed_table)
+        _report_written(write_report(results, out, lambda staging_dir: write_students(staging_dir, results, runs, fingerprint(frame))))
+    except KeyboardInterrupt as stop:
+        if not checkpoints.unfinished():
+            raise KeyboardInterrupt("interrupted before the first epoch was saved; run it again") from stop
+        raise KeyboardInterrupt(f"interrupted; resume with: stepdistill run --resume {out}") from stop
+    checkpoints.remove()
     chosen = results["chosen"]
     err_console.print(
         f"student to deploy: {out / 'student'} ({chosen['method']}, best mean {chosen['metric']} on validation; "
@@ -215,7 +276,7 @@ def predict(
 @app.command()
 def export(
     run_dir: Path = RUN_DIR_ARGUMENT,
-    format: str = typer.Option(..., help="onnx (probabilities from the encoded features), sklearn (a logistic student as a pipeline on the raw columns, skops), or safetensors."),
+    format: str = typer.Option(..., help="onnx (the student with its preprocessing: one input per raw column, double or string; outputs probabilities and label; an unseen category is an error, a NaN number gives NaN), sklearn (a logistic student as a pipeline on the raw columns, skops), or safetensors."),
     method: str | None = METHOD_OPTION,
     run: int = RUN_OPTION,
     out: Path | None = typer.Option(None, help="The file to write; default: RUN_DIR/exports/<student or method>.<suffix>."),
@@ -264,11 +325,26 @@ def _check_out(out: Path) -> None:
         raise StepDistillError(f"--out {out} is a file; pass a directory")
 
 
+def _teacher_store():
+    """Where teacher outputs are kept between runs (``--cache-dir``), or None with ``--no-cache``."""
+    if _options["no_cache"]:
+        return None
+    from stepdistill.teachers.store import TeacherStore, default_store_directory
+
+    return TeacherStore(_options["cache_dir"] or default_store_directory())
+
+
 @contextmanager
 def _progress():
-    """A progress function for experiments: each message printed, the latest shown by a spinner."""
-    with err_console.status("training") as status:
-        yield lambda message: status.update(message) or err_console.print(message)
+    """How experiments report (progress.py): nothing with --quiet, bars on a terminal, else a
+    line per step."""
+    if _options["quiet"]:
+        yield SILENT
+    elif err_console.is_terminal:
+        with Bars(err_console) as bars:
+            yield bars
+    else:
+        yield Lines(sys.stderr)
 
 
 def _report_written(paths: list[Path]) -> None:
@@ -279,7 +355,12 @@ def _guarded(action) -> None:
     try:
         action()
     except StepDistillError as err:
-        if _debug["on"]:
+        if _options["debug"]:
             raise
         sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
+    except KeyboardInterrupt as stop:  # Ctrl-C: what was written is whole (see report/staged.py, checkpoints.py)
+        if _options["debug"]:
+            raise
+        sys.stderr.write(f"{str(stop) or 'interrupted'}\n")
+        sys.exit(130)

@@ -7,12 +7,18 @@ when students see a fraction of the labels) chooses each method's settings, driv
 scheduler and early stopping; the test split is read once, after training, by ``test_run``.
 Every method is compared, run by run, with a control trained the same way (config.py,
 ``with_matched_controls``); stats.py turns the paired differences into intervals.
+
+Given checkpoints (checkpoints.py), the students of the run under way are saved after every epoch
+and each run once it is finished, so that an interrupted experiment resumes: finished runs are
+read back, the interrupted one continues from its last epoch (its teacher rebuilt as before), and
+the results are those of an uninterrupted experiment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -26,15 +32,20 @@ from stepdistill.data.repeats import RunRows, cv_runs, fixed_test_runs, holdout_
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities, classification_metrics, count_parameters, predicted_classes
 from stepdistill.methods import Method
+from stepdistill.progress import SILENT, Progress
 from stepdistill.run_dir import RunStudents
+from stepdistill.speed import measure_speed
 from stepdistill.summary import COMPARED_METRICS, summarize_experiment
 from stepdistill.teachers import cache_teacher
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.cache import TeacherCache
 from stepdistill.teachers.kinds import BuiltTeacher
-from stepdistill.train import TrainState, default_device, fit, new_state
+from stepdistill.teachers.store import TeacherStore
+from stepdistill.train import TrainState, default_device, epochs_left, fit, new_state
 
-ProgressFn = Callable[[str], None]
+if TYPE_CHECKING:
+    from stepdistill.checkpoints import Checkpoints
+
 RunHook = Callable[[RunStudents], None]
 
 
@@ -93,18 +104,29 @@ def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> Prepar
 # --- teacher ---------------------------------------------------------------------------------
 
 
-def build_teacher(config: ExperimentConfig, data: PreparedData, run: RunRows, loaded: BuiltTeacher | None) -> tuple[BuiltTeacher, TeacherCache]:
+def build_teacher(
+    config: ExperimentConfig,
+    data: PreparedData,
+    run: RunRows,
+    loaded: BuiltTeacher | None,
+    progress: Progress = SILENT,
+    teacher_store: TeacherStore | None = None,
+) -> tuple[BuiltTeacher, TeacherCache]:
     """The run's teacher and its outputs on every split by sample id: refit with the run's seed
-    on its training rows when trained here, else ``loaded`` (built once) reused."""
+    on its training rows when trained here, else ``loaded`` (built once) reused. Outputs that
+    ``teacher_store`` holds for this teacher and data are read from it rather than recomputed."""
     if loaded is not None:
         built = loaded
     else:
         teacher = config.teacher
         teacher_config = teacher.model_copy(update={"seed": teacher.seed + run.seed}) if teacher.trains_here else teacher
-        built = teacher_config.build(data, default_device())
+        with progress.task("fitting the teacher" if teacher.trains_here else "loading the teacher"):
+            built = teacher_config.build(data, default_device())
     splits = data.splits
-    built.teacher.fit_background(Samples.of(splits.train, data.raw))
-    cache = cache_teacher(built.teacher, [Samples.of(t, data.raw) for t in (splits.train, splits.val, splits.test)], data.classes)
+    with progress.task("teacher outputs and explanations"):
+        built.teacher.fit_background(Samples.of(splits.train, data.raw))
+        samples = [Samples.of(t, data.raw) for t in (splits.train, splits.val, splits.test)]
+        cache = cache_teacher(built.teacher, samples, data.classes, store=teacher_store, say=progress.note)
     return built, cache
 
 
@@ -169,16 +191,23 @@ def train_students(
     seed: int,
     labelled: torch.Tensor | None,
     val: Table,
+    progress: Progress = SILENT,
+    saved: list[dict] | None = None,
+    checkpoint: Callable[[list[TrainState]], None] | None = None,
 ) -> dict[str, Trained]:
     """Every method's candidates (its settings times its tuning grid), trained together with
     ``seed`` on the run's training rows; per method, the candidate with the best metric on
     ``val`` (the validation rows whose labels students may see) is kept. The test split plays
-    no part."""
+    no part. ``saved``: the candidates' states (``TrainState.state_dict``, in order) to resume
+    from; ``checkpoint(states)`` is called after every epoch."""
     n_train = len(data.splits.train)
     candidates = {name: config.candidates(name, n_train) for name in config.methods}
     methods = [config.build_method(name, c) for name, cs in candidates.items() for c in cs]
     states = [group[0] for group in student_states(config, methods, data, teacher, rationale_width(cache, data), [seed])]
-    fit(states, data.splits.train, val, cache, labelled=labelled)
+    if saved is not None:
+        for state, state_dict in zip(states, saved, strict=True):
+            state.load_state_dict(state_dict)
+    _fit(states, data.splits.train, val, cache, labelled, progress, f"training {len(states)} students", checkpoint)
     metric = config.tune.metric if config.tune else "log_loss"
     sign = 1 if metric == "log_loss" else -1  # the best candidate has the lowest sign * metric
     scores = iter(classification_metrics(split_logits(s.model, val), val.y)[metric] for s in states)
@@ -192,15 +221,42 @@ def train_students(
     return trained
 
 
-def solo_seconds(config: ExperimentConfig, data: PreparedData, teacher: Teacher, cache: TeacherCache, trained: Trained, seed: int, labelled, val: Table) -> float:
+def solo_seconds(
+    config: ExperimentConfig, data: PreparedData, teacher: Teacher, cache: TeacherCache, trained: Trained, seed: int, labelled, val: Table, progress: Progress = SILENT
+) -> float:
     """Seconds to train the method's chosen student alone (what the method costs), measured
     anew for students that trained stacked with others (whose shared time is not theirs)."""
     if trained.state.seconds is not None:
         return trained.state.seconds
     method = config.build_method(trained.state.name, trained.settings)
     [[state]] = student_states(config, [method], data, teacher, rationale_width(cache, data), [seed])
-    fit([state], data.splits.train, val, cache, labelled=labelled)
+    _fit([state], data.splits.train, val, cache, labelled, progress, f"timing {state.name} alone")
     return state.seconds
+
+
+def _fit(
+    states: list[TrainState],
+    train: Table,
+    val: Table,
+    cache: TeacherCache,
+    labelled: torch.Tensor | None,
+    progress: Progress,
+    description: str,
+    checkpoint: Callable[[list[TrainState]], None] | None = None,
+) -> None:
+    """``fit``, its epochs shown as a task of ``progress``, with ``checkpoint(states)`` after each."""
+    left = epochs_left(states)
+    with progress.task(description, left) as advance:
+
+        def on_epoch_end(states: list[TrainState]) -> None:
+            nonlocal left
+            now = epochs_left(states)
+            advance(left - now)
+            left = now
+            if checkpoint is not None:
+                checkpoint(states)
+
+        fit(states, train, val, cache, on_epoch_end=on_epoch_end, labelled=labelled)
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -221,6 +277,7 @@ class RunResult:
     n_val: int = 0
     n_test: int = 0
     n_features: int = 0
+    speed: dict[str, dict] | None = None  # measured in run 0 only (speed.py)
 
 
 def majority_logits(y_labelled: torch.Tensor, n_classes: int, n_rows: int) -> torch.Tensor:
@@ -273,18 +330,48 @@ def run_experiment(
     config: ExperimentConfig,
     frame: pd.DataFrame,
     description: dict | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     test_frame: pd.DataFrame | None = None,
     compare_with: str | None = None,
     compared_metrics: tuple[str, ...] = COMPARED_METRICS,
     on_run: RunHook | None = None,
+    teacher_store: TeacherStore | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict:
     """Run the whole comparison on ``frame`` and return the results dict (see report/).
     ``compare_with`` names the method every other is compared with instead of its control;
     ``on_run`` is handed each run's trained students (to save them, say)."""
     fractions = [config.data.labelled_fraction]
-    [results] = run_fractions(config, frame, fractions, description, progress, test_frame, compare_with, compared_metrics, on_run).values()
+    by_fraction = run_fractions(
+        config, frame, fractions, description, progress, test_frame, compare_with, compared_metrics, on_run, teacher_store, checkpoints
+    )
+    [results] = by_fraction.values()
     return results
+
+
+@dataclass
+class TeacherFacts:
+    """What a run's teacher tells the experiment: its training time (None: trained elsewhere),
+    parameter count (None: not a parameter count), and rationale width (None: it gives none,
+    and ``rationale_unavailable`` may say why). Run 0's decide which methods run."""
+
+    train_seconds: float | None
+    params: int | None
+    rationale_width: int | None
+    rationale_unavailable: str | None
+
+
+@dataclass
+class FinishedRun:
+    """What a run leaves for the summary: its results at each labelled fraction (in order), the
+    students of the last fraction, its teacher's facts, and, in run 0 only, the seconds each
+    method's student takes to train alone."""
+
+    index: int
+    results: list[RunResult]
+    students: RunStudents
+    teacher: TeacherFacts
+    seconds: dict[str, float]
 
 
 def run_fractions(
@@ -292,85 +379,132 @@ def run_fractions(
     frame: pd.DataFrame,
     fractions: list[float],
     description: dict | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     test_frame: pd.DataFrame | None = None,
     compare_with: str | None = None,
     compared_metrics: tuple[str, ...] = COMPARED_METRICS,
     on_run: RunHook | None = None,
+    teacher_store: TeacherStore | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[float, dict]:
     """The experiment at each labelled fraction, on the same runs: per run, one teacher (trained
     on every training label) serves every fraction, and the labelled rows are nested across
-    fractions, in the training and the validation split alike. Returns results dicts by fraction."""
-    say = progress or (lambda message: None)
+    fractions, in the training and the validation split alike. Returns results dicts by fraction.
+    With ``checkpoints``, runs finished there are read back instead of run again, and the one
+    under way resumes from its last epoch (see the module's docstring)."""
+    progress = progress or SILENT
     config.check()
-    control_of: dict[str, str | None] = {}
+    asked = config  # run 0's teacher decides which methods (and controls) run
     data = load_data(config, frame, test_frame)
     runs = runs_of(config, data)
     refit = config.teacher.trains_here
-    per_fraction: dict[float, list[RunResult]] = {f: [] for f in fractions}
-    teacher_seconds, teacher_params, loaded, seconds = [], None, None, {}
-    warnings: list[str] = []
-    for run in runs:
-        prepared = prepare_run(config, data, run)
-        splits = prepared.splits
-        built, cache = build_teacher(config, prepared, run, loaded)
-        loaded = None if refit else built
-        teacher_params = built.params
-        if built.train_seconds is not None:
-            teacher_seconds.append(built.train_seconds)
-        if run.index == 0:
-            say(f"{len(runs)} runs ({config.evaluation.scheme}); run 0: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features")
-            config, skipped = _drop_rationale_methods(config, rationale_width(cache, prepared), built.teacher)
-            warnings += skipped
-            if compare_with is None:
-                config, control_of = config.with_matched_controls()
+    finished_runs: list[FinishedRun] = []
+    loaded = None
+    with progress.task(f"{len(runs)} runs ({config.evaluation.scheme})", len(runs)) as advance:
+        for run in runs:
+            finished = None if checkpoints is None else checkpoints.finished_run(run.index)
+            if finished is None:
+                prepared = prepare_run(config, data, run)
+                built, cache = build_teacher(config, prepared, run, loaded, progress, teacher_store)
+                loaded = None if refit else built
+                teacher = TeacherFacts(built.train_seconds, built.params, rationale_width(cache, prepared), built.teacher.rationale_unavailable)
             else:
-                control_of = {name: None if name == compare_with else compare_with for name in config.methods}
-        train_rank = labelled_order(splits.train.y.numpy(), run.seed)
-        val_rank = labelled_order(splits.val.y.numpy(), run.seed + 1)
-        for fraction in fractions:
-            labelled = _mask(splits.train.y.numpy(), train_rank, fraction)
-            val_labelled = _mask(splits.val.y.numpy(), val_rank, fraction)
-            val = splits.val if val_labelled is None else splits.val.take(val_labelled)
-            trained = train_students(config, prepared, built.teacher, cache, run.seed, labelled, val)
-            if run.index == 0 and fraction == fractions[-1]:
-                seconds = {name: solo_seconds(config, prepared, built.teacher, cache, t, run.seed, labelled, val) for name, t in trained.items()}
-            per_fraction[fraction].append(test_run(prepared, cache, trained, labelled, val))
-            if on_run is not None and fraction == fractions[-1]:
-                on_run(RunStudents(run.index, prepared.encoder, {name: t.state.model.cpu().eval() for name, t in trained.items()}))
-        say(f"run {run.index + 1}/{len(runs)} done (teacher test accuracy {per_fraction[fractions[-1]][-1].teacher['test']['accuracy']:.3f})")
-    warnings += _teacher_warnings(config, refit, per_fraction[fractions[-1]])
+                teacher = finished.teacher
+            if run.index == 0:  # before any student trains, from run 0's teacher whether live or read back
+                config, control_of, warnings = _settle_methods(asked, teacher, compare_with)
+            if finished is None:
+                finished = _train_and_test(config, prepared, built, cache, run, fractions, teacher, progress, checkpoints)
+                if checkpoints is not None:
+                    checkpoints.save_run(finished)
+            if on_run is not None:
+                on_run(finished.students)
+            finished_runs.append(finished)
+            progress.note(f"run {run.index + 1}/{len(runs)} done (teacher test accuracy {finished.results[-1].teacher['test']['accuracy']:.3f})")
+            advance()
+    warnings += _teacher_warnings(config, refit, [f.results[-1] for f in finished_runs])
     for message in warnings:
-        say(f"warning: {message}")
+        progress.note(f"warning: {message}")
+    teacher_seconds = [f.teacher.train_seconds for f in finished_runs if f.teacher.train_seconds is not None]
     context = {
         "config": config,
         "control_of": control_of,
         "compared_metrics": compared_metrics,
-        "teacher_params": teacher_params,
+        "teacher_params": finished_runs[-1].teacher.params,
         "teacher_seconds": float(np.mean(teacher_seconds)) if teacher_seconds else None,
         "refit": refit,
-        "seconds": seconds,
+        "seconds": finished_runs[0].seconds,
         "warnings": warnings,
         "description": description,
         "data": data,
     }
-    return {f: summarize_experiment(per_fraction[f], fraction=f, **context) for f in fractions}
+    return {f: summarize_experiment([run.results[i] for run in finished_runs], fraction=f, **context) for i, f in enumerate(fractions)}
+
+
+def _train_and_test(
+    config: ExperimentConfig,
+    prepared: PreparedData,
+    built: BuiltTeacher,
+    cache: TeacherCache,
+    run: RunRows,
+    fractions: list[float],
+    teacher: TeacherFacts,
+    progress: Progress,
+    checkpoints: Checkpoints | None,
+) -> FinishedRun:
+    """The run's students at each fraction, trained (or resumed from ``checkpoints``) and tested;
+    in run 0, also what a method costs and buys: its student's training time alone, and the
+    speed of every model."""
+    splits = prepared.splits
+    if run.index == 0:
+        progress.note(
+            f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features"
+        )
+    train_rank = labelled_order(splits.train.y.numpy(), run.seed)
+    val_rank = labelled_order(splits.val.y.numpy(), run.seed + 1)
+    results, seconds = [], {}
+    for fraction in fractions:
+        labelled = _mask(splits.train.y.numpy(), train_rank, fraction)
+        val_labelled = _mask(splits.val.y.numpy(), val_rank, fraction)
+        val = splits.val if val_labelled is None else splits.val.take(val_labelled)
+        saved = None if checkpoints is None else checkpoints.epoch_states(run.index, fraction)
+        checkpoint = None if checkpoints is None else partial(checkpoints.save_epoch, run.index, fraction)
+        trained = train_students(config, prepared, built.teacher, cache, run.seed, labelled, val, progress, saved, checkpoint)
+        measured = run.index == 0 and fraction == fractions[-1]  # what a method costs and buys, measured once
+        if measured:  # training ends before the test split is read
+            seconds = {name: solo_seconds(config, prepared, built.teacher, cache, t, run.seed, labelled, val, progress) for name, t in trained.items()}
+        result = test_run(prepared, cache, trained, labelled, val)
+        if measured:
+            students = {name: t.state.model for name, t in trained.items()}
+            result.speed = measure_speed(built.teacher, built.params, students, prepared.encoder, prepared.raw.loc[splits.test.ids.numpy()])
+        results.append(result)
+    students = RunStudents(run.index, prepared.encoder, {name: t.state.model.cpu().eval() for name, t in trained.items()})
+    return FinishedRun(run.index, results, students, teacher, seconds)
 
 
 def _mask(y: np.ndarray, rank: np.ndarray, fraction: float) -> torch.Tensor | None:
     return None if fraction >= 1 else torch.from_numpy(labelled_mask(y, rank, fraction))
 
 
-def _drop_rationale_methods(config: ExperimentConfig, width: int | None, teacher: Teacher) -> tuple[ExperimentConfig, list[str]]:
-    """When the teacher gives no rationale (``width`` None): the methods that need one are
-    skipped with a line saying why if the methods are the default ones; methods the user chose
-    are an error."""
-    if width is not None:
+def _settle_methods(config: ExperimentConfig, teacher: TeacherFacts, compare_with: str | None) -> tuple[ExperimentConfig, dict[str, str | None], list[str]]:
+    """The methods that run, given run 0's teacher (see ``_drop_rationale_methods``), with the
+    control each is compared with: its matched control, or ``compare_with``; and the warnings."""
+    config, warnings = _drop_rationale_methods(config, teacher)
+    if compare_with is None:
+        config, control_of = config.with_matched_controls()
+    else:
+        control_of = {name: None if name == compare_with else compare_with for name in config.methods}
+    return config, control_of, warnings
+
+
+def _drop_rationale_methods(config: ExperimentConfig, teacher: TeacherFacts) -> tuple[ExperimentConfig, list[str]]:
+    """When the teacher gives no rationale: the methods that need one are skipped with a line
+    saying why if the methods are the default ones; methods the user chose are an error."""
+    if teacher.rationale_width is not None:
         return config, []
     needing = [name for name in config.methods if config.build_method(name, config.candidates(name, 10_000)[0]).needs_rationale]
     if not needing:
         return config, []
-    reason = getattr(teacher, "rationale_unavailable", None) or "the teacher gives no rationale"
+    reason = teacher.rationale_unavailable or "the teacher gives no rationale"
     if "methods" in config.model_fields_set:
         raise StepDistillError(f"{', '.join(needing)} need a rationale, but {reason}; remove those methods or use a teacher that explains its predictions")
     kept = {name: settings for name, settings in config.methods.items() if name not in needing}

@@ -85,14 +85,19 @@ def load_student(directory: Path) -> SavedStudent:
     if not (directory / STUDENT_JSON).is_file() or not (directory / WEIGHTS).is_file():
         raise StepDistillError(f"{directory} holds no saved student ({STUDENT_JSON} and {WEIGHTS}); pass a run directory written by stepdistill run or demo")
     record = json.loads((directory / STUDENT_JSON).read_text(encoding="utf-8"))
-    spec = dict(record["model"])
-    kind = spec.pop("kind")
-    if kind not in MODEL_KINDS:
-        raise StepDistillError(f"{directory / STUDENT_JSON} names an unknown model kind {kind!r}; it was saved by another version of stepdistill")
-    model = MODEL_KINDS[kind](**spec)
+    model = model_from_spec(record["model"], directory / STUDENT_JSON)
     model.load_state_dict(load_file(directory / WEIGHTS))
     about = {k: v for k, v in record.items() if k not in ("model", "encoder", "classes")}
     return SavedStudent(model.eval(), FeatureEncoder.from_json(record["encoder"]), record["classes"], about)
+
+
+def model_from_spec(spec: dict, source: Path) -> nn.Module:
+    """A fresh model as a student's ``spec`` describes it (read from ``source``)."""
+    arguments = dict(spec)
+    kind = arguments.pop("kind")
+    if kind not in MODEL_KINDS:
+        raise StepDistillError(f"{source} names an unknown model kind {kind!r}; it was saved by another version of stepdistill")
+    return MODEL_KINDS[kind](**arguments)
 
 
 def student_directory(run_dir: Path, method: str | None = None, run: int = 0) -> Path:

@@ -19,7 +19,9 @@ import pandas as pd
 
 from stepdistill.config import ExperimentConfig
 from stepdistill.errors import StepDistillError
-from stepdistill.experiment import ProgressFn, run_experiment, run_fractions
+from stepdistill.experiment import run_experiment, run_fractions
+from stepdistill.progress import Progress
+from stepdistill.teachers.store import TeacherStore
 
 FULL = "full"
 ENHANCED = "enhanced"
@@ -88,11 +90,17 @@ def summarize_ablation(results: dict) -> dict:
 
 
 def run_ablation(
-    config: ExperimentConfig, frame: pd.DataFrame, description: dict | None = None, progress: ProgressFn | None = None
+    config: ExperimentConfig,
+    frame: pd.DataFrame,
+    description: dict | None = None,
+    progress: Progress | None = None,
+    teacher_store: TeacherStore | None = None,
 ) -> tuple[dict, dict]:
     """Train every variant of ``ablation_config(config)`` in one experiment, each compared with
     ``full``; returns the experiment's results dict and ``summarize_ablation`` of it."""
-    results = run_experiment(ablation_config(config), frame, description, progress, compare_with=FULL, compared_metrics=SHOWN_METRICS)
+    results = run_experiment(
+        ablation_config(config), frame, description, progress, compare_with=FULL, compared_metrics=SHOWN_METRICS, teacher_store=teacher_store
+    )
     return results, summarize_ablation(results)
 
 
@@ -121,11 +129,12 @@ def run_sweep(
     frame: pd.DataFrame,
     fractions: list[float],
     description: dict | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
+    teacher_store: TeacherStore | None = None,
 ) -> dict[str, dict]:
     """The experiment at every labelled fraction on the same runs (see the module docstring);
     returns results dicts by ``fraction_key``, smallest fraction first."""
-    by_fraction = run_fractions(config, frame, sorted(fractions), description, progress)
+    by_fraction = run_fractions(config, frame, sorted(fractions), description, progress, teacher_store=teacher_store)
     return {fraction_key(f): results for f, results in by_fraction.items()}
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import datetime
 import platform
+from importlib import metadata
 
 import numpy as np
+import sklearn
 import torch
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 from stepdistill import stats
-from stepdistill.evaluate import expected_calibration_error, per_class_metrics, summarize_runs
+from stepdistill.evaluate import class_probabilities, expected_calibration_error, per_class_metrics, summarize, summarize_runs
 
 # Metrics where lower is better; the others are better higher.
 LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
@@ -48,6 +50,7 @@ def summarize_experiment(
 ) -> dict:
     """The results dict of ``runs`` (experiment.RunResult, one per run) at one labelled fraction."""
     classes = data.classes
+    speed = runs[0].speed or {}  # measured in the first run only (speed.py)
     methods = {}
     for name in runs[0].methods:
         entries = [r.methods[name] for r in runs]
@@ -55,8 +58,10 @@ def summarize_experiment(
             "test": summarize_runs([e["test"] for e in entries]),
             "validation": summarize_runs([e["validation"] for e in entries]),
             "per_class": per_class_metrics([(e["logits"], r.y_test) for e, r in zip(entries, runs)], classes),
+            **prediction_summary([(r.probabilities[name], r.y_test) for r in runs]),
             "params": entries[0]["params"],
             "train_seconds": seconds.get(name),
+            "speed": speed.get(name),
             "control": control_of.get(name),
             "recipe": config.recipe(name),
             "method": entries[0]["method"],
@@ -80,8 +85,10 @@ def summarize_experiment(
             "kind": config.teacher.kind,
             "test": summarize_runs([r.teacher["test"] for r in runs]),
             "per_class": per_class_metrics([(r.teacher["logits"], r.y_test) for r in runs], classes),
+            **prediction_summary([(class_probabilities(r.teacher["logits"]), r.y_test) for r in runs]),
             "params": teacher_params,
             "train_seconds": teacher_seconds,
+            "speed": speed.get("teacher"),
             "refit": refit,
         },
         "reference": {"majority": {"test": majority}},
@@ -109,6 +116,7 @@ def summarize_experiment(
             },
         },
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",
+        "versions": package_versions(),
         "date": datetime.date.today().isoformat(),
     }
 
@@ -171,3 +179,52 @@ METRIC_FUNCTIONS = {
     "macro_f1": lambda y, p: f1_score(y, p.argmax(1), average="macro", labels=list(range(p.shape[1])), zero_division=0),
     "ece": lambda y, p: expected_calibration_error(p, y),
 }
+
+
+# Equal-width bins of the predicted class's probability, for the reliability diagrams.
+RELIABILITY_BINS = 10
+
+
+def prediction_summary(outputs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """``calibration`` and ``confusion`` of a model's test predictions; ``outputs`` holds per run
+    the (N, K) class probabilities and the labels."""
+    return {"calibration": calibration_summary(outputs), "confusion": confusion_counts(outputs)}
+
+
+def calibration_summary(outputs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Reliability bins of the predicted class's probability over the runs' test rows pooled:
+    ``bin_edges``, and per bin the mean ``confidence``, the ``accuracy`` (None for an empty bin)
+    and the ``count``; with ``ece``, each run's expected calibration error over the same bins."""
+    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+    counts, confidence_sums, correct_sums = np.zeros((3, RELIABILITY_BINS))
+    for probs, y in outputs:
+        confidence = probs.max(axis=1)
+        # Right-closed bins, (lo, hi], as expected_calibration_error bins rows.
+        bin_of_row = np.searchsorted(edges[1:-1], confidence, side="left")
+        counts += np.bincount(bin_of_row, minlength=RELIABILITY_BINS)
+        confidence_sums += np.bincount(bin_of_row, weights=confidence, minlength=RELIABILITY_BINS)
+        correct_sums += np.bincount(bin_of_row, weights=probs.argmax(axis=1) == y, minlength=RELIABILITY_BINS)
+    return {
+        "bin_edges": edges.tolist(),
+        "confidence": [float(total / n) if n else None for total, n in zip(confidence_sums, counts)],
+        "accuracy": [float(total / n) if n else None for total, n in zip(correct_sums, counts)],
+        "count": counts.astype(int).tolist(),
+        "ece": summarize([expected_calibration_error(probs, y, RELIABILITY_BINS) for probs, y in outputs]),
+    }
+
+
+def confusion_counts(outputs: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
+    """Test rows by true class (rows) and predicted class (columns), summed over runs."""
+    n_classes = outputs[0][0].shape[1]
+    return sum(confusion_matrix(y, probs.argmax(axis=1), labels=list(range(n_classes))) for probs, y in outputs).tolist()
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of what computed the results."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "stepdistill": metadata.version("stepdistill"),
+    }

@@ -203,7 +203,7 @@ def fit(
     train: Table,
     val: Table,
     cache: TeacherCache | None,
-    on_epoch: Callable[[TrainState], None] | None = None,
+    on_epoch_end: Callable[[list[TrainState]], None] | None = None,
     labelled: torch.Tensor | None = None,
 ) -> None:
     """Train ``states`` until each has run its epochs (or stopped early, or diverged), from where
@@ -213,11 +213,19 @@ def fit(
     engine. ``cache`` may be None only if no method uses the teacher. ``labelled`` (N,) bool
     marks the training rows whose labels students may use (default: all); the labels of the other
     rows play no part in training, while the teacher's outputs serve on every row.
+    ``on_epoch_end(states)`` is called with every student of ``states`` after each epoch of any
+    of them (to checkpoint them, say): each student's state is then one it can resume from.
     """
     device = next(states[0].model.parameters()).device
     data = _TrainingData.build(train, val, cache, any(s.method.uses_teacher for s in states), device, labelled)
     for group, engine_type in _plan(states):
-        _fit_group(group, engine_type, data, on_epoch)
+        _fit_group(group, engine_type, data, None if on_epoch_end is None else lambda: on_epoch_end(states))
+
+
+def epochs_left(states: list[TrainState]) -> int:
+    """The epochs the students have yet to train, at most: early stopping or divergence may end
+    a student sooner, which takes its remaining epochs off the count at once."""
+    return sum(s.method.training.epochs - s.epoch for s in states if not s.done)
 
 
 @dataclass
@@ -269,7 +277,7 @@ def _prior_log_loss(train_y: torch.Tensor, val_y: torch.Tensor, n_classes: int) 
     return float(-shares[val_y.cpu()].log().mean())
 
 
-def _fit_group(states: list[TrainState], engine_type: type[_Engine], data: _TrainingData, on_epoch) -> None:
+def _fit_group(states: list[TrainState], engine_type: type[_Engine], data: _TrainingData, on_epoch_end: Callable[[], None] | None) -> None:
     batch_size = states[0].method.training.batch_size
     curriculum = states[0].method.curriculum  # shared by the group (see _plan)
     order = None
@@ -285,9 +293,8 @@ def _fit_group(states: list[TrainState], engine_type: type[_Engine], data: _Trai
             engine = engine_type(active)
         rows = torch.arange(len(data)) if curriculum is None else curriculum.rows_at(order, active[0].epoch)
         engine.run_epoch(data, rows, batch_size)
-        if on_epoch is not None:
-            for state in active:
-                on_epoch(state)
+        if on_epoch_end is not None:
+            on_epoch_end()
     if engine is not None:
         engine.release()
     for state in states:

@@ -1,5 +1,15 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+# The CLI keeps teacher outputs in the user's cache directory; the suite (and the commands it starts)
+# keeps them in a directory of its own.
+os.environ["STEPDISTILL_CACHE_DIR"] = tempfile.mkdtemp(prefix="stepdistill-test-cache-")
+atexit.register(shutil.rmtree, os.environ["STEPDISTILL_CACHE_DIR"], ignore_errors=True)
 
 # The suite's models are tiny; one thread keeps timings steady on a shared 2-core machine.
 torch.set_num_threads(1)

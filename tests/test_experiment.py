@@ -29,9 +29,9 @@ def spied(monkeypatch):
         calls.append(("fit", set(train.ids.tolist()), set(val.ids.tolist())))
         return fit(states, train, val, cache, **kwargs)
 
-    def spy_teacher(config, data, run, loaded):
+    def spy_teacher(config, data, run, loaded, *args):
         calls.append(("teacher", set(data.splits.train.ids.tolist()), run.seed))
-        return build_teacher(config, data, run, loaded)
+        return build_teacher(config, data, run, loaded, *args)
 
     def spy_test(data, cache, trained, labelled, val):
         calls.append(("test", set(data.splits.test.ids.tolist())))

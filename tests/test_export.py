@@ -1,24 +1,32 @@
-"""Exports of a saved student, checked against it: ONNX through onnxruntime, a scikit-learn pipeline
-through skops (loadable without stepdistill), safetensors with its description."""
+"""Exports of a saved student, checked against it: ONNX on the raw columns through onnxruntime and a
+scikit-learn pipeline through skops (both usable without stepdistill), safetensors with its description."""
 
 import json
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
+import onnx
 import onnxruntime
+import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from stepdistill import export
 from stepdistill.cli import app
 from stepdistill.config import ExperimentConfig
+from stepdistill.data import FeatureEncoder
+from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities
 from stepdistill.experiment import run_experiment
-from stepdistill.export import sklearn_pipeline
+from stepdistill.export import export_student, sklearn_pipeline
 from stepdistill.report import write_report
-from stepdistill.run_dir import fingerprint, load_student, student_directory, write_students
+from stepdistill.run_dir import SavedStudent, fingerprint, load_student, student_directory, write_students
+from stepdistill.students import CNNModel, LogisticModel
 from tests.test_run_dir import _mixed
 
 runner = CliRunner()
@@ -41,18 +49,78 @@ def saved_runs(tmp_path_factory):
     return out, _mixed(500, seed=11).drop(columns="label")
 
 
+@pytest.fixture(scope="module")
+def onnx_exports(saved_runs):
+    """Each run directory's student exported as ONNX by the command line, and what it printed."""
+    run_dirs, _ = saved_runs
+    return {kind: runner.invoke(app, ["export", str(run_dir), "--format", "onnx"]) for kind, run_dir in run_dirs.items()}
+
+
 @pytest.mark.parametrize("kind", ["logistic", "mlp"])
-def test_onnx_gives_the_students_probabilities(saved_runs, kind):
+def test_onnx_takes_the_raw_columns_and_runs_as_documented_without_stepdistill(saved_runs, onnx_exports, kind, tmp_path):
     run_dirs, rows = saved_runs
-    result = runner.invoke(app, ["export", str(run_dirs[kind]), "--format", "onnx"])
+    result = onnx_exports[kind]
     assert result.exit_code == 0, result.output
-    student = load_student(student_directory(run_dirs[kind]))
-    session = onnxruntime.InferenceSession(str(run_dirs[kind] / "exports" / "student.onnx"), providers=["CPUExecutionProvider"])
-    [exported] = session.run(None, {"features": student.encoder.transform(rows, unseen="error")})
-    assert exported.shape == (500, 2)
-    assert np.abs(exported - student.predict_proba(rows)).max() <= 1e-5
     assert "largest difference from the student" in " ".join(result.stderr.split())
     assert "Warning" not in result.stderr
+    shutil.copy(run_dirs[kind] / "exports" / "student.onnx", tmp_path)
+    rows.to_csv(tmp_path / "new_rows.csv", index=False)
+    # The module docstring's example, run where it says: beside student.onnx and new_rows.csv.
+    script = (
+        "import sys; sys.modules['stepdistill'] = None\n"  # any import of stepdistill would now fail
+        + textwrap.dedent(export.__doc__.split("::\n")[1])
+        + "import numpy as np\n"
+        "np.save('p.npy', probabilities); predictions.to_csv('predictions.csv', index=False)\n"
+        "print(json.dumps([[i.name, i.type, i.shape] for i in session.get_inputs()] + [[o.name, o.type] for o in session.get_outputs()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    student = load_student(student_directory(run_dirs[kind]))
+    probabilities = np.load(tmp_path / "p.npy")
+    assert probabilities.shape == (500, 2)
+    assert np.abs(probabilities - student.predict_proba(rows)).max() <= 1e-5
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert list(predictions.columns) == ["no", "yes", "label"]
+    assert predictions["label"].tolist() == [student.classes[i] for i in probabilities.argmax(1)]
+    *inputs, probabilities_output, label_output = json.loads(done.stdout)
+    assert inputs == [["x0", "tensor(double)", [None, 1]], ["x1", "tensor(double)", [None, 1]], ["x2", "tensor(double)", [None, 1]], ["city", "tensor(string)", [None, 1]]]
+    assert probabilities_output == ["probabilities", "tensor(float)"] and label_output == ["label", "tensor(string)"]
+
+
+def test_onnx_names_its_columns_and_classes_and_refuses_an_unseen_category_as_the_student_does(saved_runs, onnx_exports):
+    run_dirs, rows = saved_runs
+    path = run_dirs["logistic"] / "exports" / "student.onnx"
+    assert onnx_exports["logistic"].exit_code == 0
+    onnx.checker.check_model(str(path), full_check=True)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["columns"]) == {"x0": "double", "x1": "double", "x2": "double", "city": "string"}
+    assert json.loads(metadata["classes"]) == ["no", "yes"]
+    unseen = rows.head(3).assign(city="paris")
+    feed = {c: unseen[[c]].to_numpy("float64") for c in ["x0", "x1", "x2"]} | {"city": unseen[["city"]].to_numpy().astype(str)}
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.Fail, match="Unknown Category"):
+        session.run(None, feed)
+    with pytest.raises(StepDistillError, match="never saw in training"):
+        load_student(student_directory(run_dirs["logistic"])).predict_proba(unseen)
+
+
+def test_a_cnn_student_exports_on_its_pixel_columns(tmp_path):
+    pixels = pd.DataFrame(np.random.default_rng(0).random((20, 16)), columns=[f"pixel{i}" for i in range(16)])
+    student = SavedStudent(CNNModel((1, 4, 4), 3, (2,)).eval(), FeatureEncoder(scale_numeric=False).fit(pixels), ["a", "b", "c"], {})
+    checked = export_student(student, "onnx", tmp_path / "cnn.onnx")
+    assert checked["max_abs_difference"] <= 1e-5
+    session = onnxruntime.InferenceSession(checked["path"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(pixels.columns)
+    [probabilities] = session.run(["probabilities"], {c: pixels[[c]].to_numpy("float64") for c in pixels.columns})
+    assert np.abs(probabilities - student.predict_proba(pixels)).max() <= 1e-5
+
+
+def test_a_feature_named_like_an_onnx_output_is_refused(tmp_path):
+    frame = pd.DataFrame({"label": [0.0, 1.0], "x": [1.0, 2.0]})
+    student = SavedStudent(LogisticModel(2, 1).eval(), FeatureEncoder().fit(frame), ["no", "yes"], {})
+    with pytest.raises(StepDistillError, match="feature column label; rename that column"):
+        export_student(student, "onnx", tmp_path / "student.onnx")
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_logistic_student_exports_as_a_scikit_learn_pipeline_usable_without_stepdistill(saved_runs, tmp_path):

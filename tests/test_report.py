@@ -85,7 +85,8 @@ def test_write_report_writes_all_files(results, tmp_path):
     out_dir = tmp_path / "nested" / "report"
     paths = write_report(results, out_dir)
 
-    assert sorted(path.name for path in paths) == ["history.png", "metrics.png", "report.md", "results.json"]
+    # no calibration bins and no speed numbers in these results: no reliability or trade-off figure
+    assert sorted(path.name for path in paths) == ["history.png", "metrics.png", "report.html", "report.md", "results.json"]
     assert sorted(path.name for path in out_dir.iterdir()) == sorted(path.name for path in paths)
     assert json.loads((out_dir / "results.json").read_text()) == results
     for name in ("history.png", "metrics.png"):

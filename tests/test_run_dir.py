@@ -2,6 +2,7 @@
 did in the process that trained them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,19 +71,21 @@ def test_the_encoder_round_trips_through_json():
     assert encoder.feature_names == ("x0", "x1", "x2", "city_lima", "city_oslo", "city_rome")
 
 
-def _cli_run(tmp_path) -> tuple:
-    frame = _mixed(1200)
-    frame.to_csv(tmp_path / "data.csv", index=False)
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> Path:
+    """A run directory written by ``stepdistill run`` on a CSV, shared by the tests that read it."""
+    directory = tmp_path_factory.mktemp("cli_run")
+    _mixed(1200).to_csv(directory / "data.csv", index=False)
     config = {"data": {"path": "data.csv", "id_column": "sample"}, "training": FAST, "evaluation": {"repeats": 1}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run")])
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(directory / "config.yaml"), "--out", str(directory / "run")])
     assert result.exit_code == 0, result.output
     assert "student to deploy" in result.stderr
-    return frame, tmp_path / "run"
+    return directory / "run"
 
 
-def test_predict_writes_the_class_and_probabilities_with_ids(tmp_path):
-    frame, run_dir = _cli_run(tmp_path)
+def test_predict_writes_the_class_and_probabilities_with_ids(tmp_path, cli_run):
+    run_dir = cli_run
     new = _mixed(50, seed=3)
     new.to_csv(tmp_path / "new.csv", index=False)
     result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "new.csv"), "--out", str(tmp_path / "preds.csv")])
@@ -108,8 +111,8 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_prediction_input_is_one_line_exit_2(tmp_path, case):
-    _, run_dir = _cli_run(tmp_path)
+def test_bad_prediction_input_is_one_line_exit_2(tmp_path, cli_run, case):
+    run_dir = cli_run
     change, expected = BAD_INPUTS[case]
     change(_mixed(20, seed=4)).to_csv(tmp_path / "bad.csv", index=False)
     result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "bad.csv"), "--out", str(tmp_path / "preds.csv")])
@@ -118,9 +121,8 @@ def test_bad_prediction_input_is_one_line_exit_2(tmp_path, case):
     assert not (tmp_path / "preds.csv").exists()
 
 
-def test_predict_names_what_is_missing(tmp_path):
+def test_predict_names_what_is_missing(tmp_path, cli_run):
     result = runner.invoke(app, ["predict", str(tmp_path / "nowhere"), str(tmp_path / "x.csv")])
     assert result.exit_code == 2 and "run directory not found" in result.stderr
-    _, run_dir = _cli_run(tmp_path)
-    result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "data.csv"), "--method", "magic"])
+    result = runner.invoke(app, ["predict", str(cli_run), str(cli_run.parent / "data.csv"), "--method", "magic"])
     assert result.exit_code == 2 and "no student of method 'magic'" in result.stderr and "baseline" in result.stderr

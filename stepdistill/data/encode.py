@@ -25,6 +25,7 @@ class FeatureEncoder:
 
     def __init__(self, scale_numeric: bool = True):
         self.scale_numeric = scale_numeric
+        self._codes: list[dict[str, int]] | None = None
 
     def fit(self, features: pd.DataFrame) -> FeatureEncoder:
         self.columns_ = [str(c) for c in features.columns]
@@ -41,6 +42,7 @@ class FeatureEncoder:
             self.categories_ = [[str(c) for c in categories] for categories in onehot.categories_]
         else:
             self.categories_ = []
+        self._codes = None
         return self
 
     def transform(self, features: pd.DataFrame, unseen: str = "zeros") -> np.ndarray:
@@ -52,10 +54,9 @@ class FeatureEncoder:
             raise StepDistillError(f"feature columns missing: {', '.join(missing)}; pass the columns the student was trained on")
         numbers = (_numbers(features[self.numeric_]) - self.mean_) / self.scale_
         parts = [numbers]
-        text = _as_strings(features[self.categorical_]) if self.categorical_ else None
-        for column, categories in zip(self.categorical_, self.categories_):
-            values = text[column].to_numpy()
-            index = pd.Index(categories).get_indexer(values)
+        for column, categories, codes in zip(self.categorical_, self.categories_, self._category_codes()):
+            values = _column_strings(features[column])
+            index = np.fromiter((codes.get(value, -1) for value in values), dtype=np.int64, count=len(values))
             if unseen == "error" and (index < 0).any():
                 examples = ", ".join(repr(v) for v in pd.unique(values[index < 0])[:3])
                 raise StepDistillError(
@@ -67,6 +68,13 @@ class FeatureEncoder:
             onehot[rows, index[rows]] = 1.0
             parts.append(onehot)
         return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+
+    def _category_codes(self) -> list[dict[str, int]]:
+        """Each categorical column's position of every category, built once: building it costs
+        more than encoding a single row."""
+        if self._codes is None:
+            self._codes = [{category: i for i, category in enumerate(categories)} for categories in self.categories_]
+        return self._codes
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -114,4 +122,12 @@ def _numbers(features: pd.DataFrame) -> np.ndarray:
 def _as_strings(features: pd.DataFrame) -> pd.DataFrame:
     """Categorical columns as strings, so that mixed cell types and missing values encode as
     categories of their own instead of failing to sort."""
-    return features.apply(lambda column: column.astype("string").fillna(MISSING_CATEGORY).astype(object))
+    return features.apply(lambda column: pd.Series(_column_strings(column), index=column.index))
+
+
+def _column_strings(column: pd.Series) -> np.ndarray:
+    """One categorical column as an object array of strings (see ``_as_strings``)."""
+    values = column.to_numpy(dtype=object)
+    if all(type(value) is str for value in values):  # the usual case, already what the conversion gives
+        return values
+    return column.astype("string").fillna(MISSING_CATEGORY).to_numpy(dtype=object)

@@ -1,4 +1,4 @@
-"""The ablation study as a terminal table, a markdown page, a plot and a directory of files.
+"""The ablation study as a terminal table, a markdown and an HTML page, a plot and a directory of files.
 
 ``ablation`` is ``stepdistill.studies.summarize_ablation``'s dict; ``results`` the experiment's
 results dict (see results.py) that it was computed from.
@@ -7,22 +7,25 @@ results dict (see results.py) that it was computed from.
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 
 from rich.table import Table
 
+from stepdistill.report.html import html_figure, html_page, html_table, paragraph
 from stepdistill.report.markdown import markdown_table
 from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
-from stepdistill.report.results import SIGNIFICANT_MARK, format_change, format_comparison, format_mean_std, runs_word
+from stepdistill.report.results import SIGNIFICANT_MARK, format_change, format_comparison, format_mean_std, page_subtitle, runs_word
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
-from stepdistill.report.write import REPORT_MD, write_report
+from stepdistill.report.write import REPORT_HTML, REPORT_MD, write_report
 from stepdistill.stats import CONFIDENCE
 from stepdistill.studies import FULL, REFERENCE_METHODS, REMOVALS, SHOWN_METRICS
 from stepdistill.summary import is_worse
 
 ABLATION_JSON = "ablation.json"
 ABLATION_MD = "ablation.md"
+ABLATION_HTML = "ablation.html"
 ABLATION_PNG = "ablation.png"
 WORSE_COLOR, BETTER_COLOR, UNCHANGED_COLOR = "C3", "C2", "gray"
 
@@ -84,31 +87,67 @@ def verdict(ablation: dict, names: list[str], subject: str) -> str:
     )
 
 
-def render_ablation_markdown(results: dict, ablation: dict, plot_png: str, report_md: str) -> str:
-    """The ablation page; the file arguments are names relative to it."""
-    subtitle = " · ".join(str(results[key]) for key in ("date", "machine") if key in results)
-    lines = [
-        "# Ablation of the enhanced method",
-        "",
-        *([f"_{subtitle}_", ""] if subtitle else []),
+ABLATION_TITLE = "Ablation of the enhanced method"
+PLOT_TITLE = "Test accuracy against full"
+PLOT_CAPTION = (
+    "Each variant's test accuracy minus full's (points) with its interval: red when significantly worse after Holm's "
+    "correction, green when significantly better, gray otherwise."
+)
+
+
+def _introduction(results: dict) -> str:
+    """What the variants are and how they were run, in inline markdown."""
+    return (
         f"`{FULL}` is the enhanced method as configured; each `no_*` variant is `{FULL}` with one component removed, and "
         f"{', '.join(f'`{name}`' for name in REFERENCE_METHODS)} are the simpler methods. All trained with the same recipe on the "
-        f"same {runs_word(results)}: each run its own split, teacher fit and seed; every number is on the held-out test split.",
+        f"same {runs_word(results)}: each run its own split, teacher fit and seed; every number is on the held-out test split."
+    )
+
+
+def _verdicts(ablation: dict) -> list[str]:
+    """The verdict on the removals, then on the simpler methods."""
+    return [
+        verdict(ablation, [name for name in REMOVALS if name in ablation], "Removals"),
+        verdict(ablation, [name for name in REFERENCE_METHODS if name in ablation], "Simpler methods"),
+    ]
+
+
+def render_ablation_markdown(results: dict, ablation: dict, plot_png: str, report_md: str) -> str:
+    """The ablation page; the file arguments are names relative to it."""
+    subtitle = page_subtitle(results)
+    lines = [
+        f"# {ABLATION_TITLE}",
+        "",
+        *([f"_{subtitle}_", ""] if subtitle else []),
+        _introduction(results),
         "",
         f"{_caption(results)}. Accuracy changes are in percentage points.",
         "",
         *markdown_table(*ablation_rows(ablation)),
         "",
-        verdict(ablation, [name for name in REMOVALS if name in ablation], "Removals"),
-        "",
-        verdict(ablation, [name for name in REFERENCE_METHODS if name in ablation], "Simpler methods"),
-        "",
-        f"![Test accuracy against full]({plot_png})",
+        *[line for sentence in _verdicts(ablation) for line in (sentence, "")],
+        f"![{PLOT_TITLE}]({plot_png})",
         "",
         f"Every metric of every variant: [{report_md}]({report_md}).",
         "",
     ]
     return "\n".join(lines)
+
+
+def render_ablation_html(results: dict, ablation: dict, plot: bytes, report_html: str) -> str:
+    """The ablation page as self-contained HTML; ``report_html`` is the report's name relative to it."""
+    return html_page(
+        ABLATION_TITLE,
+        page_subtitle(results),
+        [
+            paragraph(_introduction(results)),
+            paragraph(f"{_caption(results)}. Accuracy changes are in percentage points.", "caption"),
+            html_table(*ablation_rows(ablation)),
+            *[paragraph(sentence) for sentence in _verdicts(ablation)],
+            html_figure(plot, PLOT_TITLE, PLOT_CAPTION),
+            f'<p>Every metric of every variant: <a href="{escape(report_html)}">{escape(report_html)}</a>.</p>',
+        ],
+    )
 
 
 def _comparison_color(comparison: dict) -> str:
@@ -138,14 +177,16 @@ def plot_ablation(ablation: dict, path: Path) -> None:
 
 
 def write_ablation(results: dict, ablation: dict, out_dir: Path) -> list[Path]:
-    """ablation.json, ablation.md and ablation.png, with the experiment's usual report files
-    (``write_report``), into ``out_dir``: all of them, or none if anything fails."""
+    """ablation.json, ablation.md, ablation.html and ablation.png, with the experiment's usual
+    report files (``write_report``), into ``out_dir``: all of them, or none if anything fails."""
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / ABLATION_JSON).write_text(json.dumps(ablation, indent=2) + "\n", encoding="utf-8")
         plot_ablation(ablation, staging_dir / ABLATION_PNG)
         report_files = [path.name for path in write_report(results, staging_dir)]
         (staging_dir / ABLATION_MD).write_text(render_ablation_markdown(results, ablation, ABLATION_PNG, REPORT_MD), encoding="utf-8")
-        return [ABLATION_JSON, ABLATION_MD, ABLATION_PNG, *report_files]
+        plot = (staging_dir / ABLATION_PNG).read_bytes()
+        (staging_dir / ABLATION_HTML).write_text(render_ablation_html(results, ablation, plot, REPORT_HTML), encoding="utf-8")
+        return [ABLATION_JSON, ABLATION_MD, ABLATION_HTML, ABLATION_PNG, *report_files]
 
     return write_staged(out_dir, write_files)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
-from stepdistill.report.results import SIGNIFICANT_MARK, comparison_rows, per_class_f1_rows, runs_word, table_rows
+from stepdistill.report.figures import planned_figures
+from stepdistill.report.results import SIGNIFICANT_MARK, SPEED_TITLE, comparison_rows, page_subtitle, per_class_f1_rows, runs_word, speed_rows, table_rows
 from stepdistill.summary import is_worse
 
 # The metrics the report compares in words and in its comparison table.
@@ -15,34 +15,59 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [f"| {' | '.join(cells)} |" for cells in (headers, alignment, *rows)]
 
 
-def _setup_lines(results: dict) -> list[str]:
-    """Bullet points for the parts of the config a reader needs to judge the numbers."""
+def setup_items(results: dict) -> list[str]:
+    """What was run, one item each, for a reader to judge the numbers by; inline markdown
+    (`code`, **strong**), which the HTML page renders too."""
     config = results.get("config", {})
-    lines = []
+    items = []
     if "preset" in config:
-        lines.append(f"- Preset: `{config['preset']}`")
+        items.append(f"Preset: `{config['preset']}`")
     data = config.get("data", {})
+    if data.get("path"):
+        test_file = f" (fixed test file `{data['test_path']}`)" if data.get("test_path") else ""
+        items.append(f"Data: `{data['path']}`{test_file}")
     sizes = [f"{data[key]:,} {split}" for key, split in
              (("n_train", "train"), ("n_val", "validation"), ("n_test", "test")) if key in data]
     if sizes:
-        lines.append(f"- Rows: {', '.join(sizes)}")
+        items.append(f"Rows: {', '.join(sizes)}")
     if "n_features" in data:
-        lines.append(f"- Features: {data['n_features']:,}")
+        items.append(f"Features: {data['n_features']:,}")
     if "classes" in data:
-        lines.append(f"- Classes: {', '.join(str(name) for name in data['classes'])}")
+        items.append(f"Classes: {', '.join(str(name) for name in data['classes'])}")
     evaluation = results.get("evaluation")
     if evaluation:
-        lines.append(
-            f"- Runs: {evaluation['runs']} ({evaluation['scheme']}); each its own split, labelled subset, "
+        items.append(
+            f"Runs: {evaluation['runs']} ({evaluation['scheme']}); each its own split, labelled subset, "
             f"{'teacher refit, ' if results['teacher'].get('refit') else ''}student initialization and batch order"
         )
         if evaluation.get("labelled_fraction", 1) < 1:
-            lines.append(f"- Labelled fraction: {evaluation['labelled_fraction']} of the training and validation rows")
-    lines.append(f"- Teacher: {results['teacher']['kind']}{'' if results['teacher'].get('refit', True) else ' (loaded: the same in every run)'}")
+            items.append(f"Labelled fraction: {evaluation['labelled_fraction']} of the training and validation rows")
+    items.append(f"Teacher: {results['teacher']['kind']}{'' if results['teacher'].get('refit', True) else ' (loaded: the same in every run)'}")
+    if "student" in config:
+        items.append(f"Student: {described(config['student'])}")
     if "chosen" in results:
-        lines.append(f"- Chosen student: **{results['chosen']['method']}** (best mean {results['chosen']['metric']} on the validation split)")
-    lines += [f"- Warning: {message}" for message in results.get("warnings", [])]
-    return lines
+        items.append(f"Chosen student: **{results['chosen']['method']}** (best mean {results['chosen']['metric']} on the validation split)")
+    return items
+
+
+def described(section: dict) -> str:
+    """A config section as ``kind (key value, ...)``: "mlp (hidden [16], projection True)"."""
+    settings = ", ".join(f"{key} {value}" for key, value in section.items() if key != "kind" and value is not None)
+    return f"{section.get('kind', '')}{f' ({settings})' if settings else ''}"
+
+
+def comparison_note(results: dict) -> str:
+    """How the comparisons with the controls were tested."""
+    evaluation = results.get("evaluation", {})
+    confidence = round(100 * evaluation.get("confidence", 0.95))
+    return (
+        f"Tested with: {evaluation.get('test', 'paired comparison')}; {confidence}% intervals; p-values Holm-corrected over the "
+        f"{sum(len(e.get('vs_control', {})) for e in results['methods'].values())} comparisons of this table; {SIGNIFICANT_MARK}: "
+        "significant after correction. A control is the baseline trained with the same recipe (optimizer, schedule, budget, tuning)."
+    )
+
+
+NO_CONTROL = "No method has a control (no baseline was run), so there is nothing to compare against."
 
 
 def comparison_lines(results: dict) -> list[str]:
@@ -50,21 +75,14 @@ def comparison_lines(results: dict) -> list[str]:
     sentence per method saying what the intervals support."""
     rows = comparison_rows(results, COMPARED)
     if not rows[1]:
-        return ["No method has a control (no baseline was run), so there is nothing to compare against.", ""]
-    evaluation = results.get("evaluation", {})
-    confidence = round(100 * evaluation.get("confidence", 0.95))
-    lines = [
-        *markdown_table(*rows),
-        "",
-        f"Tested with: {evaluation.get('test', 'paired comparison')}; {confidence}% intervals; p-values Holm-corrected over the "
-        f"{sum(len(e.get('vs_control', {})) for e in results['methods'].values())} comparisons of this table; {SIGNIFICANT_MARK}: "
-        "significant after correction. A control is the baseline trained with the same recipe (optimizer, schedule, budget, tuning).",
-        "",
-    ]
-    for name, entry in results["methods"].items():
-        if entry.get("vs_control"):
-            lines.append(f"- **{name}**: {verdict_sentence(entry)}")
-    return [*lines, ""]
+        return [NO_CONTROL, ""]
+    verdict_lines = [f"- **{name}**: {sentence}" for name, sentence in verdicts(results)]
+    return [*markdown_table(*rows), "", comparison_note(results), "", *verdict_lines, ""]
+
+
+def verdicts(results: dict) -> list[tuple[str, str]]:
+    """(method, verdict sentence) for each method compared with a control."""
+    return [(name, verdict_sentence(entry)) for name, entry in results["methods"].items() if entry.get("vs_control")]
 
 
 def verdict_sentence(entry: dict) -> str:
@@ -90,33 +108,42 @@ def _per_class_lines(results: dict) -> list[str]:
     return [f"## Per-class test F1 (mean ± std over {runs_word(results)})", "", *markdown_table(*table), ""]
 
 
-def render_markdown(results: dict, history_png: str, metrics_png: str) -> str:
-    """The full report; the plot arguments are file names relative to the report."""
+def _figure_lines(results: dict) -> list[str]:
+    lines = []
+    for figure, note in planned_figures(results):
+        lines += [note, ""] if note else [figure.caption, "", f"![{figure.title}]({figure.file})", ""]
+    return lines
+
+
+def _speed_lines(results: dict) -> list[str]:
+    table = speed_rows(results)
+    return [] if table is None else [f"## {SPEED_TITLE}", "", *markdown_table(*table), ""]
+
+
+def render_markdown(results: dict) -> str:
+    """The full report; its figures are the files of figures.py, beside it."""
     headers, rows = table_rows(results)
-    subtitle = " · ".join(str(results[key]) for key in ("date", "machine") if key in results)
+    subtitle = page_subtitle(results)
     lines = [
         "# Distillation report",
         "",
         *([f"_{subtitle}_", ""] if subtitle else []),
         "## Setup",
         "",
-        *_setup_lines(results),
+        *[f"- {item}" for item in setup_items(results)],
+        *[f"- Warning: {message}" for message in results.get("warnings", [])],
         "",
         f"## Test metrics (mean ± std over {runs_word(results)})",
         "",
         *markdown_table(headers, rows),
         "",
         *_per_class_lines(results),
+        *_speed_lines(results),
         "## Compared with the control",
         "",
         *comparison_lines(results),
         "## Plots",
         "",
-        "Loss terms per epoch (run 0): weighted value solid, weight dashed.",
-        "",
-        f"![Training history]({history_png})",
-        "",
-        f"![Test metrics]({metrics_png})",
-        "",
+        *_figure_lines(results),
     ]
     return "\n".join(lines)

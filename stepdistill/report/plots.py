@@ -1,4 +1,4 @@
-"""PNG plots of the training history and of the test metrics."""
+"""PNG plots of the training history, the test metrics, calibration, confusion and speed."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 # Agg renders to files without a display, so reports can be written on headless machines.
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
-from stepdistill.report.results import secondary_metric  # noqa: E402
+from stepdistill.report.results import class_names, models_with, one_row_ms, secondary_metric, teacher_label, timed_models  # noqa: E402
 
 VAL_LOSS_COLOR = "black"
 DPI = 120
@@ -56,27 +57,43 @@ def _history_legend(term_colors: dict[str, str]) -> list[Line2D]:
     return handles
 
 
+def _panels(n_panels: int, max_cols: int, panel_size_in: tuple[float, float], extra_height_in: float = 0.0, shared: bool = False):
+    """A figure with a grid of ``n_panels`` axes, at most ``max_cols`` a row, and room below for
+    ``extra_height_in`` (a legend); ``shared`` axes have tick labels on the outer panels only.
+    Returns the figure and the axes in use (the rest hidden)."""
+    n_cols = min(max_cols, n_panels)
+    n_rows = math.ceil(n_panels / n_cols)
+    size = (panel_size_in[0] * n_cols, panel_size_in[1] * n_rows + extra_height_in)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=size, squeeze=False, sharex=shared, sharey=shared)
+    for unused_ax in axes.flat[n_panels:]:
+        unused_ax.set_visible(False)
+    used = list(axes.flat[:n_panels])
+    for ax in used[-n_cols:]:
+        # The lowest panel of each column shows the x tick labels, also above a hidden panel.
+        ax.xaxis.set_tick_params(labelbottom=True)
+    return fig, used
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
 def plot_history(results: dict, path: Path) -> None:
     """One subplot per method, run 0: each term's weighted value and weight per epoch, and val_loss."""
     methods = results["methods"]
     term_colors = _term_colors(methods)
-    n_cols = min(2, len(methods))
-    n_rows = math.ceil(len(methods) / n_cols)
-    width, height = SUBPLOT_SIZE_IN[0] * n_cols, SUBPLOT_SIZE_IN[1] * n_rows + LEGEND_HEIGHT_IN
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
-    for ax, (name, entry) in zip(axes.flat, methods.items()):
+    fig, axes = _panels(len(methods), 2, SUBPLOT_SIZE_IN, LEGEND_HEIGHT_IN)
+    for ax, (name, entry) in zip(axes, methods.items()):
         ax.set_title(f"{name} (run 0)")
         history = entry["history"][0] if entry.get("history") else []
         if history:
             _plot_method_history(ax, history, term_colors)
         else:
             ax.text(0.5, 0.5, "no history recorded", ha="center", va="center", transform=ax.transAxes)
-    for unused_ax in axes.flat[len(methods):]:
-        unused_ax.set_visible(False)
     fig.legend(handles=_history_legend(term_colors), loc="lower center", ncol=4, frameon=False)
-    fig.tight_layout(rect=(0, LEGEND_HEIGHT_IN / height, 1, 1))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    fig.tight_layout(rect=(0, LEGEND_HEIGHT_IN / fig.get_figheight(), 1, 1))
+    _save(fig, path)
 
 
 def _score_axis_bottom(lowest: float) -> float:
@@ -112,5 +129,96 @@ def plot_metrics(results: dict, path: Path) -> None:
     ax.set_title("Test metrics, mean ± std over runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
+
+
+PANEL_SIZE_IN = (3.6, 3.4)
+PANELS_PER_ROW = 4
+
+
+def plot_reliability(results: dict, path: Path) -> None:
+    """A reliability diagram per model (teacher, then each method): per confidence bin, the share
+    of test rows predicted correctly (bar) at its mean confidence (dot), against the diagonal."""
+    calibrated = models_with(results, "calibration")
+    fig, axes = _panels(len(calibrated), PANELS_PER_ROW, PANEL_SIZE_IN, shared=True)
+    for ax, (name, entry) in zip(axes, calibrated):
+        calibration = entry["calibration"]
+        edges = calibration["bin_edges"]
+        filled = [i for i, count in enumerate(calibration["count"]) if count]
+        ax.bar([edges[i] for i in filled], [calibration["accuracy"][i] for i in filled],
+               width=[edges[i + 1] - edges[i] for i in filled], align="edge", color="C0", alpha=0.35, edgecolor="C0")
+        ax.plot([calibration["confidence"][i] for i in filled], [calibration["accuracy"][i] for i in filled], "o-", color="C0", markersize=4)
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ece = calibration["ece"]
+        ax.set_title(f"{name}\nECE {ece['mean']:.3f} ± {ece['std']:.3f}", fontsize=9)
+        ax.set_xlabel("confidence (predicted class)", fontsize=8)
+        ax.set_ylabel("share correct", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# Above this many classes the cells are too small for their counts to be written in them.
+MAX_ANNOTATED_CLASSES = 12
+
+
+def plot_confusion(results: dict, path: Path) -> None:
+    """A confusion matrix per model (teacher, then each method), shaded by the share of each true
+    class, with the counts written in the cells."""
+    labelled = models_with(results, "confusion")
+    classes = class_names(results)
+    fig, axes = _panels(len(labelled), PANELS_PER_ROW, PANEL_SIZE_IN, shared=True)
+    for ax, (name, entry) in zip(axes, labelled):
+        counts = np.array(entry["confusion"])
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        if len(classes) <= MAX_ANNOTATED_CLASSES:
+            for (row, column), count in np.ndenumerate(counts):
+                ax.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                        color="white" if shares[row, column] > 0.5 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 5 else 0)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+TEACHER_STYLE = {"color": "black", "marker": "s"}
+STUDENT_MARKERS = "o^vD<>P*Xh"
+
+
+def _student_style(index: int) -> dict:
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {"color": palette[index % len(palette)], "marker": STUDENT_MARKERS[index % len(STUDENT_MARKERS)]}
+
+
+def plot_tradeoff(results: dict, path: Path) -> None:
+    """Test accuracy (± std over runs) against the one-row latency (log scale), a labelled point
+    per timed model, the teacher in black."""
+    timed = timed_models(results)
+    teacher = teacher_label(results)
+    students = [name for name, _ in timed if name != teacher]
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    for name, entry in timed:
+        accuracy = entry["test"]["accuracy"]
+        # A color and marker per model, named in the legend: models of equal speed and accuracy overlap.
+        style = TEACHER_STYLE if name == teacher else _student_style(students.index(name))
+        ax.errorbar(one_row_ms(entry), accuracy["mean"], yerr=accuracy["std"], capsize=4, linestyle="none",
+                    label=f"{name}: {one_row_ms(entry):.3g} ms, {accuracy['mean']:.3f}", **style)
+    ax.set_xscale("log")
+    # Plain numbers on the log axis (0.5, 2), not powers of ten.
+    ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.margins(x=0.15)
+    ax.set_xlabel("time to predict one row (ms, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy against latency, mean ± std over runs")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

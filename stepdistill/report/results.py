@@ -2,21 +2,29 @@
 
 Shape (the contract with stepdistill.summary, which produces it)::
 
-    {"teacher": {"kind", "test": M, "per_class": P, "params", "train_seconds", "refit"},
+    {"teacher": {"kind", "test": M, "per_class": P, "calibration": R, "confusion": X, "speed": T,
+                 "params", "train_seconds", "refit"},
      "reference": {"majority": {"test": M}},
-     "methods": {name: {"test": M, "validation": M, "per_class": P, "params", "train_seconds",
-                        "control": name | None, "vs_control": {metric: C}, "flags": F,
+     "methods": {name: {"test": M, "validation": M, "per_class": P, "calibration": R, "confusion": X,
+                        "speed": T, "params", "train_seconds", "control": name | None,
+                        "vs_control": {metric: C}, "flags": F,
                         "history": [[epoch record, ...] per run], "settings": [per run], ...}},
      "chosen": {"method", "metric", "split"},
      "evaluation": {"scheme", "runs", "labelled_fraction", "test", "confidence", "correction"},
-     "warnings": [str], "config": {...}, "machine": str, "date": "YYYY-MM-DD"}
+     "warnings": [str], "config": {...}, "machine": str, "versions": {package: version},
+     "date": "YYYY-MM-DD"}
 
 where M maps a metric name to ``{"mean", "std", "values"}`` (one value per run), P maps a class
 name to ``{"precision": S, "recall": S, "f1": S, "support": n}``, C is a comparison of stats.py
 after Holm's correction (``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``p_holm``,
 ``significant``, ``verdict``), and F holds ``never_predicts`` ({class: runs}), ``diverged``
 (runs), ``worse_than_control`` (metrics), ``below_majority`` (bool). The teacher's ``params`` and
-``train_seconds`` may be None (trees, a file, a model trained elsewhere).
+``train_seconds`` may be None (trees, a file, a model trained elsewhere). R holds the reliability
+bins of the test rows of all runs (``bin_edges``; per bin ``confidence``, ``accuracy``, ``count``)
+and ``ece`` (M-like, one value per run); X counts test rows by true class (rows) and predicted
+class (columns) over all runs; T is ``{"params", "bytes", "one_row_ms", "batch_ms", "batch_rows",
+"speedup_one_row", "speedup_batch"}``. R, X, T and ``versions`` are absent from older results,
+and T may be None or have None numbers where nothing was timed.
 """
 
 from __future__ import annotations
@@ -27,6 +35,16 @@ MISSING_CELL = "—"
 def secondary_metric(results: dict) -> str:
     """``"roc_auc"`` for a binary task, ``"macro_f1"`` for a multi-class one."""
     return "roc_auc" if "roc_auc" in results["teacher"]["test"] else "macro_f1"
+
+
+def is_multiclass(results: dict) -> bool:
+    return secondary_metric(results) == "macro_f1"
+
+
+def class_names(results: dict) -> list[str]:
+    """The class names in label order, or their indices where the config does not list them."""
+    classes = results.get("config", {}).get("data", {}).get("classes")
+    return [str(name) for name in classes] if classes else [str(index) for index in range(len(results["teacher"]["confusion"]))]
 
 
 def metric_columns(results: dict) -> list[str]:
@@ -46,6 +64,26 @@ def models(results: dict) -> list[tuple[str, dict]]:
     order they were run."""
     majority = results.get("reference", {}).get("majority")
     return [(teacher_label(results), results["teacher"]), *([(MAJORITY_LABEL, majority)] if majority else []), *results["methods"].items()]
+
+
+def models_with(results: dict, key: str) -> list[tuple[str, dict]]:
+    """(display name, entry) of the models whose entry has ``key``, in the order of ``models``."""
+    return [(name, entry) for name, entry in models(results) if entry.get(key) is not None]
+
+
+def one_row_ms(entry: dict) -> float | None:
+    """The model's latency on one row in ms, or None where it was not timed."""
+    return (entry.get("speed") or {}).get("one_row_ms")
+
+
+def timed_models(results: dict) -> list[tuple[str, dict]]:
+    """(display name, entry) of the models with a one-row latency."""
+    return [(name, entry) for name, entry in models(results) if one_row_ms(entry) is not None]
+
+
+def page_subtitle(results: dict) -> str:
+    """When and where the results were computed: "2024-01-02 · x86_64, Linux, ..."."""
+    return " · ".join(str(results[key]) for key in ("date", "machine") if key in results)
 
 
 def runs_word(results: dict) -> str:
@@ -100,6 +138,44 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return headers, rows
+
+
+SPEED_TITLE = "What the student buys: size and prediction latency (run 0, raw columns to logits, median ms)"
+
+
+def speed_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Headers and one row per timed model (the teacher first): parameters, bytes on disk, one-row
+    and batch latency, and the speed-ups over the teacher; None when nothing was timed."""
+    timed = [(name, entry["speed"]) for name, entry in models(results) if entry.get("speed")]
+    if not timed:
+        return None
+    batch = timed[0][1]["batch_rows"]
+    headers = ["model", "params", "size", "1 row ms", f"{batch:,} rows ms", "speed-up 1 row", f"speed-up {batch:,} rows"]
+    rows = [
+        [
+            name,
+            _cell(speed["params"], "{:,}"),
+            MISSING_CELL if speed["bytes"] is None else format_bytes(speed["bytes"]),
+            _cell(speed["one_row_ms"], "{:.3f}"),
+            _cell(speed["batch_ms"], "{:.2f}"),
+            _cell(speed.get("speedup_one_row"), "{:.1f}x"),
+            _cell(speed.get("speedup_batch"), "{:.1f}x"),
+        ]
+        for name, speed in timed
+    ]
+    return headers, rows
+
+
+def _cell(value: float | None, template: str) -> str:
+    return MISSING_CELL if value is None else template.format(value)
+
+
+def format_bytes(n: int) -> str:
+    """``"1.2 MB"``, ``"640 B"``: decimal units, as file managers show sizes."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def format_change(metric: str, value: float) -> str:

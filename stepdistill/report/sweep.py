@@ -1,4 +1,4 @@
-"""The labelled-fraction sweep as a terminal table, a markdown page, a plot and a directory of files.
+"""The labelled-fraction sweep as a terminal table, a markdown and an HTML page, a plot and a directory of files.
 
 ``sweep`` is ``stepdistill.studies.summarize_sweep``'s dict, ``{method: {fraction: {metric:
 {"mean", "std"}, "vs_control": {metric: comparison}}}}`` with fractions as strings in ascending
@@ -15,14 +15,16 @@ import numpy as np
 from matplotlib.ticker import NullLocator
 from rich.table import Table
 
+from stepdistill.report.html import heading, html_figure, html_page, html_table, paragraph
 from stepdistill.report.markdown import markdown_table
 from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
-from stepdistill.report.results import SIGNIFICANT_MARK, format_comparison, format_mean_std, runs_word
+from stepdistill.report.results import SIGNIFICANT_MARK, format_comparison, format_mean_std, page_subtitle, runs_word
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
 
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
+SWEEP_HTML = "sweep.html"
 SWEEP_PNG = "sweep.png"
 TABLE_METRICS = ("accuracy", "log_loss")
 
@@ -67,30 +69,53 @@ def render_sweep_table(sweep: dict, results: dict) -> Table:
     )
 
 
-def render_sweep_markdown(sweep: dict, results: dict, plot_png: str) -> str:
-    """The sweep page; ``plot_png`` is a file name relative to it."""
+SWEEP_TITLE = "Labelled-fraction sweep"
+PLOT_TITLE = "Test accuracy by labelled fraction"
+PLOT_CAPTION = "Test accuracy (mean ± std band over runs) against the labelled fraction (log scale); the teacher's dashed."
+
+
+def _introduction(results: dict) -> list[str]:
+    """What a fraction means and how the runs were made, then the teacher's accuracy."""
     teacher = results["teacher"]
-    lines = [
-        "# Labelled-fraction sweep",
-        "",
+    return [
         "Students see the labels of a stratified share of the training rows (the fraction), and validation uses the labels "
         f"of the same share of its rows; the teacher ({teacher['kind']}) is trained on every training label and annotates "
         f"every row. Every fraction runs on the same {runs_word(results)}: per run one split and one teacher, and the "
         "labelled rows of a smaller fraction are among those of a larger one. All numbers are on the held-out test split.",
-        "",
         f"Teacher test accuracy: {format_mean_std(teacher['test']['accuracy'])}.",
-        "",
     ]
-    for metric in TABLE_METRICS:
-        lines += [f"## Test {metric.replace('_', ' ')} (mean ± std over runs)", "", *markdown_table(*sweep_rows(sweep, metric)), ""]
-        lines += [
+
+
+def _metric_sections(sweep: dict, results: dict) -> list[tuple[str, tuple, str, tuple]]:
+    """Per table metric: heading, its table, the caption of the differences, their table."""
+    return [
+        (
+            f"Test {metric.replace('_', ' ')} (mean ± std over runs)",
+            sweep_rows(sweep, metric),
             f"Difference from the control ({results['evaluation']['test']}; p Holm-corrected within each fraction):",
-            "",
-            *markdown_table(*difference_rows(sweep, metric)),
-            "",
-        ]
-    lines += [f"![Test accuracy by labelled fraction]({plot_png})", ""]
+            difference_rows(sweep, metric),
+        )
+        for metric in TABLE_METRICS
+    ]
+
+
+def render_sweep_markdown(sweep: dict, results: dict, plot_png: str) -> str:
+    """The sweep page; ``plot_png`` is a file name relative to it."""
+    lines = [f"# {SWEEP_TITLE}", ""]
+    for text in _introduction(results):
+        lines += [text, ""]
+    for title, values, caption, differences in _metric_sections(sweep, results):
+        lines += [f"## {title}", "", *markdown_table(*values), "", caption, "", *markdown_table(*differences), ""]
+    lines += [f"![{PLOT_TITLE}]({plot_png})", ""]
     return "\n".join(lines)
+
+
+def render_sweep_html(sweep: dict, results: dict, plot: bytes) -> str:
+    """The sweep page as self-contained HTML."""
+    parts = [paragraph(text) for text in _introduction(results)]
+    for title, values, caption, differences in _metric_sections(sweep, results):
+        parts += [heading(title), html_table(*values), paragraph(caption, "caption"), html_table(*differences)]
+    return html_page(SWEEP_TITLE, page_subtitle(results), [*parts, heading(PLOT_TITLE), html_figure(plot, PLOT_TITLE, PLOT_CAPTION)])
 
 
 def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
@@ -119,12 +144,14 @@ def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
 
 
 def write_sweep(sweep: dict, results: dict, out_dir: Path) -> list[Path]:
-    """sweep.json, sweep.md and sweep.png into ``out_dir``: all of them, or none if anything fails."""
+    """sweep.json, sweep.md, sweep.html and sweep.png into ``out_dir``: all of them, or none if anything fails."""
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / SWEEP_JSON).write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
         plot_sweep(sweep, results["teacher"]["test"]["accuracy"]["mean"], staging_dir / SWEEP_PNG)
         (staging_dir / SWEEP_MD).write_text(render_sweep_markdown(sweep, results, SWEEP_PNG), encoding="utf-8")
-        return [SWEEP_JSON, SWEEP_MD, SWEEP_PNG]
+        plot = (staging_dir / SWEEP_PNG).read_bytes()
+        (staging_dir / SWEEP_HTML).write_text(render_sweep_html(sweep, results, plot), encoding="utf-8")
+        return [SWEEP_JSON, SWEEP_MD, SWEEP_HTML, SWEEP_PNG]
 
     return write_staged(out_dir, write_files)

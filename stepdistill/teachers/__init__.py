@@ -7,6 +7,7 @@ from stepdistill.teachers.collect import cache_teacher, check_teacher_classes
 from stepdistill.teachers.file import FileTeacher
 from stepdistill.teachers.module import ModuleTeacher, load_module_weights
 from stepdistill.teachers.scikit import SklearnTeacher
+from stepdistill.teachers.store import TeacherStore, default_store_directory
 
 __all__ = [
     "FileTeacher",
@@ -18,11 +19,13 @@ __all__ = [
     "Teacher",
     "TeacherCache",
     "TeacherOutputs",
+    "TeacherStore",
     "XGBoostTeacher",
     "as_categorical_frame",
     "cache_model_outputs",
     "cache_teacher",
     "check_teacher_classes",
+    "default_store_directory",
     "load_module_weights",
     "train_lightgbm",
     "train_xgboost",

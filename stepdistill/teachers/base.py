@@ -10,6 +10,7 @@ import torch
 
 from stepdistill.data.table import Table
 from stepdistill.teachers.cache import TeacherOutputs
+from stepdistill.teachers.digest import digest
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,44 @@ class Teacher:
 
     ``rationale_unavailable``: when the teacher gives no rationale, a one-line reason (and the
     fix, where there is one), for the methods that need a rationale to report; None otherwise.
+
+    ``can_predict``: whether the teacher can predict rows it has not seen (a file of outputs
+    computed elsewhere cannot).
     """
 
     classes: tuple[str, ...] | None = None
     rationale_style: RationaleStyle = "representation"
     reads_raw_columns: bool = False
     rationale_unavailable: str | None = None
+    can_predict: bool = True
 
     def outputs(self, samples: Samples) -> TeacherOutputs:
         raise NotImplementedError
+
+    def predict_logits(self, samples: Samples) -> torch.Tensor:
+        """The logits (N, K) that ``outputs`` gives, as the teacher serves predictions: teachers
+        whose rationale costs work of its own (an explanation) skip that work."""
+        return self.outputs(samples).logits
+
+    def fingerprint(self) -> str | None:
+        """A hash of everything that decides this teacher's outputs (its fitted model, and the
+        settings and background its rationale is computed with), the same on any machine, so
+        that outputs stored under it can be reused; None when the teacher cannot be identified
+        (then nothing is stored). Read after ``fit_background``: the background is part of it."""
+        identity = self.identity()
+        if identity is None:
+            return None
+        return digest(type(self).__name__, self.classes, self.rationale_style, self.reads_raw_columns, *identity)
+
+    def identity(self) -> tuple | None:
+        """What, besides its classes and rationale style, decides this teacher's outputs, as
+        values ``digest`` takes; None (the default) when that cannot be known."""
+        return None
+
+    def saved_bytes(self) -> int | None:
+        """Bytes the teacher takes on disk when saved as it would be deployed, or None when it
+        is not a model that can be saved (a file of outputs) or the size cannot be known."""
+        return None
 
     def fit_background(self, train: Samples) -> None:
         """Learn from the training split what explanations are measured against (e.g. the

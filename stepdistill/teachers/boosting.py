@@ -68,12 +68,15 @@ def _with_torch_threads(params: dict, names: tuple[str, ...]) -> dict:
 
 class TreeTeacher(Teacher):
     """What the tree teachers share: reading ``samples.frame`` (text columns as categories) or
-    ``samples.X``, and shaping raw scores and contributions as rows. Subclasses predict."""
+    ``samples.X``, and shaping raw scores and contributions as rows. Subclasses predict, from
+    the data as ``to_library`` hands it to their library, on ``thread_count`` threads."""
 
     library = ""
     rationale_style = "contributions_with_bias"
     # What the library raises when the data is unlike what the model was fitted on.
     prediction_failures: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError)
+    # The thread count the model's own settings name, else None (torch's is taken).
+    _threads: int | None = None
 
     def __init__(self, input: TeacherInput):
         check_input(input, self.library)
@@ -81,15 +84,31 @@ class TreeTeacher(Teacher):
         self.reads_raw_columns = input == "frame"
 
     def outputs(self, samples: Samples) -> TeacherOutputs:
-        data = teacher_input(samples, self.input, self.library)
-        if isinstance(data, pd.DataFrame):
-            data = as_categorical_frame(data)
         with prediction_errors(self.library, self.prediction_failures):
-            raw_scores, contributions = self.predict(data)
-        return TeacherOutputs(as_rows(raw_scores), as_rows(contributions))
+            data = self._library_data(samples)
+            return TeacherOutputs(as_rows(self.raw_scores(data)), as_rows(self.contributions(data)))
 
-    def predict(self, data: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw scores (N,) or (N, K) and contributions (N, d+1) or per class."""
+    def predict_logits(self, samples: Samples) -> torch.Tensor:
+        with prediction_errors(self.library, self.prediction_failures):
+            return as_rows(self.raw_scores(self._library_data(samples)))
+
+    def thread_count(self) -> int:
+        return torch.get_num_threads() if self._threads is None else self._threads
+
+    def _library_data(self, samples: Samples) -> object:
+        data = teacher_input(samples, self.input, self.library)
+        return self.to_library(as_categorical_frame(data) if isinstance(data, pd.DataFrame) else data)
+
+    def to_library(self, data: pd.DataFrame | np.ndarray) -> object:
+        """``data`` as the library predicts from it."""
+        return data
+
+    def raw_scores(self, data: object) -> np.ndarray:
+        """Raw scores, (N,) or (N, K)."""
+        raise NotImplementedError
+
+    def contributions(self, data: object) -> np.ndarray:
+        """TreeSHAP contributions, (N, d+1) or per class."""
         raise NotImplementedError
 
 
@@ -111,14 +130,24 @@ class LightGBMTeacher(TreeTeacher):
             self._threads = user_threads(model.get_params(), LIGHTGBM_THREAD_PARAMS)
         elif isinstance(model, lightgbm.Booster):
             self.booster = model
-            self._threads = None
         else:
             raise StepDistillError(f"the LightGBM teacher must be a lightgbm.Booster or a fitted LGBMClassifier; got {type(model).__name__}")
         self.prediction_failures = (*TreeTeacher.prediction_failures, lightgbm.basic.LightGBMError)
 
-    def predict(self, data: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        threads = torch.get_num_threads() if self._threads is None else self._threads
-        return self.booster.predict(data, raw_score=True, num_threads=threads), self.booster.predict(data, pred_contrib=True, num_threads=threads)
+    def raw_scores(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return self.booster.predict(data, raw_score=True, num_threads=self.thread_count())
+
+    def contributions(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return self.booster.predict(data, pred_contrib=True, num_threads=self.thread_count())
+
+    def identity(self) -> tuple:
+        return self.input, self._model_text()
+
+    def saved_bytes(self) -> int:
+        return len(self._model_text())
+
+    def _model_text(self) -> bytes:
+        return self.booster.model_to_string().encode()
 
 
 class XGBoostTeacher(TreeTeacher):
@@ -145,15 +174,27 @@ class XGBoostTeacher(TreeTeacher):
                 self._iteration_range = (0, 0)
         elif isinstance(model, xgboost.Booster):
             self.booster = model.copy()
-            self._threads = None
             self._missing = np.nan
             self._iteration_range = (0, 0)
         else:
             raise StepDistillError(f"the XGBoost teacher must be an xgboost.Booster or a fitted XGBClassifier; got {type(model).__name__}")
 
-    def predict(self, data: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        threads = torch.get_num_threads() if self._threads is None else self._threads
+    def to_library(self, data: pd.DataFrame | np.ndarray) -> object:
+        threads = self.thread_count()
         self.booster.set_param({"nthread": threads})
-        matrix = import_optional("xgboost").DMatrix(data, missing=self._missing, enable_categorical=True, nthread=threads)
-        margins = self.booster.predict(matrix, output_margin=True, iteration_range=self._iteration_range)
-        return margins, self.booster.predict(matrix, pred_contribs=True, iteration_range=self._iteration_range)
+        return import_optional("xgboost").DMatrix(data, missing=self._missing, enable_categorical=True, nthread=threads)
+
+    def raw_scores(self, matrix: object) -> np.ndarray:
+        return self.booster.predict(matrix, output_margin=True, iteration_range=self._iteration_range)
+
+    def contributions(self, matrix: object) -> np.ndarray:
+        return self.booster.predict(matrix, pred_contribs=True, iteration_range=self._iteration_range)
+
+    def identity(self) -> tuple:
+        return self.input, self._iteration_range, self._missing, self._model_bytes()
+
+    def saved_bytes(self) -> int:
+        return len(self._model_bytes())
+
+    def _model_bytes(self) -> bytes:
+        return bytes(self.booster.save_raw("ubj"))

@@ -61,6 +61,11 @@ class Explanation:
     def explain(self, data: Data) -> np.ndarray | None:
         raise NotImplementedError
 
+    def identity(self) -> tuple:
+        """What, besides the model, decides the values ``explain`` gives (for the teacher's
+        fingerprint): the kind of explanation, and what it has learned from the training rows."""
+        return type(self).__name__, self.rationale_style, self.reads_raw_columns
+
 
 class NoExplanation(Explanation):
     def __init__(self, reason: str):
@@ -90,6 +95,9 @@ class LinearContributions(Explanation):
         x = self._columns(data) - self._background
         return (x[:, None, :] * self._coef[None, :, :]).reshape(len(x), -1)  # (N, K, d) -> (N, K*d)
 
+    def identity(self) -> tuple:
+        return *super().identity(), self._background
+
 
 class TreeContributions(Explanation):
     """TreeSHAP (``shap.TreeExplainer``, exact) of the model's raw output, per column plus the
@@ -107,6 +115,9 @@ class TreeContributions(Explanation):
         # Additivity is checked by the tests; shap's own check would predict once more per call.
         values = self._explainer.shap_values(self._columns(data), check_additivity=False)
         return class_major(values, self._explainer.expected_value, self._n_logits)
+
+    def identity(self) -> tuple:
+        return *super().identity(), self._n_logits
 
 
 class SampledContributions(Explanation):
@@ -129,6 +140,7 @@ class SampledContributions(Explanation):
         self._model_name = model_name
         self._budget = budget
         self._explainer = None
+        self._background: Data | None = None
         self._frame_dtypes: pd.Series | None = None
         self.unavailable = "the sampled explanation is drawn against the training rows; call fit_background with them first"
 
@@ -143,8 +155,8 @@ class SampledContributions(Explanation):
             return
         # The explainer hands the model NumPy rows; a frame's columns and dtypes are put back.
         self._frame_dtypes = train.dtypes if isinstance(train, pd.DataFrame) else None
-        background = self._shap.sample(train, BACKGROUND_ROWS, random_state=0)
-        self._explainer = self._shap.KernelExplainer(self._logits_of_rows, background, link="identity")
+        self._background = self._shap.sample(train, BACKGROUND_ROWS, random_state=0)
+        self._explainer = self._shap.KernelExplainer(self._logits_of_rows, self._background, link="identity")
         self.unavailable = None
 
     def explain(self, data: Data) -> np.ndarray | None:
@@ -153,6 +165,9 @@ class SampledContributions(Explanation):
         with _global_numpy_seed(0):
             values = self._explainer.shap_values(data, nsamples=_coalitions(data.shape[1]), l1_reg=False, silent=True)
         return class_major(values, self._explainer.expected_value, self._n_logits)
+
+    def identity(self) -> tuple:
+        return *super().identity(), self._n_logits, self._budget, self._background
 
     def _logits_of_rows(self, rows: np.ndarray) -> np.ndarray:
         if self._frame_dtypes is None:

@@ -3,6 +3,7 @@ stored in a file, one row per sample id."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -39,12 +40,20 @@ class FileTeacher(Teacher):
     ``classes``. Probabilities, clipped per row to ``[PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR]``
     (1e-6) and renormalized, become log-probabilities; a single column of them is p1. Two columns
     are a binary teacher and become one logit, class 1 against class 0.
+
+    It holds outputs for the rows it holds and no model, so it cannot predict others
+    (``can_predict`` is False); it is identified by its file's contents, wherever that lies.
     """
+
+    can_predict = False
 
     def __init__(self, path: str | Path, id_column: str = "id"):
         self.path = Path(path)
         if not self.path.is_file():
             raise StepDistillError(f"teacher file not found: {self.path}; check the path (relative paths start at the current directory)")
+        self.id_column = id_column
+        with self.path.open("rb") as file:
+            self._content_sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         name = self.path.name.lower()
         if name.endswith(PARQUET_SUFFIXES):
             arrays, self.classes = _read_parquet(self.path, id_column)
@@ -66,6 +75,12 @@ class FileTeacher(Teacher):
             examples = ", ".join(str(int(i)) for i in missing[:3])
             raise StepDistillError(f"teacher file {self.path} lacks {len(missing)} of the data's sample ids (e.g. {examples}); it must hold one row per sample id")
         return self._outputs.take(ids)
+
+    def predict_logits(self, samples: Samples) -> torch.Tensor:
+        raise StepDistillError(f"teacher file {self.path} holds outputs computed elsewhere, and a file of outputs cannot predict new rows; predict with the model that wrote it")
+
+    def identity(self) -> tuple:
+        return self._content_sha256, self.id_column
 
 
 def _read_parquet(path: Path, id_column: str) -> tuple[dict[str, np.ndarray | None], tuple[str, ...] | None]:

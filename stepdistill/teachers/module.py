@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 from typing import Literal
 
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -61,6 +62,15 @@ class ModuleTeacher(Teacher):
         has_rationale = all(r is not None for r in rationale)
         return TeacherOutputs(torch.cat(logits), torch.cat(rationale) if has_rationale else None)
 
+    def identity(self) -> tuple:
+        # Settings kept outside the weights (which hidden layer is the rationale) change the
+        # outputs too, so each submodule's plain settings are part of it with its weights.
+        module_class = type(self.module)
+        return f"{module_class.__module__}.{module_class.__qualname__}", _settings(self.module), _state_bytes(self.module), self.rationale_layer, self.pool
+
+    def saved_bytes(self) -> int:
+        return len(_state_bytes(self.module))
+
     def _rationale_of(self, out: object, captured: list[object]) -> torch.Tensor | None:
         if self._layer is None:
             return as_rows(out.rationale).cpu() if isinstance(out, Outputs) and out.rationale is not None else None
@@ -103,6 +113,40 @@ def load_module_weights(module: nn.Module, path: str | Path) -> nn.Module:
         raise StepDistillError(f"teacher weights {path} have other shapes than the module's (file vs module): {_few(reshaped)}; load weights saved from a module of this size")
     module.load_state_dict(weights)
     return module
+
+
+def _state_bytes(module: nn.Module) -> bytes:
+    """The module's state dict as safetensors saves it, as ``safetensors.torch.save_model`` would:
+    a tensor held under several names (tied weights) is saved once, under its first name."""
+    tensors, held = {}, set()
+    for name, tensor in module.state_dict().items():
+        storage = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if tensor.numel() and storage in held:
+            continue
+        held.add(storage)
+        # A copy, contiguous: safetensors refuses tensors that share memory or have gaps.
+        tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    return safetensors.torch.save(tensors)
+
+
+def _settings(module: nn.Module) -> list:
+    """Each submodule's name, class and plain public settings (numbers, text, ranges, and lists,
+    tuples and dicts of them) as text, in order. What is not plain is left out: its text could
+    hold a memory address, which differs per run."""
+    return [
+        (name, type(layer).__qualname__, {key: repr(value) for key, value in vars(layer).items() if not key.startswith("_") and key != "training" and _is_plain(value)})
+        for name, layer in module.named_modules()
+    ]
+
+
+def _is_plain(value: object) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str, range)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    return False
 
 
 def _named_layer(module: nn.Module, name: str) -> nn.Module:

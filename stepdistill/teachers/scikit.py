@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
+import joblib
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KNeighborsClassifier
@@ -75,6 +79,8 @@ class SklearnTeacher(Teacher):
             raise StepDistillError(f"the scikit-learn teacher {name} has neither predict_proba nor decision_function; use a classifier that gives probabilities or scores")
         self.estimator = estimator
         self.input = input
+        self.explain = explain
+        self.explain_budget = explain_budget
         self.classes = class_names(estimator.classes_)
         self.probability_floor = probability_floor(estimator) if hasattr(estimator, "predict_proba") else None
         n_logits = 1 if len(estimator.classes_) == 2 else len(estimator.classes_)
@@ -97,10 +103,35 @@ class SklearnTeacher(Teacher):
             logits, rationale = self._logits(data), self._explanation.explain(data)
         return TeacherOutputs(as_rows(logits), None if rationale is None else as_rows(rationale))
 
+    def predict_logits(self, samples: Samples) -> torch.Tensor:
+        data = teacher_input(samples, self.input, "scikit-learn")
+        with prediction_errors("scikit-learn"), torch_thread_count():
+            return as_rows(self._logits(data))
+
+    def identity(self) -> tuple:
+        return joblib.hash(self.estimator), self.input, self.explain, self.explain_budget, self._explanation.identity()
+
+    def saved_bytes(self) -> int | None:
+        """The length of the model saved with skops (which loads without running code), or
+        pickled when skops is missing or cannot save it; None when neither can."""
+        try:
+            import skops.io
+
+            return len(skops.io.dumps(self.estimator))
+        except Exception:  # skops is missing, or fails on a type it cannot save (in as many ways as they differ)
+            return _pickled_size(self.estimator)
+
     def _logits(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
         if self.probability_floor is None:
             return self.estimator.decision_function(data)
         return logits_from_probabilities(self.estimator.predict_proba(data), self.probability_floor)
+
+
+def _pickled_size(model: object) -> int | None:
+    try:
+        return len(pickle.dumps(model))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
 
 
 def probability_floor(estimator: object) -> float:

@@ -1,0 +1,248 @@
+"""An interrupted run resumes to the results of an uninterrupted one: killed (SIGKILL) at a random
+moment or stopped with Ctrl-C (SIGINT), then continued with ``stepdistill run --resume``."""
+
+import io
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from stepdistill.cli import app
+from stepdistill.data import linear_binary, prepare
+from stepdistill.methods import build_method
+from stepdistill.students import LogisticModel, MLPModel
+from stepdistill.teachers import cache_model_outputs
+from stepdistill.train import fit, new_state
+
+runner = CliRunner()
+# Where and when a run happened, not what it computed: wall-clock durations (a resumed run's are
+# spread over two processes) and what is derived from them (prediction speeds), the date, and
+# the machine and package versions.
+TIMING_KEYS = frozenset({"train_seconds", "one_row_ms", "batch_ms", "speedup_one_row", "speedup_batch"})
+CIRCUMSTANCE_KEYS = frozenset({"date", "machine", "versions"})
+WAIT_SECONDS = 120  # the most a subprocess may take to reach its first epoch checkpoint
+
+
+def comparable(results):
+    """``results`` (results.json, parsed) without ``TIMING_KEYS`` and ``CIRCUMSTANCE_KEYS``, at
+    any depth: what must be equal, bit for bit, between a resumed and an uninterrupted run."""
+    if isinstance(results, dict):
+        return {key: comparable(value) for key, value in results.items() if key not in TIMING_KEYS | CIRCUMSTANCE_KEYS}
+    if isinstance(results, list):
+        return [comparable(value) for value in results]
+    return results
+
+
+def _student_weights(out: Path) -> dict[str, bytes]:
+    """Every saved student's weights file, by path within ``out``."""
+    return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.glob("student*/**/model.safetensors"))}
+
+
+def _assert_same_as_reference(out: Path, reference: Path, seed=None) -> None:
+    context = f" (random seed {seed})" if seed is not None else ""
+    assert not (out / "checkpoints").exists(), f"checkpoints left after the run finished{context}"
+    results, expected = (json.loads((d / "results.json").read_text()) for d in (out, reference))
+    assert comparable(results) == comparable(expected), f"resumed results differ from the uninterrupted run's{context}"
+    weights = _student_weights(out)
+    assert weights.keys() == _student_weights(reference).keys() and len(weights) > 1
+    assert weights == _student_weights(reference), f"resumed student weights differ{context}"
+
+
+def _params(state) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in state.model.parameters()])
+
+
+def _as_read_back(states: list) -> list[dict]:
+    """The students' states saved and loaded as a checkpoint does."""
+    buffer = io.BytesIO()
+    torch.save([s.state_dict() for s in states], buffer)
+    return torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+
+
+def test_students_resumed_from_any_epoch_end_finish_as_if_never_stopped():
+    """Three groups trained one after the other (a linear stack, a linear group under a
+    curriculum, an MLP with a projection by autograd), saved at every epoch end of any of them;
+    resumed from each save, every student ends bit for bit as in the uninterrupted fit."""
+    splits, _ = prepare(linear_binary(2000, 10, seed=1), "label")
+    teacher = new_state("teacher", build_method("baseline", {"epochs": 2, "lr": 0.05}, name="teacher"), lambda: LogisticModel(10, 1), 0)
+    fit([teacher], splits.train, splits.val, None)
+    cache = cache_model_outputs(teacher.model, [splits.train, splits.val])
+    recipe = {"epochs": 4, "optimizer": "adam", "lr": 0.05, "scheduler": "plateau", "early_stopping_patience": 2}
+    curriculum = {"curriculum": {"start_fraction": 0.3, "ramp_epochs": 2}}
+
+    def students():
+        return [
+            new_state("baseline", build_method("baseline", recipe), lambda: LogisticModel(10, 1), seed=1),
+            new_state("traditional", build_method("traditional", recipe), lambda: LogisticModel(10, 1), seed=2),
+            new_state("step_by_step", build_method("step_by_step", {**recipe, **curriculum}), lambda: LogisticModel(10, 1), seed=3),
+            new_state("enhanced", build_method("enhanced", recipe), lambda: MLPModel(10, 1, hidden=(6,)), seed=4, teacher_rationale_width=10),
+        ]
+
+    saves = []
+    uninterrupted = students()
+    fit(uninterrupted, splits.train, splits.val, cache, on_epoch_end=lambda states: saves.append(_as_read_back(states)))
+    assert len(saves) >= 12  # every epoch of each of the three groups
+    for save in saves:
+        resumed = students()
+        for state, saved in zip(resumed, save, strict=True):
+            state.load_state_dict(saved)
+        fit(resumed, splits.train, splits.val, cache)
+        for state, expected in zip(resumed, uninterrupted):
+            assert torch.equal(_params(state), _params(expected)), state.name
+            assert state.history == expected.history and state.epoch == expected.epoch and state.stopped == expected.stopped
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """A small experiment (CSV data, a logistic teacher trained here, logistic students of three
+    methods with their learning rate tuned, early stopping, two runs) and its uninterrupted
+    results in ``reference``; ``seconds``: how long that run took in this process."""
+    directory = tmp_path_factory.mktemp("experiment")
+    linear_binary(1500, 6, seed=4).to_csv(directory / "data.csv", index=False)
+    config = {
+        "data": {"path": "data.csv"},
+        "teacher": {"kind": "logistic", "training": {"epochs": 3, "lr": 0.05}},
+        "methods": {"baseline": {}, "step_by_step": {}, "enhanced": {}},
+        "training": {"epochs": 12, "batch_size": 64, "early_stopping_patience": 3},
+        "evaluation": {"repeats": 2},
+    }
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STEPDISTILL_DEVICE", "cpu")  # bit-for-bit equality is promised on the CPU
+        started = time.perf_counter()
+        result = runner.invoke(app, ["--no-cache", "run", str(directory / "config.yaml"), "--out", str(directory / "reference")])
+        seconds = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    return {"directory": directory, "config": directory / "config.yaml", "reference": directory / "reference", "seconds": seconds}
+
+
+@pytest.fixture(autouse=True)
+def on_the_cpu(monkeypatch):
+    monkeypatch.setenv("STEPDISTILL_DEVICE", "cpu")
+
+
+def _start(config: Path, out: Path, store: Path) -> subprocess.Popen:
+    """``stepdistill run CONFIG --out OUT`` in a process of its own, once it has saved an epoch."""
+    command = [sys.executable, "-m", "stepdistill", "--cache-dir", str(store), "run", str(config), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (out / "checkpoints" / "epoch.pt").is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run saved no epoch checkpoint (exit {process.wait()}): {process.stderr.read()}")
+        time.sleep(0.01)
+    return process
+
+
+def _resume(out: Path, store: Path):
+    return runner.invoke(app, ["--cache-dir", str(store), "run", "--resume", str(out)])
+
+
+def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_results(experiment, tmp_path):
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    store = tmp_path / "teacher-store"  # shared by the killed and the resumed process
+    # Most of the reference run's time lies after its first epoch (training, timing, writing):
+    # a kill within three quarters of it lands while the run goes. Should the run end first, a shorter
+    # delay is drawn and the run started again.
+    window = experiment["seconds"] * 3 / 4
+    for attempt in range(3):
+        out = tmp_path / f"killed-{attempt}"
+        process = _start(experiment["config"], out, store)
+        delay = rng.uniform(0, window)
+        time.sleep(delay)
+        if process.poll() is None:
+            break
+        window /= 4
+    else:
+        pytest.fail(f"the run always ended before the kill (random seed {seed})")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir()) if (out / "checkpoints").is_dir() else []
+    context = f"killed {delay:.2f} s after the first epoch checkpoint, which left {saved} (random seed {seed})"
+    if "experiment.json" in saved:
+        result = _resume(out, store)
+        assert result.exit_code == 0, f"{context}: {result.output}"
+    else:  # killed while removing the checkpoints: the final files are all written
+        assert (out / "results.json").is_file(), context
+    _assert_same_as_reference(out, experiment["reference"], seed)
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(experiment, tmp_path):
+    out, store = tmp_path / "interrupted", tmp_path / "teacher-store"
+    process = _start(experiment["config"], out, store)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=WAIT_SECONDS) == 130
+    stderr = process.stderr.read()
+    assert stderr.rstrip().splitlines()[-1] == f"interrupted; resume with: stepdistill run --resume {out}"
+    assert "Traceback" not in stderr
+    assert (out / "checkpoints" / "experiment.json").is_file()
+    assert not (out / "results.json").exists() and not list(out.parent.glob(f".{out.name}.*"))
+
+    # A new run into the same directory would lose the interrupted one: refused.
+    result = runner.invoke(app, ["--no-cache", "run", str(experiment["config"]), "--out", str(out)])
+    assert result.exit_code == 2 and f"--resume {out}" in result.stderr and "another --out" in result.stderr
+    assert (out / "checkpoints" / "experiment.json").is_file()
+
+    # Data that changed since the run started is not resumed on.
+    data = experiment["directory"] / "data.csv"
+    original = data.read_bytes()
+    try:
+        data.write_bytes(original + original.splitlines(True)[-1])  # one row more
+        result = _resume(out, store)
+        assert result.exit_code == 2 and "data changed" in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        data.write_bytes(original)
+
+    result = _resume(out, store)
+    assert result.exit_code == 0, result.output
+    _assert_same_as_reference(out, experiment["reference"])
+
+
+def test_resume_needs_an_unfinished_run_and_excludes_a_config(experiment, tmp_path):
+    result = runner.invoke(app, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and f"{tmp_path} has no unfinished run to resume" in result.stderr
+    result = runner.invoke(app, ["run", "--resume", str(experiment["reference"])])  # finished: nothing to resume
+    assert result.exit_code == 2 and "no unfinished run" in result.stderr
+    for arguments in ([], [str(experiment["config"]), "--resume", str(tmp_path)]):
+        result = runner.invoke(app, ["run", *arguments])
+        assert result.exit_code == 2 and "exactly one" in result.stderr
+    result = runner.invoke(app, ["run", "--resume", str(tmp_path), "--out", str(tmp_path / "elsewhere")])
+    assert result.exit_code == 2 and "leave out --out" in result.stderr
+
+
+def test_an_interrupted_demo_resumes_from_its_preset(tmp_path, monkeypatch):
+    from stepdistill import presets
+    from stepdistill.checkpoints import Checkpoints
+
+    monkeypatch.setattr(presets, "DEMO_ROWS", 3000)
+    out = tmp_path / "demo"
+    demo = ["--no-cache", "demo", "--preset", "article", "--repeats", "2", "--out", str(out)]
+    save_run = Checkpoints.save_run
+
+    def ctrl_c_once_run_0_is_saved(self, run):
+        save_run(self, run)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoints, "save_run", ctrl_c_once_run_0_is_saved)
+        result = runner.invoke(app, demo)
+    assert result.exit_code == 130 and result.stderr.splitlines()[-1] == f"interrupted; resume with: stepdistill run --resume {out}"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["experiment.json", "run-0.pt"]
+    refused = runner.invoke(app, demo)
+    assert refused.exit_code == 2 and "--resume" in refused.stderr
+
+    result = runner.invoke(app, ["--no-cache", "run", "--resume", str(out)])  # the preset's data, made again
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["preset"] == "article" and results["evaluation"]["runs"] == 2
+    assert not (out / "checkpoints").exists()
