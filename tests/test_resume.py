@@ -129,10 +129,16 @@ def on_the_cpu(monkeypatch):
     monkeypatch.setenv("STEPDISTILL_DEVICE", "cpu")
 
 
+def _default_sigint() -> None:
+    """SIGINT as a terminal gives it: a process started in the background by a shell without job
+    control inherits SIGINT ignored, and Python then keeps ignoring Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(config: Path, out: Path, store: Path) -> subprocess.Popen:
     """``stepdistill run CONFIG --out OUT`` in a process of its own, once it has saved an epoch."""
     command = [sys.executable, "-m", "stepdistill", "--cache-dir", str(store), "run", str(config), "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + WAIT_SECONDS
     while not (out / "checkpoints" / "epoch.pt").is_file():
         if process.poll() is not None or time.monotonic() > deadline:
