@@ -1,0 +1,1 @@
+"""Text data: inputs written in words, and teachers that answer in words (large language models)."""
