@@ -5,6 +5,7 @@ from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher, as_ca
 from stepdistill.teachers.cache import InMemoryTeacherCache, TeacherCache, TeacherOutputs, cache_model_outputs
 from stepdistill.teachers.collect import cache_teacher, check_teacher_classes
 from stepdistill.teachers.file import FileTeacher
+from stepdistill.teachers.llm import LLMTeacher
 from stepdistill.teachers.module import ModuleTeacher, load_module_weights
 from stepdistill.teachers.scikit import SklearnTeacher
 from stepdistill.teachers.store import TeacherStore, default_store_directory
@@ -12,6 +13,7 @@ from stepdistill.teachers.store import TeacherStore, default_store_directory
 __all__ = [
     "FileTeacher",
     "InMemoryTeacherCache",
+    "LLMTeacher",
     "LightGBMTeacher",
     "ModuleTeacher",
     "Samples",
