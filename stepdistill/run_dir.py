@@ -32,14 +32,14 @@ from torch import nn
 from stepdistill.data.encode import FeatureEncoder
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities
-from stepdistill.students import CNNModel, LogisticModel, MLPModel
+from stepdistill.students import ChoiceScorerModel, CNNModel, LogisticModel, MLPModel
 
 STUDENTS_DIR = "students"
 CHOSEN_DIR = "student"
 MANIFEST_JSON = "manifest.json"
 WEIGHTS = "model.safetensors"
 STUDENT_JSON = "student.json"
-MODEL_KINDS = {"logistic": LogisticModel, "mlp": MLPModel, "cnn": CNNModel}
+MODEL_KINDS = {"logistic": LogisticModel, "mlp": MLPModel, "cnn": CNNModel, "choice_scorer": ChoiceScorerModel}
 VERSIONED_PACKAGES = ("stepdistill", "torch", "numpy", "pandas", "scikit-learn", "safetensors")
 
 
