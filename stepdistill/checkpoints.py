@@ -28,12 +28,10 @@ no code.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
 
 import numpy as np
 import pandas as pd
@@ -42,6 +40,7 @@ import torch
 from stepdistill.config import ExperimentConfig
 from stepdistill.data.encode import FeatureEncoder
 from stepdistill.errors import StepDistillError
+from stepdistill.files import write_atomically
 from stepdistill.experiment import FinishedRun, RunResult, TeacherFacts
 from stepdistill.run_dir import RunStudents, fingerprint, model_from_spec
 from stepdistill.train import TrainState
@@ -162,8 +161,10 @@ class Checkpoints:
         if not self.unfinished():
             self.directory.mkdir(parents=True, exist_ok=True)
             text = json.dumps(self.experiment, indent=2) + "\n"
-            _write_atomically(self.directory / EXPERIMENT_JSON, lambda file: file.write(text.encode("utf-8")))
-        _write_atomically(self.directory / name, lambda file: torch.save(payload, file))
+            write_atomically(self.directory / EXPERIMENT_JSON, text.encode("utf-8"))
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_atomically(self.directory / name, buffer.getvalue())
 
 
 def describe_experiment(config: ExperimentConfig, description: dict, frame: pd.DataFrame, test_frame: pd.DataFrame | None) -> dict:
@@ -190,19 +191,6 @@ def _relative_paths(config: ExperimentConfig) -> list[Path]:
 
 def _run_file(index: int) -> str:
     return f"run-{index}.pt"
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # Ctrl-C too: no temporary file left behind
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _load(path: Path) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 
+from stepdistill.files import write_atomically
 from stepdistill.teachers.base import Samples
 from stepdistill.teachers.cache import TeacherOutputs
 from stepdistill.teachers.digest import digest
@@ -82,24 +82,10 @@ class TeacherStore:
         tensors = _payload(ids, outputs)
         header = {"key": key, "shapes": json.dumps({name: list(t.shape) for name, t in tensors.items()}), "sha256": _checksum(tensors)}
         try:
-            self._write(key, safetensors.torch.save(tensors, metadata=header))
+            write_atomically(self.path(key), safetensors.torch.save(tensors, metadata=header))
         except OSError as err:
             if say is not None:
                 say(f"could not store the teacher's outputs in {self.directory} ({err.strerror or err}); choose a writable teacher cache directory to reuse them")
-
-    def _write(self, key: str, data: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path(key))
-        except BaseException:
-            # Whatever stopped the write (a full disk, an interrupt), no partial file is left.
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
 
 def _payload(ids: torch.Tensor, outputs: TeacherOutputs) -> dict[str, torch.Tensor]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from stepdistill.errors import StepDistillError
+from stepdistill.files import write_atomically
 
 # Part of every key: raise it when what a shard holds, or how, changes, so old entries miss.
 FORMAT_VERSION = 1
@@ -271,7 +271,7 @@ class SentenceEncoder:
         # Named by its keys: a shard written twice (two processes, same texts) is one file.
         name = hashlib.sha256(key_tensor.numpy()).hexdigest() + SHARD_SUFFIX
         try:
-            _write_atomically(self.shard_directory / name, safetensors.torch.save({"keys": key_tensor, "embeddings": embeddings}, metadata=header))
+            write_atomically(self.shard_directory / name, safetensors.torch.save({"keys": key_tensor, "embeddings": embeddings}, metadata=header))
         except OSError as err:
             if self.say is not None:
                 self.say(f"could not store sentence embeddings in {self.shard_directory} ({err.strerror or err}); choose a writable cache directory to reuse them")
@@ -293,20 +293,6 @@ def _is_shard_tensor(tensor: torch.Tensor, tensor_name: str, header: dict[str, s
     if tensor_name == "embeddings" and (tensor.dtype != torch.float32 or tensor.ndim != 2):
         return False
     return header.get(f"{tensor_name}_sha256") == _checksum(tensor)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # a full disk, Ctrl-C: no partial file is left behind
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def single_features(u: torch.Tensor) -> torch.Tensor:
