@@ -38,7 +38,7 @@ def on_device(device: str, fn, *args):
 
 
 def demo_accuracies(preset: str) -> dict:
-    config, frame = demo(preset, 3)
+    config, frame, _ = demo(preset, 3)
     results = run_experiment(config, frame)
     return {
         "teacher": results["teacher"]["test"]["accuracy"]["mean"],

@@ -60,6 +60,11 @@ def main(
     torch.set_num_threads(threads)
 
 
+DATA_DIR_OPTION = typer.Option(
+    None,
+    help=f"esnli and cqa presets: the released distilling-step-by-step data (the folder holding datasets/). Default: {presets.DSBS_DEFAULT_DIR} when present.",
+    show_default=False,
+)
 # What run and demo write.
 RUN_FILES = "results.json, report.md, report.html, plots and the trained students (student/ is the one to deploy)"
 
@@ -67,13 +72,22 @@ RUN_FILES = "results.json, report.md, report.html, plots and the trained student
 @app.command()
 def demo(
     preset: str = typer.Option(
-        "article", help="article (the reference setting), nonlinear (MLP teacher), adult (LightGBM teacher), mnist (CNN teacher)."
+        "article",
+        help="article (the reference setting), nonlinear (MLP teacher), adult (LightGBM teacher), mnist (CNN teacher),"
+        " esnli and cqa (PaLM's labels and rationales, text students; need --data-dir).",
     ),
     repeats: int = typer.Option(3, help="Runs, each with its own split, teacher fit and seed."),
     out: Path = typer.Option(Path("runs/demo"), help=f"Directory for {RUN_FILES}."),
+    data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
-    """Teacher plus the four methods on built-in data (synthetic, or shipped in pip packages)."""
-    _guarded(lambda: _run(*presets.demo(preset, repeats), out, {"preset": preset}))
+    """Teacher plus the four methods on built-in data (synthetic, shipped in pip packages, or the
+    released distilling-step-by-step data with an LLM teacher)."""
+    def go() -> None:
+        config, frame, test_frame = presets.demo(preset, repeats, data_dir)
+        where = {"data_dir": str(presets.dsbs_directory(data_dir))} if preset in presets.DATA_DIR_PRESETS else {}
+        _run(config, frame, out, {"preset": preset} | where, test_frame=test_frame)
+
+    _guarded(go)
 
 
 @app.command()
@@ -112,8 +126,12 @@ def _resume(run_dir: Path) -> None:
     checkpoints = Checkpoints.resume(run_dir)
     config = checkpoints.config()
     preset = checkpoints.description.get("preset")
-    frame = read_frame(config.data.path) if preset is None else presets.demo(preset, config.evaluation.repeats)[1]
-    _run(config, frame, run_dir, checkpoints.description, checkpoints)
+    if preset is None:
+        frame, test_frame = read_frame(config.data.path), None
+    else:
+        data_dir = checkpoints.description.get("data_dir")
+        _, frame, test_frame = presets.demo(preset, config.evaluation.repeats, None if data_dir is None else Path(data_dir))
+    _run(config, frame, run_dir, checkpoints.description, checkpoints, test_frame)
 
 
 STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation); or leave it out and pass --preset."
@@ -128,6 +146,7 @@ def ablate(
         None, help="Runs (evaluation.repeats) for every variant. Default: the config's if it sets them, else 5.", show_default=False
     ),
     out: Path = typer.Option(Path("runs/ablate"), help="Directory for ablation.json/.md/.html/.png and the usual report files."),
+    data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """The enhanced method with each component removed in turn, compared seed by seed with the full one."""
 
@@ -135,10 +154,10 @@ def ablate(
         from stepdistill.report.ablation import render_ablation_table, write_ablation
         from stepdistill.studies import run_ablation
 
-        experiment, frame, description = _study_inputs(config, preset, repeats, default_repeats=5)
+        experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=5)
         _check_out(out)
         with _progress() as progress:
-            results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress, _teacher_store())
+            results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress, _teacher_store(), test_frame)
         out_console.print(render_ablation_table(results, ablation))
         _report_written(write_ablation(results, ablation, out))
 
@@ -156,6 +175,7 @@ def sweep_data(
         None, help="Runs (evaluation.repeats) for every method. Default: the config's if it sets them, else 3.", show_default=False
     ),
     out: Path = typer.Option(Path("runs/sweep"), help="Directory for sweep.json, sweep.md, sweep.html and sweep.png."),
+    data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Every method at each labelled fraction: how much the teacher helps when labels are scarce."""
 
@@ -164,10 +184,10 @@ def sweep_data(
         from stepdistill.studies import parse_fractions, run_sweep, summarize_sweep
 
         shares = parse_fractions(fractions)
-        experiment, frame, description = _study_inputs(config, preset, repeats, default_repeats=3)
+        experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=3)
         _check_out(out)
         with _progress() as progress:
-            results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress, _teacher_store())
+            results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress, _teacher_store(), test_frame)
         sweep = summarize_sweep(results_by_fraction)
         # The teacher (trained on every label) and the runs are the same at every fraction.
         any_results = next(iter(results_by_fraction.values()))
@@ -178,21 +198,23 @@ def sweep_data(
 
 
 def _study_inputs(
-    config: Path | None, preset: str | None, repeats: int | None, default_repeats: int
-) -> tuple[ExperimentConfig, pd.DataFrame, dict]:
-    """The experiment, its data and a description of where they came from, for a study given
-    either a config file or a preset. ``repeats`` replaces the config's when given."""
+    config: Path | None, preset: str | None, repeats: int | None, data_dir: Path | None, default_repeats: int
+) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame | None, dict]:
+    """The experiment, its data (and fixed test rows, if any) and a description of where they
+    came from, for a study given either a config file or a preset. ``repeats`` replaces the
+    config's when given."""
     if (config is None) == (preset is None):
         raise StepDistillError("give either CONFIG.yaml or --preset NAME (exactly one of them)")
     if repeats is not None and repeats < 1:
         raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
     if preset is not None:
-        return *presets.demo(preset, repeats or default_repeats), {"preset": preset}
+        return *presets.demo(preset, repeats or default_repeats, data_dir), {"preset": preset}
     experiment = _with_consent(load_config(config))
     if repeats is not None or "repeats" not in experiment.evaluation.model_fields_set:
         evaluation = experiment.evaluation.model_copy(update={"repeats": repeats or default_repeats})
         experiment = experiment.model_copy(update={"evaluation": evaluation})
-    return experiment, read_frame(experiment.data.path), {"config_file": str(config)}
+    test_frame = None if experiment.data.test_path is None else read_frame(experiment.data.test_path)
+    return experiment, read_frame(experiment.data.path), test_frame, {"config_file": str(config)}
 
 
 def _with_consent(config: ExperimentConfig) -> ExperimentConfig:
@@ -202,7 +224,9 @@ def _with_consent(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-def _run(config: ExperimentConfig, frame, out: Path, description: dict, checkpoints: Checkpoints | None = None) -> None:
+def _run(
+    config: ExperimentConfig, frame, out: Path, description: dict, checkpoints: Checkpoints | None = None, test_frame: pd.DataFrame | None = None
+) -> None:
     """Run the experiment, checkpointed in ``out`` (or resumed from ``checkpoints``, those of an
     interrupted one), print its table and write its files there, all at once; then drop the
     checkpoints. Ctrl-C leaves the checkpoints, and says how to resume."""
@@ -212,7 +236,8 @@ def _run(config: ExperimentConfig, frame, out: Path, description: dict, checkpoi
     from stepdistill.run_dir import fingerprint, write_students
 
     _check_out(out)
-    test_frame = None if config.data.test_path is None else read_frame(config.data.test_path)
+    if config.data.test_path is not None:
+        test_frame = read_frame(config.data.test_path)
     if checkpoints is None:
         checkpoints = Checkpoints.start(out, describe_experiment(config, description, frame, test_frame))
     else:
@@ -248,7 +273,7 @@ RUN_OPTION = typer.Option(0, help="With --method: which run's student.")
 @app.command()
 def predict(
     run_dir: Path = RUN_DIR_ARGUMENT,
-    input: Path = typer.Argument(..., help="CSV or Parquet file with the columns the student was trained on."),
+    input: Path = typer.Argument(..., help="CSV, Parquet or JSONL file with the columns the student was trained on (a text student: its text columns)."),
     method: str | None = METHOD_OPTION,
     run: int = RUN_OPTION,
     out: Path | None = typer.Option(None, help="CSV file for the predictions; default: standard output."),
@@ -303,7 +328,7 @@ def export(
 def _predictions(student, frame: pd.DataFrame) -> pd.DataFrame:
     """The predicted class and each class's probability for every row, with the row's id (its
     id column, or its position)."""
-    known = {*student.encoder.columns_, student.about["label"], student.about["id_column"]}
+    known = {*student.input_columns, student.about["label"], student.about["id_column"]}
     if extra := [str(c) for c in frame.columns if c not in known]:
         raise StepDistillError(f"INPUT has columns the student was not trained on: {', '.join(extra)}; drop them")
     id_column = student.about["id_column"]

@@ -45,6 +45,22 @@ class DataConfig(_Strict):
     labelled_fraction: float = Field(
         1.0, gt=0, le=1, description="share of training rows whose labels students see (stratified); the teacher annotates all"
     )
+    text: str | list[str] | None = Field(
+        None, description="text records: the text field (or two, a pair such as [premise, hypothesis]; the question with choices)"
+    )
+    choices: str | None = Field(None, description="multiple choice: the column holding each row's answer choices (a list of strings)")
+    text_encoder: Path | None = Field(None, description="a sentence-transformers model directory; default the bundled all-MiniLM-L6-v2")
+
+    def text_inputs(self):
+        """How text fields become features (text/inputs.py), or None for tabular data."""
+        if self.text is None:
+            if self.choices is not None:
+                raise StepDistillError("data.choices needs data.text, the question column; set both")
+            return None
+        from stepdistill.text.inputs import TextInputs
+
+        columns = (self.text,) if isinstance(self.text, str) else tuple(self.text)
+        return TextInputs(columns, self.choices, None if self.text_encoder is None else str(self.text_encoder))
 
 
 class EvaluationConfig(_Strict):
@@ -180,6 +196,9 @@ class ExperimentConfig(_Strict):
                 self.build_method(name, candidate)
         if isinstance(self.teacher, TrainedHereTeacher):
             self.teacher.method()
+        text = self.data.text_inputs()
+        if text is not None and (self.data.image_shape is not None or not self.data.scale_numeric):
+            raise StepDistillError("data.text makes sentence features, which are neither images nor pixels; drop data.image_shape and data.scale_numeric")
         if self.data.test_path is not None and self.evaluation.scheme == "cv":
             raise StepDistillError("evaluation.scheme cv moves the test split, but data.test_path fixes it; use scheme holdout with a test file")
 
@@ -273,12 +292,14 @@ def load_config(path: Path) -> ExperimentConfig:
     except ValidationError as err:
         raise StepDistillError(validation_message(err, union_tags=KIND_TAGS)) from err
     if config.data.path is None:
-        raise StepDistillError(f"config {path} has no data.path; set it to a CSV or Parquet file")
+        raise StepDistillError(f"config {path} has no data.path; set it to a CSV, Parquet or JSONL file")
     # Files named in the config are relative to the config file, like any other include.
     config.data.path = path.parent / config.data.path
     if config.data.test_path is not None:
         config.data.test_path = path.parent / config.data.test_path
-    for field in ("path", "weights"):
+    if config.data.text_encoder is not None:
+        config.data.text_encoder = path.parent / config.data.text_encoder
+    for field in ("path", "weights", "outputs"):
         if getattr(config.teacher, field, None) is not None:
             setattr(config.teacher, field, path.parent / getattr(config.teacher, field))
     config.check()

@@ -41,6 +41,7 @@ from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.cache import TeacherCache
 from stepdistill.teachers.kinds import BuiltTeacher
 from stepdistill.teachers.store import TeacherStore
+from stepdistill.text.inputs import TextInputs, choice_labels
 from stepdistill.train import TrainState, default_device, epochs_left, fit, new_state
 
 if TYPE_CHECKING:
@@ -54,18 +55,25 @@ RunHook = Callable[[RunStudents], None]
 
 @dataclass(frozen=True)
 class Dataset:
-    """The checked rows of an experiment: raw feature columns, label indices, class names and
-    sample ids; the last ``n_fixed_test`` rows are a user's fixed test file."""
+    """The checked rows of an experiment: feature columns (raw, or a text record's sentence
+    features), label indices, class names and sample ids; the last ``n_fixed_test`` rows are a
+    user's fixed test file. Text records also keep how their features were made (``text``),
+    each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by) and, for
+    multiple choice, its choices (``choices``)."""
 
     features: pd.DataFrame
     y: np.ndarray
     classes: list[str]
     ids: np.ndarray
     n_fixed_test: int = 0
+    text: TextInputs | None = None
+    record_ids: tuple[str, ...] | None = None
+    choices: tuple[tuple[str, ...], ...] | None = None
 
 
-def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.DataFrame | None = None) -> Dataset:
-    """Check ``frame`` (and the fixed test file's rows, appended after it) once."""
+def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.DataFrame | None = None, say=None) -> Dataset:
+    """Check ``frame`` (and the fixed test file's rows, appended after it) once; text records
+    are turned into sentence features here (``say`` hears about the encoder's cache)."""
     d = config.data
     n_test = 0
     if test_frame is not None:
@@ -75,10 +83,42 @@ def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.Data
             )
         n_test = len(test_frame)
         frame = pd.concat([frame, test_frame], ignore_index=True)
-    features, y, classes, ids = frame_parts(frame, d.label, d.id_column)
+    text = d.text_inputs()
+    if text is None:
+        features, y, classes, ids = frame_parts(frame, d.label, d.id_column)
+        extra = {}
+    else:
+        features, y, classes, ids, extra = _text_parts(frame, d.label, d.id_column, text, say)
     if n_test and (missing := sorted(set(range(len(classes))) - set(y[-n_test:].tolist()))):
         raise StepDistillError(f"the test file has no rows of class {classes[missing[0]]!r}; give it rows of every class")
-    return Dataset(features, y, classes, ids, n_test)
+    return Dataset(features, y, classes, ids, n_test, text, **extra)
+
+
+def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: TextInputs, say) -> tuple:
+    """``frame_parts`` of text records: the sentence features, labels (for multiple choice the
+    letter of the right choice), classes and sample ids (row positions), and the record ids and
+    choices an LLM teacher is matched by."""
+    expected = {*text.input_columns, label, *([id_column] if id_column else [])}
+    for column in sorted(expected - set(map(str, frame.columns))):
+        raise StepDistillError(f"column {column!r} named in data is not in the file (columns: {', '.join(map(str, frame.columns))}); fix data.text, data.choices, data.label or data.id_column")
+    if extra := [str(c) for c in frame.columns if c not in expected]:
+        raise StepDistillError(f"columns {', '.join(extra)} are neither text, choices, label nor id, and text students read only data.text; drop them or name them")
+    if id_column is None:
+        record_ids = tuple(str(i) for i in range(len(frame)))
+    else:
+        record_ids = tuple(str(v) for v in frame[id_column])
+        if len(set(record_ids)) != len(record_ids):
+            raise StepDistillError(f"id column {id_column!r} has duplicated values; give every record its own id")
+    labels = frame[label]
+    choices = None
+    if text.choices is not None:
+        labels, letters = choice_labels(frame, label, text.choices)
+        if unused := sorted(set(letters) - set(labels)):
+            raise StepDistillError(f"no record's answer is choice {unused[0]}; a multiple-choice student needs every position to be right sometimes")
+        choices = tuple(tuple(str(c) for c in row) for row in frame[text.choices])
+    features = text.features(frame, text.sentence_encoder(say))
+    checked, y, classes, ids = frame_parts(features.assign(**{label: labels}), label)
+    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices}
 
 
 def runs_of(config: ExperimentConfig, data: Dataset) -> list[RunRows]:
@@ -98,7 +138,8 @@ def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> Prepar
     shape = config.data.image_shape
     if shape is not None and splits.train.n_features != (n := shape[0] * shape[1] * shape[2]):
         raise StepDistillError(f"data.image_shape {list(shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape")
-    return PreparedData(splits, encoder, data.features.set_index(pd.Index(data.ids, name="id")), shape)
+    raw = data.features.set_index(pd.Index(data.ids, name="id"))
+    return PreparedData(splits, encoder, raw, shape, data.text, data.record_ids, data.choices)
 
 
 # --- teacher ---------------------------------------------------------------------------------
@@ -295,8 +336,11 @@ def test_run(data: PreparedData, cache: TeacherCache, trained: dict[str, Trained
     teacher_logits = cache.take(test.ids).logits
     teacher_pred = predicted_classes(teacher_logits)
     y_labelled = train.y if labelled is None else train.y[labelled]
+    # The teacher's accuracy against the human labels of the other splits too: for a teacher that
+    # did not train on them (an LLM), a check of its labels where students learn from them.
+    accuracy_on = {name: _accuracy(cache.take(table.ids).logits, table.y) for name, table in (("train", train), ("validation", data.splits.val))}
     result = RunResult(
-        teacher={"test": classification_metrics(teacher_logits, test.y), "logits": teacher_logits},
+        teacher={"test": classification_metrics(teacher_logits, test.y), "logits": teacher_logits, "accuracy_on": accuracy_on},
         majority={"test": classification_metrics(majority_logits(y_labelled, train.n_classes, len(test)), test.y)},
         y_test=test.y.numpy(),
         n_train=len(train),
@@ -321,6 +365,10 @@ def test_run(data: PreparedData, cache: TeacherCache, trained: dict[str, Trained
         }
         result.probabilities[name] = class_probabilities(logits)
     return result
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((predicted_classes(logits) == y).double().mean())
 
 
 # --- the whole experiment --------------------------------------------------------------------
@@ -359,6 +407,7 @@ class TeacherFacts:
     params: int | None
     rationale_width: int | None
     rationale_unavailable: str | None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -395,7 +444,8 @@ def run_fractions(
     progress = progress or SILENT
     config.check()
     asked = config  # run 0's teacher decides which methods (and controls) run
-    data = load_data(config, frame, test_frame)
+    with progress.task("reading the data" if config.data.text is None else "reading the data and encoding its texts (cached)"):
+        data = load_data(config, frame, test_frame, progress.note)
     runs = runs_of(config, data)
     refit = config.teacher.trains_here
     finished_runs: list[FinishedRun] = []
@@ -407,7 +457,9 @@ def run_fractions(
                 prepared = prepare_run(config, data, run)
                 built, cache = build_teacher(config, prepared, run, loaded, progress, teacher_store)
                 loaded = None if refit else built
-                teacher = TeacherFacts(built.train_seconds, built.params, rationale_width(cache, prepared), built.teacher.rationale_unavailable)
+                teacher = TeacherFacts(
+                    built.train_seconds, built.params, rationale_width(cache, prepared), built.teacher.rationale_unavailable, built.notes
+                )
             else:
                 teacher = finished.teacher
             if run.index == 0:  # before any student trains, from run 0's teacher whether live or read back
@@ -421,7 +473,9 @@ def run_fractions(
             finished_runs.append(finished)
             progress.note(f"run {run.index + 1}/{len(runs)} done (teacher test accuracy {finished.results[-1].teacher['test']['accuracy']:.3f})")
             advance()
-    warnings += _teacher_warnings(config, refit, [f.results[-1] for f in finished_runs])
+    warnings += list(finished_runs[0].teacher.notes) + _teacher_warnings(config, refit, [f.results[-1] for f in finished_runs])
+    if config.data.text is not None:
+        warnings.append("students' latency is measured from sentence features: the frozen sentence encoder's own time per text comes on top")
     for message in warnings:
         progress.note(f"warning: {message}")
     teacher_seconds = [f.teacher.train_seconds for f in finished_runs if f.teacher.train_seconds is not None]
@@ -513,7 +567,12 @@ def _drop_rationale_methods(config: ExperimentConfig, teacher: TeacherFacts) -> 
 
 def _teacher_warnings(config: ExperimentConfig, refit: bool, results: list[RunResult]) -> list[str]:
     warnings = []
-    if not refit:
+    if config.teacher.kind == "llm" and not refit:
+        warnings.append(
+            "the LLM teacher's answers were written before this run, so they are the same in every run:"
+            " if its model saw these records (or their labels) in training, its and its students' test numbers are optimistic"
+        )
+    elif not refit:
         warnings.append(
             "the teacher was loaded, so it is the same in every run and its training rows are unknown here:"
             " if it saw rows of a test split, its and its students' test numbers are optimistic; fit it on rows kept apart"

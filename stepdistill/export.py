@@ -96,6 +96,9 @@ def export_student(student: SavedStudent, format: str, path: Path) -> dict:
     """Write ``student`` as ``format`` to ``path``, checked; returns what the check measured."""
     if format not in FORMATS:
         raise StepDistillError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
+    if student.text is not None and format != "safetensors":
+        # Its preprocessing starts with a transformer sentence encoder, which is not in these graphs.
+        raise StepDistillError(f"a text student exports as safetensors only ({format} would leave out its sentence encoder); pass --format safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     return {"onnx": _onnx, "sklearn": _sklearn, "safetensors": _safetensors}[format](student, path)
 
@@ -233,6 +236,8 @@ def column_transformer(student: SavedStudent):
 def _safetensors(student: SavedStudent, path: Path) -> dict:
     """The weights, with the architecture, preprocessing and classes in the file's metadata."""
     metadata = {"model": json.dumps(student.model.spec), "encoder": json.dumps(student.encoder.to_json()), "classes": json.dumps(student.classes)}
+    if student.text is not None:
+        metadata["text"] = json.dumps(student.text.to_json())
     tensors = {name: t.detach().contiguous() for name, t in student.model.state_dict().items()}
     staged = path.with_name(path.name + ".partial")
     save_file(tensors, staged, metadata=metadata)

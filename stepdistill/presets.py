@@ -1,15 +1,19 @@
-"""Built-in demos: data made on the fly or shipped in pip packages, with the configuration that
-suits it. Nothing is downloaded."""
+"""Built-in demos: data made on the fly, shipped in pip packages, or the released
+distilling-step-by-step data (found with ``--data-dir``), with the configuration that suits it.
+Nothing is downloaded."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 
 from stepdistill.config import DataConfig, EvaluationConfig, ExperimentConfig, StudentTraining
 from stepdistill.data import bundled, linear_binary, nonlinear_binary
 from stepdistill.errors import StepDistillError
-from stepdistill.students.kinds import LogisticStudent, MLPStudent
-from stepdistill.teachers.kinds import CNNTeacher, LightGBMTeacherConfig, MLPTeacher
+from stepdistill.text.llm_outputs import read_dsbs
+from stepdistill.students.kinds import ChoiceScorerStudent, LogisticStudent, MLPStudent
+from stepdistill.teachers.kinds import CNNTeacher, LightGBMTeacherConfig, LLMTeacherConfig, MLPTeacher
 
 DEMO_ROWS = 100_000
 DEMO_FEATURES = 10
@@ -59,13 +63,82 @@ def mnist() -> tuple[ExperimentConfig, pd.DataFrame]:
     return config, bundled.mnist_5k()
 
 
-DEMOS = {"article": article, "nonlinear": nonlinear, "adult": adult, "mnist": mnist}
+# The distilling-step-by-step release, beside the project's folder by default.
+DSBS_DEFAULT_DIR = Path("../shared/data/dsbs")
+# The paper's four settings (Hsieh et al. 2023) as methods: standard fine-tuning on the human
+# labels (the control); standard distillation on the teacher's labels alone; distilling step by
+# step, the teacher's labels and a pull of the student's hidden layer toward the embedding of
+# the teacher's rationale (cosine, half the loss); and the enhanced method on the same two.
+# alpha 0: the distilled students learn from the teacher only, as in the paper, where the teacher
+# labels data that has no human labels.
+LLM_METHODS = {
+    "baseline": {},
+    "traditional": {"alpha": 0.0, "temperature": 1.0},
+    "step_by_step": {"alpha": 0.0, "beta": 0.5, "rationale_distance": "cosine", "temperature": 1.0},
+    "enhanced": {"alpha": 0.0, "beta": 0.5, "temperature": 1.0},
+}
+# Every method trains the same way: Adam, at most 20 epochs with early stopping on validation.
+LLM_TRAINING = StudentTraining(lr=0.001, epochs=20, early_stopping_patience=4)
 
 
-def demo(name: str, repeats: int) -> tuple[ExperimentConfig, pd.DataFrame]:
+def esnli(data_dir: Path) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame]:
+    """e-SNLI with PaLM's labels and rationales: the release holds its validation and test files
+    only, so train and validation splits are carved from the 9,842 validation records in each run
+    and the 9,824 test records are the fixed test split. Students: an MLP (256 hidden units) on
+    frozen all-MiniLM-L6-v2 features of premise and hypothesis, [u, v, |u - v|, u * v]."""
+    frame, _ = read_dsbs(data_dir, "esnli", "valid")
+    test_frame, _ = read_dsbs(data_dir, "esnli", "test")
+    config = ExperimentConfig(
+        data=DataConfig(label="label", id_column="id", text=["premise", "hypothesis"], val_fraction=0.1),
+        teacher=LLMTeacherConfig(kind="llm", outputs=data_dir, format="dsbs", task="esnli"),
+        student=MLPStudent(kind="mlp", hidden=(256,)),
+        methods=LLM_METHODS,
+        training=LLM_TRAINING,
+    )
+    return config, frame, test_frame
+
+
+def cqa(data_dir: Path) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame]:
+    """CommonsenseQA with PaLM's answers and rationales: train and validation splits carved from
+    the 9,741 training records, the 1,221 test records (CommonsenseQA's own validation set) the
+    fixed test split. Students: one MLP scorer (256 hidden units) shared by the five (question,
+    choice) pairs, on frozen all-MiniLM-L6-v2 features."""
+    frame, _ = read_dsbs(data_dir, "cqa", "train")
+    test_frame, _ = read_dsbs(data_dir, "cqa", "test")
+    config = ExperimentConfig(
+        data=DataConfig(label="label", id_column="id", text="question", choices="choices", val_fraction=0.1),
+        teacher=LLMTeacherConfig(kind="llm", outputs=data_dir, format="dsbs", task="cqa"),
+        student=ChoiceScorerStudent(kind="choice_scorer", hidden=(256,)),
+        methods=LLM_METHODS,
+        training=LLM_TRAINING,
+    )
+    return config, frame, test_frame
+
+
+DEMOS = {"article": article, "nonlinear": nonlinear, "adult": adult, "mnist": mnist, "esnli": esnli, "cqa": cqa}
+# Presets of released data, found with --data-dir.
+DATA_DIR_PRESETS = ("esnli", "cqa")
+
+
+def demo(name: str, repeats: int, data_dir: Path | None = None) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame | None]:
+    """The preset's config (with ``repeats`` runs), data and fixed test rows (None: carved per run)."""
     if name not in DEMOS:
         raise StepDistillError(f"unknown preset '{name}'; choose one of: {', '.join(DEMOS)}")
     if repeats < 1:
         raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
-    config, frame = DEMOS[name]()
-    return config.model_copy(update={"evaluation": EvaluationConfig(repeats=repeats)}), frame
+    if name in DATA_DIR_PRESETS:
+        config, frame, test_frame = DEMOS[name](dsbs_directory(data_dir))
+    else:
+        if data_dir is not None:
+            raise StepDistillError(f"preset '{name}' reads no data folder; --data-dir is for {', '.join(DATA_DIR_PRESETS)}")
+        (config, frame), test_frame = DEMOS[name](), None
+    return config.model_copy(update={"evaluation": EvaluationConfig(repeats=repeats)}), frame, test_frame
+
+
+def dsbs_directory(data_dir: Path | None) -> Path:
+    """The released distilling-step-by-step data: ``data_dir``, else the default when present."""
+    chosen = DSBS_DEFAULT_DIR if data_dir is None else data_dir
+    if not (chosen / "datasets").is_dir():
+        where = f"--data-dir {data_dir}" if data_dir is not None else f"the default {DSBS_DEFAULT_DIR}"
+        raise StepDistillError(f"no distilling-step-by-step data at {where} (no datasets/ folder); pass --data-dir with the folder that holds datasets/")
+    return chosen.resolve()

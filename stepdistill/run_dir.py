@@ -33,6 +33,7 @@ from stepdistill.data.encode import FeatureEncoder
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities
 from stepdistill.students import ChoiceScorerModel, CNNModel, LogisticModel, MLPModel
+from stepdistill.text.inputs import TextInputs
 
 STUDENTS_DIR = "students"
 CHOSEN_DIR = "student"
@@ -62,9 +63,31 @@ class SavedStudent:
     classes: list[str]
     about: dict
 
+    @property
+    def text(self) -> TextInputs | None:
+        """How a text student turns its text columns into features; None for tabular students."""
+        return None if self.about.get("text") is None else TextInputs.from_json(self.about["text"])
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns the student reads."""
+        return list(self.text.input_columns) if self.text is not None else list(self.encoder.columns_)
+
+    def _sentence_encoder(self):
+        """The sentence encoder the student was trained with, checked to be the same model."""
+        encoder = self.text.sentence_encoder()
+        if encoder.identity != self.about["text_encoder_identity"]:
+            raise StepDistillError(
+                f"the sentence encoder at {encoder.model_directory} is not the one this student was trained with (its files differ); install that model"
+            )
+        return encoder
+
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         """(N, C) class probabilities for the rows of ``features`` (the raw columns it was
-        trained on); an unseen category or a missing value is a one-line error."""
+        trained on, or for a text student its text columns); an unseen category or a missing
+        value is a one-line error."""
+        if self.text is not None:
+            features = self.text.features(features, self._sentence_encoder())
         encoded = self.encoder.transform(features, unseen="error")
         if not np.isfinite(encoded).all():
             bad = [c for c in self.encoder.numeric_ if not np.isfinite(pd.to_numeric(features[c], errors="coerce")).all()]
@@ -119,6 +142,7 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
     classes = results["config"]["data"]["classes"]
     data_config = results["config"]["data"]
     files = {}
+    text = _text_about(data_config)
     for run in runs:
         for name, model in run.models.items():
             entry = results["methods"][name]
@@ -130,7 +154,7 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
                 "settings": entry["settings"][run.index],
                 "test": {metric: summary["values"][run.index] for metric, summary in entry["test"].items()},
             }
-            save_student(staging_dir / STUDENTS_DIR / name / str(run.index), model, run.encoder, classes, about)
+            save_student(staging_dir / STUDENTS_DIR / name / str(run.index), model, run.encoder, classes, about | text)
         files[f"{STUDENTS_DIR}/<method>/{run.index}/"] = f"run {run.index}'s student of each method: {WEIGHTS} and {STUDENT_JSON}"
     chosen = results["chosen"]["method"]
     shutil.copytree(staging_dir / STUDENTS_DIR / chosen / "0", staging_dir / CHOSEN_DIR)
@@ -146,6 +170,16 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
     }
     (staging_dir / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return [STUDENTS_DIR, CHOSEN_DIR, MANIFEST_JSON]
+
+
+def _text_about(data_config: dict) -> dict:
+    """What a text student needs to read new records: its text columns and sentence encoder (and
+    that encoder's identity, to refuse another model at prediction time); nothing for tabular ones."""
+    if data_config.get("text") is None:
+        return {}
+    text = data_config["text"]
+    inputs = TextInputs((text,) if isinstance(text, str) else tuple(text), data_config.get("choices"), data_config.get("text_encoder"))
+    return {"text": inputs.to_json(), "text_encoder_identity": inputs.sentence_encoder().identity}
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

@@ -95,11 +95,19 @@ def run_ablation(
     description: dict | None = None,
     progress: Progress | None = None,
     teacher_store: TeacherStore | None = None,
+    test_frame: pd.DataFrame | None = None,
 ) -> tuple[dict, dict]:
     """Train every variant of ``ablation_config(config)`` in one experiment, each compared with
-    ``full``; returns the experiment's results dict and ``summarize_ablation`` of it."""
+    ``full`` (on ``test_frame`` when the data has a fixed test file); returns the experiment's results dict and ``summarize_ablation`` of it."""
     results = run_experiment(
-        ablation_config(config), frame, description, progress, compare_with=FULL, compared_metrics=SHOWN_METRICS, teacher_store=teacher_store
+        ablation_config(config),
+        frame,
+        description,
+        progress,
+        test_frame,
+        compare_with=FULL,
+        compared_metrics=SHOWN_METRICS,
+        teacher_store=teacher_store,
     )
     return results, summarize_ablation(results)
 
@@ -131,10 +139,11 @@ def run_sweep(
     description: dict | None = None,
     progress: Progress | None = None,
     teacher_store: TeacherStore | None = None,
+    test_frame: pd.DataFrame | None = None,
 ) -> dict[str, dict]:
     """The experiment at every labelled fraction on the same runs (see the module docstring);
     returns results dicts by ``fraction_key``, smallest fraction first."""
-    by_fraction = run_fractions(config, frame, sorted(fractions), description, progress, teacher_store=teacher_store)
+    by_fraction = run_fractions(config, frame, sorted(fractions), description, progress, test_frame, teacher_store=teacher_store)
     return {fraction_key(f): results for f, results in by_fraction.items()}
 
 

@@ -84,6 +84,7 @@ def summarize_experiment(
         "teacher": {
             "kind": config.teacher.kind,
             "test": summarize_runs([r.teacher["test"] for r in runs]),
+            "accuracy_on": {split: float(np.mean([r.teacher["accuracy_on"][split] for r in runs])) for split in ("train", "validation")},
             "per_class": per_class_metrics([(r.teacher["logits"], r.y_test) for r in runs], classes),
             **prediction_summary([(class_probabilities(r.teacher["logits"]), r.y_test) for r in runs]),
             "params": teacher_params,

@@ -94,7 +94,7 @@ def _term_names(results: dict, method: str) -> list[str]:
 
 
 def test_a_removal_that_changes_nothing_has_no_spread_and_is_not_significant():
-    config, frame = presets.demo("article", 3)
+    config, frame, _ = presets.demo("article", 3)
     config = config.model_copy(update={"methods": {"enhanced": {"consistency": 0}}})
     results, ablation = run_ablation(config, frame)
     assert results["methods"]["no_consistency"]["test"] == results["methods"]["full"]["test"]

@@ -22,10 +22,12 @@ from stepdistill.errors import StepDistillError
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = (".jsonl",)
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) file.
+    """Read a CSV (``.csv``, ``.csv.gz``), Parquet (``.parquet``, ``.pq``) or JSON Lines
+    (``.jsonl``: one record per line; lists such as answer choices stay lists) file.
 
     Raises StepDistillError if the file is missing, has another extension, cannot be parsed,
     or holds no rows or no columns.
@@ -41,8 +43,10 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         file_format, read = "CSV", pd.read_csv
     elif name.endswith(PARQUET_SUFFIXES):
         file_format, read = "Parquet", _read_parquet
+    elif name.endswith(JSONL_SUFFIXES):
+        file_format, read = "JSON Lines", _read_jsonl
     else:
-        supported = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES)
+        supported = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES)
         raise StepDistillError(
             f"unsupported data file type: {path.name} — use one of: {supported}"
         )
@@ -90,6 +94,11 @@ def frame_parts(
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path, engine="pyarrow")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    # dtype=False: values keep their JSON types (pandas would otherwise guess dates and numbers).
+    return pd.read_json(path, lines=True, dtype=False)
 
 
 def _one_line(text: str) -> str:

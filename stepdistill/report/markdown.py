@@ -43,6 +43,11 @@ def setup_items(results: dict) -> list[str]:
         if evaluation.get("labelled_fraction", 1) < 1:
             items.append(f"Labelled fraction: {evaluation['labelled_fraction']} of the training and validation rows")
     items.append(f"Teacher: {results['teacher']['kind']}{'' if results['teacher'].get('refit', True) else ' (loaded: the same in every run)'}")
+    if accuracy_on := results["teacher"].get("accuracy_on"):
+        test = results["teacher"]["test"]["accuracy"]["mean"]
+        items.append(
+            f"Teacher accuracy against the human labels: train {accuracy_on['train']:.3f}, validation {accuracy_on['validation']:.3f}, test {test:.3f}"
+        )
     if "student" in config:
         items.append(f"Student: {described(config['student'])}")
     if "chosen" in results:

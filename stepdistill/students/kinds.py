@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from stepdistill.errors import StepDistillError
+from stepdistill.students.choice import ChoiceScorerModel
 from stepdistill.students.cnn import CNNModel
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
@@ -66,4 +67,17 @@ class CNNStudent(_Student):
         return lambda: CNNModel(image_shape, n_logits(n_classes), self.channels, self.rationale)
 
 
-StudentConfig = Annotated[Union[LogisticStudent, MLPStudent, CNNStudent], Field(discriminator="kind")]
+class ChoiceScorerStudent(_Student):
+    """Multiple choice (data.choices): one MLP scorer shared by the K (question, choice) pairs,
+    its K scores the logits."""
+
+    kind: Literal["choice_scorer"]
+    hidden: tuple[int, ...] = Field((64,), min_length=1)
+
+    def factory(self, n_features: int, n_classes: int, teacher: Teacher, feature_groups, image_shape=None) -> Callable[[], nn.Module]:
+        if n_features % n_classes:
+            raise StepDistillError(f"student.kind choice_scorer needs multiple-choice features, {n_classes} choices of equal width (got {n_features} features); set data.choices")
+        return lambda: ChoiceScorerModel(n_features // n_classes, n_classes, self.hidden)
+
+
+StudentConfig = Annotated[Union[LogisticStudent, MLPStudent, CNNStudent, ChoiceScorerStudent], Field(discriminator="kind")]

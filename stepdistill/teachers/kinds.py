@@ -5,6 +5,9 @@ torch                any nn.Module from an importable factory, weights from safe
 sklearn              a fitted scikit-learn classifier saved with joblib, explained as ``explain`` says
 lightgbm, xgboost    trained here on the raw training columns, or loaded from a model file
 file                 precomputed outputs (Parquet or NPZ) for teachers that cannot run here
+llm                  the labels and rationales a large language model wrote for text records
+                     (JSONL, or the released distilling-step-by-step data), optionally through a
+                     privileged-information model trained here on the human labels
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ from stepdistill.teachers import (
     train_lightgbm,
     train_xgboost,
 )
-from stepdistill.teachers.base import Teacher
+from stepdistill.data.table import Table
+from stepdistill.teachers.base import Samples, Teacher
+from stepdistill.teachers.llm import LLMTeacher, answers_as_choice_letters, outputs_notes
+from stepdistill.teachers.privileged import PrivilegedTeacher, privileged_features
+from stepdistill.text.llm_outputs import LLMOutputs, read_dsbs_outputs, read_llm_jsonl
 from stepdistill.teachers.explain import DEFAULT_EXPLAIN_BUDGET, ExplainChoice
 from stepdistill.train import fit, new_state
 
@@ -48,6 +55,7 @@ class BuiltTeacher:
     teacher: Teacher
     train_seconds: float | None  # None: trained elsewhere
     params: int | None  # None: not a parameter count (trees, a file)
+    notes: tuple[str, ...] = ()  # what the user should know about its outputs (parse failures)
 
 
 class _Teacher(BaseModel):
@@ -271,6 +279,89 @@ class FileTeacherConfig(_Teacher):
         return BuiltTeacher(FileTeacher(self.path, self.id_column), None, None)
 
 
+class PrivilegedModel(BaseModel):
+    """The privileged-information model of an LLM teacher: an MLP reading the student's features
+    and the rationale's embedding, trained on the training split's human labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: tuple[int, ...] = Field((256,), min_length=1)
+    training: dict = Field(default_factory=dict, description="overrides of its training (baseline method settings)")
+
+    def method(self) -> Method:
+        try:
+            return build_method("baseline", {**PRIVILEGED_TRAINING, **self.training}, name="teacher")
+        except ValidationError as err:
+            raise StepDistillError(validation_message(err, prefix="teacher.privileged.training")) from err
+
+
+# Adam with early stopping on the validation split: the privileged model is a small MLP on
+# sentence features, like the students.
+PRIVILEGED_TRAINING = {"optimizer": "adam", "lr": 0.001, "epochs": 30, "batch_size": 128, "early_stopping_patience": 3}
+
+
+class LLMTeacherConfig(_Teacher):
+    """What a large language model wrote for each text record (data.text): a label (or label
+    distribution) and one or more rationales. ``outputs``: a JSONL file (one object per record:
+    id, label, rationale, optional label distribution; what ``stepdistill lm-teach`` writes), or
+    with ``format: dsbs`` the folder holding the released distilling-step-by-step data
+    (``datasets/<task>/``), every split of ``task`` read. Multiple choice: a label may be the
+    choice's text or its letter. With ``privileged``, the teacher's labels come from a model
+    trained here on the human labels that also reads the rationale's embedding (generalized
+    distillation); without, from the LLM's own answers."""
+
+    kind: Literal["llm"]
+    outputs: Path = Field(..., description="teacher outputs: a JSONL file, or the distilling-step-by-step data folder (format: dsbs)")
+    format: Literal["jsonl", "dsbs"] = "jsonl"
+    task: Literal["cqa", "svamp", "esnli"] | None = Field(None, description="dsbs: which task's outputs")
+    parse: Literal["careful", "paper"] = Field("careful", description="dsbs: match answers to classes ignoring case (careful) or exactly as the paper did")
+    id_field: str = "id"
+    label_field: str = "label"
+    rationale_field: str = "rationale"
+    distribution_field: str | None = "label_distribution"
+    eps: float = Field(0.01, gt=0, lt=0.5, description="label distributions are clipped to [eps, 1 - eps] so logits stay finite")
+    privileged: PrivilegedModel | None = None
+    seed: int = 0
+
+    @property
+    def trains_here(self) -> bool:
+        return self.privileged is not None
+
+    def read_outputs(self) -> LLMOutputs:
+        if self.format == "jsonl":
+            return read_llm_jsonl(self.outputs, self.id_field, self.label_field, self.rationale_field, self.distribution_field)
+        if self.task is None:
+            raise StepDistillError("teacher.format dsbs needs teacher.task: cqa, svamp or esnli")
+        return read_dsbs_outputs(self.outputs, self.task, self.parse)
+
+    def build(self, data: PreparedData, device) -> BuiltTeacher:
+        if data.text is None or data.record_ids is None:
+            raise StepDistillError("teacher.kind llm teaches text records; set data.text to the text column(s)")
+        outputs = self.read_outputs()
+        if data.choices is not None:
+            outputs = answers_as_choice_letters(outputs, dict(zip(data.record_ids, data.choices)))
+        llm = LLMTeacher(outputs, data.classes, data.text.sentence_encoder(), data.record_ids, self.eps)
+        notes = outputs_notes(outputs, llm)
+        if self.privileged is None:
+            return BuiltTeacher(llm, None, None, notes)
+        started = time.perf_counter()
+        model = self._fit_privileged(llm, data, device)
+        return BuiltTeacher(PrivilegedTeacher(llm, model), time.perf_counter() - started, count_parameters(model), notes)
+
+    def _fit_privileged(self, llm: LLMTeacher, data: PreparedData, device) -> nn.Module:
+        """The privileged MLP, trained on the training split's human labels (early stopping on the
+        validation split); never on the test split."""
+        tables = []
+        for table in (data.splits.train, data.splits.val):
+            rationale = llm.outputs(Samples(table.ids, table.X)).rationale
+            seen = privileged_features(table.X, rationale)
+            tables.append(Table(table.ids, seen, table.y, table.classes, tuple(f"privileged_{i}" for i in range(seen.shape[1]))))
+        d, k = tables[0].n_features, n_logits(len(data.classes))
+        state = new_state("teacher", self.privileged.method(), lambda: MLPModel(d, k, self.privileged.hidden), self.seed, device=device)
+        fit([state], tables[0], tables[1], cache=None)
+        return state.model.cpu().eval()
+
+
 TeacherConfig = Annotated[
     Union[
         LogisticTeacher,
@@ -281,6 +372,7 @@ TeacherConfig = Annotated[
         LightGBMTeacherConfig,
         XGBoostTeacherConfig,
         FileTeacherConfig,
+        LLMTeacherConfig,
     ],
     Field(discriminator="kind"),
 ]

@@ -3,7 +3,8 @@ record (distilling step by step), as logits and an embedded rationale per sample
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.cache import TeacherOutputs
 from stepdistill.teachers.common import logits_from_probabilities
 from stepdistill.text.encoders import SentenceEncoder
+from stepdistill.text.inputs import CHOICE_LETTERS
 from stepdistill.text.llm_outputs import NAMED_IN_ERRORS, LLMAnswer, LLMOutputs
 
 DEFAULT_EPS = 0.01
@@ -102,3 +104,37 @@ def _label_distributions(answers: Sequence[LLMAnswer], classes: tuple[str, ...])
         for label, share in shares.items():
             probabilities[row, index[label]] = share
     return probabilities, unparsed
+
+
+def answers_as_choice_letters(outputs: LLMOutputs, choices: Mapping[str, Sequence[str]]) -> LLMOutputs:
+    """Multiple-choice answers with their labels as choice letters (A for a record's first
+    choice), the classes of a multiple-choice student: a label (or distribution key) spelling
+    one of its record's ``choices`` becomes that choice's letter; a letter stays. Anything else
+    is left as it is, for ``check_against`` to name."""
+
+    def letter(label: str, options: Sequence[str]) -> str:
+        letters = CHOICE_LETTERS[: len(options)]
+        if label in letters:
+            return label
+        return letters[list(options).index(label)] if label in options else label
+
+    answers = {}
+    for record_id, answer in outputs.answers.items():
+        options = choices.get(record_id)
+        if options is None:
+            answers[record_id] = answer
+            continue
+        label = None if answer.label is None else letter(answer.label, options)
+        distribution = None if answer.label_distribution is None else {letter(k, options): v for k, v in answer.label_distribution.items()}
+        answers[record_id] = replace(answer, label=label, label_distribution=distribution)
+    return replace(outputs, answers=answers, classes=tuple(CHOICE_LETTERS[: max(map(len, choices.values()), default=0)]))
+
+
+def outputs_notes(outputs: LLMOutputs, teacher: LLMTeacher) -> tuple[str, ...]:
+    """What a user should know about the teacher outputs a run uses: how many answers could not be
+    parsed (they teach the uniform distribution), with examples."""
+    if not teacher.unparsed:
+        return ()
+    used = set(teacher.record_ids)
+    examples = "; ".join(f"{record_id}: {why}" for record_id, why in outputs.failure_examples if record_id in used)
+    return (f"the LLM teacher's label could not be parsed for {teacher.unparsed} of {len(used)} records, which teach the uniform distribution" + (f" (e.g. {examples})" if examples else ""),)

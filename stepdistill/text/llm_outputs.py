@@ -182,6 +182,24 @@ def read_dsbs(
     return frame, LLMOutputs(answers, classes, len(failures), failures[:FAILURE_EXAMPLES])
 
 
+def dsbs_splits(data_dir: Path, task: str) -> list[str]:
+    """The splits of ``task`` in the release: train/test for cqa and svamp, valid/test for e-SNLI."""
+    task_dir = Path(data_dir) / "datasets" / task
+    splits = sorted(p.stem.removeprefix(f"{task}_") for p in task_dir.glob(f"{task}_*.json"))
+    if not splits:
+        raise StepDistillError(f"no {task} data under {task_dir}; point it at the folder that holds datasets/ of the distilling-step-by-step release")
+    return splits
+
+
+def read_dsbs_outputs(data_dir: Path, task: Literal["cqa", "svamp", "esnli"], parse: Literal["careful", "paper"] = "careful") -> LLMOutputs:
+    """The PaLM outputs for every split of ``task``, by record id (ids differ across splits)."""
+    parts = [read_dsbs(data_dir, task, split, parse)[1] for split in dsbs_splits(data_dir, task)]
+    answers = {record_id: answer for part in parts for record_id, answer in part.answers.items()}
+    classes = tuple(sorted({c for part in parts for c in part.classes})) if task != "esnli" else ESNLI_CLASSES
+    failures = [example for part in parts for example in part.failure_examples]
+    return LLMOutputs(answers, classes, sum(part.parse_failures for part in parts), failures[:FAILURE_EXAMPLES])
+
+
 def read_llm_jsonl(
     path: str | Path,
     id_field: str = "id",

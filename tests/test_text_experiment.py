@@ -1,0 +1,198 @@
+"""Text records with an LLM teacher, end to end: config, experiment, saved students, predict."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stepdistill.cli import app
+from stepdistill.config import ExperimentConfig
+from stepdistill.experiment import run_experiment
+from stepdistill.text.llm_outputs import read_dsbs
+
+DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
+METHODS = {
+    "baseline": {},
+    "traditional": {"alpha": 0.0, "temperature": 1.0},
+    "step_by_step": {"alpha": 0.0, "beta": 0.5, "rationale_distance": "cosine", "temperature": 1.0},
+}
+runner = CliRunner()
+
+
+def palm_accuracy(task: str, split: str, ids) -> float:
+    """PaLM's label accuracy on records ``ids`` of a split, computed from the release directly.
+    An unparsed answer teaches the uniform distribution, whose argmax is the first class (the
+    first choice, for multiple choice)."""
+    frame, outputs = read_dsbs(DSBS_DIR, task, split)
+    human = dict(zip(frame["id"], frame["label"]))
+    first = dict(zip(frame["id"], frame["choices"])) if task == "cqa" else {i: ["contradiction"] for i in frame["id"]}
+    return float(np.mean([(outputs.answers[i].label or first[i][0]) == human[i] for i in ids]))
+
+
+@pytest.fixture(scope="module")
+def esnli_run(tmp_path_factory, tiny_sentence_model):
+    """``stepdistill run`` on 300 e-SNLI validation records (train and validation carved from
+    them) and 90 test records as a fixed test file, taught by PaLM's outputs."""
+    directory = tmp_path_factory.mktemp("esnli")
+    valid, _ = read_dsbs(DSBS_DIR, "esnli", "valid")
+    test, _ = read_dsbs(DSBS_DIR, "esnli", "test")
+    valid.iloc[:300].to_csv(directory / "train.csv", index=False)
+    test.iloc[:90].to_json(directory / "test.jsonl", orient="records", lines=True)
+    config = {
+        "data": {"path": "train.csv", "test_path": "test.jsonl", "label": "label", "id_column": "id", "text": ["premise", "hypothesis"], "text_encoder": str(tiny_sentence_model)},
+        "teacher": {"kind": "llm", "outputs": str(DSBS_DIR), "format": "dsbs", "task": "esnli"},
+        "student": {"kind": "mlp", "hidden": [16]},
+        "methods": METHODS,
+        "training": {"lr": 0.003, "epochs": 4},
+        "evaluation": {"repeats": 2},
+    }
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(directory / "config.yaml"), "--out", str(directory / "out")])
+    assert result.exit_code == 0, result.output
+    return directory, json.loads((directory / "out" / "results.json").read_text()), test.iloc[:90]
+
+
+def test_text_run_reports_the_teachers_accuracy_against_human_labels(esnli_run):
+    directory, results, test = esnli_run
+    assert set(results["methods"]) == set(METHODS)
+    assert results["config"]["data"]["n_test"] == 90
+    # 32 sentence features per text: [u, v, |u - v|, u * v].
+    assert results["config"]["data"]["n_features"] == 4 * 32
+    assert results["teacher"]["test"]["accuracy"]["mean"] == pytest.approx(palm_accuracy("esnli", "test", test["id"]))
+    accuracy_on = results["teacher"]["accuracy_on"]
+    assert 0.5 < accuracy_on["train"] < 0.95 and 0.4 < accuracy_on["validation"] <= 1
+    assert "Teacher accuracy against the human labels" in (directory / "out" / "report.md").read_text()
+
+
+def test_a_text_student_predicts_from_text_and_exports_as_safetensors_only(esnli_run):
+    directory, results, test = esnli_run
+    rows = test.iloc[:7]
+    rows.to_csv(directory / "new.csv", index=False)
+    result = runner.invoke(app, ["predict", str(directory / "out"), str(directory / "new.csv")])
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_csv(pd.io.common.StringIO(result.stdout))
+    assert list(predictions["id"]) == list(rows["id"])
+    probabilities = predictions[[f"p_{c}" for c in results["config"]["data"]["classes"]]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-6)
+    rows.drop(columns="hypothesis").to_csv(directory / "half.csv", index=False)
+    missing = runner.invoke(app, ["predict", str(directory / "out"), str(directory / "half.csv")])
+    assert missing.exit_code == 2 and "hypothesis" in missing.stderr and "Traceback" not in missing.output
+    refused = runner.invoke(app, ["export", str(directory / "out"), "--format", "onnx"])
+    assert refused.exit_code == 2 and "safetensors only" in refused.stderr
+    assert not (directory / "out" / "exports" / "student.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def esnli_jsonl(tmp_path_factory):
+    """200 e-SNLI records and PaLM's outputs for them as generic JSONL."""
+    directory = tmp_path_factory.mktemp("jsonl")
+    frame, outputs = read_dsbs(DSBS_DIR, "esnli", "valid")
+    frame = frame.iloc[:200]
+    frame.to_csv(directory / "data.csv", index=False)
+    lines = [{"id": i, "label": outputs.answers[i].label, "rationale": outputs.answers[i].rationales} for i in frame["id"]]
+    return directory, lines
+
+
+def write_case(directory: Path, lines: list[dict], tiny_sentence_model) -> Path:
+    with (directory / "teacher.jsonl").open("w") as file:
+        file.writelines(json.dumps(line) + "\n" for line in lines)
+    config = {
+        "data": {"path": "data.csv", "label": "label", "id_column": "id", "text": ["premise", "hypothesis"], "text_encoder": str(tiny_sentence_model)},
+        "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
+        "student": {"kind": "mlp", "hidden": [8]},
+        "training": {"lr": 0.01, "epochs": 1},
+        "evaluation": {"repeats": 1},
+    }
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    return directory / "config.yaml"
+
+
+@pytest.mark.parametrize(
+    "break_it, says",
+    [
+        (lambda lines: lines[:-1], "lack 1 of 200 record ids"),
+        (lambda lines: [{**lines[0], "label": "maybe"}, *lines[1:]], "teacher label 'maybe'"),
+        (lambda lines: [{**lines[0], "rationale": ""}, *lines[1:]], "empty or missing rationale"),
+    ],
+    ids=["missing record", "unknown label", "empty rationale"],
+)
+def test_bad_teacher_outputs_are_one_line_errors_and_write_nothing(esnli_jsonl, tiny_sentence_model, tmp_path, break_it, says):
+    directory, lines = esnli_jsonl
+    (tmp_path / "data.csv").write_bytes((directory / "data.csv").read_bytes())
+    config = write_case(tmp_path, break_it(lines), tiny_sentence_model)
+    result = runner.invoke(app, ["--quiet", "run", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_multiple_choice_with_a_shared_scorer_and_palm_answers(tiny_sentence_model):
+    """CommonsenseQA: classes are choice letters, PaLM's answers (choice texts) become letters,
+    and its accuracy is the release's."""
+    train, _ = read_dsbs(DSBS_DIR, "cqa", "train")
+    config = ExperimentConfig.model_validate(
+        {
+            "data": {"label": "label", "id_column": "id", "text": "question", "choices": "choices", "text_encoder": str(tiny_sentence_model)},
+            "teacher": {"kind": "llm", "outputs": str(DSBS_DIR), "format": "dsbs", "task": "cqa"},
+            "student": {"kind": "choice_scorer", "hidden": [16]},
+            "methods": METHODS,
+            "training": {"lr": 0.003, "epochs": 3},
+            "evaluation": {"repeats": 1},
+        }
+    )
+    frame = train.iloc[:200].reset_index(drop=True)
+    results = run_experiment(config, frame)
+    assert results["config"]["data"]["classes"] == ["A", "B", "C", "D", "E"]
+    assert results["methods"]["step_by_step"]["params"] == results["methods"]["baseline"]["params"]
+    # The teacher's test accuracy over the run's test rows, as the release's labels say.
+    accuracy_on = results["teacher"]["accuracy_on"]
+    overall = palm_accuracy("cqa", "train", frame["id"])
+    n = results["config"]["data"]
+    combined = (accuracy_on["train"] * n["n_train"] + accuracy_on["validation"] * n["n_val"] + results["teacher"]["test"]["accuracy"]["mean"] * n["n_test"]) / len(frame)
+    assert combined == pytest.approx(overall, abs=1e-9)
+
+
+def test_the_privileged_teacher_never_reads_test_labels(tiny_sentence_model):
+    """The privileged-information teacher trains on the training split's human labels: its
+    outputs on the test split are the same whatever the test labels are."""
+    valid, _ = read_dsbs(DSBS_DIR, "esnli", "valid")
+    test, _ = read_dsbs(DSBS_DIR, "esnli", "test")
+    frame, test = valid.iloc[:200].reset_index(drop=True), test.iloc[:60].reset_index(drop=True)
+    config = ExperimentConfig.model_validate(
+        {
+            "data": {"label": "label", "id_column": "id", "text": ["premise", "hypothesis"], "text_encoder": str(tiny_sentence_model)},
+            "teacher": {"kind": "llm", "outputs": str(DSBS_DIR), "format": "dsbs", "task": "esnli", "privileged": {"hidden": [16], "training": {"epochs": 3}}},
+            "student": {"kind": "mlp", "hidden": [8]},
+            "methods": {"baseline": {}, "traditional": {"alpha": 0.0}},
+            "training": {"lr": 0.01, "epochs": 2},
+            "evaluation": {"repeats": 1},
+        }
+    )
+    shuffled = test.assign(label=test["label"].sample(frac=1, random_state=0).to_numpy())
+    first = run_experiment(config, frame, test_frame=test)
+    second = run_experiment(config, frame, test_frame=shuffled)
+    assert first["teacher"]["params"] > 0 and first["teacher"]["train_seconds"] is not None
+    assert first["teacher"]["accuracy_on"] == second["teacher"]["accuracy_on"]
+    # Same teacher and students (the test split is read only once they are trained); only the
+    # scores against the shuffled labels differ.
+    assert first["methods"]["traditional"]["validation"] == second["methods"]["traditional"]["validation"]
+
+
+def test_the_esnli_preset_reads_the_release_and_carves_its_splits():
+    from stepdistill import presets
+
+    config, frame, test_frame = presets.demo("esnli", 3, DSBS_DIR)
+    assert (len(frame), len(test_frame)) == (9842, 9824)
+    assert config.teacher.kind == "llm" and config.data.text == ["premise", "hypothesis"]
+    assert set(config.methods) == {"baseline", "traditional", "step_by_step", "enhanced"}
+    config.check()
+
+
+def test_a_missing_data_dir_names_the_option(tmp_path):
+    result = runner.invoke(app, ["demo", "--preset", "esnli", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--data-dir" in result.stderr
+    assert not (tmp_path / "out").exists()
