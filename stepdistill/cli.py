@@ -49,7 +49,7 @@ def main(
     cache_dir: Path | None = typer.Option(
         None,
         help="Directory of teacher outputs kept between runs, so a teacher is explained once per model and data."
-        " Default: $STEPDISTILL_CACHE_DIR, else ~/.cache/stepdistill/teachers.",
+        " Default: teachers/ under $STEPDISTILL_CACHE_DIR, else ~/.cache/stepdistill/teachers.",
         show_default=False,
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep no teacher outputs between runs: compute them every time."),
@@ -323,6 +323,37 @@ def export(
         )
 
     _guarded(go)
+
+
+@app.command("lm-teach")
+def lm_teach(
+    config: Path = typer.Argument(
+        ..., metavar="CONFIG", help="YAML file: data, template, classes, parse, samples, backend (hf or openai).", show_default=False
+    ),
+    out: Path | None = typer.Option(
+        None, help="The teacher-output JSONL to write. Default: the config's out, else CONFIG's name with .teacher.jsonl.", show_default=False
+    ),
+) -> None:
+    """A large language model as the teacher: a rationale and a label per record, by few-shot chain of thought, as JSONL."""
+
+    def go() -> None:
+        from stepdistill.text.lm_teach import load_lm_teach_config, teach
+
+        settings = load_lm_teach_config(config)
+        path = out or settings.out or config.with_name(f"{config.stem}.teacher.jsonl")
+        if path.is_dir():
+            raise StepDistillError(f"--out {path} is a directory; pass a file name such as teacher.jsonl")
+        summary = teach(settings, path, say=None if _options["quiet"] else _say)
+        for line in summary.lines():
+            _say(line)
+
+    _guarded(go)
+
+
+def _say(message: str) -> None:
+    """A progress line on standard error."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def _predictions(student, frame: pd.DataFrame) -> pd.DataFrame:

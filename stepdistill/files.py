@@ -1,4 +1,4 @@
-"""Writing a file whole or not at all."""
+"""Writing a file whole or not at all, and where stepdistill keeps what it caches."""
 
 from __future__ import annotations
 
@@ -22,3 +22,13 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:  # a full disk, Ctrl-C: no temporary file is left behind
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def cache_root() -> Path:
+    """The folder of everything stepdistill caches, each kind in a subfolder (``teachers``,
+    ``sentences``, ``models``, ``lm-teach``): ``$STEPDISTILL_CACHE_DIR`` when set, else
+    ``stepdistill`` under the user's cache directory (``$XDG_CACHE_HOME``, by default ``~/.cache``)."""
+    chosen = os.environ.get("STEPDISTILL_CACHE_DIR")
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "stepdistill"

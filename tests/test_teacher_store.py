@@ -226,7 +226,7 @@ def test_writes_leave_no_temporary_files_even_when_they_fail(tmp_path, cancer, m
     def disk_full(_descriptor):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("stepdistill.teachers.store.os.fsync", disk_full)
+    monkeypatch.setattr("stepdistill.files.os.fsync", disk_full)
     said, teacher = [], CountingTeacher(scale=3.0)
     outputs = cache_teacher(teacher, splits(samples), CLASSES, store, say=said.append).take(samples.ids)
     assert torch.equal(outputs.logits, 3.0 * samples.X[:, :1])
@@ -236,7 +236,7 @@ def test_writes_leave_no_temporary_files_even_when_they_fail(tmp_path, cancer, m
 
 def test_the_default_directory_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("STEPDISTILL_CACHE_DIR", str(tmp_path / "mine"))
-    assert default_store_directory() == tmp_path / "mine"
+    assert default_store_directory() == tmp_path / "mine" / "teachers"
     monkeypatch.delenv("STEPDISTILL_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_store_directory() == tmp_path / "xdg" / "stepdistill" / "teachers"

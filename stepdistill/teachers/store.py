@@ -12,7 +12,6 @@ written whole or not at all: to a temporary file beside them, flushed to disk, t
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 
-from stepdistill.files import write_atomically
+from stepdistill.files import cache_root, write_atomically
 from stepdistill.teachers.base import Samples
 from stepdistill.teachers.cache import TeacherOutputs
 from stepdistill.teachers.digest import digest
@@ -33,13 +32,8 @@ Say = Callable[[str], None]
 
 
 def default_store_directory() -> Path:
-    """``$STEPDISTILL_CACHE_DIR`` when set, else ``stepdistill/teachers`` under the user's cache
-    directory (``$XDG_CACHE_HOME``, by default ``~/.cache``)."""
-    chosen = os.environ.get("STEPDISTILL_CACHE_DIR")
-    if chosen:
-        return Path(chosen).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home).expanduser() / "stepdistill" / "teachers"
+    """``teachers/`` under the cache root (``files.cache_root``)."""
+    return cache_root() / "teachers"
 
 
 class TeacherStore:

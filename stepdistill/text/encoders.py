@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from stepdistill.errors import StepDistillError
-from stepdistill.files import write_atomically
+from stepdistill.files import cache_root, write_atomically
 
 # Part of every key: raise it when what a shard holds, or how, changes, so old entries miss.
 FORMAT_VERSION = 1
@@ -50,13 +50,8 @@ def bundled_model_directory() -> Path:
 
 
 def default_cache_directory() -> Path:
-    """``$STEPDISTILL_CACHE_DIR/sentences`` when that is set, else ``stepdistill/sentences`` under
-    the user's cache directory (``$XDG_CACHE_HOME``, by default ``~/.cache``)."""
-    chosen = os.environ.get("STEPDISTILL_CACHE_DIR")
-    if chosen:
-        return Path(chosen).expanduser() / "sentences"
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home).expanduser() / "stepdistill" / "sentences"
+    """``sentences/`` under the cache root (``files.cache_root``)."""
+    return cache_root() / "sentences"
 
 
 # Model identities already hashed in this process, by directory and its files' (path, size, mtime).

@@ -297,7 +297,7 @@ def _dsbs_frame(task: str, split: str, records: list[dict]) -> pd.DataFrame:
         return pd.DataFrame(columns)
     ids = [f"{split}-{row}" for row in range(len(records))]
     if task == "svamp":
-        labels = [_numeric_label(r["label"]) for r in records]
+        labels = [numeric_label(r["label"]) for r in records]
         return pd.DataFrame({"id": ids, "input": [r["input"] for r in records], "label": labels})
     if any(r["label"] not in range(len(ESNLI_CLASSES)) for r in records):
         raise StepDistillError(f"e-SNLI {split} holds a label outside 0, 1, 2; restore the released file")
@@ -309,13 +309,13 @@ def _dsbs_label(task: str, raw_label: str, names: Sequence[str], ignore_case: bo
     """The teacher's parsed answer as one of ``names`` (a svamp answer: as a number string), or None."""
     if task == "svamp":
         try:
-            return _numeric_label(raw_label.replace("$", "").replace(",", ""))
+            return numeric_answer(raw_label)
         except ValueError:
             return None
-    return _matching_name(raw_label, names, ignore_case)
+    return matching_name(raw_label, names, ignore_case)
 
 
-def _matching_name(text: str, names: Sequence[str], ignore_case: bool) -> str | None:
+def matching_name(text: str, names: Sequence[str], ignore_case: bool) -> str | None:
     """The name in ``names`` that ``text`` spells (with ``ignore_case``, ignoring case and a final
     period, which some cqa choices have), or None."""
     key = _name_key(text, ignore_case)
@@ -326,7 +326,12 @@ def _name_key(text: str, ignore_case: bool) -> str:
     return text.strip().rstrip(".").strip().casefold() if ignore_case else text.strip()
 
 
-def _numeric_label(expr: str) -> str:
+def numeric_answer(answer: str) -> str:
+    """A written arithmetic answer ("$1,200 / 4") as a normalized number string ("300")."""
+    return numeric_label(answer.replace("$", "").replace(",", ""))
+
+
+def numeric_label(expr: str) -> str:
     """The value of an arithmetic expression as a normalized number string: ``"42"``, ``"5.625"``."""
     value = round(evaluate_arithmetic(expr), NUMERIC_LABEL_DECIMALS)
     return str(int(value)) if value.is_integer() else repr(value)
