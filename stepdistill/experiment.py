@@ -16,7 +16,7 @@ the results are those of an uninterrupted experiment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
@@ -152,17 +152,19 @@ def build_teacher(
     loaded: BuiltTeacher | None,
     progress: Progress = SILENT,
     teacher_store: TeacherStore | None = None,
+    fit_on: PreparedData | None = None,
 ) -> tuple[BuiltTeacher, TeacherCache]:
     """The run's teacher and its outputs on every split by sample id: refit with the run's seed
-    on its training rows when trained here, else ``loaded`` (built once) reused. Outputs that
-    ``teacher_store`` holds for this teacher and data are read from it rather than recomputed."""
+    on its training rows (``fit_on``'s, by default ``data``'s) when trained here, else ``loaded``
+    (built once) reused. Outputs that ``teacher_store`` holds for this teacher and data are read
+    from it rather than recomputed."""
     if loaded is not None:
         built = loaded
     else:
         teacher = config.teacher
         teacher_config = teacher.model_copy(update={"seed": teacher.seed + run.seed}) if teacher.trains_here else teacher
         with progress.task("fitting the teacher" if teacher.trains_here else "loading the teacher"):
-            built = teacher_config.build(data, default_device())
+            built = teacher_config.build(fit_on or data, default_device())
     splits = data.splits
     with progress.task("teacher outputs and explanations"):
         built.teacher.fit_background(Samples.of(splits.train, data.raw))
@@ -465,7 +467,7 @@ def run_fractions(
             if run.index == 0:  # before any student trains, from run 0's teacher whether live or read back
                 config, control_of, warnings = _settle_methods(asked, teacher, compare_with)
             if finished is None:
-                finished = _train_and_test(config, prepared, built, cache, run, fractions, teacher, progress, checkpoints)
+                finished = _train_and_test(config, prepared, built, cache, run, fractions, teacher, progress, checkpoints, teacher_store)
                 if checkpoints is not None:
                     checkpoints.save_run(finished)
             if on_run is not None:
@@ -504,6 +506,7 @@ def _train_and_test(
     teacher: TeacherFacts,
     progress: Progress,
     checkpoints: Checkpoints | None,
+    teacher_store: TeacherStore | None = None,
 ) -> FinishedRun:
     """The run's students at each fraction, trained (or resumed from ``checkpoints``) and tested;
     in run 0, also what a method costs and buys: its student's training time alone, and the
@@ -520,16 +523,23 @@ def _train_and_test(
         labelled = _mask(splits.train.y.numpy(), train_rank, fraction)
         val_labelled = _mask(splits.val.y.numpy(), val_rank, fraction)
         val = splits.val if val_labelled is None else splits.val.take(val_labelled)
+        if labelled is not None and config.teacher.learns_from_labels:
+            # A teacher that learns from the human labels (a privileged-information model) sees
+            # those the students see, no more: else it would pass them the hidden labels.
+            seen = replace(prepared, splits=replace(splits, train=splits.train.take(labelled), val=val))
+            fraction_built, fraction_cache = build_teacher(config, prepared, run, None, progress, teacher_store, fit_on=seen)
+        else:
+            fraction_built, fraction_cache = built, cache
         saved = None if checkpoints is None else checkpoints.epoch_states(run.index, fraction)
         checkpoint = None if checkpoints is None else partial(checkpoints.save_epoch, run.index, fraction)
-        trained = train_students(config, prepared, built.teacher, cache, run.seed, labelled, val, progress, saved, checkpoint)
+        trained = train_students(config, prepared, fraction_built.teacher, fraction_cache, run.seed, labelled, val, progress, saved, checkpoint)
         measured = run.index == 0 and fraction == fractions[-1]  # what a method costs and buys, measured once
         if measured:  # training ends before the test split is read
-            seconds = {name: solo_seconds(config, prepared, built.teacher, cache, t, run.seed, labelled, val, progress) for name, t in trained.items()}
-        result = test_run(prepared, cache, trained, labelled, val)
+            seconds = {name: solo_seconds(config, prepared, fraction_built.teacher, fraction_cache, t, run.seed, labelled, val, progress) for name, t in trained.items()}
+        result = test_run(prepared, fraction_cache, trained, labelled, val)
         if measured:
             students = {name: t.state.model for name, t in trained.items()}
-            result.speed = measure_speed(built.teacher, built.params, students, prepared.encoder, prepared.raw.loc[splits.test.ids.numpy()])
+            result.speed = measure_speed(fraction_built.teacher, fraction_built.params, students, prepared.encoder, prepared.raw.loc[splits.test.ids.numpy()])
         results.append(result)
     students = RunStudents(run.index, prepared.encoder, {name: t.state.model.cpu().eval() for name, t in trained.items()})
     return FinishedRun(run.index, results, students, teacher, seconds)

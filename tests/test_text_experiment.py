@@ -196,3 +196,28 @@ def test_a_missing_data_dir_names_the_option(tmp_path):
     result = runner.invoke(app, ["demo", "--preset", "esnli", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "--data-dir" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_with_a_labelled_fraction_the_privileged_teacher_learns_from_those_labels_only(tiny_sentence_model, monkeypatch):
+    from stepdistill.experiment import run_fractions
+    from stepdistill.teachers.kinds import LLMTeacherConfig
+
+    valid, _ = read_dsbs(DSBS_DIR, "esnli", "valid")
+    config = ExperimentConfig.model_validate(
+        {
+            "data": {"label": "label", "id_column": "id", "text": ["premise", "hypothesis"], "text_encoder": str(tiny_sentence_model)},
+            "teacher": {"kind": "llm", "outputs": str(DSBS_DIR), "format": "dsbs", "task": "esnli", "privileged": {"hidden": [8], "training": {"epochs": 1}}},
+            "student": {"kind": "mlp", "hidden": [8]},
+            "methods": {"baseline": {}, "traditional": {"alpha": 0.0}},
+            "training": {"lr": 0.01, "epochs": 1},
+            "evaluation": {"repeats": 1},
+        }
+    )
+    seen = []
+    fit = LLMTeacherConfig._fit_privileged
+    monkeypatch.setattr(LLMTeacherConfig, "_fit_privileged", lambda self, llm, data, device: seen.append((len(data.splits.train), len(data.splits.val))) or fit(self, llm, data, device))
+    by_fraction = run_fractions(config, valid.iloc[:300].reset_index(drop=True), [0.5, 1.0])
+    full = by_fraction[1.0]["config"]["data"]
+    # One teacher on every label of the run, then one on the labelled half only.
+    assert seen[0] == (full["n_train"], full["n_val"])
+    assert seen[1][0] == pytest.approx(full["n_train"] / 2, abs=3) and seen[1][1] < full["n_val"]

@@ -62,6 +62,14 @@ class _Teacher(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @property
+    def learns_from_labels(self) -> bool:
+        """Whether the teacher learns from the human labels of the rows students learn from, so
+        that with a labelled fraction it must see only those: a privileged-information model. A
+        tabular teacher trained here stands for one trained on all the labels there are, and
+        annotates the rows whose labels the students do not see (see ``sweep-data``)."""
+        return False
+
+    @property
     def trains_here(self) -> bool:
         """Whether stepdistill trains this teacher (so each run refits it on its own training rows,
         seeded with ``seed``) rather than loading it (its training rows then unknown here)."""
@@ -325,6 +333,10 @@ class LLMTeacherConfig(_Teacher):
 
     @property
     def trains_here(self) -> bool:
+        return self.privileged is not None
+
+    @property
+    def learns_from_labels(self) -> bool:
         return self.privileged is not None
 
     def read_outputs(self) -> LLMOutputs:
