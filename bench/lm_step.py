@@ -1,0 +1,188 @@
+"""Speed benchmark: the generative student's training step, both tasks in one forward pass
+(``stepdistill.text.lm_tasks``), against the released distilling-step-by-step trainer's step,
+same model, data, device and optimizer, in one process.
+
+- **released:** ``TaskPrefixTrainer.compute_loss`` of google-research/distilling-step-by-step:
+  a random batch of records (the Trainer's random sampler); the ``predict:`` and the ``explain:``
+  sequences collated apart, each padded to the longest of its own batch (its
+  ``DataCollatorForSeq2Seq``), and two forward passes, each the model's own loss (logits at every
+  position, mean token cross-entropy): ``a * pred.loss + (1 - a) * expl.loss``.
+- **one pass:** ``LengthGroupedBatchSampler`` batches of records of similar length, both tasks of
+  each in one batch padded to its longest (``MultiTaskCollator``), one forward pass with logits at
+  target tokens only (``task_losses``): ``a * losses[0] + (1 - a) * losses[1]``.
+
+Both start from the same weights with their own AdamW (lr 5e-5, the released default), a = 0.5,
+the same number of records per step; sequences are tokenized once before timing (the released
+script tokenizes in ``datasets.map`` before training too). Steps alternate between the two paths,
+so that a change in the machine's load falls on both; each path is warmed up untimed first.
+Training tokens are counted alike for both: the prompt and target tokens (no padding) of every
+sequence a step trains on. Data: the first ``--records`` records of the cqa training split with
+PaLM's rationales (``read_dsbs``), human labels (the paper's default).
+
+    .venv/bin/python bench/lm_step.py [--model DIR] [--records 512] [--steps 20] [--batch-size 16] [--smoke]
+
+``--model``: a causal-LM or seq2seq directory; default a randomly initialized Llama (width 64,
+4 layers) with the SmolLM2 tokenizer. Prints tokens per second both ways and their ratio
+(target >= 1.5) and writes them to ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from stepdistill.presets import dsbs_directory
+from stepdistill.text.llm_outputs import read_dsbs
+from stepdistill.text.lm_tasks import LABEL_TASK, RATIONALE_TASK, LengthGroupedBatchSampler, MultiTaskCollator, both_tasks, lm_records, task_losses
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUTPUT = HERE / "lm_step.json"
+ALPHA = 0.5
+LEARNING_RATE = 5e-5
+WARM_UP_STEPS = 2
+TARGET_RATIO = 1.5
+# The default student: a small random Llama over the SmolLM2 vocabulary (or a tinier one with --smoke).
+DEFAULT_SHAPE = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4}
+SMOKE_SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+SMOKE_SIZES = {"records": 32, "steps": 2, "batch_size": 4}
+
+
+def load_model(directory: Path | None, shape: dict[str, int]):
+    """``(model, tokenizer)``: the model in ``directory`` (causal or seq2seq) or, without one, a
+    random Llama of ``shape`` with the SmolLM2 tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if directory is not None:
+        config = AutoConfig.from_pretrained(directory)
+        loader = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        return loader.from_pretrained(directory, dtype=torch.float32), AutoTokenizer.from_pretrained(directory)
+    from stepdistill.text.smollm2 import converted_model_directory
+
+    tokenizer = AutoTokenizer.from_pretrained(converted_model_directory(say=print))
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, **shape)
+    return LlamaForCausalLM(config), tokenizer
+
+
+def released_step(model, optimizer, collator, records) -> int:
+    """One step of the released trainer on ``records``; returns the training tokens."""
+    items = [[(record, task) for record in records] for task in (LABEL_TASK, RATIONALE_TASK)]
+    losses = []
+    for task_items in items:
+        batch = collator(task_items)
+        losses.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss)
+    optimizer.zero_grad()
+    (ALPHA * losses[0] + (1 - ALPHA) * losses[1]).backward()
+    optimizer.step()
+    return sum(collator.encoded(record, task).tokens for task_items in items for record, task in task_items)
+
+
+def one_pass_step(model, optimizer, collator, records) -> int:
+    """One step of the one-pass multi-task loss on ``records``; returns the training tokens."""
+    items = both_tasks(records)
+    losses = task_losses(model, collator(items))
+    optimizer.zero_grad()
+    (ALPHA * losses[0] + (1 - ALPHA) * losses[1]).backward()
+    optimizer.step()
+    return sum(collator.encoded(record, task).tokens for record, task in items)
+
+
+def random_batches(count: int, batch_size: int, seed: int):
+    """Batches of indices in a fresh random order each epoch, as the Trainer's random sampler."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(count, generator=generator).tolist()
+        yield from (order[i : i + batch_size] for i in range(0, count, batch_size))
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int):
+    """``LengthGroupedBatchSampler`` batches, epoch after epoch."""
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from sampler
+        epoch += 1
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="a causal-LM or seq2seq directory (default: a small random Llama)")
+    parser.add_argument("--records", type=int, default=512, help="cqa training records to draw batches from")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per path")
+    parser.add_argument("--batch-size", type=int, default=16, help="records per step (each gives two sequences)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny model and a few steps, for the tests")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None, help="the folder holding datasets/ of the distilling-step-by-step release")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results file to write")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE_SIZES)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    frame, outputs = read_dsbs(dsbs_directory(args.data_dir), "cqa", "train")
+    records, _ = lm_records(frame.head(args.records), outputs, "cqa")
+    model, tokenizer = load_model(args.model, SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE)
+    collator = MultiTaskCollator(tokenizer, seq2seq=model.config.is_encoder_decoder)
+    lengths = [collator.record_length(record) for record in records]  # tokenizes every item, untimed
+
+    released_model = model
+    one_pass_model = type(model)(model.config)
+    one_pass_model.load_state_dict(model.state_dict())
+    paths = {
+        "released": (released_model, released_step, random_batches(len(records), args.batch_size, args.seed)),
+        "one_pass": (one_pass_model, one_pass_step, length_grouped_batches(lengths, args.batch_size, args.seed)),
+    }
+    optimizers = {name: torch.optim.AdamW(path_model.parameters(), lr=LEARNING_RATE) for name, (path_model, _, _) in paths.items()}
+    for path_model, _, _ in paths.values():
+        path_model.train()
+
+    totals = {name: {"tokens": 0, "seconds": 0.0} for name in paths}
+    for step in range(WARM_UP_STEPS + args.steps):
+        for name, (path_model, run_step, batches) in paths.items():
+            batch = [records[i] for i in next(batches)]
+            start = time.perf_counter()
+            tokens = run_step(path_model, optimizers[name], collator, batch)
+            if step >= WARM_UP_STEPS:
+                totals[name]["tokens"] += tokens
+                totals[name]["seconds"] += time.perf_counter() - start
+
+    for total in totals.values():
+        total["tokens_per_second"] = round(total["tokens"] / total["seconds"], 1)
+        total["seconds"] = round(total["seconds"], 3)
+    ratio = totals["one_pass"]["tokens_per_second"] / totals["released"]["tokens_per_second"]
+    results = {
+        "model": str(args.model) if args.model else f"random Llama {SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE}, SmolLM2 tokenizer",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "records": len(records),
+        "batch_records": args.batch_size,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        **totals,
+        "ratio": round(ratio, 3),
+        "target_ratio": TARGET_RATIO,
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+    }
+    print(f"{results['model']} ({results['parameters']:,} parameters), {len(records)} cqa records, {args.batch_size} per step, {args.steps} steps")
+    for name in paths:
+        print(f"  {name:<9} {totals[name]['tokens_per_second']:10.1f} tokens/s  ({totals[name]['tokens']} tokens in {totals[name]['seconds']} s)")
+    print(f"  one pass / released: {ratio:.2f}x (target >= {TARGET_RATIO}x: {'met' if ratio >= TARGET_RATIO else 'not met'})")
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
