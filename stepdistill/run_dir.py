@@ -185,8 +185,15 @@ def _text_about(data_config: dict) -> dict:
 def fingerprint(frame: pd.DataFrame) -> str:
     """sha256 of the frame's values, column names and order: the same data gives the same print."""
     digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    # Lists (a multiple-choice row's choices) are hashed by their JSON text: pandas hashes scalars only.
+    listed = [c for c in frame.columns if frame[c].dtype == object and frame[c].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any()]
+    hashable = frame.assign(**{str(c): frame[c].map(_json_of_list) for c in listed}) if listed else frame
+    digest.update(pd.util.hash_pandas_object(hashable, index=False).to_numpy().tobytes())
     return f"sha256:{digest.hexdigest()}"
+
+
+def _json_of_list(value: object) -> object:
+    return json.dumps(list(value)) if isinstance(value, (list, tuple, np.ndarray)) else value
 
 
 def _version(package: str) -> str | None:

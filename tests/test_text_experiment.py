@@ -130,30 +130,37 @@ def test_bad_teacher_outputs_are_one_line_errors_and_write_nothing(esnli_jsonl, 
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-def test_multiple_choice_with_a_shared_scorer_and_palm_answers(tiny_sentence_model):
-    """CommonsenseQA: classes are choice letters, PaLM's answers (choice texts) become letters,
-    and its accuracy is the release's."""
+def test_multiple_choice_with_a_shared_scorer_and_palm_answers(tiny_sentence_model, tmp_path):
+    """CommonsenseQA from JSONL through the CLI: classes are choice letters, PaLM's answers
+    (choice texts) become letters, its accuracy is the release's, and the saved student predicts
+    from a question and its choices."""
     train, _ = read_dsbs(DSBS_DIR, "cqa", "train")
-    config = ExperimentConfig.model_validate(
-        {
-            "data": {"label": "label", "id_column": "id", "text": "question", "choices": "choices", "text_encoder": str(tiny_sentence_model)},
-            "teacher": {"kind": "llm", "outputs": str(DSBS_DIR), "format": "dsbs", "task": "cqa"},
-            "student": {"kind": "choice_scorer", "hidden": [16]},
-            "methods": METHODS,
-            "training": {"lr": 0.003, "epochs": 3},
-            "evaluation": {"repeats": 1},
-        }
-    )
     frame = train.iloc[:200].reset_index(drop=True)
-    results = run_experiment(config, frame)
+    frame.to_json(tmp_path / "cqa.jsonl", orient="records", lines=True)
+    config = {
+        "data": {"path": "cqa.jsonl", "label": "label", "id_column": "id", "text": "question", "choices": "choices", "text_encoder": str(tiny_sentence_model)},
+        "teacher": {"kind": "llm", "outputs": str(DSBS_DIR), "format": "dsbs", "task": "cqa"},
+        "student": {"kind": "choice_scorer", "hidden": [16]},
+        "methods": METHODS,
+        "training": {"lr": 0.003, "epochs": 3},
+        "evaluation": {"repeats": 1},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["config"]["data"]["classes"] == ["A", "B", "C", "D", "E"]
     assert results["methods"]["step_by_step"]["params"] == results["methods"]["baseline"]["params"]
-    # The teacher's test accuracy over the run's test rows, as the release's labels say.
-    accuracy_on = results["teacher"]["accuracy_on"]
-    overall = palm_accuracy("cqa", "train", frame["id"])
-    n = results["config"]["data"]
+    # The teacher's accuracy over the run's splits, as the release's labels say.
+    accuracy_on, n = results["teacher"]["accuracy_on"], results["config"]["data"]
     combined = (accuracy_on["train"] * n["n_train"] + accuracy_on["validation"] * n["n_val"] + results["teacher"]["test"]["accuracy"]["mean"] * n["n_test"]) / len(frame)
-    assert combined == pytest.approx(overall, abs=1e-9)
+    assert combined == pytest.approx(palm_accuracy("cqa", "train", frame["id"]), abs=1e-9)
+    frame.iloc[:3].drop(columns="label").to_json(tmp_path / "new.jsonl", orient="records", lines=True)
+    predicted = runner.invoke(app, ["predict", str(tmp_path / "out"), str(tmp_path / "new.jsonl")])
+    assert predicted.exit_code == 0, predicted.output
+    predictions = pd.read_csv(pd.io.common.StringIO(predicted.stdout))
+    assert list(predictions["id"]) == list(frame["id"][:3]) and set(predictions["prediction"]) <= set("ABCDE")
+    np.testing.assert_allclose(predictions[[f"p_{c}" for c in "ABCDE"]].sum(1), 1, atol=1e-6)
 
 
 def test_the_privileged_teacher_never_reads_test_labels(tiny_sentence_model):
