@@ -350,6 +350,31 @@ def lm_teach(
     _guarded(go)
 
 
+@app.command("lm-train")
+def lm_train(
+    config: Path = typer.Argument(
+        ..., metavar="CONFIG", help="YAML file: data (task, data_dir, splits), student, methods, training, evaluation.", show_default=False
+    ),
+    out: Path = typer.Option(Path("runs/lm-train"), help="Directory for results.json, report.md and student/ (the chosen student)."),
+    data_dir: Path | None = typer.Option(
+        None, help="The released distilling-step-by-step data (the folder holding datasets/), instead of the config's data.data_dir.", show_default=False
+    ),
+) -> None:
+    """Generative students (language models) distilled from an LLM's labels and rationales, every method over several runs, compared with the baseline."""
+
+    def go() -> None:
+        from stepdistill.lm_experiment import load_lm_data, load_lm_train_config, run_lm_experiment, write_lm_experiment
+
+        settings = load_lm_train_config(config)
+        if data_dir is not None:
+            settings.data.data_dir = data_dir
+        _check_out(out)
+        experiment = run_lm_experiment(settings, load_lm_data(settings.data), say=None if _options["quiet"] else _say)
+        _report_written(write_lm_experiment(out, experiment))
+
+    _guarded(go)
+
+
 def _say(message: str) -> None:
     """A progress line on standard error."""
     sys.stderr.write(message + "\n")

@@ -297,15 +297,19 @@ def _check_plain_output_layer(model) -> None:
             )
 
 
-def task_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(2,): the label task's and the rationale task's token cross-entropy, each the mean over
+def task_losses(model, batch: dict[str, torch.Tensor], n_tasks: int = len(TASK_PREFIXES)) -> torch.Tensor:
+    """(n_tasks,): the label task's and the rationale task's token cross-entropy, each the mean over
     that task's target tokens in ``batch`` (a ``MultiTaskCollator`` batch holding both tasks),
     from one forward pass. A task without target tokens in the batch gets 0 (no gradient). The
-    training loss is then ``a * losses[0] + (1 - a) * losses[1]``."""
+    training loss is then ``a * losses[0] + (1 - a) * losses[1]``.
+
+    ``task_ids`` may number loss terms rather than prompts (ids below ``n_tasks``): the LM engine
+    gives each term of a method its own id, so that the human and the teacher label, both
+    ``predict:`` targets, get means of their own from the same forward pass."""
     logits, targets, token_tasks = target_logits(model, batch)
     token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
-    sums = torch.zeros(len(TASK_PREFIXES), dtype=token_losses.dtype, device=token_losses.device).index_add(0, token_tasks, token_losses)
-    counts = torch.bincount(token_tasks, minlength=len(TASK_PREFIXES)).clamp(min=1)
+    sums = torch.zeros(n_tasks, dtype=token_losses.dtype, device=token_losses.device).index_add(0, token_tasks, token_losses)
+    counts = torch.bincount(token_tasks, minlength=n_tasks).clamp(min=1)
     return sums / counts
 
 

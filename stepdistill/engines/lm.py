@@ -1,0 +1,264 @@
+"""The LM engine: one generative student (a Hugging Face causal LM or seq2seq model) trained under
+a ``Method`` of methods.py, with the same terms, weight schedules and balancers as the tabular
+engines.
+
+Each term of the method becomes a text target of the student (Hsieh et al. 2023):
+
+    hard        predict: <input>  ->  the human label
+    soft        predict: <input>  ->  the teacher's label (sequence-level distillation)
+    rationale   explain: <input>  ->  the teacher's rationale
+
+Every term's loss is the mean token cross-entropy of its targets; all targets of a batch go
+through one forward pass (``task_losses`` with one id per term). The loss of a step is
+``sum_k w_k * loss_k``, ``w_k`` the term's weight at the epoch (``weight.value(epoch)``), rescaled
+by the method's balancer if it has one, exactly as train.py computes it. The objectives' own
+settings (temperature, rationale distance, margin) describe numeric outputs and play no part
+here. The consistency term perturbs numeric inputs and is not defined for text: a method with it
+is refused, as are a sample curriculum and GradNorm (which needs the student's shared layer).
+
+Optimization: AdamW with the method's learning rate, gradient accumulation, gradient clipping,
+the method's per-epoch learning-rate scheduler, bf16 autocast on CUDA, length-grouped batches.
+The validation loss (the human label's token cross-entropy on validation records) drives
+early stopping and the plateau scheduler; the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from stepdistill.balancers import Balancer, GradNorm
+from stepdistill.errors import StepDistillError
+from stepdistill.methods import Method
+from stepdistill.terms import HardLabel, Objective, Rationale, SoftTarget
+from stepdistill.text.lm_tasks import LABEL_TASK, MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS, RATIONALE_TASK, LengthGroupedBatchSampler, LMRecord, MultiTaskCollator, target_logits, task_losses
+from stepdistill.train import _scheduler as epoch_scheduler
+from stepdistill.train import current_weights, scheduled_weights
+
+
+@dataclass(frozen=True)
+class DistillationRecord:
+    """A training record with both label targets: ``record`` carries the human label (and the
+    teacher's rationale), ``teacher_label`` the teacher's label."""
+
+    record: LMRecord
+    teacher_label: str
+
+    @property
+    def teacher(self) -> LMRecord:
+        """The record with the teacher's label as its label target."""
+        return replace(self.record, label=self.teacher_label)
+
+
+def distillation_records(human: Sequence[LMRecord], teacher: Sequence[LMRecord]) -> tuple[list[DistillationRecord], list[str]]:
+    """``(records, left_out_ids)``: each of ``human`` (``lm_records(..., "human")``) joined by id
+    with its teacher-labelled twin in ``teacher`` (``lm_records(..., "teacher")``); records the
+    teacher gave no label are left out, so that every method trains on the same records."""
+    teacher_labels = {record.id: record.label for record in teacher}
+    kept = [DistillationRecord(record, teacher_labels[record.id]) for record in human if record.id in teacher_labels]
+    return kept, [record.id for record in human if record.id not in teacher_labels]
+
+
+@dataclass(frozen=True)
+class LMOptions:
+    """How a generative student is optimized beyond its method's ``TrainingConfig``:
+    ``grad_accumulation`` batches per optimizer step, AdamW's ``weight_decay``, the gradient's
+    largest norm (``max_grad_norm``, None: no clipping), and the token limits of prompts and
+    targets."""
+
+    grad_accumulation: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS
+    max_target_tokens: int = MAX_TARGET_TOKENS
+
+
+def check_lm_method(method: Method) -> None:
+    """Raise a one-line ``StepDistillError`` naming the fix when ``method`` has a part that is not
+    defined for a generative student."""
+    for term in method.terms:
+        if not isinstance(term.objective, (HardLabel, SoftTarget, Rationale)):
+            raise StepDistillError(
+                f"method {method.name!r} has a {term.name} term ({type(term.objective).__name__}), which perturbs numeric inputs "
+                f"and is not defined for generative students; set consistency: 0 for {method.name}"
+            )
+    if method.curriculum is not None:
+        raise StepDistillError(f"method {method.name!r} has a curriculum, which generative students do not support; remove its curriculum")
+    if isinstance(method.balancer, GradNorm):
+        raise StepDistillError(
+            f"method {method.name!r} balances its terms with gradnorm, which needs a shared layer generative students do not name; "
+            "choose balancer kind dwa, loss_ratio or uncertainty"
+        )
+
+
+def term_item(objective: Objective, example: DistillationRecord) -> tuple[LMRecord, int]:
+    """The (record, prompt task) a term trains on ``example``: hard the human label, soft the
+    teacher's label, rationale the teacher's rationale."""
+    if isinstance(objective, HardLabel):
+        return example.record, LABEL_TASK
+    if isinstance(objective, SoftTarget):
+        return example.teacher, LABEL_TASK
+    return example.record, RATIONALE_TASK
+
+
+def term_batch(collator: MultiTaskCollator, items: Sequence[tuple[LMRecord, int, int]]) -> dict[str, torch.Tensor]:
+    """The collator's batch of ``(record, prompt task, term index)`` items, B of them, with
+    ``task_ids`` (B,) holding each item's term index (for ``task_losses``)."""
+    batch = collator([(record, task) for record, task, _ in items])
+    batch["task_ids"] = torch.tensor([term for _, _, term in items], dtype=torch.long)
+    return batch
+
+
+@dataclass(eq=False)
+class LMStudentState:
+    """One generative student in training. ``method``, ``epoch`` and ``balancer`` are what
+    train.py's ``scheduled_weights`` / ``current_weights`` read, so the weights come from the same
+    code as the tabular engines'. ``history``: one dict per epoch (``epoch``, ``lr``, ``weights``:
+    every term's weight at the epoch's start, ``train_loss``, ``val_loss``, ``terms``: the terms
+    trained that epoch (weight above 0), name -> ``raw``, ``weight``, ``weighted``).
+    ``best_weights``: the state dict (on the CPU) of the epoch with the lowest validation loss."""
+
+    method: Method
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    balancer: Balancer | None
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_weights: dict | None = None
+    bad_epochs: int = 0
+    stopped: bool = False
+    diverged: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or self.diverged is not None or self.epoch >= self.method.training.epochs
+
+
+def new_lm_state(method: Method, model: torch.nn.Module, options: LMOptions) -> LMStudentState:
+    """A student ready to train: AdamW with the method's learning rate, its scheduler, its own
+    copy of the method's balancer."""
+    check_lm_method(method)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=method.training.lr, weight_decay=options.weight_decay)
+    # The method holds a template: each student learns its own balancer factors.
+    balancer = None if method.balancer is None else copy.deepcopy(method.balancer)
+    return LMStudentState(method, model, optimizer, epoch_scheduler(optimizer, method.training), balancer)
+
+
+def train_lm_student(
+    state: LMStudentState, tokenizer, train: Sequence[DistillationRecord], val: Sequence[LMRecord], options: LMOptions, seed: int
+) -> None:
+    """Train ``state`` on ``train`` until its epochs are done, early stopping or divergence, then
+    load its best epoch's weights. ``val`` (human labels) is read only for the validation loss.
+    ``seed`` fixes the batch order and dropout."""
+    model = state.model
+    collator = MultiTaskCollator(tokenizer, model.config.is_encoder_decoder, options.max_prompt_tokens, options.max_target_tokens)
+    sampler = LengthGroupedBatchSampler([collator.record_length(example.record) for example in train], state.method.training.batch_size, seed)
+    torch.manual_seed(seed)  # dropout
+    model.train()
+    while not state.done:
+        sampler.set_epoch(state.epoch)
+        weights = current_weights(state)
+        raw = _train_epoch(state, collator, train, list(sampler), options, weights)
+        _end_epoch(state, raw, weights, validation_loss(model, collator, val, state.method.training.batch_size))
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+    model.eval()
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing elsewhere (CPU bf16 matmuls are slow and lossy)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _train_epoch(
+    state: LMStudentState,
+    collator: MultiTaskCollator,
+    train: Sequence[DistillationRecord],
+    batches: list[list[int]],
+    options: LMOptions,
+    epoch_weights: dict[str, float],
+) -> dict[str, float]:
+    """One epoch over ``batches`` (lists of positions in ``train``) with ``epoch_weights`` (term
+    -> weight, unless a step-level balancer updates them each step); returns the mean raw value
+    of each term trained this epoch."""
+    model, terms, balancer = state.model, state.method.terms, state.balancer
+    device = model.device
+    stepwise = balancer is not None and balancer.observes_steps
+    # A term scheduled at 0 for the epoch (alpha 0's hard term) stays 0 under any balancer, which
+    # multiplies: it is left out of the batch instead of costing a forward pass for nothing.
+    active = [j for j, weight in enumerate(scheduled_weights(state).values()) if weight > 0]
+    if not active:  # every weight 0 this epoch (a schedule that starts late): nothing to train
+        return {}
+    sums = torch.zeros(len(terms))
+    state.optimizer.zero_grad(set_to_none=True)
+    for position, indices in enumerate(batches):
+        items = [(*term_item(terms[j].objective, train[i]), j) for i in indices for j in active]
+        batch = {key: value.to(device) for key, value in term_batch(collator, items).items()}
+        with _autocast(device):
+            losses = task_losses(model, batch, len(terms))
+        raw = {terms[j].name: losses[j] for j in active}
+        weights = current_weights(state) if stepwise else epoch_weights
+        loss = sum(weights[name] * value for name, value in raw.items())
+        (loss / options.grad_accumulation).backward()
+        sums += losses.detach().float().cpu()
+        if (position + 1) % options.grad_accumulation == 0 or position + 1 == len(batches):
+            if options.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+            state.optimizer.step()
+            state.optimizer.zero_grad(set_to_none=True)
+            if stepwise:
+                balancer.observe_step({name: value.detach() for name, value in raw.items()})
+    return {terms[j].name: float(sums[j]) / max(1, len(batches)) for j in active}
+
+
+@torch.no_grad()
+def validation_loss(model, collator: MultiTaskCollator, records: Sequence[LMRecord], batch_size: int) -> float:
+    """The mean token cross-entropy of the label task with ``records``' own labels: what early
+    stopping and the plateau scheduler watch, the same criterion for every method."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(records), batch_size):
+        batch = collator([(record, LABEL_TASK) for record in records[start : start + batch_size]])
+        with _autocast(model.device):
+            logits, targets, _ = target_logits(model, {key: value.to(model.device) for key, value in batch.items()})
+        total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+        tokens += len(targets)
+    model.train(was_training)
+    return total / max(1, tokens)
+
+
+def _end_epoch(state: LMStudentState, raw: dict[str, float], weights: dict[str, float], val_loss: float) -> None:
+    """Record the epoch, feed the balancer and the scheduler, keep the best weights, and decide
+    early stopping or divergence."""
+    terms = {name: {"raw": value, "weight": weights[name], "weighted": weights[name] * value} for name, value in raw.items()}
+    train_loss = sum(term["weighted"] for term in terms.values())
+    if state.balancer is not None:
+        state.balancer.observe_epoch(raw)
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.history.append(
+        {"epoch": state.epoch, "lr": lr, "weights": dict(weights), "train_loss": train_loss, "val_loss": val_loss, "terms": terms}
+    )
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        state.diverged = f"training loss {train_loss}, validation loss {val_loss} at epoch {state.epoch}; lower the learning rate"
+    state.epoch += 1
+    if state.diverged is not None:
+        return
+    if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        state.scheduler.step(val_loss)
+    elif state.scheduler is not None:
+        state.scheduler.step()
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.bad_epochs = val_loss, 0
+        state.best_weights = {key: value.detach().to("cpu", copy=True) for key, value in state.model.state_dict().items()}
+    else:
+        state.bad_epochs += 1
+        patience = state.method.training.early_stopping_patience
+        state.stopped = patience is not None and state.bad_epochs >= patience

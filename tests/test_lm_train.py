@@ -1,0 +1,141 @@
+"""lm-train: generative students trained under the methods' own terms, schedules and balancers, on
+the released CommonsenseQA records with PaLM's labels and rationales; tiny random Llama students
+with the SmolLM2 tokenizer."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stepdistill.cli import app
+from stepdistill.engines.lm import LMOptions, new_lm_state, train_lm_student
+from stepdistill.lm_experiment import LMTrainConfig, load_lm_data, new_student, run_lm_experiment, student_tokenizer
+from stepdistill.methods import build_method
+from stepdistill.weights import LinearRamp
+
+DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
+runner = CliRunner()
+TINY = {"tiny": {"hidden": 16, "layers": 1}}
+# Small enough for seconds on one thread: short targets, a few tokens generated.
+TRAINING = {"lr": 0.003, "epochs": 2, "batch_size": 4, "max_target_tokens": 24}
+
+
+def lm_config(**sections) -> LMTrainConfig:
+    return LMTrainConfig.model_validate(
+        {
+            "data": {"task": "cqa", "data_dir": str(DSBS_DIR), "max_train_records": 16, "max_test_records": 6},
+            "student": TINY,
+            "training": TRAINING,
+            "evaluation": {"repeats": 1, "max_new_tokens": 8, "rationales": False},
+            **sections,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def config():
+    return lm_config()
+
+
+@pytest.fixture(scope="module")
+def data(config):
+    return load_lm_data(config.data)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(config):
+    """SmolLM2's tokenizer (the default model converted once per session into the suite's cache)."""
+    return student_tokenizer(config.student)
+
+
+def test_weights_follow_the_methods_schedule_epoch_by_epoch(config, data, tokenizer):
+    method = build_method(
+        "enhanced",
+        {"alpha": 0.0, "beta": 0.5, "ramp_epochs": 2, "consistency": 0.0, "lr": 0.003, "epochs": 3, "batch_size": 4,
+         "early_stopping_patience": None},
+    )
+    rationale = next(t for t in method.terms if t.name == "rationale")
+    assert rationale.weight == LinearRamp(0.5, 2)
+    state = new_lm_state(method, new_student(config.student, tokenizer, seed=0), LMOptions(max_target_tokens=24))
+    train_lm_student(state, tokenizer, data.train[:8], [example.record for example in data.train[8:10]], LMOptions(max_target_tokens=24), seed=0)
+    weights = [epoch["weights"] for epoch in state.history]
+    assert [w["rationale"] for w in weights] == [0.0, 0.25, 0.5]  # the linear ramp b(t) = 0.5 * min(1, t / 2)
+    assert [w["soft"] for w in weights] == [1.0, 0.75, 0.5]  # the remainder 1 - a - b(t)
+    assert [w["hard"] for w in weights] == [0.0, 0.0, 0.0]
+    # Terms weighted 0 take no part; the others enter the loss with their weights.
+    assert [sorted(epoch["terms"]) for epoch in state.history] == [["soft"], ["rationale", "soft"], ["rationale", "soft"]]
+    for epoch in state.history:
+        assert epoch["train_loss"] == pytest.approx(sum(w * epoch["terms"][name]["raw"] for name, w in epoch["weights"].items() if name in epoch["terms"]))
+
+
+def test_lm_train_writes_results_report_and_a_loadable_student(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = tmp_path / "lm.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"task": "cqa", "max_train_records": 20, "max_test_records": 6},
+                "student": TINY,
+                "training": {**TRAINING, "epochs": 1},
+                "evaluation": {"repeats": 2, "max_new_tokens": 8},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["--quiet", "lm-train", str(config), "--out", str(out), "--data-dir", str(DSBS_DIR)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["baseline", "traditional", "step_by_step", "enhanced"]
+    for name, entry in results["methods"].items():
+        assert len(entry["test"]["label_accuracy"]["values"]) == 2 and len(entry["runs"]) == 2
+        assert 0 <= entry["test"]["rationale_rouge_l"]["mean"] <= 1
+        if name != "baseline":
+            assert entry["vs_baseline"]["label_accuracy"]["verdict"] == "too few repeats"
+    assert 0 <= results["teacher"]["test_label_accuracy"] <= 1
+    report = (out / "report.md").read_text()
+    assert "| step_by_step |" in report and "chosen (lowest validation loss)" in report
+    manifest = json.loads((out / "student" / "manifest.json").read_text())
+    assert manifest["chosen"]["method"] in results["methods"]
+    student = AutoModelForCausalLM.from_pretrained(out / "student")
+    assert student.config.hidden_size == 16 and len(AutoTokenizer.from_pretrained(out / "student")) == student.config.vocab_size
+
+
+def test_a_method_with_consistency_is_refused_in_one_line(tmp_path):
+    config = tmp_path / "lm.yaml"
+    config.write_text(yaml.safe_dump({"student": TINY, "methods": {"baseline": {}, "enhanced": {"alpha": 0}}}))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["lm-train", str(config), "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "consistency: 0 for enhanced" in result.output
+    assert not out.exists()
+
+
+def test_the_test_split_never_reaches_training_or_early_stopping(data, tokenizer):
+    config = lm_config(methods={"baseline": {}, "step_by_step": {"alpha": 0, "beta": 0.5}})
+    shuffled_labels = [record.label for record in data.test][1:] + [data.test[0].label]
+    shuffled = dataclasses.replace(data, test=[dataclasses.replace(r, label=label) for r, label in zip(data.test, shuffled_labels)])
+    first, second = run_lm_experiment(config, data), run_lm_experiment(config, shuffled)
+    for name in config.methods:
+        runs, shuffled_runs = first.results["methods"][name]["runs"], second.results["methods"][name]["runs"]
+        assert [r["history"] for r in runs] == [r["history"] for r in shuffled_runs]  # every training and validation loss
+    # The test labels did reach the test metrics: the teacher is scored against them.
+    assert first.results["teacher"]["test_label_accuracy"] != second.results["teacher"]["test_label_accuracy"]
+
+
+def test_a_balancer_rescales_the_scheduled_weights_as_in_the_tabular_engines(config, data, tokenizer):
+    from stepdistill.balancers import DynamicWeightAverage
+
+    method = build_method(
+        "traditional", {"alpha": 0.5, "balancer": {"kind": "dwa"}, "lr": 0.003, "epochs": 3, "batch_size": 4, "early_stopping_patience": None}
+    )
+    state = new_lm_state(method, new_student(config.student, tokenizer, seed=0), LMOptions(max_target_tokens=24))
+    train_lm_student(state, tokenizer, data.train[:8], [example.record for example in data.train[8:10]], LMOptions(max_target_tokens=24), seed=0)
+    expected = DynamicWeightAverage()
+    for epoch in state.history:
+        assert epoch["weights"] == pytest.approx(expected.weights({"hard": 0.5, "soft": 0.5}))
+        expected.observe_epoch({name: term["raw"] for name, term in epoch["terms"].items()})
+    assert state.history[2]["weights"]["hard"] != 0.5  # DWA moved them once two epochs were seen
