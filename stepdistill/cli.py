@@ -9,19 +9,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 
-from stepdistill import presets
-from stepdistill.config import ExperimentConfig, load_config
-from stepdistill.data import read_frame
 from stepdistill.errors import StepDistillError
 from stepdistill.progress import SILENT, Bars, Lines
 
+# torch, pandas, scikit-learn and the rest are imported where a command needs them, so that
+# `--help` and argument errors answer at once.
 if TYPE_CHECKING:
+    import pandas as pd
+
     from stepdistill.checkpoints import Checkpoints
+    from stepdistill.config import ExperimentConfig
+
+# The demos' names and the released data's default folder, as presets.py defines them (a test
+# checks they agree): spelled here so that --help needs no import of the presets.
+PRESET_NAMES = ("article", "nonlinear", "adult", "mnist", "esnli", "cqa")
+DSBS_DEFAULT_DIR = "../shared/data/dsbs"
 
 app = typer.Typer(
     add_completion=False,
@@ -33,7 +38,7 @@ app = typer.Typer(
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 # The global options, as given to ``main``.
-_options = {"debug": False, "trust_pickle": False, "quiet": False, "cache_dir": None, "no_cache": False}
+_options = {"debug": False, "trust_pickle": False, "quiet": False, "cache_dir": None, "no_cache": False, "threads": 1}
 
 
 @app.callback()
@@ -54,15 +59,12 @@ def main(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep no teacher outputs between runs: compute them every time."),
 ) -> None:
-    _options.update(debug=debug, trust_pickle=trust_pickle, quiet=quiet, cache_dir=cache_dir, no_cache=no_cache)
-    import torch
-
-    torch.set_num_threads(threads)
+    _options.update(debug=debug, trust_pickle=trust_pickle, quiet=quiet, cache_dir=cache_dir, no_cache=no_cache, threads=threads)
 
 
 DATA_DIR_OPTION = typer.Option(
     None,
-    help=f"esnli and cqa presets: the released distilling-step-by-step data (the folder holding datasets/). Default: {presets.DSBS_DEFAULT_DIR} when present.",
+    help=f"esnli and cqa presets: the released distilling-step-by-step data (the folder holding datasets/). Default: {DSBS_DEFAULT_DIR} when present.",
     show_default=False,
 )
 # What run and demo write.
@@ -83,6 +85,8 @@ def demo(
     """Teacher plus the four methods on built-in data (synthetic, shipped in pip packages, or the
     released distilling-step-by-step data with an LLM teacher)."""
     def go() -> None:
+        from stepdistill import presets
+
         config, frame, test_frame = presets.demo(preset, repeats, data_dir)
         where = {"data_dir": str(presets.dsbs_directory(data_dir))} if preset in presets.DATA_DIR_PRESETS else {}
         _run(config, frame, out, {"preset": preset} | where, test_frame=test_frame)
@@ -112,6 +116,9 @@ def run(
                 raise StepDistillError(f"--resume writes the results into {resume}, where the run started; leave out --out")
             _resume(resume)
             return
+        from stepdistill.config import load_config
+        from stepdistill.data import read_frame
+
         experiment = _with_consent(load_config(config))
         _run(experiment, read_frame(experiment.data.path), out or Path("runs/run"), {"config_file": str(config)})
 
@@ -121,7 +128,9 @@ def run(
 def _resume(run_dir: Path) -> None:
     """The interrupted experiment in ``run_dir`` rebuilt from its checkpoints (config, data
     checked against its fingerprint), continued, and its files written there."""
+    from stepdistill import presets
     from stepdistill.checkpoints import Checkpoints
+    from stepdistill.data import read_frame
 
     checkpoints = Checkpoints.resume(run_dir)
     config = checkpoints.config()
@@ -135,7 +144,7 @@ def _resume(run_dir: Path) -> None:
 
 
 STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation); or leave it out and pass --preset."
-STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(presets.DEMOS)}."
+STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(PRESET_NAMES)}."
 
 
 @app.command()
@@ -203,6 +212,10 @@ def _study_inputs(
     """The experiment, its data (and fixed test rows, if any) and a description of where they
     came from, for a study given either a config file or a preset. ``repeats`` replaces the
     config's when given."""
+    from stepdistill import presets
+    from stepdistill.config import load_config
+    from stepdistill.data import read_frame
+
     if (config is None) == (preset is None):
         raise StepDistillError("give either CONFIG.yaml or --preset NAME (exactly one of them)")
     if repeats is not None and repeats < 1:
@@ -234,6 +247,8 @@ def _run(
     from stepdistill.experiment import run_experiment
     from stepdistill.report import render_speed_table, render_table, write_report
     from stepdistill.run_dir import fingerprint, write_students
+
+    from stepdistill.data import read_frame
 
     _check_out(out)
     if config.data.test_path is not None:
@@ -282,6 +297,8 @@ def predict(
 
     def go() -> None:
         from stepdistill.run_dir import load_student, student_directory
+
+        from stepdistill.data import read_frame
 
         student = load_student(student_directory(run_dir, method, run))
         frame = read_frame(input)
@@ -384,6 +401,9 @@ def _say(message: str) -> None:
 def _predictions(student, frame: pd.DataFrame) -> pd.DataFrame:
     """The predicted class and each class's probability for every row, with the row's id (its
     id column, or its position)."""
+    import numpy as np
+    import pandas as pd
+
     known = {*student.input_columns, student.about["label"], student.about["id_column"]}
     if extra := [str(c) for c in frame.columns if c not in known]:
         raise StepDistillError(f"INPUT has columns the student was not trained on: {', '.join(extra)}; drop them")
@@ -433,7 +453,12 @@ def _report_written(paths: list[Path]) -> None:
 
 
 def _guarded(action) -> None:
+    """Run a command's ``action`` on ``--threads`` threads: a ``StepDistillError`` becomes one
+    line and exit code 2, Ctrl-C one line and exit code 130 (tracebacks with ``--debug``)."""
     try:
+        import torch  # here, not at start-up: --help needs no torch
+
+        torch.set_num_threads(_options["threads"])
         action()
     except StepDistillError as err:
         if _options["debug"]:

@@ -124,3 +124,20 @@ def test_demo_nonlinear_runs_end_to_end(tmp_path, monkeypatch):
     assert results["teacher"]["kind"] == "mlp"
     # an MLP teacher beats the logistic control on data a linear model cannot fit
     assert results["teacher"]["test"]["accuracy"]["mean"] > results["methods"]["baseline"]["test"]["accuracy"]["mean"] + 0.05
+
+
+def test_the_cli_names_the_presets_as_they_are_defined():
+    from stepdistill import cli, presets
+
+    assert set(cli.PRESET_NAMES) == set(presets.DEMOS)
+    assert cli.DSBS_DEFAULT_DIR == str(presets.DSBS_DEFAULT_DIR)
+
+
+def test_help_imports_no_heavy_library():
+    """--help and argument errors answer without importing torch, pandas or scikit-learn (their
+    import takes seconds); each command imports what it uses."""
+    import subprocess
+    import sys
+
+    probe = "import sys, stepdistill.cli; print(sorted(m for m in ('torch', 'pandas', 'sklearn', 'scipy', 'matplotlib') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
