@@ -19,7 +19,7 @@ Training tokens are counted alike for both: the prompt and target tokens (no pad
 sequence a step trains on. Data: the first ``--records`` records of the cqa training split with
 PaLM's rationales (``read_dsbs``), human labels (the paper's default).
 
-    .venv/bin/python bench/lm_step.py [--model DIR] [--records 512] [--steps 20] [--batch-size 16] [--smoke]
+    .venv/bin/python bench/lm_step.py [--model DIR] [--records 512] [--steps 20] [--batch-size 16] [--device cuda] [--smoke]
 
 ``--model``: a causal-LM or seq2seq directory; default a randomly initialized Llama (width 64,
 4 layers) with the SmolLM2 tokenizer. Prints tokens per second both ways and their ratio
@@ -70,12 +70,16 @@ def load_model(directory: Path | None, shape: dict[str, int]):
     return LlamaForCausalLM(config), tokenizer
 
 
+def on_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
 def released_step(model, optimizer, collator, records) -> int:
     """One step of the released trainer on ``records``; returns the training tokens."""
     items = [[(record, task) for record in records] for task in (LABEL_TASK, RATIONALE_TASK)]
     losses = []
     for task_items in items:
-        batch = collator(task_items)
+        batch = on_device(collator(task_items), model.device)
         losses.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss)
     optimizer.zero_grad()
     (ALPHA * losses[0] + (1 - ALPHA) * losses[1]).backward()
@@ -86,7 +90,7 @@ def released_step(model, optimizer, collator, records) -> int:
 def one_pass_step(model, optimizer, collator, records) -> int:
     """One step of the one-pass multi-task loss on ``records``; returns the training tokens."""
     items = both_tasks(records)
-    losses = task_losses(model, collator(items))
+    losses = task_losses(model, on_device(collator(items), model.device))
     optimizer.zero_grad()
     (ALPHA * losses[0] + (1 - ALPHA) * losses[1]).backward()
     optimizer.step()
@@ -111,8 +115,9 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int):
         epoch += 1
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+def machine(device: torch.device) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"{where}, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="records per step (each gives two sequences)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model and a few steps, for the tests")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="where both paths train, e.g. cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None, help="the folder holding datasets/ of the distilling-step-by-step release")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results file to write")
@@ -138,8 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     collator = MultiTaskCollator(tokenizer, seq2seq=model.config.is_encoder_decoder)
     lengths = [collator.record_length(record) for record in records]  # tokenizes every item, untimed
 
-    released_model = model
-    one_pass_model = type(model)(model.config)
+    device = torch.device(args.device)
+    released_model = model.to(device)
+    one_pass_model = type(model)(model.config).to(device)
     one_pass_model.load_state_dict(model.state_dict())
     paths = {
         "released": (released_model, released_step, random_batches(len(records), args.batch_size, args.seed)),
@@ -155,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
             batch = [records[i] for i in next(batches)]
             start = time.perf_counter()
             tokens = run_step(path_model, optimizers[name], collator, batch)
+            if device.type == "cuda":  # kernels run asynchronously: the step ends when they do
+                torch.cuda.synchronize(device)
             if step >= WARM_UP_STEPS:
                 totals[name]["tokens"] += tokens
                 totals[name]["seconds"] += time.perf_counter() - start
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         **totals,
         "ratio": round(ratio, 3),
         "target_ratio": TARGET_RATIO,
-        "machine": machine(),
+        "machine": machine(device),
         "date": datetime.date.today().isoformat(),
     }
     print(f"{results['model']} ({results['parameters']:,} parameters), {len(records)} cqa records, {args.batch_size} per step, {args.steps} steps")

@@ -65,13 +65,18 @@ class Checkpoints:
     def start(cls, out_dir: Path, experiment: dict) -> Checkpoints:
         """Checkpoints for a new experiment in ``out_dir``; refused while it holds an unfinished one."""
         checkpoints = cls(out_dir, experiment)
-        if checkpoints.unfinished():
-            raise StepDistillError(
-                f"{out_dir} holds an unfinished run; resume it with: stepdistill run --resume {out_dir}, or pass another --out"
-            )
+        cls.refuse_unfinished(out_dir)
         # Left by a removal cut short (see remove): files of a finished experiment, never to be read.
         shutil.rmtree(checkpoints.directory, ignore_errors=True)
         return checkpoints
+
+    @staticmethod
+    def refuse_unfinished(out_dir: Path) -> None:
+        """Refuse to start a new experiment where an unfinished one waits to be resumed."""
+        if (Path(out_dir) / CHECKPOINTS_DIR / EXPERIMENT_JSON).is_file():
+            raise StepDistillError(
+                f"{out_dir} holds an unfinished run; resume it with: stepdistill run --resume {out_dir}, or pass another --out"
+            )
 
     @classmethod
     def resume(cls, out_dir: Path) -> Checkpoints:

@@ -4,7 +4,9 @@ RUN_DIR`` after an interruption), the studies ``stepdistill ablate`` and ``stepd
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +69,9 @@ DATA_DIR_OPTION = typer.Option(
     help=f"esnli and cqa presets: the released distilling-step-by-step data (the folder holding datasets/). Default: {DSBS_DEFAULT_DIR} when present.",
     show_default=False,
 )
+OVERWRITE_OPTION = typer.Option(
+    False, "--overwrite", help="Replace the results of an earlier run in --out (its other files are removed once the new ones are written)."
+)
 # What run and demo write.
 RUN_FILES = "results.json, report.md, report.html, plots and the trained students (student/ is the one to deploy)"
 
@@ -79,17 +84,19 @@ def demo(
         " esnli and cqa (PaLM's labels and rationales, text students; need --data-dir).",
     ),
     repeats: int = typer.Option(3, help="Runs, each with its own split, teacher fit and seed."),
-    out: Path = typer.Option(Path("runs/demo"), help=f"Directory for {RUN_FILES}."),
+    out: str = typer.Option("runs/demo", help=f"Directory for {RUN_FILES}; new or empty, unless --overwrite."),
     data_dir: Path | None = DATA_DIR_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Teacher plus the four methods on built-in data (synthetic, shipped in pip packages, or the
     released distilling-step-by-step data with an LLM teacher)."""
     def go() -> None:
         from stepdistill import presets
 
+        out_dir = _new_out(out, overwrite)
         config, frame, test_frame = presets.demo(preset, repeats, data_dir)
         where = {"data_dir": str(presets.dsbs_directory(data_dir))} if preset in presets.DATA_DIR_PRESETS else {}
-        _run(config, frame, out, {"preset": preset} | where, test_frame=test_frame)
+        _run(config, frame, out_dir, {"preset": preset} | where, test_frame=test_frame, overwrite=overwrite)
 
     _guarded(go)
 
@@ -99,7 +106,10 @@ def run(
     config: Path | None = typer.Argument(
         None, metavar="CONFIG", help="YAML file: data, teacher, student, methods, training, evaluation.", show_default=False
     ),
-    out: Path | None = typer.Option(None, help=f"Directory for {RUN_FILES} (default: runs/run).", show_default=False),
+    out: str | None = typer.Option(
+        None, help=f"Directory for {RUN_FILES} (default: runs/run); new or empty, unless --overwrite.", show_default=False
+    ),
+    overwrite: bool = OVERWRITE_OPTION,
     resume: Path | None = typer.Option(
         None,
         help="Instead of CONFIG.yaml: the --out directory of an interrupted run or demo, to continue from its last epoch; the results are written there.",
@@ -119,8 +129,9 @@ def run(
         from stepdistill.config import load_config
         from stepdistill.data import read_frame
 
+        out_dir = _new_out("runs/run" if out is None else out, overwrite)
         experiment = _with_consent(load_config(config))
-        _run(experiment, read_frame(experiment.data.path), out or Path("runs/run"), {"config_file": str(config)})
+        _run(experiment, read_frame(experiment.data.path, experiment.data.sep), out_dir, {"config_file": str(config)}, overwrite=overwrite)
 
     _guarded(go)
 
@@ -136,7 +147,7 @@ def _resume(run_dir: Path) -> None:
     config = checkpoints.config()
     preset = checkpoints.description.get("preset")
     if preset is None:
-        frame, test_frame = read_frame(config.data.path), None
+        frame, test_frame = read_frame(config.data.path, config.data.sep), None
     else:
         data_dir = checkpoints.description.get("data_dir")
         _, frame, test_frame = presets.demo(preset, config.evaluation.repeats, None if data_dir is None else Path(data_dir))
@@ -226,8 +237,8 @@ def _study_inputs(
     if repeats is not None or "repeats" not in experiment.evaluation.model_fields_set:
         evaluation = experiment.evaluation.model_copy(update={"repeats": repeats or default_repeats})
         experiment = experiment.model_copy(update={"evaluation": evaluation})
-    test_frame = None if experiment.data.test_path is None else read_frame(experiment.data.test_path)
-    return experiment, read_frame(experiment.data.path), test_frame, {"config_file": str(config)}
+    test_frame = None if experiment.data.test_path is None else read_frame(experiment.data.test_path, experiment.data.sep)
+    return experiment, read_frame(experiment.data.path, experiment.data.sep), test_frame, {"config_file": str(config)}
 
 
 def _with_consent(config: ExperimentConfig) -> ExperimentConfig:
@@ -238,21 +249,29 @@ def _with_consent(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def _run(
-    config: ExperimentConfig, frame, out: Path, description: dict, checkpoints: Checkpoints | None = None, test_frame: pd.DataFrame | None = None
+    config: ExperimentConfig,
+    frame,
+    out: Path,
+    description: dict,
+    checkpoints: Checkpoints | None = None,
+    test_frame: pd.DataFrame | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Run the experiment, checkpointed in ``out`` (or resumed from ``checkpoints``, those of an
-    interrupted one), print its table and write its files there, all at once; then drop the
-    checkpoints. Ctrl-C leaves the checkpoints, and says how to resume."""
+    interrupted one), print its table and write its files there, all at once, removing what an
+    earlier run left there with ``overwrite``; then drop the checkpoints. Ctrl-C leaves the
+    checkpoints, and says how to resume."""
     from stepdistill.checkpoints import Checkpoints, describe_experiment
     from stepdistill.experiment import run_experiment
     from stepdistill.report import render_speed_table, render_table, write_report
     from stepdistill.run_dir import fingerprint, write_students
+    from stepdistill.summary import divergence_lines
 
     from stepdistill.data import read_frame
 
     _check_out(out)
     if config.data.test_path is not None:
-        test_frame = read_frame(config.data.test_path)
+        test_frame = read_frame(config.data.test_path, config.data.sep)
     if checkpoints is None:
         checkpoints = Checkpoints.start(out, describe_experiment(config, description, frame, test_frame))
     else:
@@ -266,12 +285,17 @@ def _run(
         out_console.print(render_table(results))
         if (speed_table := render_speed_table(results)) is not None:
             out_console.print(speed_table)
-        _report_written(write_report(results, out, lambda staging_dir: write_students(staging_dir, results, runs, fingerprint(frame))))
+        written = write_report(results, out, lambda staging_dir: write_students(staging_dir, results, runs, fingerprint(frame)))
+        if overwrite:
+            _remove_stale(out, written)
+        _report_written(written)
     except KeyboardInterrupt as stop:
         if not checkpoints.unfinished():
             raise KeyboardInterrupt("interrupted before the first epoch was saved; run it again") from stop
         raise KeyboardInterrupt(f"interrupted; resume with: stepdistill run --resume {out}") from stop
     checkpoints.remove()
+    for line in divergence_lines(results):
+        err_console.print(f"warning: {line}")
     chosen = results["chosen"]
     err_console.print(
         f"student to deploy: {out / 'student'} ({chosen['method']}, best mean {chosen['metric']} on validation; "
@@ -292,17 +316,22 @@ def predict(
     method: str | None = METHOD_OPTION,
     run: int = RUN_OPTION,
     out: Path | None = typer.Option(None, help="CSV file for the predictions; default: standard output."),
+    rationale: bool = typer.Option(False, "--rationale", help="An lm-train student: also write each row's generated rationale."),
 ) -> None:
-    """Classes and class probabilities of a saved student for every row of INPUT."""
+    """Classes and class probabilities of a saved student for every row of INPUT (an lm-train student: its generated label)."""
 
     def go() -> None:
         from stepdistill.run_dir import load_student, student_directory
 
         from stepdistill.data import read_frame
+        from stepdistill.lm_predict import lm_manifest, lm_predictions
 
-        student = load_student(student_directory(run_dir, method, run))
-        frame = read_frame(input)
-        predictions = _predictions(student, frame)
+        if lm_manifest(run_dir) is not None:
+            if method is not None:
+                raise StepDistillError("an lm-train run keeps its chosen student only; drop --method")
+            predictions = lm_predictions(run_dir, read_frame(input), rationale)
+        else:
+            predictions = _predictions(load_student(student_directory(run_dir, method, run)), read_frame(input))
         if out is None:
             sys.stdout.write(predictions.to_csv(index=False))
         else:
@@ -424,6 +453,49 @@ def _check_out(out: Path) -> None:
     """Fail before training, not after, when the output directory cannot be one."""
     if out.exists() and not out.is_dir():
         raise StepDistillError(f"--out {out} is a file; pass a directory")
+
+
+
+def _new_out(out: str, overwrite: bool) -> Path:
+    """The ``--out`` directory of a new run, checked before any work: named, a directory, new or
+    empty (or, with ``overwrite``, one an earlier run wrote), and writable."""
+    if not out.strip():
+        raise StepDistillError("--out is empty; name a directory, such as runs/run")
+    from stepdistill.checkpoints import Checkpoints
+
+    path = Path(out)
+    _check_out(path)
+    if path.is_dir() and any(path.iterdir()):
+        Checkpoints.refuse_unfinished(path)
+        if not overwrite:
+            raise StepDistillError(f"--out {path} is not empty; pass a new or empty directory, or --overwrite to replace an earlier run's results")
+        if not (path / "results.json").is_file() and not (path / "manifest.json").is_file():
+            raise StepDistillError(f"--out {path} holds files that are not an earlier run's results; --overwrite replaces only those, so pass another directory")
+    _require_writable(path)
+    return path
+
+
+def _require_writable(path: Path) -> None:
+    """Refuse a directory that cannot be written (a read-only file system, a parent that is a
+    file, no permission), trying its nearest existing folder so that nothing is left behind."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        with tempfile.TemporaryDirectory(dir=existing):
+            pass
+    except OSError as err:
+        raise StepDistillError(f"cannot write --out {path}: {err.strerror or err} in {existing}; choose a directory you can write to") from err
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    """Remove what an earlier run left in ``out`` besides the files just ``written`` and the
+    checkpoints (removed when the experiment ends)."""
+    from stepdistill.checkpoints import CHECKPOINTS_DIR
+
+    for entry in set(out.iterdir()) - set(written) - {out / CHECKPOINTS_DIR}:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _teacher_store():

@@ -50,6 +50,13 @@ class DataConfig(_Strict):
     )
     choices: str | None = Field(None, description="multiple choice: the column holding each row's answer choices (a list of strings)")
     text_encoder: Path | None = Field(None, description="a sentence-transformers model directory; default the bundled all-MiniLM-L6-v2")
+    sep: str = Field(",", min_length=1, description="the field delimiter of CSV files (';', '\\t', '|', ...)")
+    categorical: list[str] = Field(
+        default_factory=list, description="feature columns to one-hot encode whatever their values (numeric codes, say)"
+    )
+    missing: Literal["error", "impute"] = Field(
+        "error", description="missing feature values: an error, or imputed (numbers: the training mean; categories: a level of their own)"
+    )
 
     def text_inputs(self):
         """How text fields become features (text/inputs.py), or None for tabular data."""
@@ -207,7 +214,7 @@ class ExperimentConfig(_Strict):
         try:
             return build_method(self.preset_of(name), settings, name=name)
         except ValidationError as err:
-            raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
+            raise StepDistillError(validation_message(err, prefix=f"methods.{name}", model=PRESETS.get(self.preset_of(name)))) from err
         except ValueError as err:  # a balancer or weights naming terms the method lacks
             raise StepDistillError(f"invalid config at methods.{name}: {err}; fix it and run again") from err
 
@@ -278,25 +285,44 @@ class ExperimentConfig(_Strict):
         return self.model_copy(update={"methods": methods}), control_of
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML parser's complaint on one line, with where it is: "line 3, column 7: ..."."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return problem if mark is None else f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _data_file(config_path: Path, value: Path, setting: str) -> Path:
+    """``value`` of ``setting`` resolved against the config file's folder, where relative paths
+    start; a missing file is named with both, since users expect the current directory."""
+    resolved = config_path.parent / value
+    if not resolved.exists():
+        raise StepDistillError(
+            f"{setting} {value} not found: looked for {resolved} (relative paths start at the folder of the config file,"
+            f" {config_path.parent}) — fix {setting}"
+        )
+    return resolved
+
+
 def load_config(path: Path) -> ExperimentConfig:
     if not path.is_file():
         raise StepDistillError(f"config file not found: {path}; pass the path of a YAML file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise StepDistillError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
+        raise StepDistillError(f"config {path} is not valid YAML ({yaml_problem(err)}); fix its syntax") from err
     if not isinstance(raw, dict):
         raise StepDistillError(f"config {path} must be a YAML mapping with keys data, teacher, student, methods, training, evaluation")
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise StepDistillError(validation_message(err, union_tags=KIND_TAGS)) from err
+        raise StepDistillError(validation_message(err, union_tags=KIND_TAGS, model=ExperimentConfig)) from err
     if config.data.path is None:
         raise StepDistillError(f"config {path} has no data.path; set it to a CSV, Parquet or JSONL file")
     # Files named in the config are relative to the config file, like any other include.
-    config.data.path = path.parent / config.data.path
+    config.data.path = _data_file(path, config.data.path, "data.path")
     if config.data.test_path is not None:
-        config.data.test_path = path.parent / config.data.test_path
+        config.data.test_path = _data_file(path, config.data.test_path, "data.test_path")
     if config.data.text_encoder is not None:
         config.data.text_encoder = path.parent / config.data.text_encoder
     for field in ("path", "weights", "outputs"):

@@ -161,7 +161,7 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         keeps_frame = bool(self.encoder_.categorical_)
         checked = validate_data(self, X, reset=False, **_check_params(keeps_frame))
-        encoded = self.encoder_.transform(self._frame(X, checked, keeps_frame))
+        encoded = self.encoder_.transform(self._frame(X, checked, keeps_frame), unseen="error")
         # Only a kept frame can get here with them: the encoder passes missing numbers through.
         if not np.isfinite(encoded).all():
             raise StepDistillError("X has NaN or infinite values in its numeric columns; drop or fill them")

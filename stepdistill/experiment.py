@@ -85,7 +85,7 @@ def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.Data
         frame = pd.concat([frame, test_frame], ignore_index=True)
     text = d.text_inputs()
     if text is None:
-        features, y, classes, ids = frame_parts(frame, d.label, d.id_column)
+        features, y, classes, ids = frame_parts(frame, d.label, d.id_column, tuple(d.categorical), d.missing)
         extra = {}
     else:
         features, y, classes, ids, extra = _text_parts(frame, d.label, d.id_column, text, say)
@@ -134,7 +134,7 @@ def runs_of(config: ExperimentConfig, data: Dataset) -> list[RunRows]:
 def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> PreparedData:
     """The run's encoded splits, with the encoder fitted on its training rows only."""
     rows = (run.train, run.val, run.test)
-    splits, encoder = encode_splits(data.features, data.y, data.classes, data.ids, rows, config.data.scale_numeric)
+    splits, encoder = encode_splits(data.features, data.y, data.classes, data.ids, rows, config.data.scale_numeric, config.data.missing)
     shape = config.data.image_shape
     if shape is not None and splits.train.n_features != (n := shape[0] * shape[1] * shape[2]):
         raise StepDistillError(f"data.image_shape {list(shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape")

@@ -99,6 +99,9 @@ def export_student(student: SavedStudent, format: str, path: Path) -> dict:
     if student.text is not None and format != "safetensors":
         # Its preprocessing starts with a transformer sentence encoder, which is not in these graphs.
         raise StepDistillError(f"a text student exports as safetensors only ({format} would leave out its sentence encoder); pass --format safetensors")
+    if student.encoder.missing == "impute" and format != "safetensors":
+        # The converted preprocessing has no imputation step: the graph would pass NaN on.
+        raise StepDistillError(f"a student trained with data.missing: impute exports as safetensors only ({format} would not fill missing values); pass --format safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     return {"onnx": _onnx, "sklearn": _sklearn, "safetensors": _safetensors}[format](student, path)
 

@@ -6,6 +6,10 @@ Each run draws its own train/validation split of the training records (seed ``ev
 + run``), which also seeds the student's initialization (tiny students), batch order and dropout;
 the validation split drives early stopping; the test split is generated on once per student,
 after training. The student with the lowest validation loss over all methods and runs is saved.
+
+Under ``accelerate launch`` (or ``torchrun``) several processes share each student's batches and
+generations (engines/processes.py); every process computes the same results and the main process
+alone prints progress and writes files.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ LM_METHODS = {
     "enhanced": {"alpha": 0.0, "beta": 0.5, "ramp_epochs": 2, "consistency": 0.0},
 }
 CONTROL = "baseline"
+# What an lm-train run directory holds, and how its student says what it is (stepdistill predict).
+LM_RUN_FILES = ("results.json", "report.md", "student")
+LM_MANIFEST = "manifest.json"
+LM_STUDENT_KIND = "generative student"
 # The comparison's metric: test label accuracy of the greedy generations.
 COMPARED = "label_accuracy"
 SIGNIFICANT_MARK = "*"
@@ -325,13 +333,17 @@ class LMExperiment:
 
 def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], None] | None = None) -> LMExperiment:
     """Every method over ``evaluation.repeats`` runs on ``data`` (``load_lm_data(config.data)``);
-    ``say`` hears a line per trained student."""
+    ``say`` hears a line per trained student (on the main process)."""
     from stepdistill.engines.lm import new_lm_state, train_lm_student
+    from stepdistill.engines.processes import lm_accelerator, process_device
     from stepdistill.text.lm_eval import evaluate_generative_student
-    from stepdistill.train import default_device
 
-    tokenizer = student_tokenizer(config.student)
-    device = default_device()
+    accelerator = lm_accelerator()
+    # The default student is converted once, on first use: by one process, the others then read it.
+    with accelerator.main_process_first():
+        tokenizer = student_tokenizer(config.student)
+    device = process_device(accelerator)
+    say = say if accelerator.is_main_process else None
     methods = {name: config.method(name) for name in config.methods}
     options = config.training.options()
     runs: dict[str, list[dict]] = {name: [] for name in methods}
@@ -345,11 +357,11 @@ def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], 
             model = new_student(config.student, tokenizer, seed).to(device)
             state = new_lm_state(method, model, options)
             started = time.perf_counter()
-            train_lm_student(state, tokenizer, train, [example.record for example in val], options, seed)
+            train_lm_student(state, tokenizer, train, [example.record for example in val], options, seed, accelerator)
             seconds = time.perf_counter() - started
             scores = evaluate_generative_student(
                 model, tokenizer, data.test, config.data.task, config.evaluation.batch_size, config.evaluation.max_new_tokens,
-                config.evaluation.rationales,
+                config.evaluation.rationales, _generator(accelerator),
             )
             if state.diverged:
                 warnings.append(f"{name}, run {run}: diverged ({state.diverged})")
@@ -368,14 +380,28 @@ def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], 
         raise StepDistillError("no student reached a finite validation loss; lower training.lr")
     results = _results(config, data, methods, runs, chosen, warnings, str(device))
     manifest = {
-        "kind": "generative student",
+        "kind": LM_STUDENT_KIND,
         "task": config.data.task,
         "prompts": {"label": "predict: <input>\n", "rationale": "explain: <input>\n"},
+        "generation": {"max_new_tokens": config.evaluation.max_new_tokens, "max_prompt_tokens": config.training.max_prompt_tokens},
         "chosen": chosen,
         "student": config.student.model_dump(mode="json"),
         "date": results["date"],
     }
     return LMExperiment(results, chosen_model, tokenizer, manifest)
+
+
+def _generator(accelerator) -> Callable[..., list[str]]:
+    """``lm_eval.generate`` with its batches dealt to the processes and the texts gathered back in
+    order on every one (each batch is the one a single process generates)."""
+    from stepdistill.engines.processes import map_across
+    from stepdistill.text.lm_eval import generate
+
+    def generate_across(model, tokenizer, records, task, batch_size, max_new_tokens) -> list[str]:
+        batches = [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
+        return map_across(accelerator, lambda batch: generate(model, tokenizer, batch, task, batch_size, max_new_tokens), batches)
+
+    return generate_across
 
 
 def _results(config, data: LMData, methods: dict[str, Method], runs: dict[str, list[dict]], chosen, warnings, device) -> dict:
@@ -484,7 +510,10 @@ def _comparison_cell(comparison: dict | None) -> str:
 
 def write_lm_experiment(out_dir: Path, experiment: LMExperiment) -> list[Path]:
     """results.json, report.md and student/ (``save_pretrained`` model and tokenizer, and
-    manifest.json) into ``out_dir``, all of them or, on an error, none."""
+    manifest.json) into ``out_dir``, all of them or, on an error, none. With several processes
+    the main one writes, the others wait until it has, and all return the paths."""
+    from accelerate import PartialState
+
     from stepdistill.report.staged import write_staged
 
     def write(staging: Path) -> list[str]:
@@ -492,7 +521,12 @@ def write_lm_experiment(out_dir: Path, experiment: LMExperiment) -> list[Path]:
         (staging / "report.md").write_text(render_lm_markdown(experiment.results))
         experiment.student.save_pretrained(staging / "student")
         experiment.tokenizer.save_pretrained(staging / "student")
-        (staging / "student" / "manifest.json").write_text(json.dumps(experiment.manifest, indent=2))
-        return ["results.json", "report.md", "student"]
+        (staging / "student" / LM_MANIFEST).write_text(json.dumps(experiment.manifest, indent=2))
+        return list(LM_RUN_FILES)
 
-    return write_staged(out_dir, write)
+    processes = PartialState()
+    processes.wait_for_everyone()
+    if processes.is_main_process:
+        write_staged(out_dir, write)
+    processes.wait_for_everyone()
+    return [out_dir / name for name in LM_RUN_FILES]

@@ -68,6 +68,7 @@ def summarize_experiment(
             "settings": [e["settings"] for e in entries],
             "tuning": [e["tuning"] for e in entries],
             "history": [e["history"] for e in entries],
+            "divergence": [e["diverged"] for e in entries],
             "flags": {
                 "never_predicts": _count_runs([c for e in entries for c in e["never_predicts"]]),
                 "diverged": sum(bool(e["diverged"]) for e in entries),
@@ -229,3 +230,16 @@ def package_versions() -> dict[str, str]:
         "sklearn": sklearn.__version__,
         "stepdistill": metadata.version("stepdistill"),
     }
+
+
+def divergence_lines(results: dict) -> list[str]:
+    """A line for each method whose student diverged in some run: why (its first such run), and
+    that its row is marked, not a result to read."""
+    lines = []
+    for name, entry in results["methods"].items():
+        if reasons := [r for r in entry.get("divergence", []) if r]:
+            lines.append(
+                f"{name} diverged in {len(reasons)} of {len(entry['divergence'])} runs ({reasons[0]});"
+                " its students stopped there and its row is marked DIVERGED, not a result"
+            )
+    return lines

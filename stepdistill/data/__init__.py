@@ -75,10 +75,12 @@ def encode_splits(
     ids: np.ndarray,
     rows: tuple[np.ndarray, np.ndarray, np.ndarray],
     scale_numeric: bool = True,
+    missing: str = "error",
 ) -> tuple[Splits, FeatureEncoder]:
     """Checked parts of a frame (``frame_parts``) as encoded train / validation / test tables at
-    the row positions ``rows``, with the encoder fitted on the training rows only."""
-    encoder = FeatureEncoder(scale_numeric).fit(features.iloc[rows[0]])
+    the row positions ``rows``, with the encoder fitted on the training rows only (``missing``:
+    the data's policy for missing values, ``FeatureEncoder``)."""
+    encoder = FeatureEncoder(scale_numeric, missing).fit(features.iloc[rows[0]])
     table = Table(
         torch.from_numpy(ids), torch.from_numpy(encoder.transform(features)), torch.from_numpy(y), tuple(classes), encoder.feature_names
     )

@@ -21,10 +21,15 @@ class FeatureEncoder:
     Fitting uses scikit-learn (``StandardScaler``, ``OneHotEncoder``); encoding uses only the fitted
     numbers (``mean_``, ``scale_``, ``categories_``), so the encoder saves as JSON (``to_json`` /
     ``from_json``), needs no pickle to load, and a loaded encoder encodes bit for bit as the one
-    that was fitted."""
+    that was fitted.
 
-    def __init__(self, scale_numeric: bool = True):
+    ``missing="impute"`` (``data.missing: impute``) fills a missing number with its column's
+    mean on the training rows; a missing category is a category of its own either way (under
+    the default ``"error"`` the data checks let none through)."""
+
+    def __init__(self, scale_numeric: bool = True, missing: str = "error"):
         self.scale_numeric = scale_numeric
+        self.missing = missing
         self._codes: list[dict[str, int]] | None = None
 
     def fit(self, features: pd.DataFrame) -> FeatureEncoder:
@@ -32,6 +37,9 @@ class FeatureEncoder:
         self.numeric_ = [c for c in self.columns_ if is_numeric_dtype(features[c]) and not is_bool_dtype(features[c])]
         self.categorical_ = [c for c in self.columns_ if c not in self.numeric_]
         numbers = features[self.numeric_].to_numpy(dtype=np.float64)
+        if self.missing == "impute":
+            self.fill_ = features[self.numeric_].mean().fillna(0.0).to_numpy(dtype=np.float64)
+            numbers = self._imputed(numbers)
         if self.scale_numeric and self.numeric_:
             scaler = StandardScaler().fit(numbers)
             self.mean_, self.scale_ = scaler.mean_, scaler.scale_
@@ -52,7 +60,7 @@ class FeatureEncoder:
         missing = [c for c in self.columns_ if c not in features.columns]
         if missing:
             raise StepDistillError(f"feature columns missing: {', '.join(missing)}; pass the columns the student was trained on")
-        numbers = (_numbers(features[self.numeric_]) - self.mean_) / self.scale_
+        numbers = (self._imputed(_numbers(features[self.numeric_])) - self.mean_) / self.scale_
         parts = [numbers]
         for column, categories, codes in zip(self.categorical_, self.categories_, self._category_codes()):
             values = _column_strings(features[column])
@@ -68,6 +76,13 @@ class FeatureEncoder:
             onehot[rows, index[rows]] = 1.0
             parts.append(onehot)
         return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+
+    def _imputed(self, numbers: np.ndarray) -> np.ndarray:
+        """``numbers`` with each missing value replaced by its column's training mean, under
+        ``missing="impute"``; as they are otherwise."""
+        if self.missing != "impute":
+            return numbers
+        return np.where(np.isnan(numbers), self.fill_, numbers)
 
     def _category_codes(self) -> list[dict[str, int]]:
         """Each categorical column's position of every category, built once: building it costs
@@ -99,11 +114,15 @@ class FeatureEncoder:
             "scale": self.scale_.tolist(),
             "categorical": self.categorical_,
             "categories": self.categories_,
+            "missing": self.missing,
+            **({"fill": self.fill_.tolist()} if self.missing == "impute" else {}),
         }
 
     @classmethod
     def from_json(cls, saved: dict) -> FeatureEncoder:
-        encoder = cls(saved["scale_numeric"])
+        encoder = cls(saved["scale_numeric"], saved.get("missing", "error"))  # older students have no policy
+        if encoder.missing == "impute":
+            encoder.fill_ = np.asarray(saved["fill"], dtype=np.float64)
         encoder.columns_, encoder.numeric_, encoder.categorical_ = saved["columns"], saved["numeric"], saved["categorical"]
         encoder.mean_, encoder.scale_ = np.asarray(saved["mean"], dtype=np.float64), np.asarray(saved["scale"], dtype=np.float64)
         encoder.categories_ = saved["categories"]

@@ -20,6 +20,14 @@ Optimization: AdamW with the method's learning rate, gradient accumulation, grad
 the method's per-epoch learning-rate scheduler, bf16 autocast on CUDA, length-grouped batches.
 The validation loss (the human label's token cross-entropy on validation records) drives
 early stopping and the plateau scheduler; the best epoch's weights are kept.
+
+Several processes (``accelerate launch``, data parallel): every process draws the same global
+batches and computes its share of each (every P-th record); each term's loss is its token sum
+over the whole batch's token count, so that the gradients DDP averages are the single process's
+up to the order of floating-point additions. Term values, validation losses and so early
+stopping are added up across processes and the same on every one. A frozen teacher model (token
+distillation) would be moved to the device and used under ``no_grad``, never wrapped by DDP:
+only the student's parameters are trained and synchronized.
 """
 
 from __future__ import annotations
@@ -27,16 +35,18 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from stepdistill.balancers import Balancer, GradNorm
+from stepdistill.engines.processes import dealt, lm_accelerator, sum_across
 from stepdistill.errors import StepDistillError
 from stepdistill.methods import Method
 from stepdistill.terms import HardLabel, Objective, Rationale, SoftTarget
-from stepdistill.text.lm_tasks import LABEL_TASK, MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS, RATIONALE_TASK, LengthGroupedBatchSampler, LMRecord, MultiTaskCollator, target_logits, task_losses
+from stepdistill.text.lm_tasks import LABEL_TASK, MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS, RATIONALE_TASK, LengthGroupedBatchSampler, LMRecord, MultiTaskCollator, target_logits, task_token_sums
 from stepdistill.train import _scheduler as epoch_scheduler
 from stepdistill.train import current_weights, scheduled_weights
 
@@ -108,7 +118,7 @@ def term_item(objective: Objective, example: DistillationRecord) -> tuple[LMReco
 
 def term_batch(collator: MultiTaskCollator, items: Sequence[tuple[LMRecord, int, int]]) -> dict[str, torch.Tensor]:
     """The collator's batch of ``(record, prompt task, term index)`` items, B of them, with
-    ``task_ids`` (B,) holding each item's term index (for ``task_losses``)."""
+    ``task_ids`` (B,) holding each item's term index (for ``task_token_sums``)."""
     batch = collator([(record, task) for record, task, _ in items])
     batch["task_ids"] = torch.tensor([term for _, _, term in items], dtype=torch.long)
     return batch
@@ -151,22 +161,52 @@ def new_lm_state(method: Method, model: torch.nn.Module, options: LMOptions) -> 
     return LMStudentState(method, model, optimizer, epoch_scheduler(optimizer, method.training), balancer)
 
 
+class TermTokenSums(torch.nn.Module):
+    """The student as data parallelism sees it: ``forward(batch)`` is ``task_token_sums`` with one
+    id per term. DDP synchronizes the gradients of a module whose forward it ran, and the loss
+    is not the model's own forward (hidden states, then the output layer at target tokens)."""
+
+    def __init__(self, model: torch.nn.Module, n_terms: int):
+        super().__init__()
+        self.model = model
+        self.n_terms = n_terms
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return task_token_sums(self.model, batch, self.n_terms)
+
+
 def train_lm_student(
-    state: LMStudentState, tokenizer, train: Sequence[DistillationRecord], val: Sequence[LMRecord], options: LMOptions, seed: int
+    state: LMStudentState,
+    tokenizer,
+    train: Sequence[DistillationRecord],
+    val: Sequence[LMRecord],
+    options: LMOptions,
+    seed: int,
+    accelerator=None,
 ) -> None:
     """Train ``state`` on ``train`` until its epochs are done, early stopping or divergence, then
     load its best epoch's weights. ``val`` (human labels) is read only for the validation loss.
-    ``seed`` fixes the batch order and dropout."""
+    ``seed`` fixes the batch order and dropout (with dropout, several processes draw other
+    masks than one). ``accelerator``: this process's (``lm_accelerator``, made if None); every
+    process passes the same arguments and ends with the same weights and history."""
+    accelerator = accelerator or lm_accelerator()
     model = state.model
     collator = MultiTaskCollator(tokenizer, model.config.is_encoder_decoder, options.max_prompt_tokens, options.max_target_tokens)
     sampler = LengthGroupedBatchSampler([collator.record_length(example.record) for example in train], state.method.training.batch_size, seed)
+    # The student's place is the caller's choice (process_device); prepare only wraps it. Only the
+    # student is prepared: a frozen teacher (token distillation) goes to model.device, under no_grad.
+    term_sums, optimizer = accelerator.prepare(TermTokenSums(model, len(state.method.terms)), state.optimizer, device_placement=[False, False])
     torch.manual_seed(seed)  # dropout
     model.train()
-    while not state.done:
-        sampler.set_epoch(state.epoch)
-        weights = current_weights(state)
-        raw = _train_epoch(state, collator, train, list(sampler), options, weights)
-        _end_epoch(state, raw, weights, validation_loss(model, collator, val, state.method.training.batch_size))
+    try:
+        while not state.done:
+            sampler.set_epoch(state.epoch)
+            weights = current_weights(state)
+            raw = _train_epoch(state, accelerator, term_sums, optimizer, collator, train, list(sampler), options, weights)
+            _end_epoch(state, raw, weights, validation_loss(model, collator, val, state.method.training.batch_size, accelerator))
+    finally:
+        # The accelerator keeps what it prepared: let go of this student's wrapper and optimizer.
+        accelerator.free_memory()
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     model.eval()
@@ -179,17 +219,22 @@ def _autocast(device: torch.device):
 
 def _train_epoch(
     state: LMStudentState,
+    accelerator,
+    term_sums: torch.nn.Module,
+    optimizer,
     collator: MultiTaskCollator,
     train: Sequence[DistillationRecord],
     batches: list[list[int]],
     options: LMOptions,
     epoch_weights: dict[str, float],
 ) -> dict[str, float]:
-    """One epoch over ``batches`` (lists of positions in ``train``) with ``epoch_weights`` (term
-    -> weight, unless a step-level balancer updates them each step); returns the mean raw value
-    of each term trained this epoch."""
+    """One epoch over ``batches`` (lists of positions in ``train``, the same on every process)
+    with ``epoch_weights`` (term -> weight, unless a step-level balancer updates them each step);
+    returns the mean raw value of each term trained this epoch. ``term_sums``: the prepared
+    ``TermTokenSums`` (DDP-wrapped with several processes), ``optimizer`` the prepared one."""
     model, terms, balancer = state.model, state.method.terms, state.balancer
     device = model.device
+    processes = accelerator.num_processes
     stepwise = balancer is not None and balancer.observes_steps
     # A term scheduled at 0 for the epoch (alpha 0's hard term) stays 0 under any balancer, which
     # multiplies: it is left out of the batch instead of costing a forward pass for nothing.
@@ -197,41 +242,65 @@ def _train_epoch(
     if not active:  # every weight 0 this epoch (a schedule that starts late): nothing to train
         return {}
     sums = torch.zeros(len(terms))
-    state.optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=True)
     for position, indices in enumerate(batches):
-        items = [(*term_item(terms[j].objective, train[i]), j) for i in indices for j in active]
+        mine, counted = _share(indices, accelerator)
+        items = [(*term_item(terms[j].objective, train[i]), j) for i in mine for j in active]
         batch = {key: value.to(device) for key, value in term_batch(collator, items).items()}
-        with _autocast(device):
-            losses = task_losses(model, batch, len(terms))
-        raw = {terms[j].name: losses[j] for j in active}
-        weights = current_weights(state) if stepwise else epoch_weights
-        loss = sum(weights[name] * value for name, value in raw.items())
-        (loss / options.grad_accumulation).backward()
-        sums += losses.detach().float().cpu()
-        if (position + 1) % options.grad_accumulation == 0 or position + 1 == len(batches):
+        stepping = (position + 1) % options.grad_accumulation == 0 or position + 1 == len(batches)
+        # Gradients are averaged across processes once per optimizer step, not per batch.
+        with nullcontext() if stepping else accelerator.no_sync(term_sums):
+            with _autocast(device):
+                token_sums, counts = term_sums(batch)
+            if not counted:
+                token_sums, counts = token_sums * 0, counts * 0
+            # Each term's mean over the whole batch's tokens; this process holds part of the sum.
+            losses = token_sums / sum_across(accelerator, counts).clamp(min=1)
+            values = sum_across(accelerator, losses.detach())
+            raw = {terms[j].name: losses[j] for j in active}
+            weights = current_weights(state) if stepwise else epoch_weights
+            loss = sum(weights[name] * value for name, value in raw.items())
+            if processes > 1:  # DDP averages the processes' gradients: their sum is the batch's
+                loss = loss * processes
+            (loss / options.grad_accumulation).backward()
+        sums += values.float().cpu()
+        if stepping:
             if options.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-            state.optimizer.step()
-            state.optimizer.zero_grad(set_to_none=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             if stepwise:
-                balancer.observe_step({name: value.detach() for name, value in raw.items()})
+                balancer.observe_step({terms[j].name: values[j] for j in active})
     return {terms[j].name: float(sums[j]) / max(1, len(batches)) for j in active}
 
 
+def _share(indices: list[int], accelerator) -> tuple[list[int], bool]:
+    """``(records, counted)``: this process's records of a global batch (every P-th). A batch of
+    fewer records than processes leaves some with none; they compute the first record's losses,
+    not counted, since every process must take part in each gradient synchronization."""
+    mine = dealt(indices, accelerator)
+    return (mine, True) if mine else (indices[:1], False)
+
+
 @torch.no_grad()
-def validation_loss(model, collator: MultiTaskCollator, records: Sequence[LMRecord], batch_size: int) -> float:
+def validation_loss(model, collator: MultiTaskCollator, records: Sequence[LMRecord], batch_size: int, accelerator=None) -> float:
     """The mean token cross-entropy of the label task with ``records``' own labels: what early
-    stopping and the plateau scheduler watch, the same criterion for every method."""
+    stopping and the plateau scheduler watch, the same criterion for every method. With
+    ``accelerator``'s several processes, each takes every P-th batch and the sums are added up,
+    so that every process gets the same value."""
     was_training = model.training
     model.eval()
+    starts = range(0, len(records), batch_size)
     total, tokens = 0.0, 0
-    for start in range(0, len(records), batch_size):
+    for start in dealt(starts, accelerator) if accelerator is not None else starts:
         batch = collator([(record, LABEL_TASK) for record in records[start : start + batch_size]])
         with _autocast(model.device):
             logits, targets, _ = target_logits(model, {key: value.to(model.device) for key, value in batch.items()})
         total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
         tokens += len(targets)
     model.train(was_training)
+    if accelerator is not None:
+        total, tokens = sum_across(accelerator, torch.tensor([total, tokens], dtype=torch.float64, device=model.device)).tolist()
     return total / max(1, tokens)
 
 

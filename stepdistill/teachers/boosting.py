@@ -12,6 +12,14 @@ work makes a small model wait on busy cores (a teacher that trains in 0.3 s took
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,8 +56,9 @@ def train_lightgbm(frame: pd.DataFrame, y: np.ndarray, params: dict, seed: int) 
     """Fit a LightGBM teacher on the raw columns ``frame`` and the labels ``y`` (class indices
     into the data's classes, or the label values themselves). ``params`` override the defaults."""
     lightgbm = import_optional("lightgbm")
-    model = lightgbm.LGBMClassifier(**_with_torch_threads({**LIGHTGBM_DEFAULTS, "random_state": seed, **params}, LIGHTGBM_THREAD_PARAMS))
-    return model.fit(as_categorical_frame(frame), y)
+    with _refused_settings("LightGBM", (ValueError, TypeError, lightgbm.basic.LightGBMError)):
+        model = lightgbm.LGBMClassifier(**_with_torch_threads({**LIGHTGBM_DEFAULTS, "random_state": seed, **params}, LIGHTGBM_THREAD_PARAMS))
+        return model.fit(as_categorical_frame(frame), y)
 
 
 def train_xgboost(frame: pd.DataFrame, y: np.ndarray, params: dict, seed: int) -> XGBClassifier:
@@ -57,8 +66,67 @@ def train_xgboost(frame: pd.DataFrame, y: np.ndarray, params: dict, seed: int) -
     0..K-1 into the data's classes, the only labels XGBoost takes). ``params`` override the
     defaults."""
     xgboost = import_optional("xgboost")
-    model = xgboost.XGBClassifier(**_with_torch_threads({**XGBOOST_DEFAULTS, "random_state": seed, **params}, XGBOOST_THREAD_PARAMS))
-    return model.fit(as_categorical_frame(frame), y)
+    with _refused_settings("XGBoost", (ValueError, TypeError)):  # XGBoostError is a ValueError
+        model = xgboost.XGBClassifier(**_with_torch_threads({**XGBOOST_DEFAULTS, "random_state": seed, **params}, XGBOOST_THREAD_PARAMS))
+        return model.fit(as_categorical_frame(frame), y)
+
+
+@contextmanager
+def _refused_settings(library: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    """A library's refusal to train (most often: a value in ``teacher.params`` out of its range)
+    as one line naming the setting to fix. LightGBM also prints the reason straight to the
+    process's standard error before raising it: that copy is held back, and passed on only when
+    training succeeds."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    try:
+        yield
+        os.dup2(saved, 2)
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors="replace"))
+    except errors as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise StepDistillError(f"{library} could not train the teacher: {message} — fix teacher.params") from err
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        held.close()
+
+
+def check_parameter_names(library: str, params: dict) -> None:
+    """Refuse a name in ``params`` that ``library`` ("lightgbm" or "xgboost") does not read
+    (libraries ignore an unknown one, or warn and go on), with the closest name it reads."""
+    known = lightgbm_parameter_names() if library == "lightgbm" else xgboost_parameter_names()
+    for name in params:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown {library} parameter '{name}'{hint}")
+
+
+@cache
+def lightgbm_parameter_names() -> frozenset[str]:
+    """Every name LightGBM's classifier takes: its scikit-learn arguments, and each native
+    parameter under all of its aliases (as the library lists them)."""
+    lightgbm = import_optional("lightgbm")
+    aliases = lightgbm.basic._ConfigAliases._get_all_param_aliases()  # the library's own table; no public one exists
+    return frozenset(lightgbm.LGBMClassifier().get_params()) | {name for names in aliases.values() for name in names} | set(aliases)
+
+
+@cache
+def xgboost_parameter_names() -> frozenset[str]:
+    """Every name XGBoost's classifier takes: its scikit-learn arguments, and the native
+    parameters (aliases included) of a booster's configuration, read from a booster fitted on
+    four rows: the library lists them nowhere else."""
+    xgboost = import_optional("xgboost")
+    booster = xgboost.XGBClassifier(n_estimators=1, n_jobs=1).fit(np.eye(4), [0, 1, 0, 1]).get_booster()
+
+    def names(config: dict) -> set[str]:
+        return {key for key, value in config.items() for key in ([key] if not isinstance(value, dict) else names(value))}
+
+    return frozenset(xgboost.XGBClassifier().get_params()) | names(json.loads(booster.save_config()))
 
 
 def _with_torch_threads(params: dict, names: tuple[str, ...]) -> dict:

@@ -16,11 +16,11 @@ import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Union
+from typing import Annotated, Callable, Literal, Union, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
 from stepdistill.data.prepared import PreparedData
@@ -43,6 +43,7 @@ from stepdistill.teachers import (
 )
 from stepdistill.data.table import Table
 from stepdistill.teachers.base import Samples, Teacher
+from stepdistill.teachers.boosting import check_parameter_names
 from stepdistill.teachers.llm import LLMTeacher, answers_as_choice_letters, outputs_notes
 from stepdistill.teachers.privileged import PrivilegedTeacher, privileged_features
 from stepdistill.text.llm_outputs import LLMOutputs, read_dsbs_outputs, read_llm_jsonl
@@ -235,6 +236,14 @@ class _TreeEnsembleTeacher(_Teacher):
 
     def adapter(self, model: object) -> Teacher:
         raise NotImplementedError
+
+    @field_validator("params")
+    @classmethod
+    def _known_parameters(cls, params: dict) -> dict:
+        """A misspelt parameter would be ignored by the library: refused here, before anything runs."""
+        if params:
+            check_parameter_names(get_args(cls.model_fields["kind"].annotation)[0], params)
+        return params
 
     def build(self, data: PreparedData, device) -> BuiltTeacher:
         if self.path is not None:

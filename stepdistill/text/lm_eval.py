@@ -5,7 +5,7 @@ value), and of its ``explain:`` prompts against the teacher's rationales (ROUGE-
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -123,14 +123,23 @@ def rouge_l(generations: Sequence[str], references: Sequence[str]) -> float:
 
 
 def evaluate_generative_student(
-    model, tokenizer, records: Sequence[LMRecord], dataset: str, batch_size: int = 16, max_new_tokens: int = 64, rationales: bool = True
+    model,
+    tokenizer,
+    records: Sequence[LMRecord],
+    dataset: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    rationales: bool = True,
+    generator: Callable[..., list[str]] | None = None,
 ) -> dict[str, float]:
     """``{"label_accuracy", "rationale_rouge_l"}`` of the model's greedy generations on
     ``records``; ``rationales=False`` skips the ``explain:`` generations (the slower half) and the
-    ROUGE-L entry."""
-    labels = generate(model, tokenizer, records, LABEL_TASK, batch_size, max_new_tokens)
+    ROUGE-L entry. ``generator``: a function with ``generate``'s arguments and result (one that
+    shares the batches among processes); None: ``generate``."""
+    generator = generator or generate
+    labels = generator(model, tokenizer, records, LABEL_TASK, batch_size, max_new_tokens)
     scores = {"label_accuracy": label_accuracy(dataset, labels, records)}
     if rationales:
-        explanations = generate(model, tokenizer, records, RATIONALE_TASK, batch_size, max_new_tokens)
+        explanations = generator(model, tokenizer, records, RATIONALE_TASK, batch_size, max_new_tokens)
         scores["rationale_rouge_l"] = rouge_l(explanations, [record.rationale for record in records])
     return scores

@@ -306,11 +306,19 @@ def task_losses(model, batch: dict[str, torch.Tensor], n_tasks: int = len(TASK_P
     ``task_ids`` may number loss terms rather than prompts (ids below ``n_tasks``): the LM engine
     gives each term of a method its own id, so that the human and the teacher label, both
     ``predict:`` targets, get means of their own from the same forward pass."""
+    sums, counts = task_token_sums(model, batch, n_tasks)
+    return sums / counts.clamp(min=1)
+
+
+def task_token_sums(model, batch: dict[str, torch.Tensor], n_tasks: int = len(TASK_PREFIXES)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sums, counts)``, both (n_tasks,): each task's summed token cross-entropy over its target
+    tokens in ``batch``, and how many target tokens it has there, from one forward pass. The
+    means of ``task_losses``; kept apart for processes that each hold part of a batch, whose
+    means are their sums over the whole batch's counts."""
     logits, targets, token_tasks = target_logits(model, batch)
     token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
     sums = torch.zeros(n_tasks, dtype=token_losses.dtype, device=token_losses.device).index_add(0, token_tasks, token_losses)
-    counts = torch.bincount(token_tasks, minlength=n_tasks).clamp(min=1)
-    return sums / counts
+    return sums, torch.bincount(token_tasks, minlength=n_tasks)
 
 
 def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels_mask: torch.Tensor, temperature: float) -> torch.Tensor:

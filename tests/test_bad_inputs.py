@@ -1,0 +1,297 @@
+"""Every failure is one clear line: bad data, configs and output directories, each through the
+command line, stop with exit code 2, one line on standard error naming the problem and the fix,
+no traceback, and nothing in --out. Plus property-based tests: whatever bytes a data file holds
+and whatever a config says, the only exception that escapes is StepDistillError."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from stepdistill import StepDistillClassifier
+from stepdistill.cli import app
+from stepdistill.config import load_config
+from stepdistill.data import FeatureEncoder, frame_parts, linear_binary, read_frame
+from stepdistill.errors import StepDistillError
+
+runner = CliRunner()
+FAST = {"epochs": 1, "lr": 0.05}
+
+
+def _frame(n: int = 200) -> pd.DataFrame:
+    return linear_binary(n, 3, seed=0)
+
+
+def _config(tmp_path, frame: pd.DataFrame | None = None, text: str | None = None, **sections) -> list[str]:
+    """``run CONFIG`` arguments for a tiny experiment on ``frame`` (or the file contents
+    ``text``) in data.csv; ``sections`` replace the config's (data's extend it)."""
+    if frame is not None:
+        frame.to_csv(tmp_path / "data.csv", index=False)
+    if text is not None:
+        (tmp_path / "data.csv").write_text(text)
+    config = {
+        "data": {"path": "data.csv"},
+        "teacher": {"kind": "logistic", "training": FAST},
+        "training": FAST,
+        "evaluation": {"repeats": 1},
+        "methods": {"baseline": {}},
+    }
+    for key, value in sections.items():
+        config[key] = {**config[key], **value} if key == "data" else value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return ["run", str(path)]
+
+
+def _with_cell(column: str, row: int, value) -> pd.DataFrame:
+    frame = _frame().astype({column: object})
+    frame.loc[row, column] = value
+    return frame
+
+
+def _yaml_file(tmp_path, text: str) -> list[str]:
+    _frame().to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "config.yaml").write_text(text)
+    return ["run", str(tmp_path / "config.yaml")]
+
+
+def _earlier_run(tmp_path) -> None:
+    """An --out directory that an earlier run wrote."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text("{}")
+
+
+# case -> (arguments before --out, given tmp_path; the --out to pass, or None for tmp_path/out;
+# a fragment the error line must hold)
+CASES = {
+    # --- the data ------------------------------------------------------------------------------
+    "text in a numeric column": (lambda p: _config(p, _with_cell("x1", 7, "abc")), None, "column 'x1' holds numbers but also text in 1 rows: 'abc' (data row 8)"),
+    "duplicate column names": (lambda p: _config(p, text="x0,x1,x1,label\n" + "1,2,3,0\n4,5,6,1\n" * 20), None, "more than one column named 'x1'"),
+    "a value too large for float32": (lambda p: _config(p, _with_cell("x2", 3, 1e300)), None, "too large for the float32"),
+    "a continuous float label": (
+        lambda p: _config(p, _frame().assign(label=np.random.default_rng(0).normal(size=200).round(2))),
+        None,
+        "looks like a regression target",
+    ),
+    "the data path is a directory": (lambda p: (p / "folder.csv").mkdir() or _config(p, data={"path": "folder.csv"}), None, "is a directory"),
+    "a missing data file, relative to the config": (lambda p: _config(p), None, "relative paths start at the folder of the config file"),
+    "a semicolon-separated CSV": (lambda p: _config(p, text=_frame().to_csv(index=False, sep=";")), None, "set data.sep: ';'"),
+    "a tab-separated CSV": (lambda p: _config(p, text=_frame().to_csv(index=False, sep="\t")), None, "set data.sep: '\\t'"),
+    "a missing value in a categorical column": (
+        lambda p: _config(p, _frame().assign(city=["a", "b"] * 99 + [None, "a"])),
+        None,
+        "in columns: city (1 rows), e.g. data rows 199",
+    ),
+    "a missing value in a numeric column": (lambda p: _config(p, _with_cell("x1", 5, np.nan)), None, "x1 (1 rows)"),
+    "an infinite value": (lambda p: _config(p, _with_cell("x0", 2, np.inf)), None, "infinite feature values"),
+    "an infinite value under data.missing impute": (lambda p: _config(p, _with_cell("x0", 2, np.inf), data={"missing": "impute"}), None, "infinite feature values"),
+    "data.categorical names no column": (lambda p: _config(p, _frame(), data={"categorical": ["town"]}), None, "data.categorical names columns that are not features: town"),
+    "an unknown data.missing policy": (lambda p: _config(p, _frame(), data={"missing": "drop"}), None, "data.missing"),
+    "an unknown label column": (lambda p: _config(p, _frame(), data={"label": "target"}), None, "label column 'target' not found"),
+    "a single class": (lambda p: _config(p, _frame().assign(label=1)), None, "single class"),
+    "missing labels": (lambda p: _config(p, _with_cell("label", 4, np.nan)), None, "'label' has 1 missing"),
+    "an identifier-like category": (lambda p: _config(p, linear_binary(1200, 3).assign(name=[f"n{i}" for i in range(1200)])), None, "over 1000 distinct values"),
+    "a header without rows": (lambda p: _config(p, text="x0,x1,label\n"), None, "no rows"),
+    "an unsupported file type": (lambda p: _config(p, _frame(), data={"path": "config.yaml"}), None, "unsupported data file type"),
+    "duplicated ids": (lambda p: _config(p, _frame().assign(row=[1] * 200), data={"id_column": "row"}), None, "duplicated"),
+    # --- the config ----------------------------------------------------------------------------
+    "a YAML syntax error": (lambda p: _yaml_file(p, "data:\n  path: data.csv\n  label: [a\nteacher: {}\n"), None, "line 4, column"),
+    "a config that is not a mapping": (lambda p: _yaml_file(p, "- data\n- teacher\n"), None, "must be a YAML mapping"),
+    "a missing config file": (lambda p: ["run", str(p / "nope.yaml")], None, "config file not found"),
+    "no data.path": (lambda p: _yaml_file(p, "data: {label: label}\n"), None, "has no data.path"),
+    "a misspelt section": (lambda p: _config(p, _frame(), teachr={"kind": "mlp"}), None, "unknown key 'teachr'; did you mean 'teacher'?"),
+    "a misspelt data key": (lambda p: _config(p, _frame(), data={"labl": "label"}), None, "did you mean 'label'?"),
+    "a misspelt teacher key": (lambda p: _config(p, _frame(), teacher={"kind": "mlp", "hiden": [4]}), None, "at teacher.hiden: unknown key 'hiden'; did you mean 'hidden'?"),
+    "a misspelt method setting": (lambda p: _config(p, _frame(), methods={"enhanced": {"ramp_epoch": 2}}), None, "did you mean 'ramp_epochs'?"),
+    "a key nothing is close to": (lambda p: _config(p, _frame(), evaluation={"zzzz": 1}), None, "the keys there are: folds, repeats, scheme, seed"),
+    "an unknown method": (lambda p: _config(p, _frame(), methods={"magic": {}}), None, "magic"),
+    "an unknown teacher kind": (lambda p: _config(p, _frame(), teacher={"kind": "forest"}), None, "teacher.kind"),
+    "an unknown student kind": (lambda p: _config(p, _frame(), student={"kind": "transformer"}), None, "student.kind"),
+    "alpha above one": (lambda p: _config(p, _frame(), methods={"traditional": {"alpha": 1.5}}), None, "alpha"),
+    "zero temperature": (lambda p: _config(p, _frame(), methods={"traditional": {"temperature": 0}}), None, "temperature"),
+    "a weight that goes negative": (
+        lambda p: _config(p, _frame(), methods={"traditional": {"weights": {"hard": {"kind": "constant", "value": 3}}}}),
+        None,
+        "methods.traditional",
+    ),
+    "a negative learning rate": (lambda p: _config(p, _frame(), training={"lr": -1}), None, "lr must be positive"),
+    "zero repeats": (lambda p: _config(p, _frame(), evaluation={"repeats": 0}), None, "evaluation.repeats"),
+    "a validation share above one half": (lambda p: _config(p, _frame(), data={"val_fraction": 0.7}), None, "data.val_fraction"),
+    "an unknown tuning setting": (lambda p: _config(p, _frame(), tune={"grid": {"temprature": [1, 2]}}), None, "unknown setting 'temprature'"),
+    "a missing rationale layer": (lambda p: _config(p, _frame(), teacher={"kind": "mlp", "hidden": [4], "rationale_layer": 2}), None, "rationale_layer 2 does not exist"),
+    "cv with a fixed test file": (
+        lambda p: _config(p, _frame(), data={"test_path": "data.csv"}, evaluation={"scheme": "cv", "repeats": 1}),
+        None,
+        "scheme cv",
+    ),
+    # --- the model libraries -------------------------------------------------------------------
+    "LightGBM n_estimators -5": (lambda p: _config(p, _frame(), teacher={"kind": "lightgbm", "params": {"n_estimators": -5}}), None, "LightGBM could not train the teacher"),
+    "LightGBM num_leaves -1": (lambda p: _config(p, _frame(), teacher={"kind": "lightgbm", "params": {"num_leaves": -1}}), None, "fix teacher.params"),
+    "a misspelt LightGBM parameter": (
+        lambda p: _config(p, _frame(), teacher={"kind": "lightgbm", "params": {"n_estimatorz": 200}}),
+        None,
+        "unknown lightgbm parameter 'n_estimatorz' (did you mean 'n_estimators'?)",
+    ),
+    "a misspelt XGBoost parameter": (
+        lambda p: _config(p, _frame(), teacher={"kind": "xgboost", "params": {"max_dept": 3}}),
+        None,
+        "unknown xgboost parameter 'max_dept' (did you mean 'max_depth'?)",
+    ),
+    "an XGBoost value out of range": (lambda p: _config(p, _frame(), teacher={"kind": "xgboost", "params": {"max_depth": -3}}), None, "XGBoost could not train the teacher"),
+    # --- the output directory and the command line ---------------------------------------------
+    "--out on a read-only file system": (lambda p: _config(p, _frame()), "/proc/stepdistill-test/out", "cannot write --out"),
+    "--out under a file": (lambda p: _config(p, _frame()), "data.csv/out", "cannot write --out"),
+    "--out is a file": (lambda p: _config(p, _frame()), "data.csv", "is a file"),
+    "--out is empty": (lambda p: _config(p, _frame()), "", "--out is empty"),
+    "--out is not empty": (lambda p: _earlier_run(p) or _config(p, _frame()), None, "is not empty"),
+    "--overwrite of files no run wrote": (
+        lambda p: (p / "out").mkdir() or (p / "out" / "notes.txt").write_text("mine") and _config(p, _frame()) + ["--overwrite"],
+        None,
+        "not an earlier run's results",
+    ),
+    "both a config and --resume": (lambda p: _config(p, _frame()) + ["--resume", str(p)], None, "exactly one"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, case):
+    make, out, expected = CASES[case]
+    monkeypatch.chdir(tmp_path)  # relative --out values land here
+    before = {p for p in tmp_path.rglob("*")}
+    args = make(tmp_path)
+    out = str(tmp_path / "out") if out is None else out
+    result = runner.invoke(app, ["--quiet", *args, "--out", out])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    made = {p for p in tmp_path.rglob("*")} - before
+    assert not [p for p in made if p.name not in ("data.csv", "config.yaml", "folder.csv", "out", "results.json", "notes.txt")]
+    assert not (tmp_path / "out").exists() or {p.name for p in (tmp_path / "out").iterdir()} <= {"results.json", "notes.txt"}
+
+
+def test_a_library_message_on_the_process_stderr_is_not_a_second_line(tmp_path):
+    """LightGBM prints its fatal error straight to file descriptor 2 before raising it."""
+    args = _config(tmp_path, _frame(), teacher={"kind": "lightgbm", "params": {"num_leaves": -1}})
+    proc = subprocess.run([sys.executable, "-m", "stepdistill", "--quiet", *args, "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [line for line in proc.stderr.splitlines() if line.startswith("error: LightGBM")] and proc.stderr.count("\n") == 1
+
+
+def test_a_diverging_student_is_stopped_flagged_and_named(tmp_path):
+    args = _config(tmp_path, _frame(), training={"epochs": 3, "lr": 1e6})
+    result = runner.invoke(app, ["--quiet", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "DIVERGED 1/1" in result.stdout
+    assert "warning: baseline diverged in 1 of 1 runs (" in result.stderr.replace("\n", " ")
+    entry = json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["baseline"]
+    assert entry["flags"]["diverged"] == 1 and "lower the learning rate" in entry["divergence"][0]
+    assert len(entry["history"][0]) == 1  # stopped at the epoch it blew up
+
+
+def test_overwrite_replaces_an_earlier_run_and_removes_its_stale_files(tmp_path):
+    _earlier_run(tmp_path)
+    (tmp_path / "out" / "stale.png").write_bytes(b"old")
+    args = _config(tmp_path, _frame())
+    result = runner.invoke(app, ["--quiet", *args, "--out", str(tmp_path / "out"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "out" / "stale.png").exists()
+    assert "methods" in json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def test_declared_categorical_columns_take_text_and_numeric_codes():
+    frame = _with_cell("x1", 7, "abc").assign(code=[1, 2] * 100)
+    features, *_ = frame_parts(frame, "label", categorical=("x1", "code"))
+    assert features["x1"].dtype == "string" and features["code"].iloc[0] == "1"
+    assert FeatureEncoder().fit(features).categorical_ == ["x1", "code"]
+
+
+def test_imputed_missing_values_take_the_training_mean_and_a_category_of_their_own():
+    frame = pd.DataFrame({"x": [1.0, np.nan, 3.0, 5.0], "city": ["a", None, "b", "a"], "label": [0, 1, 0, 1]})
+    features, *_ = frame_parts(frame, "label", missing="impute")
+    encoder = FeatureEncoder(scale_numeric=False, missing="impute").fit(features)
+    encoded = encoder.transform(features)
+    assert encoded[1, 0] == 3.0 and "city_<missing>" in encoder.feature_names
+    restored = FeatureEncoder.from_json(json.loads(json.dumps(encoder.to_json())))
+    np.testing.assert_array_equal(restored.transform(features), encoded)
+
+
+def test_the_estimator_refuses_a_category_it_never_saw():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=120), "city": rng.choice(["a", "b"], size=120)})
+    y = (X["x"] > 0).astype(int)
+    model = StepDistillClassifier(teacher="logistic", method="baseline", epochs=1).fit(X, y)
+    with pytest.raises(StepDistillError, match=r"column 'city' holds categories the student never saw in training \('c'\)"):
+        model.predict(X.assign(city="c"))
+
+
+# --- property-based: only StepDistillError escapes ------------------------------------------
+
+CELLS = st.sampled_from(["1", "2.5", "-3", "abc", "", "nan", "inf", "1e300", "True", ";", "|", '"', "a,b", "0", "x y", "\t"])
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _read_and_check(path) -> None:
+    """What stepdistill does with a data file before training: read it, split off the label (its
+    last column) and check the features."""
+    frame = read_frame(path)
+    frame_parts(frame, str(frame.columns[-1]))
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_any_bytes_as_a_csv_fail_only_with_one_line(tmp_path, data):
+    path = tmp_path / "data.csv"
+    path.write_bytes(data)
+    try:
+        _read_and_check(path)
+    except StepDistillError as err:
+        assert "\n" not in str(err)
+
+
+@FUZZ
+@given(
+    header=st.lists(st.sampled_from(["a", "b", "label", "a", ""]), min_size=1, max_size=4),
+    rows=st.lists(st.lists(CELLS, min_size=1, max_size=5), max_size=12),
+    sep=st.sampled_from([",", ";", "\t"]),
+)
+def test_any_csv_shape_fails_only_with_one_line(tmp_path, header, rows, sep):
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(sep.join(cells) for cells in [header, *rows]) + "\n")
+    try:
+        _read_and_check(path)
+    except StepDistillError as err:
+        assert "\n" not in str(err)
+
+
+SECTIONS = ["data", "teacher", "student", "methods", "training", "evaluation", "tune", "teachr"]
+KEYS = ["kind", "hidden", "lr", "epochs", "repeats", "scheme", "alpha", "temperature", "params", "label", "grid", "weights", "missing", "sep", "categorical", "path", "lightgbm", "enhanced", "baseline"]
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=True) | st.sampled_from(KEYS + ["mlp", "auto", "cv", "logistic", "xgboost"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(config=st.dictionaries(st.sampled_from(SECTIONS), VALUES, max_size=4))
+def test_any_config_fails_only_with_one_line(tmp_path, config):
+    _frame(40).to_csv(tmp_path / "data.csv", index=False)
+    path = tmp_path / "config.yaml"
+    data = config.get("data")
+    config["data"] = {**(data if isinstance(data, dict) else {}), "path": "data.csv"}
+    path.write_text(yaml.safe_dump(config))
+    try:
+        load_config(path)
+    except StepDistillError as err:
+        assert "\n" not in str(err)
