@@ -1,3 +1,3 @@
-from stepdistill.cli import app
+from stepdistill.entry import main
 
-app()
+main()

@@ -5,8 +5,10 @@ RUN_DIR`` after an interruption), the studies ``stepdistill ablate`` and ``stepd
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -527,6 +529,10 @@ def _report_written(paths: list[Path]) -> None:
 def _guarded(action) -> None:
     """Run a command's ``action`` on ``--threads`` threads: a ``StepDistillError`` becomes one
     line and exit code 2, Ctrl-C one line and exit code 130 (tracebacks with ``--debug``)."""
+    if threading.current_thread() is threading.main_thread():
+        # From here Ctrl-C is a KeyboardInterrupt, which leaves checkpoints whole (entry.py
+        # stops at once before a command starts).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         import torch  # here, not at start-up: --help needs no torch
 

@@ -252,3 +252,19 @@ def test_an_interrupted_demo_resumes_from_its_preset(tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["preset"] == "article" and results["evaluation"]["runs"] == 2
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line(experiment, tmp_path, delay):
+    """Ctrl-C while Python imports, arguments are parsed, the data is read or the first students
+    are built: one line, exit code 130, no traceback, nothing in --out but what a resume needs."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "stepdistill", "--no-cache", "run", str(experiment["config"]), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("reading", "fitting", "teacher", "training", "run "))]
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(lines) == 1 and lines[0].startswith("interrupted"), stderr
+    assert not (out / "results.json").exists()

@@ -1,0 +1,24 @@
+"""The ``stepdistill`` command's entry point: Ctrl-C is one line and exit code 130 from the first
+moment, before the command line is even imported or parsed."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _stop_before_start(signum, frame) -> None:
+    # Nothing has been written yet, so there is nothing to resume or clean up.
+    sys.stderr.write("interrupted\n")
+    sys.exit(INTERRUPTED_EXIT_CODE)
+
+
+def main() -> None:
+    """Run the command line; until a command starts (it then takes Ctrl-C as KeyboardInterrupt,
+    see ``cli._guarded``), Ctrl-C stops at once with one line."""
+    signal.signal(signal.SIGINT, _stop_before_start)
+    from stepdistill.cli import app
+
+    app()
