@@ -95,6 +95,17 @@ class LMStudentConfig(_Strict):
         return self
 
 
+class LMTokenTeacherConfig(_Strict):
+    """Token-level distillation from a local Hugging Face model (``model``, relative to the config
+    file) that shares the student's tokenizer: the soft term (and with ``rationale`` the rationale
+    term) compares the student's token distributions with the teacher's on the same targets, at
+    ``temperature``. A teacher with another vocabulary stops the run at start-up."""
+
+    model: Path
+    temperature: float = Field(2.0, gt=0)
+    rationale: bool = Field(False, description="distill the rationale tokens too, not only the label's")
+
+
 class LMTrainingConfig(_Strict):
     """One recipe for every method's students: AdamW at ``lr``, ``epochs`` at most (early stopping
     after ``early_stopping_patience`` epochs without a better validation loss; the best epoch's
@@ -141,6 +152,7 @@ class LMEvaluationConfig(_Strict):
 class LMTrainConfig(_Strict):
     data: LMDataConfig = Field(default_factory=LMDataConfig)
     student: LMStudentConfig = Field(default_factory=LMStudentConfig)
+    teacher: LMTokenTeacherConfig | None = None
     methods: dict[str, dict | None] = Field(default_factory=lambda: copy.deepcopy(LM_METHODS))
     training: LMTrainingConfig = Field(default_factory=LMTrainingConfig)
     evaluation: LMEvaluationConfig = Field(default_factory=LMEvaluationConfig)
@@ -193,6 +205,8 @@ def load_lm_train_config(path: Path) -> LMTrainConfig:
         raise StepDistillError(validation_message(err)) from err
     if config.student.model is not None:
         config.student.model = path.parent / config.student.model
+    if config.teacher is not None:
+        config.teacher.model = path.parent / config.teacher.model
     for name in config.methods:
         config.method(name)
     return config
@@ -275,6 +289,30 @@ def student_tokenizer(student: LMStudentConfig):
     return AutoTokenizer.from_pretrained(source)
 
 
+def token_teacher(teacher: LMTokenTeacherConfig, tokenizer, student: LMStudentConfig, device):
+    """The frozen teacher of token-level distillation on ``device``, after checking, before it
+    loads, that its tokenizer is the student's (``check_same_vocabulary``) and its kind (causal
+    or seq2seq) the student's."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from stepdistill.engines.lm import TokenTeacher
+    from stepdistill.terms import Rationale, SoftTarget
+    from stepdistill.text.lm_tasks import check_same_vocabulary
+
+    if not teacher.model.is_dir():
+        raise StepDistillError(f"teacher.model {teacher.model} is not a directory; give a local Hugging Face model directory")
+    check_same_vocabulary(tokenizer, AutoTokenizer.from_pretrained(teacher.model))
+    seq2seq = AutoConfig.from_pretrained(teacher.model).is_encoder_decoder
+    if student.tiny is not None:
+        student_seq2seq = student.tiny.kind == "seq2seq"
+    else:  # SmolLM2 by default, a causal LM
+        student_seq2seq = student.model is not None and AutoConfig.from_pretrained(student.model).is_encoder_decoder
+    if seq2seq != student_seq2seq:
+        raise StepDistillError(f"teacher.model {teacher.model} is {'a seq2seq' if seq2seq else 'a causal'} model and the student is not; token distillation needs the same kind")
+    model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(teacher.model).to(device).eval().requires_grad_(False)
+    return TokenTeacher(model, teacher.temperature, (SoftTarget, Rationale) if teacher.rationale else (SoftTarget,))
+
+
 def new_student(student: LMStudentConfig, tokenizer, seed: int):
     """A fresh student model on the CPU: loaded from its directory (SmolLM2 by default), or a tiny
     one initialized from ``seed``."""
@@ -343,6 +381,7 @@ def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], 
     with accelerator.main_process_first():
         tokenizer = student_tokenizer(config.student)
     device = process_device(accelerator)
+    teacher = None if config.teacher is None else token_teacher(config.teacher, tokenizer, config.student, device)
     say = say if accelerator.is_main_process else None
     methods = {name: config.method(name) for name in config.methods}
     options = config.training.options()
@@ -357,7 +396,7 @@ def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], 
             model = new_student(config.student, tokenizer, seed).to(device)
             state = new_lm_state(method, model, options)
             started = time.perf_counter()
-            train_lm_student(state, tokenizer, train, [example.record for example in val], options, seed, accelerator)
+            train_lm_student(state, tokenizer, train, [example.record for example in val], options, seed, accelerator, teacher)
             seconds = time.perf_counter() - started
             scores = evaluate_generative_student(
                 model, tokenizer, data.test, config.data.task, config.evaluation.batch_size, config.evaluation.max_new_tokens,

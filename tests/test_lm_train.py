@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -139,3 +140,52 @@ def test_a_balancer_rescales_the_scheduled_weights_as_in_the_tabular_engines(con
         assert epoch["weights"] == pytest.approx(expected.weights({"hard": 0.5, "soft": 0.5}))
         expected.observe_epoch({name: term["raw"] for name, term in epoch["terms"].items()})
     assert state.history[2]["weights"]["hard"] != 0.5  # DWA moved them once two epochs were seen
+
+
+def test_token_distillation_compares_the_students_tokens_with_the_teachers(config, data, tokenizer):
+    """The soft term under a TokenTeacher is the per-token KL to the teacher on the same targets:
+    0 when the teacher is the student itself, while the hard term stays a cross-entropy."""
+    from stepdistill.engines.lm import DistillationRecord, TermTokenSums, TokenTeacher, term_batch, term_item
+    from stepdistill.text.lm_tasks import MultiTaskCollator
+
+    method = build_method("traditional", {"alpha": 0.5})
+    student = new_student(config.student, tokenizer, seed=0).eval()
+    collator = MultiTaskCollator(tokenizer, False)
+    items = [(*term_item(term.objective, example), j) for example in data.train[:4] for j, term in enumerate(method.terms)]
+    batch = term_batch(collator, items)
+    soft = next(j for j, term in enumerate(method.terms) if term.name == "soft")
+    with torch.no_grad():
+        sums, counts = TermTokenSums(student, len(method.terms), TokenTeacher(student, 2.0), [soft])(batch)
+        plain, _ = TermTokenSums(student, len(method.terms))(batch)
+    assert counts[soft] > 0 and sums[soft].abs() < 1e-4 and plain[soft] > 1
+    hard = next(j for j, term in enumerate(method.terms) if term.name == "hard")
+    assert sums[hard] == pytest.approx(plain[hard].item())
+    assert isinstance(data.train[0], DistillationRecord)
+
+
+def test_lm_train_with_a_token_teacher_and_one_with_another_vocabulary(tmp_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from stepdistill.lm_experiment import LMStudentConfig, TinyStudent
+    from stepdistill.text.encoders import bundled_model_directory
+
+    teacher_dir = tmp_path / "teacher"
+    new_student(LMStudentConfig(tiny=TinyStudent(hidden=16, layers=1)), tokenizer, seed=7).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    base = {
+        "data": {"task": "cqa", "data_dir": str(DSBS_DIR), "max_train_records": 12, "max_test_records": 4},
+        "student": TINY,
+        "methods": {"baseline": {}, "traditional": {"alpha": 0.0}},
+        "training": {**TRAINING, "epochs": 1},
+        "evaluation": {"repeats": 1, "max_new_tokens": 4, "rationales": False},
+    }
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump({**base, "teacher": {"model": "teacher", "temperature": 2.0}}))
+    result = runner.invoke(app, ["--quiet", "lm-train", str(tmp_path / "kd.yaml"), "--out", str(tmp_path / "kd")])
+    assert result.exit_code == 0, result.output
+    history = json.loads((tmp_path / "kd" / "results.json").read_text())["methods"]["traditional"]["runs"][0]["history"]
+    assert history[0]["terms"]["soft"]["raw"] >= 0
+    assert AutoModelForCausalLM.from_pretrained(teacher_dir)  # the teacher is left as it was
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**base, "teacher": {"model": str(bundled_model_directory())}}))
+    refused = runner.invoke(app, ["--quiet", "lm-train", str(tmp_path / "other.yaml"), "--out", str(tmp_path / "other")])
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "tokenizer" in refused.stderr and "differ" in refused.stderr and not (tmp_path / "other").exists()

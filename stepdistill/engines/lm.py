@@ -9,7 +9,10 @@ Each term of the method becomes a text target of the student (Hsieh et al. 2023)
     rationale   explain: <input>  ->  the teacher's rationale
 
 Every term's loss is the mean token cross-entropy of its targets; all targets of a batch go
-through one forward pass (``task_losses`` with one id per term). The loss of a step is
+through one forward pass (``task_losses`` with one id per term). With a ``TokenTeacher`` (a local
+model sharing the student's tokenizer), the terms it distills (soft, and optionally rationale)
+compare the student's token distributions with the teacher's on the same targets instead:
+``T^2 * KL(teacher^T || student^T)`` per target token, the teacher run under ``no_grad``. The loss of a step is
 ``sum_k w_k * loss_k``, ``w_k`` the term's weight at the epoch (``weight.value(epoch)``), rescaled
 by the method's balancer if it has one, exactly as train.py computes it. The objectives' own
 settings (temperature, rationale distance, margin) describe numeric outputs and play no part
@@ -46,7 +49,19 @@ from stepdistill.engines.processes import dealt, lm_accelerator, sum_across
 from stepdistill.errors import StepDistillError
 from stepdistill.methods import Method
 from stepdistill.terms import HardLabel, Objective, Rationale, SoftTarget
-from stepdistill.text.lm_tasks import LABEL_TASK, MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS, RATIONALE_TASK, LengthGroupedBatchSampler, LMRecord, MultiTaskCollator, target_logits, task_token_sums
+from stepdistill.text.lm_tasks import (
+    LABEL_TASK,
+    MAX_PROMPT_TOKENS,
+    MAX_TARGET_TOKENS,
+    RATIONALE_TASK,
+    LengthGroupedBatchSampler,
+    LMRecord,
+    MultiTaskCollator,
+    per_task_sums,
+    target_logits,
+    task_token_sums,
+    token_kl,
+)
 from stepdistill.train import _scheduler as epoch_scheduler
 from stepdistill.train import current_weights, scheduled_weights
 
@@ -161,18 +176,42 @@ def new_lm_state(method: Method, model: torch.nn.Module, options: LMOptions) -> 
     return LMStudentState(method, model, optimizer, epoch_scheduler(optimizer, method.training), balancer)
 
 
+@dataclass(frozen=True)
+class TokenTeacher:
+    """A frozen local teacher model with the student's tokenizer, for token-level distillation of
+    the terms whose objectives are among ``objectives`` (SoftTarget, optionally Rationale), at
+    ``temperature``. Never trained, never wrapped for data parallelism."""
+
+    model: torch.nn.Module
+    temperature: float
+    objectives: tuple[type, ...] = (SoftTarget,)
+
+
 class TermTokenSums(torch.nn.Module):
     """The student as data parallelism sees it: ``forward(batch)`` is ``task_token_sums`` with one
-    id per term. DDP synchronizes the gradients of a module whose forward it ran, and the loss
-    is not the model's own forward (hidden states, then the output layer at target tokens)."""
+    id per term (token distillation for ``distilled`` term ids, with ``teacher``). DDP
+    synchronizes the gradients of a module whose forward it ran, and the loss is not the model's
+    own forward (hidden states, then the output layer at target tokens)."""
 
-    def __init__(self, model: torch.nn.Module, n_terms: int):
+    def __init__(self, model: torch.nn.Module, n_terms: int, teacher: TokenTeacher | None = None, distilled: Sequence[int] = ()):
         super().__init__()
         self.model = model
         self.n_terms = n_terms
+        # A dataclass, not a submodule: the teacher is neither trained nor synchronized.
+        self.teacher = teacher
+        self.distilled = torch.tensor(list(distilled), dtype=torch.long)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return task_token_sums(self.model, batch, self.n_terms)
+        if self.teacher is None or not len(self.distilled):
+            return task_token_sums(self.model, batch, self.n_terms)
+        logits, targets, token_terms = target_logits(self.model, batch)
+        token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        by_teacher = torch.isin(token_terms, self.distilled.to(token_terms.device))
+        if by_teacher.any():
+            with torch.no_grad():
+                teacher_logits, _, _ = target_logits(self.teacher.model, batch)
+            token_losses = torch.where(by_teacher, token_kl(logits, teacher_logits, self.teacher.temperature), token_losses)
+        return per_task_sums(token_losses, token_terms, self.n_terms)
 
 
 def train_lm_student(
@@ -183,9 +222,11 @@ def train_lm_student(
     options: LMOptions,
     seed: int,
     accelerator=None,
+    teacher: TokenTeacher | None = None,
 ) -> None:
     """Train ``state`` on ``train`` until its epochs are done, early stopping or divergence, then
     load its best epoch's weights. ``val`` (human labels) is read only for the validation loss.
+    ``teacher``: token-level distillation of the terms it names (see ``TokenTeacher``).
     ``seed`` fixes the batch order and dropout (with dropout, several processes draw other
     masks than one). ``accelerator``: this process's (``lm_accelerator``, made if None); every
     process passes the same arguments and ends with the same weights and history."""
@@ -195,7 +236,10 @@ def train_lm_student(
     sampler = LengthGroupedBatchSampler([collator.record_length(example.record) for example in train], state.method.training.batch_size, seed)
     # The student's place is the caller's choice (process_device); prepare only wraps it. Only the
     # student is prepared: a frozen teacher (token distillation) goes to model.device, under no_grad.
-    term_sums, optimizer = accelerator.prepare(TermTokenSums(model, len(state.method.terms)), state.optimizer, device_placement=[False, False])
+    distilled = [] if teacher is None else [j for j, term in enumerate(state.method.terms) if isinstance(term.objective, teacher.objectives)]
+    term_sums, optimizer = accelerator.prepare(
+        TermTokenSums(model, len(state.method.terms), teacher, distilled), state.optimizer, device_placement=[False, False]
+    )
     torch.manual_seed(seed)  # dropout
     model.train()
     try:

@@ -316,7 +316,12 @@ def task_token_sums(model, batch: dict[str, torch.Tensor], n_tasks: int = len(TA
     means of ``task_losses``; kept apart for processes that each hold part of a batch, whose
     means are their sums over the whole batch's counts."""
     logits, targets, token_tasks = target_logits(model, batch)
-    token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    return per_task_sums(F.cross_entropy(logits.float(), targets, reduction="none"), token_tasks, n_tasks)
+
+
+def per_task_sums(token_losses: torch.Tensor, token_tasks: torch.Tensor, n_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sums, counts)`` (n_tasks,): the token losses (N,) added up by their task (N,), and each
+    task's token count."""
     sums = torch.zeros(n_tasks, dtype=token_losses.dtype, device=token_losses.device).index_add(0, token_tasks, token_losses)
     return sums, torch.bincount(token_tasks, minlength=n_tasks)
 
@@ -337,12 +342,16 @@ def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
             f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ in shape; "
             "token distillation needs a teacher with the student's tokenizer, run on the same batch"
         )
-    student = F.log_softmax(student_logits[labels_mask].float() / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits[labels_mask].detach().float() / temperature, dim=-1)
-    if student.shape[0] == 0:
-        return student.sum()
-    kl = F.kl_div(student, teacher, log_target=True, reduction="none").sum(dim=-1)
-    return kl.mean() * temperature**2
+    kl = token_kl(student_logits[labels_mask], teacher_logits[labels_mask], temperature)
+    return kl.sum() if kl.shape[0] == 0 else kl.mean()
+
+
+def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(N,): ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` of each of N tokens, from
+    logits (N, V) over the same vocabulary; the teacher's are a fixed target (detached)."""
+    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="none").sum(dim=-1) * temperature**2
 
 
 def check_same_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
