@@ -3,6 +3,7 @@ moment, before the command line is even imported or parsed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -21,4 +22,13 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stop_before_start)
     from stepdistill.cli import app
 
-    app()
+    try:
+        app()
+    except SystemExit as stop:
+        if stop.code == INTERRUPTED_EXIT_CODE:
+            # The line is printed and everything on disk is whole (written atomically); tearing
+            # down torch and the other libraries would keep a stopped user waiting for seconds.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(INTERRUPTED_EXIT_CODE)
+        raise
