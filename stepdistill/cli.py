@@ -167,8 +167,9 @@ def ablate(
     repeats: int | None = typer.Option(
         None, help="Runs (evaluation.repeats) for every variant. Default: the config's if it sets them, else 5.", show_default=False
     ),
-    out: Path = typer.Option(Path("runs/ablate"), help="Directory for ablation.json/.md/.html/.png and the usual report files."),
+    out: str = typer.Option("runs/ablate", help="Directory for ablation.json/.md/.html/.png and the usual report files; new or empty, unless --overwrite."),
     data_dir: Path | None = DATA_DIR_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """The enhanced method with each component removed in turn, compared seed by seed with the full one."""
 
@@ -177,11 +178,11 @@ def ablate(
         from stepdistill.studies import run_ablation
 
         experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=5)
-        _check_out(out)
+        out_dir = _new_out(out, overwrite, ("ablation.json",))
         with _progress() as progress:
             results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress, _teacher_store(), test_frame)
         out_console.print(render_ablation_table(results, ablation))
-        _report_written(write_ablation(results, ablation, out))
+        _written(out_dir, write_ablation(results, ablation, out_dir), overwrite)
 
     _guarded(go)
 
@@ -196,8 +197,9 @@ def sweep_data(
     repeats: int | None = typer.Option(
         None, help="Runs (evaluation.repeats) for every method. Default: the config's if it sets them, else 3.", show_default=False
     ),
-    out: Path = typer.Option(Path("runs/sweep"), help="Directory for sweep.json, sweep.md, sweep.html and sweep.png."),
+    out: str = typer.Option("runs/sweep", help="Directory for sweep.json, sweep.md, sweep.html and sweep.png; new or empty, unless --overwrite."),
     data_dir: Path | None = DATA_DIR_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Every method at each labelled fraction: how much the teacher helps when labels are scarce."""
 
@@ -207,14 +209,14 @@ def sweep_data(
 
         shares = parse_fractions(fractions)
         experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=3)
-        _check_out(out)
+        out_dir = _new_out(out, overwrite, ("sweep.json",))
         with _progress() as progress:
             results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress, _teacher_store(), test_frame)
         sweep = summarize_sweep(results_by_fraction)
         # The teacher (trained on every label) and the runs are the same at every fraction.
         any_results = next(iter(results_by_fraction.values()))
         out_console.print(render_sweep_table(sweep, any_results))
-        _report_written(write_sweep(sweep, any_results, out))
+        _written(out_dir, write_sweep(sweep, any_results, out_dir), overwrite)
 
     _guarded(go)
 
@@ -403,22 +405,26 @@ def lm_train(
     config: Path = typer.Argument(
         ..., metavar="CONFIG", help="YAML file: data (task, data_dir, splits), student, methods, training, evaluation.", show_default=False
     ),
-    out: Path = typer.Option(Path("runs/lm-train"), help="Directory for results.json, report.md and student/ (the chosen student)."),
+    out: str = typer.Option("runs/lm-train", help="Directory for results.json, report.md and student/ (the chosen student); new or empty, unless --overwrite."),
     data_dir: Path | None = typer.Option(
         None, help="The released distilling-step-by-step data (the folder holding datasets/), instead of the config's data.data_dir.", show_default=False
     ),
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Generative students (language models) distilled from an LLM's labels and rationales, every method over several runs, compared with the baseline."""
 
     def go() -> None:
+        from stepdistill.engines.processes import lm_accelerator
         from stepdistill.lm_experiment import load_lm_data, load_lm_train_config, run_lm_experiment, write_lm_experiment
 
         settings = load_lm_train_config(config)
         if data_dir is not None:
             settings.data.data_dir = data_dir
-        _check_out(out)
+        out_dir = _new_out(out, overwrite)
         experiment = run_lm_experiment(settings, load_lm_data(settings.data), say=None if _options["quiet"] else _say)
-        _report_written(write_lm_experiment(out, experiment))
+        written = write_lm_experiment(out_dir, experiment)
+        if lm_accelerator().is_main_process:  # of several processes, the one that wrote speaks
+            _written(out_dir, written, overwrite)
 
     _guarded(go)
 
@@ -458,9 +464,10 @@ def _check_out(out: Path) -> None:
 
 
 
-def _new_out(out: str, overwrite: bool) -> Path:
+def _new_out(out: str, overwrite: bool, earlier: tuple[str, ...] = ("results.json", "manifest.json")) -> Path:
     """The ``--out`` directory of a new run, checked before any work: named, a directory, new or
-    empty (or, with ``overwrite``, one an earlier run wrote), and writable."""
+    empty (or, with ``overwrite``, one an earlier run wrote: it holds one of ``earlier``), and
+    writable."""
     if not out.strip():
         raise StepDistillError("--out is empty; name a directory, such as runs/run")
     from stepdistill.checkpoints import Checkpoints
@@ -471,7 +478,7 @@ def _new_out(out: str, overwrite: bool) -> Path:
         Checkpoints.refuse_unfinished(path)
         if not overwrite:
             raise StepDistillError(f"--out {path} is not empty; pass a new or empty directory, or --overwrite to replace an earlier run's results")
-        if not (path / "results.json").is_file() and not (path / "manifest.json").is_file():
+        if not any((path / name).is_file() for name in earlier):
             raise StepDistillError(f"--out {path} holds files that are not an earlier run's results; --overwrite replaces only those, so pass another directory")
     _require_writable(path)
     return path
@@ -520,6 +527,14 @@ def _progress():
             yield bars
     else:
         yield Lines(sys.stderr)
+
+
+def _written(out: Path, paths: list[Path], overwrite: bool) -> None:
+    """Say what a command wrote into ``out``; with ``overwrite``, first remove what an earlier run
+    left there besides it."""
+    if overwrite:
+        _remove_stale(out, paths)
+    _report_written(paths)
 
 
 def _report_written(paths: list[Path]) -> None:

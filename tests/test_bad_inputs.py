@@ -52,6 +52,12 @@ def _config(tmp_path, frame: pd.DataFrame | None = None, text: str | None = None
     return ["run", str(path)]
 
 
+def _lm_config(tmp_path) -> list[str]:
+    """``lm-train CONFIG`` arguments (the config is checked before --out, the data after)."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"task": "cqa"}, "student": {"tiny": {"hidden": 16, "layers": 1}}}))
+    return ["lm-train", str(tmp_path / "config.yaml")]
+
+
 def _with_cell(column: str, row: int, value) -> pd.DataFrame:
     frame = _frame().astype({column: object})
     frame.loc[row, column] = value
@@ -159,6 +165,9 @@ CASES = {
         "not an earlier run's results",
     ),
     "both a config and --resume": (lambda p: _config(p, _frame()) + ["--resume", str(p)], None, "exactly one"),
+    "ablate into a --out that is not empty": (lambda p: _earlier_run(p) or ["ablate", _config(p, _frame())[1]], None, "is not empty"),
+    "sweep-data into a --out that is not empty": (lambda p: _earlier_run(p) or ["sweep-data", _config(p, _frame())[1]], None, "is not empty"),
+    "lm-train into a --out that is not empty": (lambda p: _earlier_run(p) or _lm_config(p), None, "is not empty"),
 }
 
 
