@@ -7,10 +7,10 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stepdistill.errors import StepDistillError, validation_message
+from stepdistill.files import read_yaml_mapping
 from stepdistill.methods import PRESETS, Method, TrainingConfig, build_method
 from stepdistill.students.kinds import LogisticStudent, StudentConfig
 from stepdistill.teachers.kinds import LogisticTeacher, TeacherConfig, TrainedHereTeacher
@@ -285,13 +285,6 @@ class ExperimentConfig(_Strict):
         return self.model_copy(update={"methods": methods}), control_of
 
 
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """A YAML parser's complaint on one line, with where it is: "line 3, column 7: ..."."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return problem if mark is None else f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-
-
 def _data_file(config_path: Path, value: Path, setting: str) -> Path:
     """``value`` of ``setting`` resolved against the config file's folder, where relative paths
     start; a missing file is named with both, since users expect the current directory."""
@@ -305,14 +298,7 @@ def _data_file(config_path: Path, value: Path, setting: str) -> Path:
 
 
 def load_config(path: Path) -> ExperimentConfig:
-    if not path.is_file():
-        raise StepDistillError(f"config file not found: {path}; pass the path of a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise StepDistillError(f"config {path} is not valid YAML ({yaml_problem(err)}); fix its syntax") from err
-    if not isinstance(raw, dict):
-        raise StepDistillError(f"config {path} must be a YAML mapping with keys data, teacher, student, methods, training, evaluation")
+    raw = read_yaml_mapping(path, "data, teacher, student, methods, training, evaluation")
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:

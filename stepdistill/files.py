@@ -1,10 +1,15 @@
-"""Writing a file whole or not at all, and where stepdistill keeps what it caches."""
+"""Reading a YAML config file, writing a file whole or not at all, and where stepdistill keeps
+what it caches."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+import yaml
+
+from stepdistill.errors import StepDistillError
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -32,3 +37,24 @@ def cache_root() -> Path:
     if chosen:
         return Path(chosen).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "stepdistill"
+
+
+def read_yaml_mapping(path: Path, keys: str) -> dict:
+    """The YAML mapping in the config file ``path``; a missing file, a syntax error (with its line
+    and column) or anything but a mapping (of ``keys``, named in the error) is a one-line error."""
+    if not path.is_file():
+        raise StepDistillError(f"config file not found: {path}; pass the path of a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise StepDistillError(f"config {path} is not valid YAML ({yaml_problem(err)}); fix its syntax") from err
+    if not isinstance(raw, dict):
+        raise StepDistillError(f"config {path} must be a YAML mapping with keys {keys}")
+    return raw
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML parser's complaint on one line, with where it is: "line 3, column 7: ..."."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return problem if mark is None else f"line {mark.line + 1}, column {mark.column + 1}: {problem}"

@@ -26,12 +26,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stepdistill import stats
 from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.evaluate import summarize
+from stepdistill.files import read_yaml_mapping
 from stepdistill.methods import PRESETS, Method, TrainingConfig, build_method
 
 # The paper's four settings (Hsieh et al. 2023): fine-tuning on the human labels (the control);
@@ -191,14 +191,7 @@ class LMTrainConfig(_Strict):
 
 def load_lm_train_config(path: Path) -> LMTrainConfig:
     """The config at ``path``, every method built and checked; one-line errors."""
-    if not path.is_file():
-        raise StepDistillError(f"config file not found: {path}; pass the path of a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise StepDistillError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
-    if not isinstance(raw, dict):
-        raise StepDistillError(f"config {path} must be a YAML mapping with keys data, student, methods, training, evaluation")
+    raw = read_yaml_mapping(path, "data, student, teacher, methods, training, evaluation")
     try:
         config = LMTrainConfig.model_validate(raw)
     except ValidationError as err:

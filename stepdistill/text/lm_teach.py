@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -41,7 +40,7 @@ from pydantic import (
 
 from stepdistill.data import read_frame
 from stepdistill.errors import StepDistillError, validation_message
-from stepdistill.files import cache_root, write_atomically
+from stepdistill.files import cache_root, read_yaml_mapping, write_atomically
 from stepdistill.text.inputs import CHOICE_LETTERS
 from stepdistill.text.llm_outputs import (
     BLOCK_STARTS,
@@ -160,14 +159,7 @@ class LMTeachConfig(_Strict):
 
 def load_lm_teach_config(path: Path) -> LMTeachConfig:
     """The config in the YAML file ``path``; the files it names are made relative to it."""
-    if not path.is_file():
-        raise StepDistillError(f"config file not found: {path}; pass the path of a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise StepDistillError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
-    if not isinstance(raw, dict):
-        raise StepDistillError(f"config {path} must be a YAML mapping with keys data, template, backend")
+    raw = read_yaml_mapping(path, "data, template, backend")
     try:
         config = LMTeachConfig.model_validate(raw)
     except ValidationError as err:
