@@ -31,9 +31,8 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +43,11 @@ from stepdistill.config import ExperimentConfig
 from stepdistill.data import Splits, Table, linear_binary
 from stepdistill.data.prepared import PreparedData
 from stepdistill.data.repeats import RunRows
+from stepdistill.engines.base import fit
+from stepdistill.engines.tabular import TabularData
 from stepdistill.evaluate import classification_metrics
 from stepdistill.experiment import build_teacher, load_data, prepare_run, runs_of, split_logits, student_states
 from stepdistill.teachers.kinds import LogisticTeacher
-from stepdistill.train import fit
 
 TARGET_RATIO = 20
 ACCURACY_TOLERANCE = 0.002
@@ -154,7 +154,7 @@ def stepdistill_path(data: PreparedData, run: RunRows) -> dict[str, nn.Module]:
     n_train = len(data.splits.train)
     methods = [CONFIG.build_method(name, CONFIG.candidates(name, n_train)[0]) for name in CONFIG.methods]
     students = student_states(CONFIG, methods, data, built.teacher, width, [run.seed])
-    fit([seeds[0] for seeds in students], data.splits.train, data.splits.val, cache)
+    fit([seeds[0] for seeds in students], TabularData(data.splits.train, data.splits.val, cache))
     return {name: seeds[0].model for name, seeds in zip(CONFIG.methods, students)}
 
 

@@ -18,14 +18,15 @@ from unittest import mock
 
 import torch
 
-import stepdistill.train as train_module
+import stepdistill.engines.tabular as train_module
 from stepdistill.data import linear_binary, prepare
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.experiment import run_experiment
 from stepdistill.methods import build_method
 from stepdistill.presets import demo
 from stepdistill.students import LogisticModel
 from stepdistill.teachers import cache_model_outputs
-from stepdistill.train import fit, new_state
 
 
 def on_device(device: str, fn, *args):
@@ -50,16 +51,16 @@ def engines_agree_on_cuda() -> dict:
     """Largest parameter difference between the linear engine and autograd, on CUDA."""
     splits, _ = prepare(linear_binary(10_000, 10, seed=1), "label")
     teacher = new_state("t", build_method("baseline", {"epochs": 2}), lambda: LogisticModel(10, 1), 0, device="cuda")
-    fit([teacher], splits.train, splits.val, None)
+    fit([teacher], TabularData(splits.train, splits.val, None))
     cache = cache_model_outputs(teacher.model, [splits.train, splits.val])
     gaps = {}
     for preset in ["step_by_step", "enhanced"]:
         method = build_method(preset, {"epochs": 3})
         linear = new_state("a", method, lambda: LogisticModel(10, 1), 1, device="cuda")
-        fit([linear], splits.train, splits.val, cache)
+        fit([linear], TabularData(splits.train, splits.val, cache))
         with mock.patch.object(train_module.LinearEngine, "accepts", staticmethod(lambda state: False)):
             autograd = new_state("b", method, lambda: LogisticModel(10, 1), 1, device="cuda")
-            fit([autograd], splits.train, splits.val, cache)
+            fit([autograd], TabularData(splits.train, splits.val, cache))
         a = torch.cat([p.detach().flatten() for p in linear.model.parameters()])
         b = torch.cat([p.detach().flatten() for p in autograd.model.parameters()])
         assert a.is_cuda and b.is_cuda

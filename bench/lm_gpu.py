@@ -109,7 +109,7 @@ def run_task(task: str, size: TaskSize, data_dir: Path | None, smoke: bool) -> d
     }
     return {
         "records": results["records"],
-        "teacher_test_accuracy": results["teacher"]["test_label_accuracy"],
+        "teacher_test_accuracy": results["teacher"]["test"]["label_accuracy"]["mean"],
         "methods": methods,
         "seconds": time.perf_counter() - started,
     }

@@ -3,21 +3,30 @@
 same model, data, device and optimizer, in one process.
 
 - **released:** ``TaskPrefixTrainer.compute_loss`` of google-research/distilling-step-by-step:
-  a random batch of records (the Trainer's random sampler); the ``predict:`` and the ``explain:``
-  sequences collated apart, each padded to the longest of its own batch (its
+  a random batch of records (the Trainer's random sampler); the ``predict: <input>`` and the
+  ``explain: <input>`` sequences (the released prompts, task prefix first; for a causal model
+  ``prompt + target`` rows) collated apart, each padded to the longest of its own batch (its
   ``DataCollatorForSeq2Seq``), and two forward passes, each the model's own loss (logits at every
   position, mean token cross-entropy): ``a * pred.loss + (1 - a) * expl.loss``.
-- **one pass:** ``LengthGroupedBatchSampler`` batches of records of similar length, both tasks of
-  each in one batch padded to its longest (``MultiTaskCollator``), one forward pass with logits at
-  target tokens only (``task_losses``): ``a * losses[0] + (1 - a) * losses[1]``.
+- **one pass:** the engine's batches: ``LengthGroupedBatchSampler`` batches of records of similar
+  length, both tasks of each in one batch (``MultiTaskCollator``), one forward pass with logits at
+  target tokens only (``task_losses``): ``a * losses[0] + (1 - a) * losses[1]``. A causal model
+  (with sdpa or eager attention) gets packed rows: each record's input once, its two targets
+  (``predict:`` tag + label, ``explain:`` tag + rationale) as branches after it under a 4D mask,
+  so the input (most of a cqa record's tokens) is computed once instead of twice, and the label
+  is not padded to a rationale's length. A seq2seq model gets one row per (record, task).
 
 Both start from the same weights with their own AdamW (lr 5e-5, the released default), a = 0.5,
 the same number of records per step; sequences are tokenized once before timing (the released
 script tokenizes in ``datasets.map`` before training too). Steps alternate between the two paths,
 so that a change in the machine's load falls on both; each path is warmed up untimed first.
-Training tokens are counted alike for both: the prompt and target tokens (no padding) of every
-sequence a step trains on. Data: the first ``--records`` records of the cqa training split with
-PaLM's rationales (``read_dsbs``), human labels (the paper's default).
+Training tokens are counted alike for both, as the same logical work: the prompt and target
+tokens of every (record, task) a step trains on, as if each were a sequence of its own (no
+padding; a packed input counts once per task, as the released path computes it). The two prompt
+formats differ by about a token per sequence (``predict: <input>\\n`` against
+``<input>\\npredict:\\n``). ``computed_tokens`` adds what each path's forward passes actually
+process, padding included (and a packed input once). Data: the first ``--records`` records of
+the cqa training split with PaLM's rationales (``read_dsbs``), human labels (the paper's default).
 
     .venv/bin/python bench/lm_step.py [--model DIR] [--records 512] [--steps 20] [--batch-size 16] [--device cuda] [--smoke]
 
@@ -40,7 +49,17 @@ import torch
 
 from stepdistill.presets import dsbs_directory
 from stepdistill.text.llm_outputs import read_dsbs
-from stepdistill.text.lm_tasks import LABEL_TASK, RATIONALE_TASK, LengthGroupedBatchSampler, MultiTaskCollator, both_tasks, lm_records, task_losses
+from stepdistill.text.lm_tasks import (
+    LABEL_TASK,
+    RATIONALE_TASK,
+    LengthGroupedBatchSampler,
+    MultiTaskCollator,
+    both_tasks,
+    encode_task,
+    lm_records,
+    supports_packing,
+    task_losses,
+)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "lm_step.json"
@@ -70,31 +89,56 @@ def load_model(directory: Path | None, shape: dict[str, int]):
     return LlamaForCausalLM(config), tokenizer
 
 
+class ReleasedCollator(MultiTaskCollator):
+    """The released trainer's batches: one row per (record, task) with the released prompts, the
+    task prefix first (``predict: <input>``), for a causal model too (``prompt + target`` rows)."""
+
+    def __init__(self, tokenizer, seq2seq: bool):
+        super().__init__(tokenizer, seq2seq, packed=False)
+
+    def encoded(self, record, task):
+        key = (record, task)
+        if key not in self._encoded:  # seq2seq=True: the prefix-first prompt, whatever the model
+            self._encoded[key] = encode_task(self.tokenizer, record, task, True, self.max_prompt_tokens, self.max_target_tokens)
+        return self._encoded[key]
+
+
 def on_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def released_step(model, optimizer, collator, records) -> int:
-    """One step of the released trainer on ``records``; returns the training tokens."""
+def computed(batch: dict[str, torch.Tensor], seq2seq: bool) -> int:
+    """The token positions a forward pass over ``batch`` processes, padding included: a seq2seq
+    model's encoder and decoder positions, a causal model's row positions."""
+    return batch["input_ids"].numel() + (batch["labels"].numel() if seq2seq else 0)
+
+
+def released_step(model, optimizer, collator, records) -> tuple[int, int]:
+    """One step of the released trainer on ``records``; returns the training tokens and the
+    computed ones."""
     items = [[(record, task) for record in records] for task in (LABEL_TASK, RATIONALE_TASK)]
-    losses = []
+    losses, positions = [], 0
     for task_items in items:
-        batch = on_device(collator(task_items), model.device)
+        batch = collator(task_items)
+        positions += computed(batch, collator.seq2seq)
+        batch = on_device(batch, model.device)
         losses.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss)
     optimizer.zero_grad()
     (ALPHA * losses[0] + (1 - ALPHA) * losses[1]).backward()
     optimizer.step()
-    return sum(collator.encoded(record, task).tokens for task_items in items for record, task in task_items)
+    return sum(collator.encoded(record, task).tokens for task_items in items for record, task in task_items), positions
 
 
-def one_pass_step(model, optimizer, collator, records) -> int:
-    """One step of the one-pass multi-task loss on ``records``; returns the training tokens."""
+def one_pass_step(model, optimizer, collator, records) -> tuple[int, int]:
+    """One step of the one-pass multi-task loss on ``records``; returns the training tokens and
+    the computed ones."""
     items = both_tasks(records)
-    losses = task_losses(model, on_device(collator(items), model.device))
+    batch = collator(items)
+    losses = task_losses(model, on_device(batch, model.device))
     optimizer.zero_grad()
     (ALPHA * losses[0] + (1 - ALPHA) * losses[1]).backward()
     optimizer.step()
-    return sum(collator.encoded(record, task).tokens for record, task in items)
+    return sum(collator.encoded(record, task).tokens for record, task in items), computed(batch, collator.seq2seq)
 
 
 def random_batches(count: int, batch_size: int, seed: int):
@@ -141,8 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     frame, outputs = read_dsbs(dsbs_directory(args.data_dir), "cqa", "train")
     records, _ = lm_records(frame.head(args.records), outputs, "cqa")
     model, tokenizer = load_model(args.model, SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE)
-    collator = MultiTaskCollator(tokenizer, seq2seq=model.config.is_encoder_decoder)
-    lengths = [collator.record_length(record) for record in records]  # tokenizes every item, untimed
+    seq2seq = model.config.is_encoder_decoder
+    collators = {
+        "released": ReleasedCollator(tokenizer, seq2seq),
+        # The engine's collator: packed rows for a causal model whose attention reads the branch mask.
+        "one_pass": MultiTaskCollator(tokenizer, seq2seq, packed=None if seq2seq else supports_packing(model)),
+    }
+    lengths = [collators["one_pass"].record_length(record) for record in records]  # tokenizes every item, untimed
+    for record in records:  # tokenizes the released prompts too, untimed
+        collators["released"].record_length(record)
 
     device = torch.device(args.device)
     released_model = model.to(device)
@@ -156,16 +207,17 @@ def main(argv: list[str] | None = None) -> None:
     for path_model, _, _ in paths.values():
         path_model.train()
 
-    totals = {name: {"tokens": 0, "seconds": 0.0} for name in paths}
+    totals = {name: {"tokens": 0, "computed_tokens": 0, "seconds": 0.0} for name in paths}
     for step in range(WARM_UP_STEPS + args.steps):
         for name, (path_model, run_step, batches) in paths.items():
             batch = [records[i] for i in next(batches)]
             start = time.perf_counter()
-            tokens = run_step(path_model, optimizers[name], collator, batch)
+            tokens, positions = run_step(path_model, optimizers[name], collators[name], batch)
             if device.type == "cuda":  # kernels run asynchronously: the step ends when they do
                 torch.cuda.synchronize(device)
             if step >= WARM_UP_STEPS:
                 totals[name]["tokens"] += tokens
+                totals[name]["computed_tokens"] += positions
                 totals[name]["seconds"] += time.perf_counter() - start
 
     for total in totals.values():
@@ -177,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "records": len(records),
         "batch_records": args.batch_size,
+        "one_pass_layout": "packed" if collators["one_pass"].packed else ("seq2seq" if seq2seq else "rows"),
         "steps": args.steps,
         "threads": torch.get_num_threads(),
         **totals,
@@ -187,7 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"{results['model']} ({results['parameters']:,} parameters), {len(records)} cqa records, {args.batch_size} per step, {args.steps} steps")
     for name in paths:
-        print(f"  {name:<9} {totals[name]['tokens_per_second']:10.1f} tokens/s  ({totals[name]['tokens']} tokens in {totals[name]['seconds']} s)")
+        print(
+            f"  {name:<9} {totals[name]['tokens_per_second']:10.1f} tokens/s  ({totals[name]['tokens']} tokens in {totals[name]['seconds']} s; "
+            f"{totals[name]['computed_tokens']} computed, padding included)"
+        )
     print(f"  one pass / released: {ratio:.2f}x (target >= {TARGET_RATIO}x: {'met' if ratio >= TARGET_RATIO else 'not met'})")
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -39,11 +39,11 @@ import torch
 
 from stepdistill.config import ExperimentConfig
 from stepdistill.data.encode import FeatureEncoder
+from stepdistill.engines.base import TrainState
 from stepdistill.errors import StepDistillError
-from stepdistill.files import write_atomically
 from stepdistill.experiment import FinishedRun, RunResult, TeacherFacts
+from stepdistill.files import write_atomically
 from stepdistill.run_dir import RunStudents, fingerprint, model_from_spec
-from stepdistill.train import TrainState
 
 CHECKPOINTS_DIR = "checkpoints"
 EXPERIMENT_JSON = "experiment.json"

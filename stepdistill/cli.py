@@ -156,7 +156,7 @@ def _resume(run_dir: Path) -> None:
     _run(config, frame, run_dir, checkpoints.description, checkpoints, test_frame)
 
 
-STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation); or leave it out and pass --preset."
+STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation), a run's or lm-train's; or leave it out and pass --preset."
 STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(PRESET_NAMES)}."
 
 
@@ -175,14 +175,25 @@ def ablate(
 
     def go() -> None:
         from stepdistill.report.ablation import render_ablation_table, write_ablation
-        from stepdistill.studies import run_ablation
+        from stepdistill.studies import run_ablation, run_lm_ablation
 
-        experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=5)
-        out_dir = _new_out(out, overwrite, ("ablation.json",))
-        with _progress() as progress:
-            results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress, _teacher_store(), test_frame)
+        if config is not None and preset is None and _is_lm_config(config):
+            from stepdistill.lm_experiment import write_lm_results
+
+            settings, data = _lm_study_inputs(config, repeats, data_dir, default_repeats=5)
+            out_dir = _new_out(out, overwrite, ("ablation.json",))
+            results, ablation = run_lm_ablation(settings, data, say=None if _options["quiet"] else _say)
+            if not _main_process():  # of several processes, one writes and speaks
+                return
+            written = write_ablation(results, ablation, out_dir, write_lm_results)
+        else:
+            experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=5)
+            out_dir = _new_out(out, overwrite, ("ablation.json",))
+            with _progress() as progress:
+                results, ablation = run_ablation(experiment, frame, {**description, "study": "ablation"}, progress, _teacher_store(), test_frame)
+            written = write_ablation(results, ablation, out_dir)
         out_console.print(render_ablation_table(results, ablation))
-        _written(out_dir, write_ablation(results, ablation, out_dir), overwrite)
+        _written(out_dir, written, overwrite)
 
     _guarded(go)
 
@@ -208,12 +219,21 @@ def sweep_data(
         from stepdistill.studies import parse_fractions, run_sweep, summarize_sweep
 
         shares = parse_fractions(fractions)
-        experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=3)
-        out_dir = _new_out(out, overwrite, ("sweep.json",))
-        with _progress() as progress:
-            results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress, _teacher_store(), test_frame)
+        if config is not None and preset is None and _is_lm_config(config):
+            from stepdistill.studies import run_lm_sweep
+
+            settings, data = _lm_study_inputs(config, repeats, data_dir, default_repeats=3)
+            out_dir = _new_out(out, overwrite, ("sweep.json",))
+            results_by_fraction = run_lm_sweep(settings, data, shares, say=None if _options["quiet"] else _say)
+            if not _main_process():  # of several processes, one writes and speaks
+                return
+        else:
+            experiment, frame, test_frame, description = _study_inputs(config, preset, repeats, data_dir, default_repeats=3)
+            out_dir = _new_out(out, overwrite, ("sweep.json",))
+            with _progress() as progress:
+                results_by_fraction = run_sweep(experiment, frame, shares, {**description, "study": "sweep-data"}, progress, _teacher_store(), test_frame)
         sweep = summarize_sweep(results_by_fraction)
-        # The teacher (trained on every label) and the runs are the same at every fraction.
+        # The teacher and the runs are the same at every fraction.
         any_results = next(iter(results_by_fraction.values()))
         out_console.print(render_sweep_table(sweep, any_results))
         _written(out_dir, write_sweep(sweep, any_results, out_dir), overwrite)
@@ -243,6 +263,38 @@ def _study_inputs(
         experiment = experiment.model_copy(update={"evaluation": evaluation})
     test_frame = None if experiment.data.test_path is None else read_frame(experiment.data.test_path, experiment.data.sep)
     return experiment, read_frame(experiment.data.path, experiment.data.sep), test_frame, {"config_file": str(config)}
+
+
+def _is_lm_config(path: Path) -> bool:
+    """Whether ``path`` is an lm-train config (its data names a task of the released
+    distilling-step-by-step data) rather than a run config (whose data is a file)."""
+    from stepdistill.files import read_yaml_mapping
+
+    data = read_yaml_mapping(path, "data, student, teacher, methods, training, evaluation").get("data")
+    return isinstance(data, dict) and "task" in data
+
+
+def _lm_study_inputs(config: Path, repeats: int | None, data_dir: Path | None, default_repeats: int):
+    """``(settings, records)`` of an lm-train config for a study: ``repeats`` (else the config's,
+    else ``default_repeats``) and ``data_dir`` replace the config's."""
+    from stepdistill.lm_experiment import load_lm_data, load_lm_train_config
+
+    if repeats is not None and repeats < 1:
+        raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
+    settings = load_lm_train_config(config)
+    if data_dir is not None:
+        settings.data.data_dir = data_dir
+    if repeats is not None or "repeats" not in settings.evaluation.model_fields_set:
+        settings.evaluation.repeats = repeats or default_repeats
+    return settings, load_lm_data(settings.data)
+
+
+def _main_process() -> bool:
+    """Whether this is the main process of generative students' training (the only one, or of
+    several under ``accelerate launch``, the one that writes and speaks)."""
+    from stepdistill.engines.processes import lm_accelerator
+
+    return lm_accelerator().is_main_process
 
 
 def _with_consent(config: ExperimentConfig) -> ExperimentConfig:
@@ -414,7 +466,6 @@ def lm_train(
     """Generative students (language models) distilled from an LLM's labels and rationales, every method over several runs, compared with the baseline."""
 
     def go() -> None:
-        from stepdistill.engines.processes import lm_accelerator
         from stepdistill.lm_experiment import load_lm_data, load_lm_train_config, run_lm_experiment, write_lm_experiment
 
         settings = load_lm_train_config(config)
@@ -423,7 +474,7 @@ def lm_train(
         out_dir = _new_out(out, overwrite)
         experiment = run_lm_experiment(settings, load_lm_data(settings.data), say=None if _options["quiet"] else _say)
         written = write_lm_experiment(out_dir, experiment)
-        if lm_accelerator().is_main_process:  # of several processes, the one that wrote speaks
+        if _main_process():  # of several processes, the one that wrote speaks
             _written(out_dir, written, overwrite)
 
     _guarded(go)

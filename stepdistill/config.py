@@ -106,7 +106,7 @@ class StudentTraining(TrainingConfig):
     epochs, and keeps the best weights. A method that overrides any of these gets a control of
     its own trained with its recipe (``baseline@<method>``)."""
 
-    optimizer: Literal["sgd", "adam"] = "adam"
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float | Literal["auto"] = Field(AUTO, description="a learning rate, or auto: chosen on validation")
     epochs: int = Field(100, ge=1, description="most epochs; early stopping usually ends training sooner")
     batch_size: int | Literal["auto"] = AUTO

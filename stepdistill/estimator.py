@@ -28,6 +28,8 @@ from stepdistill.config import ExperimentConfig
 from stepdistill.data import encode_splits, frame_parts
 from stepdistill.data.prepared import PreparedData
 from stepdistill.data.splits import MIN_CLASS_ROWS_PER_SPLIT
+from stepdistill.engines.base import default_device, fit
+from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.evaluate import class_probabilities
 from stepdistill.experiment import student_states
@@ -36,7 +38,6 @@ from stepdistill.teachers import LightGBMTeacher, ModuleTeacher, Samples, Sklear
 from stepdistill.teachers.base import Teacher
 from stepdistill.teachers.common import torch_thread_count
 from stepdistill.teachers.kinds import TeacherConfig
-from stepdistill.train import default_device, fit
 
 # Every setting a method preset has: names set_params takes as overrides. Which of them the
 # chosen preset has, and their values, are checked in fit, where the preset validates them.
@@ -149,7 +150,7 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
             reason = teacher.rationale_unavailable or f"{type(teacher).__name__} explains none of its predictions"
             raise StepDistillError(f"method '{self.method}' needs a rationale, which the teacher does not give: {reason}; methods 'baseline' and 'traditional' need none")
         [[state]] = student_states(config, [method], data, teacher, None if rationale is None else rationale.shape[1], [seed])
-        fit([state], train, data.splits.val, cache)
+        fit([state], TabularData(train, data.splits.val, cache))
         self.classes_ = classes  # in the order of the student's outputs: frame_parts sorts labels alike
         self.student_ = state.model.cpu().eval()
         self.teacher_ = teacher

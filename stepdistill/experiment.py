@@ -29,6 +29,8 @@ from stepdistill.config import ExperimentConfig
 from stepdistill.data import Table, encode_splits, frame_parts
 from stepdistill.data.prepared import PreparedData
 from stepdistill.data.repeats import RunRows, cv_runs, fixed_test_runs, holdout_runs, labelled_mask, labelled_order
+from stepdistill.engines.base import TrainState, default_device, epochs_left, fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities, classification_metrics, count_parameters, predicted_classes
 from stepdistill.methods import Method
@@ -42,7 +44,6 @@ from stepdistill.teachers.cache import TeacherCache
 from stepdistill.teachers.kinds import BuiltTeacher
 from stepdistill.teachers.store import TeacherStore
 from stepdistill.text.inputs import TextInputs, choice_labels
-from stepdistill.train import TrainState, default_device, epochs_left, fit, new_state
 
 if TYPE_CHECKING:
     from stepdistill.checkpoints import Checkpoints
@@ -299,7 +300,7 @@ def _fit(
             if checkpoint is not None:
                 checkpoint(states)
 
-        fit(states, train, val, cache, on_epoch_end=on_epoch_end, labelled=labelled)
+        fit(states, TabularData(train, val, cache, labelled), on_epoch_end=on_epoch_end)
 
 
 # --- evaluation ------------------------------------------------------------------------------

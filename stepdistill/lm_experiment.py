@@ -18,8 +18,7 @@ import copy
 import datetime
 import json
 import platform
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -124,16 +123,15 @@ class LMTrainingConfig(_Strict):
     max_target_tokens: int = Field(128, ge=2)
 
     def method_settings(self) -> dict:
-        """The settings every method's ``TrainingConfig`` takes from this recipe; ``adam`` names
-        the optimizer nearest to the AdamW the LM engine uses, so that results describe it."""
-        shared = {name: getattr(self, name) for name in ("lr", "epochs", "batch_size", "scheduler", "early_stopping_patience")}
-        return {**shared, "optimizer": "adam"}
+        """The settings every method's ``TrainingConfig`` takes from this recipe (AdamW)."""
+        shared = {name: getattr(self, name) for name in ("lr", "epochs", "batch_size", "scheduler", "early_stopping_patience", "weight_decay")}
+        return {**shared, "optimizer": "adamw"}
 
     def options(self):
         """The engine's options beyond the method's ``TrainingConfig``."""
         from stepdistill.engines.lm import LMOptions
 
-        return LMOptions(self.grad_accumulation, self.weight_decay, self.max_grad_norm, self.max_prompt_tokens, self.max_target_tokens)
+        return LMOptions(self.grad_accumulation, self.max_grad_norm, self.max_prompt_tokens, self.max_target_tokens)
 
 
 class LMEvaluationConfig(_Strict):
@@ -174,6 +172,9 @@ class LMTrainConfig(_Strict):
                 raise ValueError(f"methods.{name} sets {', '.join(shared)}; set it under training:, which every method shares")
         return methods
 
+    def preset_of(self, name: str) -> str:
+        return self.methods[name].get("preset", name)
+
     def method(self, name: str) -> Method:
         """Method ``name`` with the shared recipe, checked for a generative student."""
         from stepdistill.engines.lm import check_lm_method
@@ -209,7 +210,7 @@ def load_lm_train_config(path: Path) -> LMTrainConfig:
 
 
 @dataclass
-class LMData:
+class LMDataset:
     """The records of an experiment: ``train`` (``DistillationRecord``: both labels, the teacher's
     rationale), ``test`` (``LMRecord``: human labels, the teacher's rationale),
     ``test_teacher_labels`` (the teacher's label of each test record, None where it gave none),
@@ -228,7 +229,7 @@ class LMData:
         return float(np.mean([label_correct(self.task, label or "", record) for label, record in zip(self.test_teacher_labels, self.test)]))
 
 
-def load_lm_data(data: LMDataConfig) -> LMData:
+def load_lm_data(data: LMDataConfig) -> LMDataset:
     """The configured splits as records; a split with too few usable records is an error."""
     from stepdistill.engines.lm import distillation_records
     from stepdistill.presets import dsbs_directory
@@ -257,7 +258,7 @@ def load_lm_data(data: LMDataConfig) -> LMData:
         )
         if count
     ]
-    return LMData(data.task, train, test, [test_outputs.answers[record.id].label for record in test], warnings)
+    return LMDataset(data.task, train, test, [test_outputs.answers[record.id].label for record in test], warnings)
 
 
 def split_train_val(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -326,12 +327,7 @@ def _tiny_model(tiny: TinyStudent, tokenizer):
     """A random Llama (causal) or T5 (seq2seq) of width ``tiny.hidden`` over the tokenizer's
     vocabulary. Untied embeddings: a random tied output layer favours special tokens, and the
     generations would be empty."""
-    from transformers import (
-        LlamaConfig,
-        LlamaForCausalLM,
-        T5Config,
-        T5ForConditionalGeneration,
-    )
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
     if tiny.kind == "seq2seq":
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -353,22 +349,43 @@ def _tiny_model(tiny: TinyStudent, tokenizer):
 
 @dataclass
 class LMExperiment:
-    """What ``run_lm_experiment`` produced: the results (JSON-ready), the chosen student (on the
-    CPU) and its tokenizer and manifest."""
+    """What ``run_lm_experiment`` produced: the results dict at each labelled fraction
+    (JSON-ready, ascending), the chosen student (on the CPU: of the largest fraction, lowest
+    validation loss) and its tokenizer and manifest."""
 
-    results: dict
+    results_by_fraction: dict[float, dict]
     student: object
     tokenizer: object
     manifest: dict
 
+    @property
+    def results(self) -> dict:
+        """The results at the largest fraction (lm-train's only one)."""
+        return self.results_by_fraction[max(self.results_by_fraction)]
 
-def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], None] | None = None) -> LMExperiment:
-    """Every method over ``evaluation.repeats`` runs on ``data`` (``load_lm_data(config.data)``);
-    ``say`` hears a line per trained student (on the main process)."""
-    from stepdistill.engines.lm import new_lm_state, train_lm_student
+
+def run_lm_experiment(
+    config: LMTrainConfig,
+    data: LMDataset,
+    say: Callable[[str], None] | None = None,
+    fractions: Sequence[float] = (1.0,),
+    compare_with: str = CONTROL,
+) -> LMExperiment:
+    """Every method over ``evaluation.repeats`` runs on ``data`` (``load_lm_data(config.data)``),
+    at each labelled ``fraction``: the share of each run's training records whose human labels
+    the students may use, and of its validation records whose labels the validation loss reads
+    (random, nested across fractions; the teacher's outputs serve on every record). Every
+    method is compared with ``compare_with`` run by run at each fraction. ``say`` hears a line
+    per trained student (on the main process)."""
+    from stepdistill.data.repeats import labelled_mask, labelled_order
+    from stepdistill.engines.base import fit, new_state
+    from stepdistill.engines.lm import LMData
     from stepdistill.engines.processes import lm_accelerator, process_device
     from stepdistill.text.lm_eval import evaluate_generative_student
 
+    if compare_with not in config.methods:
+        raise StepDistillError(f"the methods have no {compare_with!r} to compare the others with; add it under methods")
+    fractions = sorted(fractions)
     accelerator = lm_accelerator()
     # The default student is converted once, on first use: by one process, the others then read it.
     with accelerator.main_process_first():
@@ -378,49 +395,60 @@ def run_lm_experiment(config: LMTrainConfig, data: LMData, say: Callable[[str], 
     say = say if accelerator.is_main_process else None
     methods = {name: config.method(name) for name in config.methods}
     options = config.training.options()
-    runs: dict[str, list[dict]] = {name: [] for name in methods}
+    runs = {fraction: {name: [] for name in methods} for fraction in fractions}
     chosen = {"validation_loss": float("inf")}
     chosen_model = None
     warnings = list(data.warnings)
     for run in range(config.evaluation.repeats):
         seed = config.evaluation.seed + run
         train, val = split_train_val(data.train, config.evaluation.val_fraction, seed)
-        for name, method in methods.items():
-            model = new_student(config.student, tokenizer, seed).to(device)
-            state = new_lm_state(method, model, options)
-            started = time.perf_counter()
-            train_lm_student(state, tokenizer, train, [example.record for example in val], options, seed, accelerator, teacher)
-            seconds = time.perf_counter() - started
-            scores = evaluate_generative_student(
-                model, tokenizer, data.test, config.data.task, config.evaluation.batch_size, config.evaluation.max_new_tokens,
-                config.evaluation.rationales, _generator(accelerator),
-            )
-            if state.diverged:
-                warnings.append(f"{name}, run {run}: diverged ({state.diverged})")
-            runs[name].append(
-                {"run": run, "seed": seed, "n_train": len(train), "n_val": len(val), "n_test": len(data.test), "validation_loss": state.best_val_loss,
-                 "epochs": state.epoch, "train_seconds": seconds, "test": scores, "history": state.history}
-            )
-            if say is not None:
-                shown = ", ".join(f"{metric} {value:.3f}" for metric, value in scores.items())
-                say(f"run {run} {name}: validation loss {state.best_val_loss:.4f}, {shown} ({seconds:.1f} s)")
-            if state.best_val_loss < chosen["validation_loss"]:
-                chosen = {"method": name, "run": run, "seed": seed, "validation_loss": state.best_val_loss}
-                chosen_model = model.to("cpu")
-            del model, state
+        # One stratum: labels are free text (svamp's are numbers), so the shares are of records.
+        train_rank, val_rank = labelled_order(np.zeros(len(train)), seed), labelled_order(np.zeros(len(val)), seed + 1)
+        for fraction in fractions:
+            labelled = labelled_mask(np.zeros(len(train)), train_rank, fraction)
+            val_seen = [example.record for example, seen in zip(val, labelled_mask(np.zeros(len(val)), val_rank, fraction)) if seen]
+            training = LMData(tokenizer, train, val_seen, options, accelerator, teacher, None if fraction >= 1 else labelled.tolist())
+            for name, method in methods.items():
+                state = new_state(name, method, lambda: new_student(config.student, tokenizer, seed), seed, device=device)
+                fit([state], training)
+                scores = evaluate_generative_student(
+                    state.model, tokenizer, data.test, config.data.task, config.evaluation.batch_size, config.evaluation.max_new_tokens,
+                    config.evaluation.rationales, _generator(accelerator),
+                )
+                where = f"{name}, run {run}" + ("" if fraction >= 1 else f", labelled {fraction:g}")
+                if state.diverged:
+                    warnings.append(f"{where}: diverged ({state.diverged})")
+                runs[fraction][name].append(
+                    {"run": run, "seed": seed, "n_train": len(train), "n_labelled": int(labelled.sum()), "n_val": len(val_seen),
+                     "n_test": len(data.test), "validation_loss": state.best_val_loss, "epochs": state.epoch,
+                     "train_seconds": state.seconds, "test": scores, "history": state.history}
+                )
+                if say is not None:
+                    shown = ", ".join(f"{metric} {value:.3f}" for metric, value in scores.items())
+                    say(f"{where}: validation loss {state.best_val_loss:.4f}, {shown} ({state.seconds:.1f} s)")
+                if fraction == fractions[-1] and state.best_val_loss < chosen["validation_loss"]:
+                    chosen = {"method": name, "run": run, "seed": seed, "validation_loss": state.best_val_loss}
+                    chosen_model = state.model.to("cpu")
+                del state
     if chosen_model is None:
         raise StepDistillError("no student reached a finite validation loss; lower training.lr")
-    results = _results(config, data, methods, runs, chosen, warnings, str(device))
+    by_fraction = {
+        fraction: _results(config, data, methods, runs[fraction], fraction, compare_with, chosen, warnings, str(device)) for fraction in fractions
+    }
     manifest = {
         "kind": LM_STUDENT_KIND,
         "task": config.data.task,
-        "prompts": {"label": "predict: <input>\n", "rationale": "explain: <input>\n"},
+        "prompts": (
+            {"label": "predict: <input>\n", "rationale": "explain: <input>\n"}
+            if chosen_model.config.is_encoder_decoder
+            else {"label": "<input>\npredict:\n", "rationale": "<input>\nexplain:\n"}
+        ),
         "generation": {"max_new_tokens": config.evaluation.max_new_tokens, "max_prompt_tokens": config.training.max_prompt_tokens},
         "chosen": chosen,
         "student": config.student.model_dump(mode="json"),
-        "date": results["date"],
+        "date": by_fraction[fractions[-1]]["date"],
     }
-    return LMExperiment(results, chosen_model, tokenizer, manifest)
+    return LMExperiment(by_fraction, chosen_model, tokenizer, manifest)
 
 
 def _generator(accelerator) -> Callable[..., list[str]]:
@@ -436,9 +464,14 @@ def _generator(accelerator) -> Callable[..., list[str]]:
     return generate_across
 
 
-def _results(config, data: LMData, methods: dict[str, Method], runs: dict[str, list[dict]], chosen, warnings, device) -> dict:
-    """The results dict: per method its test metrics over runs, validation losses and comparison
-    with the baseline (corrected resampled t-test over runs, Holm over the table)."""
+def _results(
+    config, data: LMDataset, methods: dict[str, Method], runs: dict[str, list[dict]], fraction: float, control: str, chosen, warnings, device
+) -> dict:
+    """The results dict at one labelled fraction, in the layout of the tabular experiment's
+    where they meet (``methods.*.test``, ``control``, ``vs_control``, ``teacher.test``,
+    ``evaluation``), so that the ablation and sweep reports read both: per method its test
+    metrics over runs, validation losses and comparison with ``control`` (corrected resampled
+    t-test over runs, Holm over the table)."""
     entries = {}
     for name, method in methods.items():
         method_runs = runs[name]
@@ -448,16 +481,28 @@ def _results(config, data: LMData, methods: dict[str, Method], runs: dict[str, l
             "test": {metric: summarize([r["test"][metric] for r in method_runs]) for metric in metrics},
             "validation_loss": summarize([r["validation_loss"] for r in method_runs]),
             "train_seconds": summarize([r["train_seconds"] for r in method_runs]),
+            "control": None if name == control else control,
             "runs": method_runs,
         }
-    _compare_with_baseline(entries, runs)
+    _compare_with_control(entries, runs, control)
+    teacher_accuracy = data.teacher_test_accuracy()
     return {
         "task": config.data.task,
         "records": {"train_and_validation": len(data.train), "test": len(data.test)},
-        "teacher": {"test_label_accuracy": data.teacher_test_accuracy()},
+        "teacher": {"kind": "llm outputs", "refit": False, "test": {COMPARED: {"mean": teacher_accuracy, "std": 0.0, "values": [teacher_accuracy]}}},
         "methods": entries,
         "chosen": chosen,
-        "comparison": f"{COMPARED} of each method against {CONTROL}, paired by run: corrected resampled t-test (Nadeau & Bengio 2003), Holm over the table",
+        "evaluation": {
+            "scheme": "fixed test split",
+            "runs": config.evaluation.repeats,
+            "runs_vary": "each run its own train/validation carve and seed, the test split fixed",
+            "labelled_fraction": fraction,
+            "test": TEST_NAME,
+            "compared": [COMPARED],
+            "control": control,
+            "confidence": stats.CONFIDENCE,
+            "correction": "holm",
+        },
         "warnings": warnings,
         "config": config.model_dump(mode="json"),
         "date": datetime.date.today().isoformat(),
@@ -465,20 +510,22 @@ def _results(config, data: LMData, methods: dict[str, Method], runs: dict[str, l
     }
 
 
-def _compare_with_baseline(entries: dict, runs: dict[str, list[dict]]) -> None:
-    """Fill each method's ``vs_baseline`` (its test label accuracy against the baseline's)."""
-    if CONTROL not in entries:
-        return
-    others = [name for name in entries if name != CONTROL]
+TEST_NAME = "corrected resampled t-test over runs (Nadeau & Bengio 2003)"
+
+
+def _compare_with_control(entries: dict, runs: dict[str, list[dict]], control: str) -> None:
+    """Fill each method's ``vs_control`` (its test label accuracy against ``control``'s), Holm
+    over the table."""
+    others = [name for name in entries if name != control]
     pending = []
     for name in others:
         # The test split is fixed while the training records vary: the correction's n_test / n_train.
         ratio = float(np.mean([r["n_test"] / r["n_train"] for r in runs[name]]))
         values = [r["test"][COMPARED] for r in runs[name]]
-        reference = [r["test"][COMPARED] for r in runs[CONTROL]]
+        reference = [r["test"][COMPARED] for r in runs[control]]
         pending.append(stats.corrected_paired_t(values, reference, ratio))
     for name, comparison in zip(others, stats.holm(pending)):
-        entries[name]["vs_baseline"] = {COMPARED: comparison}
+        entries[name]["vs_control"] = {COMPARED: comparison}
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -486,16 +533,17 @@ def _compare_with_baseline(entries: dict, runs: dict[str, list[dict]]) -> None:
 
 def render_lm_markdown(results: dict) -> str:
     """report.md: the setup, one row per method (test metrics mean ± std over runs, validation
-    loss, the comparison with the baseline), the teacher's accuracy, warnings."""
+    loss, the comparison with its control), the teacher's accuracy, warnings."""
     from stepdistill.report.markdown import markdown_table
     from stepdistill.report.results import format_mean_std
 
     config, methods = results["config"], results["methods"]
     runs = len(next(iter(methods.values()))["runs"])
-    headers = ["method", "test label accuracy", "rationale ROUGE-L", "validation loss", f"Δ accuracy vs {CONTROL} (points)", "train s", "notes"]
+    control = results["evaluation"]["control"]
+    headers = ["method", "test label accuracy", "rationale ROUGE-L", "validation loss", f"Δ accuracy vs {control} (points)", "train s", "notes"]
     rows = []
     for name, entry in methods.items():
-        comparison = entry.get("vs_baseline", {}).get(COMPARED)
+        comparison = entry.get("vs_control", {}).get(COMPARED)
         notes = "chosen (lowest validation loss)" if results["chosen"].get("method") == name else ""
         rows.append(
             [
@@ -509,16 +557,18 @@ def render_lm_markdown(results: dict) -> str:
             ]
         )
     student = config["student"]["model"] or (f"tiny {config['student']['tiny']}" if config["student"]["tiny"] else "SmolLM2-135M-Instruct")
+    evaluation = results["evaluation"]
+    fraction = "" if evaluation["labelled_fraction"] >= 1 else f"; students see the human labels of {evaluation['labelled_fraction']:g} of them"
     lines = [
         f"# Generative students on {results['task']}",
         "",
         (
             f"- student: {student}; {results['records']['train_and_validation']} training records (each run holds out "
-            f"{config['evaluation']['val_fraction']:g} for validation), {results['records']['test']} test records; {runs} runs"
+            f"{config['evaluation']['val_fraction']:g} for validation){fraction}, {results['records']['test']} test records; {runs} runs"
         ),
         f"- recipe (every method): {config['training']}",
-        f"- teacher's test label accuracy: {results['teacher']['test_label_accuracy']:.3f}",
-        f"- comparison: {results['comparison']}; {SIGNIFICANT_MARK} significant after Holm",
+        f"- teacher's test label accuracy: {results['teacher']['test'][COMPARED]['mean']:.3f}",
+        f"- comparison: {COMPARED} of each method against {control}, paired by run: {evaluation['test']}, Holm over the table; {SIGNIFICANT_MARK} significant after Holm",
         "",
         *markdown_table(headers, rows),
         "",
@@ -530,7 +580,7 @@ def render_lm_markdown(results: dict) -> str:
 
 
 def _comparison_cell(comparison: dict | None) -> str:
-    """The difference from the baseline in points, its interval and verdict; empty for the baseline."""
+    """The difference from the control in points, its interval and verdict; empty for the control."""
     from stepdistill.report.results import format_comparison
 
     if comparison is None:
@@ -538,6 +588,13 @@ def _comparison_cell(comparison: dict | None) -> str:
     cell = format_comparison("accuracy", comparison)
     # Untested verdicts ("too few repeats", "no spread") are already in the cell.
     return cell if comparison["verdict"] in cell else f"{cell} ({comparison['verdict']})"
+
+
+def write_lm_results(results: dict, out_dir: Path) -> list[Path]:
+    """results.json and report.md of an lm-train experiment into ``out_dir``."""
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, allow_nan=True))
+    (out_dir / "report.md").write_text(render_lm_markdown(results))
+    return [out_dir / "results.json", out_dir / "report.md"]
 
 
 def write_lm_experiment(out_dir: Path, experiment: LMExperiment) -> list[Path]:
@@ -549,8 +606,7 @@ def write_lm_experiment(out_dir: Path, experiment: LMExperiment) -> list[Path]:
     from stepdistill.report.staged import write_staged
 
     def write(staging: Path) -> list[str]:
-        (staging / "results.json").write_text(json.dumps(experiment.results, indent=2, allow_nan=True))
-        (staging / "report.md").write_text(render_lm_markdown(experiment.results))
+        write_lm_results(experiment.results, staging)
         experiment.student.save_pretrained(staging / "student")
         experiment.tokenizer.save_pretrained(staging / "student")
         (staging / "student" / LM_MANIFEST).write_text(json.dumps(experiment.manifest, indent=2))

@@ -1,10 +1,14 @@
 """``stepdistill predict`` for the student of an lm-train run: its greedy generations on new records.
 
 The run directory's ``student/`` holds the model (``save_pretrained``), its tokenizer and
-``manifest.json`` (``kind: generative student``, the task, generation settings). Each row of the
-input becomes the task's ``predict:`` prompt (and, for rationales, its ``explain:`` prompt), written
-exactly as in training. The prediction is what the test split is scored by: the cqa choice the
-answer names, the e-SNLI label word, the svamp value; the raw generation is kept beside it.
+``manifest.json`` (``kind: generative student``, the task, its prompts' format, generation
+settings). Each row of the input becomes the task's label prompt (and, for rationales, its
+rationale prompt), token for token as in training (``lm_tasks.prompt_ids``: a causal student's
+``<input>\\npredict:\\n``, a seq2seq student's ``predict: <input>\\n``); a student whose
+manifest records another format (one trained before causal prompts put the tag after the input)
+is refused rather than prompted in a way it never saw. The prediction is what the test split is
+scored by: the cqa choice the answer names, the e-SNLI label word, the svamp value; the raw
+generation is kept beside it.
 """
 
 from __future__ import annotations
@@ -83,8 +87,8 @@ def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from stepdistill.text.lm_eval import generate
-    from stepdistill.text.lm_tasks import LABEL_TASK, MAX_PROMPT_TOKENS, RATIONALE_TASK
-    from stepdistill.train import default_device
+    from stepdistill.text.lm_tasks import LABEL_TASK, MAX_PROMPT_TOKENS, RATIONALE_TASK, prompt_formats
+    from stepdistill.engines.base import default_device
 
     manifest = lm_manifest(run_dir)
     if manifest is None:
@@ -93,7 +97,14 @@ def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False)
     records = lm_input_records(frame, task)
     if not records:
         raise StepDistillError("INPUT has no rows; give at least one record")
-    loader = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(directory).is_encoder_decoder else AutoModelForCausalLM
+    seq2seq = AutoConfig.from_pretrained(directory).is_encoder_decoder
+    expected = prompt_formats(seq2seq)
+    if manifest.get("prompts", expected) != expected:
+        raise StepDistillError(
+            f"{directory} holds a student trained on prompts {manifest['prompts'].get('label')!r}, which this version no longer "
+            f"writes ({expected['label']!r}); train it again with stepdistill lm-train"
+        )
+    loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     model, tokenizer = loader.from_pretrained(directory).to(default_device()).eval(), AutoTokenizer.from_pretrained(directory)
     settings = manifest.get("generation", {})
     max_new_tokens, max_prompt_tokens = settings.get("max_new_tokens", 64), settings.get("max_prompt_tokens", MAX_PROMPT_TOKENS)

@@ -31,8 +31,9 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (sgd, adam) or decoupled decay (adamw)")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(512, ge=1)
     scheduler: Literal["none", "plateau", "cosine", "step"] = "none"
@@ -143,7 +144,7 @@ class EnhancedConfig(StepByStepConfig):
     perturbation: Literal["gaussian", "dropout"] = "gaussian"
     noise_std: float = Field(0.04, gt=0, description="gaussian perturbation")
     feature_dropout: float = Field(0.1, gt=0, lt=1, description="dropout perturbation: the chance a feature is zeroed")
-    optimizer: Literal["sgd", "adam"] = "adam"
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Field(0.005, gt=0)
     scheduler: Literal["none", "plateau", "cosine", "step"] = "plateau"
 

@@ -20,6 +20,7 @@ import pandas as pd
 from stepdistill.config import ExperimentConfig
 from stepdistill.errors import StepDistillError
 from stepdistill.experiment import run_experiment, run_fractions
+from stepdistill.lm_experiment import LM_METHODS, LMDataset, LMTrainConfig, run_lm_experiment
 from stepdistill.progress import Progress
 from stepdistill.teachers.store import TeacherStore
 
@@ -35,6 +36,10 @@ REMOVALS: dict[str, dict] = {
     "no_lr_schedule": {"scheduler": "none"},
     "no_rationale": {"beta": 0.0},
 }
+# The removals that change what a generative student trains: its methods have no consistency
+# term (not defined for text), no rationale distance or margin (the rationale is a token
+# cross-entropy), no curriculum, and one learning-rate schedule shared by every method.
+LM_REMOVALS = ("no_weight_ramp", "no_rationale")
 # The simpler methods, as references for how much of full's result the components account for.
 REFERENCE_METHODS = ("baseline", "traditional", "step_by_step")
 SHOWN_METRICS = ("accuracy", "log_loss")
@@ -56,19 +61,24 @@ def enhanced_overrides(config: ExperimentConfig) -> dict:
     return {key: value for key, value in config.methods[name].items() if key != "preset"}
 
 
-def ablation_config(config: ExperimentConfig) -> ExperimentConfig:
+def ablation_config(config: ExperimentConfig | LMTrainConfig) -> ExperimentConfig | LMTrainConfig:
     """``config`` with its methods replaced by the ablation's variants: ``full`` (the enhanced
     method with the config's settings), full with each of ``REMOVALS`` applied (the sample
-    curriculum only when full has one), and the reference methods with the config's settings
-    for them, if any. All train with full's recipe (optimizer, schedule, budget), so they differ
-    only in what the method does (``no_lr_schedule`` removes the schedule itself)."""
+    curriculum only when full has one; for generative students ``LM_REMOVALS``), and the
+    reference methods with the config's settings for them, if any. All train with full's
+    recipe (optimizer, schedule, budget), so they differ only in what the method does
+    (``no_lr_schedule`` removes the schedule itself)."""
+    full = {"preset": ENHANCED, **enhanced_overrides(config)}
+    if isinstance(config, LMTrainConfig):  # one recipe (training:) for every method already
+        variants = {FULL: full, **{name: {**full, **REMOVALS[name]} for name in LM_REMOVALS}}
+        variants.update({name: config.methods.get(name, LM_METHODS[name]) for name in REFERENCE_METHODS})
+        return config.model_copy(update={"methods": variants})
     fixed = {key for removal in REMOVALS.values() for key in removal}
     if config.tune is not None and (tuned := sorted(fixed & set(config.tune.grid))):
         # Tuning applies its grid on top of a method's settings, so it would undo the removal.
         raise StepDistillError(
             f"tune.grid tunes {', '.join(tuned)}, which ablation variants fix; remove {'it' if len(tuned) == 1 else 'them'} from tune.grid"
         )
-    full = {"preset": ENHANCED, **enhanced_overrides(config)}
     removals = {name: removal for name, removal in REMOVALS.items() if name != "no_sample_curriculum" or full.get("curriculum")}
     variants = {FULL: full, **{name: {**full, **removal} for name, removal in removals.items()}}
     full_recipe = config.model_copy(update={"methods": {FULL: full}}).training_settings(FULL)
@@ -78,12 +88,13 @@ def ablation_config(config: ExperimentConfig) -> ExperimentConfig:
 
 def summarize_ablation(results: dict) -> dict:
     """Per variant: ``{"test": {metric: {"mean", "std"}}, "vs_full": {metric: comparison}}``
-    for ``SHOWN_METRICS`` (stats.py's comparison after Holm's correction over the table); full
-    has no ``vs_full``."""
+    for the metrics the experiment compared (stats.py's comparison after Holm's correction over
+    the table); full has no ``vs_full``."""
+    metrics = results["evaluation"]["compared"]
     return {
         name: {
-            "test": {metric: _mean_std(entry["test"][metric]) for metric in SHOWN_METRICS},
-            **({"vs_full": {metric: entry["vs_control"][metric] for metric in SHOWN_METRICS}} if name != FULL else {}),
+            "test": {metric: _mean_std(entry["test"][metric]) for metric in metrics},
+            **({"vs_full": {metric: entry["vs_control"][metric] for metric in metrics}} if name != FULL else {}),
         }
         for name, entry in results["methods"].items()
     }
@@ -109,6 +120,14 @@ def run_ablation(
         compared_metrics=SHOWN_METRICS,
         teacher_store=teacher_store,
     )
+    return results, summarize_ablation(results)
+
+
+def run_lm_ablation(config: LMTrainConfig, data: LMDataset, say=None) -> tuple[dict, dict]:
+    """``run_ablation`` for generative students: every variant of ``ablation_config(config)``
+    in one ``lm-train`` experiment, each compared with ``full``; returns its results dict and
+    ``summarize_ablation`` of it. ``say`` hears a line per trained student."""
+    results = run_lm_experiment(ablation_config(config), data, say, compare_with=FULL).results
     return results, summarize_ablation(results)
 
 
@@ -147,15 +166,24 @@ def run_sweep(
     return {fraction_key(f): results for f, results in by_fraction.items()}
 
 
+def run_lm_sweep(config: LMTrainConfig, data: LMDataset, fractions: list[float], say=None) -> dict[str, dict]:
+    """``run_sweep`` for generative students: the ``lm-train`` experiment at every fraction of
+    human labels on the same runs (the teacher's labels and rationales serve on every record);
+    returns results dicts by ``fraction_key``, smallest fraction first."""
+    by_fraction = run_lm_experiment(config, data, say, sorted(fractions)).results_by_fraction
+    return {fraction_key(f): results for f, results in by_fraction.items()}
+
+
 def summarize_sweep(results_by_fraction: dict[str, dict]) -> dict:
     """``{method: {fraction: {metric: {"mean", "std"}, "vs_control": {metric: comparison}}}}``
-    from ``run_sweep``'s results, for ``SHOWN_METRICS``."""
+    from ``run_sweep``'s results, for the metrics the experiment compared."""
     summary: dict[str, dict] = {}
     for key, results in results_by_fraction.items():
+        metrics = results["evaluation"]["compared"]
         for name, entry in results["methods"].items():
-            cell = {metric: _mean_std(entry["test"][metric]) for metric in SHOWN_METRICS}
+            cell = {metric: _mean_std(entry["test"][metric]) for metric in metrics}
             if entry.get("vs_control"):
-                cell["vs_control"] = {metric: entry["vs_control"][metric] for metric in SHOWN_METRICS}
+                cell["vs_control"] = {metric: entry["vs_control"][metric] for metric in metrics}
             summary.setdefault(name, {})[key] = cell
     return summary
 

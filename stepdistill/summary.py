@@ -100,7 +100,9 @@ def summarize_experiment(
             "scheme": "fixed test file" if data.n_fixed_test else config.evaluation.scheme,
             "runs": len(runs),
             "labelled_fraction": fraction,
+            "runs_vary": _runs_vary(refit, bool(data.n_fixed_test)),
             "test": _test_name(len(runs)),
+            "compared": list(compared_metrics),
             "confidence": stats.CONFIDENCE,
             "correction": "holm",
         },
@@ -125,6 +127,12 @@ def summarize_experiment(
 
 def _count_runs(names: list[str]) -> dict[str, int]:
     return {name: names.count(name) for name in dict.fromkeys(names)}
+
+
+def _runs_vary(refit: bool, fixed_test: bool) -> str:
+    """What differs between runs, for the reports' descriptions."""
+    split = "train/validation split (the test file fixed)" if fixed_test else "split"
+    return f"each run its own {split}, teacher fit and seed" if refit else f"each run its own {split} and seed, the same teacher"
 
 
 def _test_name(n_runs: int) -> str:

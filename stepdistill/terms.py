@@ -1,8 +1,8 @@
 """Loss terms: what a student is compared with. How much each counts is a weight (weights.py).
 
 An objective turns a batch and the student's outputs into a per-sample loss ``(...)``, and gives
-its derivative with respect to the student's outputs for the linear engine (train.py). Objectives
-are frozen dataclasses: two terms with equal objectives compute the same thing, which is what
+its derivative with respect to the student's outputs for the linear engine (engines/tabular.py).
+Objectives are frozen dataclasses: two terms with equal objectives compute the same thing, which is what
 lets students with different weights share one batched computation.
 """
 

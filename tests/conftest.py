@@ -32,18 +32,19 @@ def nonlinear_splits():
 
 @pytest.fixture
 def train_both_engines(monkeypatch):
-    """``train(method, make, train, val, cache, **fit_kwargs) -> (linear, autograd)``: the same
+    """``train(method, make, train, val, cache, labelled=None) -> (linear, autograd)``: the same
     student (seed 1) trained by the linear engine and by autograd, and a check that they agree."""
-    import stepdistill.train as train_module
-    from stepdistill.train import fit, new_state
+    import stepdistill.engines.tabular as train_module
+    from stepdistill.engines.base import fit, new_state
+    from stepdistill.engines.tabular import TabularData
 
-    def train(method, make, train_table, val_table, cache, **fit_kwargs):
+    def train(method, make, train_table, val_table, cache, labelled=None):
         linear = new_state("linear", method, make, seed=1)
-        fit([linear], train_table, val_table, cache, **fit_kwargs)
+        fit([linear], TabularData(train_table, val_table, cache, labelled))
         with monkeypatch.context() as patch:
             patch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
             autograd = new_state("autograd", method, make, seed=1)
-            fit([autograd], train_table, val_table, cache, **fit_kwargs)
+            fit([autograd], TabularData(train_table, val_table, cache, labelled))
         params = [torch.cat([p.detach().flatten() for p in s.model.parameters()]) for s in (linear, autograd)]
         torch.testing.assert_close(*params, rtol=1e-4, atol=1e-5)
         return linear, autograd

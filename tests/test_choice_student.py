@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from stepdistill.data import Table
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import LinearEngine, TabularData
 from stepdistill.methods import build_method
 from stepdistill.students import ChoiceScorerModel
 from stepdistill.teachers.cache import InMemoryTeacherCache
-from stepdistill.train import LinearEngine, fit, new_state
 
 N_CHOICES, N_FEATURES, TEACHER_RATIONALE_WIDTH = 4, 5, 8
 
@@ -82,7 +83,7 @@ def test_trains_with_hard_labels_through_the_project_trainer():
     method = build_method("baseline", {"epochs": 5, "lr": 0.01, "optimizer": "adam", "batch_size": 32})
     state = new_state("choice", method, lambda: ChoiceScorerModel(N_FEATURES, N_CHOICES, (32,)), seed=0)
     assert not LinearEngine.accepts(state)
-    fit([state], train, val, cache=None)
+    fit([state], TabularData(train, val, None))
     assert state.diverged is None and len(state.history) == 5
     assert _accuracy(state.model, test) > 0.8
 
@@ -106,7 +107,7 @@ def test_distils_from_a_teacher_with_a_projected_rationale(preset):
     )
     assert (state.head is not None) == (preset == "step_by_step")
     assert not LinearEngine.accepts(state)
-    fit([state], train, val, cache)
+    fit([state], TabularData(train, val, cache))
     assert state.diverged is None and len(state.history) == 3
     terms = state.history[-1]["terms"]
     assert set(terms) == ({"hard", "soft", "rationale"} if preset == "step_by_step" else {"hard", "soft"})

@@ -3,9 +3,10 @@ import torch
 
 from stepdistill.data import Table, mnist_5k
 from stepdistill.data.bundled import IMAGE_SHAPE_MNIST
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.methods import build_method
 from stepdistill.students import CNNModel
-from stepdistill.train import fit, new_state
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_cnn_learns_digits_with_the_project_trainer():
     train, val, test = digits.take(order[:1000]), digits.take(order[1000:1200]), digits.take(order[1200:2200])
     method = build_method("baseline", {"epochs": 3, "optimizer": "adam", "lr": 3e-3, "batch_size": 32})
     state = new_state("cnn", method, lambda: CNNModel(IMAGE_SHAPE_MNIST, 10), seed=0)
-    fit([state], train, val, None)
+    fit([state], TabularData(train, val, None))
     state.model.eval()
     with torch.no_grad():
         accuracy = (state.model(test.X).logits.argmax(dim=1) == test.y).float().mean().item()

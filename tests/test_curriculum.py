@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from stepdistill.curriculum import Curriculum
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.methods import build_method
 from stepdistill.students import LogisticModel
 from stepdistill.teachers import cache_model_outputs
-from stepdistill.train import fit, new_state
 
 
 def test_pacing_functions_by_hand():
@@ -33,10 +34,10 @@ def test_difficulty_measures_by_hand():
 
 
 def test_curriculum_paces_the_rows_and_both_engines_agree(linear_splits, monkeypatch, train_both_engines):
-    import stepdistill.train as train_module
+    import stepdistill.engines.tabular as train_module
 
     teacher = new_state("t", build_method("baseline", {"epochs": 2, "optimizer": "adam", "lr": 0.02}), lambda: LogisticModel(10, 1), 0)
-    fit([teacher], linear_splits.train, linear_splits.val, None)
+    fit([teacher], TabularData(linear_splits.train, linear_splits.val, None))
     cache = cache_model_outputs(teacher.model, [linear_splits.train, linear_splits.val])
     curriculum = {"start_fraction": 0.25, "ramp_epochs": 2, "mistake_weight": 0.0, "mistake_confidence": 0.6}
     method = build_method("step_by_step", {"epochs": 3, "curriculum": curriculum})
@@ -47,7 +48,7 @@ def test_curriculum_paces_the_rows_and_both_engines_agree(linear_splits, monkeyp
         return original_step(self, batch)
 
     monkeypatch.setattr(train_module.LinearEngine, "step", counting_step)
-    fit([new_state("a", method, lambda: LogisticModel(10, 1), seed=1)], linear_splits.train, linear_splits.val, cache)
+    fit([new_state("a", method, lambda: LogisticModel(10, 1), seed=1)], TabularData(linear_splits.train, linear_splits.val, cache))
     n = len(linear_splits.train)
     per_epoch = [math.ceil(f * n) for f in (0.25, 0.625, 1.0)]
     assert sum(seen) == sum(per_epoch)  # each epoch visits exactly the paced rows
@@ -79,7 +80,7 @@ def test_hidden_labels_play_no_part_in_training(linear_splits, train_both_engine
     """Flipping the labels of hidden rows changes nothing, bit for bit, on both engines; flipping
     labelled ones does."""
     teacher = new_state("t", build_method("baseline", {"epochs": 2, "optimizer": "adam", "lr": 0.02}), lambda: LogisticModel(10, 1), 0)
-    fit([teacher], linear_splits.train, linear_splits.val, None)
+    fit([teacher], TabularData(linear_splits.train, linear_splits.val, None))
     cache = cache_model_outputs(teacher.model, [linear_splits.train, linear_splits.val])
     curriculum = {"difficulty": "disagreement", "start_fraction": 0.3, "ramp_epochs": 2, "mistake_weight": 0.2, "mistake_confidence": 0.6}
     method = build_method("step_by_step", {"epochs": 3, "curriculum": curriculum})
@@ -97,5 +98,5 @@ def test_hidden_labels_play_no_part_in_training(linear_splits, train_both_engine
     first_labelled = torch.nonzero(labelled)[:200].flatten()
     labelled_flipped = _with_labels(train, train.y.index_put((first_labelled,), 1 - train.y[first_labelled]))
     changed = new_state("c", method, make, seed=1)
-    fit([changed], labelled_flipped, val, cache, labelled=labelled)
+    fit([changed], TabularData(labelled_flipped, val, cache, labelled))
     assert not torch.allclose(params([changed])[0], original[0], atol=1e-4)

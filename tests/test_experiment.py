@@ -25,9 +25,9 @@ def spied(monkeypatch):
     calls = []
     fit, build_teacher, test_run = experiment.fit, experiment.build_teacher, experiment.test_run
 
-    def spy_fit(states, train, val, cache, **kwargs):
-        calls.append(("fit", set(train.ids.tolist()), set(val.ids.tolist())))
-        return fit(states, train, val, cache, **kwargs)
+    def spy_fit(states, data, **kwargs):
+        calls.append(("fit", set(data.train.ids.tolist()), set(data.val.ids.tolist())))
+        return fit(states, data, **kwargs)
 
     def spy_teacher(config, data, run, loaded, *args):
         calls.append(("teacher", set(data.splits.train.ids.tolist()), run.seed))

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from stepdistill.data.table import Table
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError
 from stepdistill.methods import build_method
 from stepdistill.students import MLPModel
@@ -19,7 +21,6 @@ from stepdistill.text import encoders
 from stepdistill.text.encoders import SentenceEncoder, choice_features, pair_features
 from stepdistill.text.features import TextFeaturizer
 from stepdistill.text.llm_outputs import ESNLI_CLASSES, LLMAnswer, LLMOutputs, read_dsbs
-from stepdistill.train import fit, new_state
 
 pytest.importorskip("sentence_transformers")
 if importlib.util.find_spec(encoders.BUNDLED_MODULE) is None:
@@ -189,6 +190,6 @@ def test_step_by_step_student_learns_from_the_llm_teacher(esnli, encoder, teache
     cache = cache_teacher(teacher, [Samples(part.ids, part.X) for part in (train, val)], ESNLI_CLASSES)
     state = new_state("sbs", build_method("step_by_step", {"epochs": 3}), lambda: MLPModel(X.shape[1], 3, hidden=(32,)), seed=0, teacher_rationale_width=384)
     assert state.head is not None
-    fit([state], train, val, cache)
+    fit([state], TabularData(train, val, cache))
     assert len(state.history) == 3 and state.diverged is None
     assert all(np.isfinite(epoch["terms"]["rationale"]["raw"]) for epoch in state.history)

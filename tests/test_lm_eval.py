@@ -1,5 +1,6 @@
 """Scoring a generative student's generations, and batched greedy generation on tiny models."""
 
+import copy
 import os
 
 import pytest
@@ -74,6 +75,27 @@ def test_batched_generation_equals_one_prompt_at_a_time(architecture, tokenizer,
     batched = generate(model, tokenizer, RECORDS, LABEL_TASK, batch_size=4, max_new_tokens=6)
     alone = [generate(model, tokenizer, [record], LABEL_TASK, max_new_tokens=6)[0] for record in RECORDS]
     assert batched == alone and all(batched)
+
+
+@pytest.mark.parametrize("architecture", ["causal", "seq2seq"])
+def test_generation_prompts_are_the_training_prompts(architecture, tokenizer, tiny_llama, tiny_t5, monkeypatch):  # noqa: F811
+    from stepdistill.text.lm_tasks import MultiTaskCollator
+
+    model = copy.deepcopy(tiny_t5 if architecture == "seq2seq" else tiny_llama)
+    seen = []
+
+    def record_prompts(input_ids, attention_mask, **settings):
+        seen.extend(ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask))
+        return input_ids if architecture == "causal" else input_ids[:, :1]
+
+    monkeypatch.setattr(model, "generate", record_prompts)
+    collator = MultiTaskCollator(tokenizer, seq2seq=architecture == "seq2seq", max_prompt_tokens=12)
+    for task in (LABEL_TASK, RATIONALE_TASK):
+        seen.clear()
+        generate(model, tokenizer, RECORDS, task, batch_size=3, max_prompt_tokens=12)
+        assert seen == [list(collator.encoded(record, task).prompt_ids) for record in RECORDS]
+    if architecture == "causal":  # the input first, then the task's tag
+        assert tokenizer.decode(seen[0]).endswith("\nexplain:\n") and len(seen[0]) == 12
 
 
 def test_scores_of_generations_like_the_teacher(tokenizer, tiny_llama, monkeypatch):  # noqa: F811

@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 
 from stepdistill.cli import app
 from stepdistill.data import linear_binary, prepare
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.methods import build_method
 from stepdistill.students import LogisticModel, MLPModel
 from stepdistill.teachers import cache_model_outputs
-from stepdistill.train import fit, new_state
 
 runner = CliRunner()
 # Where and when a run happened, not what it computed: wall-clock durations (a resumed run's are
@@ -73,7 +74,7 @@ def test_students_resumed_from_any_epoch_end_finish_as_if_never_stopped():
     resumed from each save, every student ends bit for bit as in the uninterrupted fit."""
     splits, _ = prepare(linear_binary(2000, 10, seed=1), "label")
     teacher = new_state("teacher", build_method("baseline", {"epochs": 2, "lr": 0.05}, name="teacher"), lambda: LogisticModel(10, 1), 0)
-    fit([teacher], splits.train, splits.val, None)
+    fit([teacher], TabularData(splits.train, splits.val, None))
     cache = cache_model_outputs(teacher.model, [splits.train, splits.val])
     recipe = {"epochs": 4, "optimizer": "adam", "lr": 0.05, "scheduler": "plateau", "early_stopping_patience": 2}
     curriculum = {"curriculum": {"start_fraction": 0.3, "ramp_epochs": 2}}
@@ -88,13 +89,13 @@ def test_students_resumed_from_any_epoch_end_finish_as_if_never_stopped():
 
     saves = []
     uninterrupted = students()
-    fit(uninterrupted, splits.train, splits.val, cache, on_epoch_end=lambda states: saves.append(_as_read_back(states)))
+    fit(uninterrupted, TabularData(splits.train, splits.val, cache), on_epoch_end=lambda states: saves.append(_as_read_back(states)))
     assert len(saves) >= 12  # every epoch of each of the three groups
     for save in saves:
         resumed = students()
         for state, saved in zip(resumed, save, strict=True):
             state.load_state_dict(saved)
-        fit(resumed, splits.train, splits.val, cache)
+        fit(resumed, TabularData(splits.train, splits.val, cache))
         for state, expected in zip(resumed, uninterrupted):
             assert torch.equal(_params(state), _params(expected)), state.name
             assert state.history == expected.history and state.epoch == expected.epoch and state.stopped == expected.stopped

@@ -5,7 +5,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 

@@ -5,19 +5,20 @@ import pytest
 import torch
 
 from stepdistill.data import Table, linear_binary, prepare
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.evaluate import classification_metrics, predicted_classes
 from stepdistill.methods import Method, Term, build_method
 from stepdistill.students import LogisticModel, MLPModel
 from stepdistill.teachers import cache_model_outputs
 from stepdistill.terms import SoftTarget
-from stepdistill.train import fit, new_state
 from stepdistill.weights import Constant
 
 
 def _teacher(splits, epochs=5, seed=0):
     method = build_method("baseline", {"epochs": epochs, "optimizer": "adam", "lr": 0.02}, name="teacher")
     state = new_state("teacher", method, lambda: LogisticModel(10, 1), seed)
-    fit([state], splits.train, splits.val, None)
+    fit([state], TabularData(splits.train, splits.val, None))
     state.model.eval()
     return state.model
 
@@ -63,7 +64,7 @@ def test_teacher_outputs_stay_aligned_to_samples_under_shuffling(linear_splits, 
     recorder = RecordingSoftTarget(2.0)
     method = Method("probe", (Term("soft", recorder, Constant(1.0)),), build_method("traditional", {"epochs": 2}).training)
     make = _logistic() if student == "logistic" else (lambda: MLPModel(10, 1, (8,)))
-    fit([new_state("probe", method, make, seed=3)], train, val, cache)
+    fit([new_state("probe", method, make, seed=3)], TabularData(train, val, cache))
 
     batch_sizes = [len(x) for x, _ in recorder.seen]
     assert batch_sizes.count(512) == 2 * 15 and batch_sizes.count(8000) == 2  # 2 epochs, and their measurements
@@ -85,7 +86,7 @@ def test_pure_soft_target_student_reproduces_a_logistic_teacher(linear_splits):
     cache = cache_model_outputs(teacher, [linear_splits.train, linear_splits.val, linear_splits.test])
     method = build_method("traditional", {"alpha": 0.0, "epochs": 30, "optimizer": "adam", "lr": 0.05})
     state = new_state("kd", method, _logistic(), seed=0)
-    fit([state], linear_splits.train, linear_splits.val, cache)
+    fit([state], TabularData(linear_splits.train, linear_splits.val, cache))
     state.model.eval()
     with torch.no_grad():
         metrics = classification_metrics(
@@ -111,10 +112,10 @@ def test_linear_engine_matches_autograd(linear_splits, preset, rationale, train_
 def test_students_do_not_depend_on_who_they_are_stacked_with(linear_splits):
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     alone = new_state("sbs", build_method("step_by_step", {"epochs": 2}), _logistic(), seed=4)
-    fit([alone], linear_splits.train, linear_splits.val, cache)
+    fit([alone], TabularData(linear_splits.train, linear_splits.val, cache))
     together = [new_state(m, build_method(m, {"epochs": 2}), _logistic(), seed=s) for m in ["baseline", "traditional"] for s in (4, 5)]
     stacked = new_state("sbs", build_method("step_by_step", {"epochs": 2}), _logistic(), seed=4)
-    fit(together + [stacked], linear_splits.train, linear_splits.val, cache)
+    fit(together + [stacked], TabularData(linear_splits.train, linear_splits.val, cache))
     torch.testing.assert_close(_params(alone), _params(stacked), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(_params(together[0]), _params(together[1]))  # seeds differ
 
@@ -123,11 +124,11 @@ def _resumed_after(epochs, short_method, full_method, make, splits, cache, tmp_p
     """Train ``epochs`` epochs, save the state to disk, load it into a fresh student built with
     another seed (which must not matter), and train that to the end of ``full_method``."""
     first = new_state("s", short_method, make, seed=2, teacher_rationale_width=10)
-    fit([first], splits.train, splits.val, cache)
+    fit([first], TabularData(splits.train, splits.val, cache))
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = new_state("s", full_method, make, seed=99, teacher_rationale_width=10)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
-    fit([resumed], splits.train, splits.val, cache)
+    fit([resumed], TabularData(splits.train, splits.val, cache))
     assert first.epoch == epochs
     return resumed
 
@@ -137,10 +138,10 @@ def test_training_is_deterministic_and_resumes_from_a_saved_state(linear_splits,
     method = lambda epochs: build_method("enhanced", {"epochs": epochs})
     make = lambda: MLPModel(10, 1, (16,))
     full = new_state("e", method(4), make, seed=2, teacher_rationale_width=10)
-    fit([full], linear_splits.train, linear_splits.val, cache)
+    fit([full], TabularData(linear_splits.train, linear_splits.val, cache))
 
     again = new_state("e", method(4), make, seed=2, teacher_rationale_width=10)
-    fit([again], linear_splits.train, linear_splits.val, cache)
+    fit([again], TabularData(linear_splits.train, linear_splits.val, cache))
     assert torch.equal(_params(full), _params(again))
 
     resumed = _resumed_after(2, method(2), method(4), make, linear_splits, cache, tmp_path)
@@ -152,12 +153,12 @@ def test_training_is_deterministic_and_resumes_from_a_saved_state(linear_splits,
 def test_plateau_scheduler_and_early_stopping(linear_splits):
     method = build_method("baseline", {"epochs": 40, "lr": 5.0, "scheduler": "plateau", "plateau_patience": 0, "early_stopping_patience": 2})
     state = new_state("b", method, _logistic(), seed=0)
-    fit([state], linear_splits.train, linear_splits.val, None)
+    fit([state], TabularData(linear_splits.train, linear_splits.val, None))
     lrs = [h["lr"] for h in state.history]
     assert lrs[-1] < lrs[0]  # the plateau scheduler cut the learning rate
     assert state.stopped and len(state.history) < 40
     best = min(h["val_loss"] for h in state.history)
-    from stepdistill.train import validation_loss
+    from stepdistill.engines.tabular import validation_loss
 
     assert validation_loss(state.model, linear_splits.val) == pytest.approx(best, rel=1e-6)  # best weights restored
 
@@ -167,7 +168,7 @@ def test_linear_engine_matches_autograd_on_three_classes(train_both_engines):
     frame["label"] = (frame["x0"] > -0.4).astype(int) + (frame["x1"] > 0.4).astype(int)
     splits, _ = prepare(frame, "label")
     teacher = new_state("t", build_method("baseline", {"epochs": 3, "optimizer": "adam", "lr": 0.05}), lambda: LogisticModel(4, 3), 0)
-    fit([teacher], splits.train, splits.val, None)
+    fit([teacher], TabularData(splits.train, splits.val, None))
     cache = cache_model_outputs(teacher.model, [splits.train, splits.val])
     method = build_method("enhanced", {"epochs": 3, "ramp_epochs": 1})
     linear, autograd = train_both_engines(method, lambda: LogisticModel(4, 3), splits.train, splits.val, cache)
@@ -185,7 +186,7 @@ def test_linear_engine_matches_autograd_on_three_classes(train_both_engines):
 def test_epoch_schedulers(linear_splits, overrides, expected):
     method = build_method("baseline", {"epochs": 5, "lr": 1.0, **overrides})
     state = new_state("b", method, _logistic(), seed=0)
-    fit([state], linear_splits.train, linear_splits.val, None)
+    fit([state], TabularData(linear_splits.train, linear_splits.val, None))
     assert [h["lr"] for h in state.history] == pytest.approx(expected, abs=1e-4)
 
 
@@ -235,7 +236,7 @@ def test_only_labelled_rows_feed_the_hard_label_term(linear_splits, train_both_e
     method = build_method("traditional", {"epochs": 2})
     linear, autograd = train_both_engines(method, _logistic(), linear_splits.train, linear_splits.val, cache, labelled=mask)
     unmasked = new_state("c", method, _logistic(), seed=1)
-    fit([unmasked], linear_splits.train, linear_splits.val, cache)
+    fit([unmasked], TabularData(linear_splits.train, linear_splits.val, cache))
     assert not torch.allclose(_params(linear), _params(unmasked), atol=1e-3)
 
 
@@ -253,7 +254,7 @@ def test_balancers_move_the_weights_and_resume_exactly(linear_splits, balancer, 
     method = lambda epochs: build_method("step_by_step", {"epochs": epochs, "balancer": balancer})
     make = lambda: MLPModel(10, 1, (8,))
     full = new_state("s", method(4), make, seed=2, teacher_rationale_width=10)
-    fit([full], linear_splits.train, linear_splits.val, cache)
+    fit([full], TabularData(linear_splits.train, linear_splits.val, cache))
     weights = [h["terms"]["soft"]["weight"] for h in full.history]
     assert len(set(weights)) > 1, weights  # the balancer changed the scheduled 0.2
     assert build_method("step_by_step", {"balancer": balancer}).balancer is not full.balancer  # each student its own
@@ -276,7 +277,7 @@ def test_feature_dropout_consistency(linear_splits, train_both_engines):
 
 
 def _with_autograd_only(monkeypatch, use_autograd):
-    import stepdistill.train as train_module
+    import stepdistill.engines.tabular as train_module
 
     if use_autograd:
         monkeypatch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
@@ -301,9 +302,9 @@ def test_a_student_trains_alike_whatever_it_is_stacked_with(linear_splits, engin
 
     alone = students()
     for state in alone:
-        fit([state], linear_splits.train, linear_splits.val, cache)
+        fit([state], TabularData(linear_splits.train, linear_splits.val, cache))
     stacked = students()
-    fit(stacked, linear_splits.train, linear_splits.val, cache)
+    fit(stacked, TabularData(linear_splits.train, linear_splits.val, cache))
     assert alone[2].stopped and len(alone[2].history) < 5  # it did stop early
     torch.testing.assert_close(_params(stacked[0]), _params(alone[0]), rtol=0, atol=1e-6)
     for solo, together in zip(alone, stacked):
@@ -318,7 +319,7 @@ def test_students_at_different_epochs_under_a_curriculum_each_keep_their_own_pac
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     method = lambda epochs: build_method("step_by_step", {"epochs": epochs, "curriculum": {"start_fraction": 0.2, "ramp_epochs": 3}})
     half = new_state("r", method(2), _logistic(), seed=2)
-    fit([half], linear_splits.train, linear_splits.val, cache)
+    fit([half], TabularData(linear_splits.train, linear_splits.val, cache))
 
     def resumed():
         state = new_state("r", method(4), _logistic(), seed=99)
@@ -327,9 +328,9 @@ def test_students_at_different_epochs_under_a_curriculum_each_keep_their_own_pac
 
     alone = [resumed(), new_state("f", method(4), _logistic(), seed=5)]
     for state in alone:
-        fit([state], linear_splits.train, linear_splits.val, cache)
+        fit([state], TabularData(linear_splits.train, linear_splits.val, cache))
     together = [resumed(), new_state("f", method(4), _logistic(), seed=5)]
-    fit(together, linear_splits.train, linear_splits.val, cache)
+    fit(together, TabularData(linear_splits.train, linear_splits.val, cache))
     for solo, stacked in zip(alone, together):
         torch.testing.assert_close(_params(stacked), _params(solo), rtol=0, atol=1e-6)
         assert stacked.epoch == 4
@@ -341,11 +342,11 @@ def test_a_diverging_student_is_marked_and_stopped(linear_splits, engine, monkey
     _with_autograd_only(monkeypatch, engine == "autograd")
     method = build_method("baseline", {"epochs": 5, "lr": 1e6, "early_stopping_patience": 3})
     blown, fine = new_state("blown", method, _logistic(), seed=0), new_state("fine", build_method("baseline", {"epochs": 2}), _logistic(), seed=0)
-    fit([blown, fine], linear_splits.train, linear_splits.val, None)
+    fit([blown, fine], TabularData(linear_splits.train, linear_splits.val, None))
     assert blown.diverged is not None and "validation loss" in blown.diverged and "learning rate" in blown.diverged
     assert blown.done and blown.epoch == len(blown.history) == 1  # stopped after the first epoch
     # nothing restored: the model is the one that blew up (class-prior log-loss here is ln 2)
-    from stepdistill.train import validation_loss
+    from stepdistill.engines.tabular import validation_loss
 
     assert validation_loss(blown.model, linear_splits.val) == blown.history[-1]["val_loss"] > 10 * math.log(2)
     assert fine.diverged is None and fine.epoch == 2
@@ -356,16 +357,16 @@ def test_a_diverging_student_is_marked_and_stopped(linear_splits, engine, monkey
 
 
 def test_the_divergence_threshold_uses_only_the_labels_students_may_see(linear_splits):
-    from stepdistill.train import _TrainingData
+    from stepdistill.engines.tabular import TrainingRows
 
     train, val = linear_splits.train, linear_splits.val
     only_ones = train.y == 1
-    data = _TrainingData.build(train, val, None, False, torch.device("cpu"), only_ones)
+    data = TrainingRows.build(TabularData(train, val, None, only_ones), False, torch.device("cpu"))
     # the labelled rows are all class 1: the prior rule gives class 0 probability 0, an infinite log-loss
     assert data.divergence_threshold == math.inf
     labelled = torch.zeros(len(train), dtype=torch.bool)
     labelled[[int(torch.nonzero(train.y == 0)[0]), *torch.nonzero(train.y == 1)[:3].flatten().tolist()]] = True
-    data = _TrainingData.build(train, val, None, False, torch.device("cpu"), labelled)
+    data = TrainingRows.build(TabularData(train, val, None, labelled), False, torch.device("cpu"))
     # shares 1/4 and 3/4: log-loss -(n0 ln 0.25 + n1 ln 0.75) / n on the validation rows
     n1 = int(val.y.sum())
     expected = -((len(val) - n1) * math.log(0.25) + n1 * math.log(0.75)) / len(val)
@@ -393,7 +394,7 @@ class _SlowMLP(MLPModel):
 def test_seconds_are_measured_per_student_not_shared_out(linear_splits):
     slow = new_state("slow", build_method("baseline", {"epochs": 2}), _SlowMLP, seed=0)
     fast = new_state("fast", build_method("baseline", {"epochs": 2}), lambda: MLPModel(10, 1, (8,)), seed=0)
-    fit([slow, fast], linear_splits.train, linear_splits.val, None)  # one autograd group
+    fit([slow, fast], TabularData(linear_splits.train, linear_splits.val, None))  # one autograd group
     waited = SLEEP_PER_FORWARD * slow.model.forwards  # 2 epochs x (16 batches + 2 measurements): 0.36 s
     assert slow.seconds >= waited
     # The same work but for the waits: measured apart, the fast one is cheaper by about ``waited``
@@ -403,12 +404,12 @@ def test_seconds_are_measured_per_student_not_shared_out(linear_splits):
         assert state.stacked_with == 1 and state.stacked_seconds == state.seconds
 
     stacked = [new_state(f"s{epochs}", build_method("baseline", {"epochs": epochs}), _logistic(), seed=0) for epochs in (1, 2, 2)]
-    fit(stacked, linear_splits.train, linear_splits.val, None)  # one linear stack
+    fit(stacked, TabularData(linear_splits.train, linear_splits.val, None))  # one linear stack
     assert [s.seconds for s in stacked] == [None, None, None] and [s.stacked_with for s in stacked] == [3, 3, 3]
     assert 0 < stacked[0].stacked_seconds < stacked[1].stacked_seconds == stacked[2].stacked_seconds
 
     alone = new_state("alone", build_method("baseline", {"epochs": 2}), _logistic(), seed=0)
-    fit([alone], linear_splits.train, linear_splits.val, None)
+    fit([alone], TabularData(linear_splits.train, linear_splits.val, None))
     assert alone.seconds == alone.stacked_seconds > 0 and alone.stacked_with == 1
     restored = new_state("alone", build_method("baseline", {"epochs": 2}), _logistic(), seed=1)
     restored.load_state_dict(stacked[1].state_dict())

@@ -1,28 +1,34 @@
-"""The LM engine: one generative student (a Hugging Face causal LM or seq2seq model) trained under
-a ``Method`` of methods.py, with the same terms, weight schedules and balancers as the tabular
-engines.
+"""The LM engine: generative students (Hugging Face causal LMs or seq2seq models) trained by
+``engines.base.fit`` on ``LMData`` under a ``Method`` of methods.py, with the same terms, weight
+schedules, balancers, ``TrainState`` and end-of-epoch bookkeeping as the tabular engines.
 
-Each term of the method becomes a text target of the student (Hsieh et al. 2023):
+Each term of the method becomes a text target of the student (Hsieh et al. 2023), after the
+label task's prompt or the rationale task's (for a causal LM the input, then ``predict:`` or
+``explain:`` on a line of its own, so that the targets of one record share the input's tokens in
+one packed row; for a seq2seq model ``predict: <input>`` and ``explain: <input>``; see
+text/lm_tasks.py):
 
-    hard        predict: <input>  ->  the human label
-    soft        predict: <input>  ->  the teacher's label (sequence-level distillation)
-    rationale   explain: <input>  ->  the teacher's rationale
+    hard        label prompt      ->  the human label
+    soft        label prompt      ->  the teacher's label (sequence-level distillation)
+    rationale   rationale prompt  ->  the teacher's rationale
 
 Every term's loss is the mean token cross-entropy of its targets; all targets of a batch go
 through one forward pass (``task_losses`` with one id per term). With a ``TokenTeacher`` (a local
 model sharing the student's tokenizer), the terms it distills (soft, and optionally rationale)
 compare the student's token distributions with the teacher's on the same targets instead:
-``T^2 * KL(teacher^T || student^T)`` per target token, the teacher run under ``no_grad``. The loss of a step is
-``sum_k w_k * loss_k``, ``w_k`` the term's weight at the epoch (``weight.value(epoch)``), rescaled
-by the method's balancer if it has one, exactly as train.py computes it. The objectives' own
-settings (temperature, rationale distance, margin) describe numeric outputs and play no part
-here. The consistency term perturbs numeric inputs and is not defined for text: a method with it
+``T^2 * KL(teacher^T || student^T)`` per target token, the teacher run under ``no_grad``. The
+loss of a step is ``sum_k w_k * loss_k``, ``w_k`` the term's weight at the epoch
+(``weight.value(epoch)``), rescaled by the method's balancer if it has one
+(``base.current_weights``, as for tabular students). The objectives' own settings (temperature,
+rationale distance, margin) describe numeric outputs and play no part here. The consistency term perturbs numeric inputs and is not defined for text: a method with it
 is refused, as are a sample curriculum and GradNorm (which needs the student's shared layer).
 
-Optimization: AdamW with the method's learning rate, gradient accumulation, gradient clipping,
-the method's per-epoch learning-rate scheduler, bf16 autocast on CUDA, length-grouped batches.
-The validation loss (the human label's token cross-entropy on validation records) drives
-early stopping and the plateau scheduler; the best epoch's weights are kept.
+Optimization: the method's optimizer (AdamW for ``lm-train``) and learning rate, gradient
+accumulation, gradient clipping, the method's per-epoch learning-rate scheduler, bf16 autocast on
+CUDA, length-grouped batches. The validation loss (the human label's token cross-entropy on
+validation records) drives early stopping and the plateau scheduler; with early stopping on, the
+best epoch's weights are kept. With ``LMData.labelled``, the hard term learns from the labelled
+records only (a share of the labels, as ``sweep-data`` varies it).
 
 Several processes (``accelerate launch``, data parallel): every process draws the same global
 batches and computes its share of each (every P-th record); each term's loss is its token sum
@@ -35,16 +41,17 @@ only the student's parameters are trained and synchronized.
 
 from __future__ import annotations
 
-import copy
-import math
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from stepdistill.balancers import Balancer, GradNorm
+from stepdistill.balancers import GradNorm
+from stepdistill.engines.base import Engine, Group, TrainState, current_weights, end_epoch, record_time, scheduled_weights
 from stepdistill.engines.processes import dealt, lm_accelerator, sum_across
 from stepdistill.errors import StepDistillError
 from stepdistill.methods import Method
@@ -58,12 +65,11 @@ from stepdistill.text.lm_tasks import (
     LMRecord,
     MultiTaskCollator,
     per_task_sums,
+    supports_packing,
     target_logits,
     task_token_sums,
     token_kl,
 )
-from stepdistill.train import _scheduler as epoch_scheduler
-from stepdistill.train import current_weights, scheduled_weights
 
 
 @dataclass(frozen=True)
@@ -92,12 +98,10 @@ def distillation_records(human: Sequence[LMRecord], teacher: Sequence[LMRecord])
 @dataclass(frozen=True)
 class LMOptions:
     """How a generative student is optimized beyond its method's ``TrainingConfig``:
-    ``grad_accumulation`` batches per optimizer step, AdamW's ``weight_decay``, the gradient's
-    largest norm (``max_grad_norm``, None: no clipping), and the token limits of prompts and
-    targets."""
+    ``grad_accumulation`` batches per optimizer step, the gradient's largest norm
+    (``max_grad_norm``, None: no clipping), and the token limits of prompts and targets."""
 
     grad_accumulation: int = 1
-    weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     max_prompt_tokens: int = MAX_PROMPT_TOKENS
     max_target_tokens: int = MAX_TARGET_TOKENS
@@ -132,48 +136,10 @@ def term_item(objective: Objective, example: DistillationRecord) -> tuple[LMReco
 
 
 def term_batch(collator: MultiTaskCollator, items: Sequence[tuple[LMRecord, int, int]]) -> dict[str, torch.Tensor]:
-    """The collator's batch of ``(record, prompt task, term index)`` items, B of them, with
-    ``task_ids`` (B,) holding each item's term index (for ``task_token_sums``)."""
-    batch = collator([(record, task) for record, task, _ in items])
-    batch["task_ids"] = torch.tensor([term for _, _, term in items], dtype=torch.long)
-    return batch
-
-
-@dataclass(eq=False)
-class LMStudentState:
-    """One generative student in training. ``method``, ``epoch`` and ``balancer`` are what
-    train.py's ``scheduled_weights`` / ``current_weights`` read, so the weights come from the same
-    code as the tabular engines'. ``history``: one dict per epoch (``epoch``, ``lr``, ``weights``:
-    every term's weight at the epoch's start, ``train_loss``, ``val_loss``, ``terms``: the terms
-    trained that epoch (weight above 0), name -> ``raw``, ``weight``, ``weighted``).
-    ``best_weights``: the state dict (on the CPU) of the epoch with the lowest validation loss."""
-
-    method: Method
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object | None
-    balancer: Balancer | None
-    epoch: int = 0
-    history: list[dict] = field(default_factory=list)
-    best_val_loss: float = math.inf
-    best_weights: dict | None = None
-    bad_epochs: int = 0
-    stopped: bool = False
-    diverged: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.stopped or self.diverged is not None or self.epoch >= self.method.training.epochs
-
-
-def new_lm_state(method: Method, model: torch.nn.Module, options: LMOptions) -> LMStudentState:
-    """A student ready to train: AdamW with the method's learning rate, its scheduler, its own
-    copy of the method's balancer."""
-    check_lm_method(method)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=method.training.lr, weight_decay=options.weight_decay)
-    # The method holds a template: each student learns its own balancer factors.
-    balancer = None if method.balancer is None else copy.deepcopy(method.balancer)
-    return LMStudentState(method, model, optimizer, epoch_scheduler(optimizer, method.training), balancer)
+    """The collator's batch of ``(record, prompt task, term index)`` items, B of them, whose
+    ``task_ids`` hold each item's term index (for ``task_token_sums``): (B,) one per row, or per
+    token in a packed causal batch, where a record's terms are branches of one row."""
+    return collator([(record, task) for record, task, _ in items], [term for _, _, term in items])
 
 
 @dataclass(frozen=True)
@@ -191,7 +157,9 @@ class TermTokenSums(torch.nn.Module):
     """The student as data parallelism sees it: ``forward(batch)`` is ``task_token_sums`` with one
     id per term (token distillation for ``distilled`` term ids, with ``teacher``). DDP
     synchronizes the gradients of a module whose forward it ran, and the loss is not the model's
-    own forward (hidden states, then the output layer at target tokens)."""
+    own forward (hidden states, then the output layer at target tokens). The teacher reads the
+    student's batch in its layout (a packed one unpacked into rows if its attention cannot read
+    the packed mask, ``target_logits``): its target tokens come in the student's order."""
 
     def __init__(self, model: torch.nn.Module, n_terms: int, teacher: TokenTeacher | None = None, distilled: Sequence[int] = ()):
         super().__init__()
@@ -214,46 +182,108 @@ class TermTokenSums(torch.nn.Module):
         return per_task_sums(token_losses, token_terms, self.n_terms)
 
 
-def train_lm_student(
-    state: LMStudentState,
-    tokenizer,
-    train: Sequence[DistillationRecord],
-    val: Sequence[LMRecord],
-    options: LMOptions,
-    seed: int,
-    accelerator=None,
-    teacher: TokenTeacher | None = None,
-) -> None:
-    """Train ``state`` on ``train`` until its epochs are done, early stopping or divergence, then
-    load its best epoch's weights. ``val`` (human labels) is read only for the validation loss.
-    ``teacher``: token-level distillation of the terms it names (see ``TokenTeacher``).
-    ``seed`` fixes the batch order and dropout (with dropout, several processes draw other
-    masks than one). ``accelerator``: this process's (``lm_accelerator``, made if None); every
-    process passes the same arguments and ends with the same weights and history."""
-    accelerator = accelerator or lm_accelerator()
-    model = state.model
-    collator = MultiTaskCollator(tokenizer, model.config.is_encoder_decoder, options.max_prompt_tokens, options.max_target_tokens)
-    sampler = LengthGroupedBatchSampler([collator.record_length(example.record) for example in train], state.method.training.batch_size, seed)
-    # The student's place is the caller's choice (process_device); prepare only wraps it. Only the
-    # student is prepared: a frozen teacher (token distillation) goes to model.device, under no_grad.
-    distilled = [] if teacher is None else [j for j, term in enumerate(state.method.terms) if isinstance(term.objective, teacher.objectives)]
-    term_sums, optimizer = accelerator.prepare(
-        TermTokenSums(model, len(state.method.terms), teacher, distilled), state.optimizer, device_placement=[False, False]
-    )
-    torch.manual_seed(seed)  # dropout
-    model.train()
-    try:
-        while not state.done:
-            sampler.set_epoch(state.epoch)
+@dataclass
+class LMData:
+    """What generative students train on (``fit``'s ``TrainingData``): ``train`` records with both
+    labels and the teacher's rationale, ``val`` records (human labels, read only for the
+    validation loss), the ``tokenizer``, the engine's ``options``, this process's
+    ``accelerator`` (``lm_accelerator``, made if None: every process passes the same data and
+    ends with the same weights and history), the ``teacher`` of token-level distillation, and
+    ``labelled``: which training records' human labels students may use (None: all), so that
+    the hard term trains on those only while the teacher's targets serve on every record."""
+
+    tokenizer: object
+    train: Sequence[DistillationRecord]
+    val: Sequence[LMRecord]
+    options: LMOptions = LMOptions()
+    accelerator: object | None = None
+    teacher: TokenTeacher | None = None
+    labelled: Sequence[bool] | None = None
+
+    def __post_init__(self):
+        if self.labelled is not None:
+            if len(self.labelled) != len(self.train):
+                raise ValueError(f"labelled has {len(self.labelled)} entries for {len(self.train)} training records")
+            # Hidden labels are blanked before training sees them, so that nothing (not even the
+            # records' lengths, by which batches are grouped) can depend on them.
+            self.train = [example if seen else _without_human_label(example) for example, seen in zip(self.train, self.labelled)]
+
+    def plan(self, states: list[TrainState]) -> list[Group]:
+        """Every student in the LM engine, trained one after the other."""
+        for state in states:
+            check_lm_method(state.method)
+        if self.accelerator is None:
+            self.accelerator = lm_accelerator()
+        return [Group(states, partial(LMEngine, data=self))]
+
+    def rows(self, terms: Sequence, active: Sequence[int]) -> list[int]:
+        """The training records that give the ``active`` terms a target: all, unless the hard
+        term is the only one, which learns from labelled records only."""
+        if self.labelled is None or any(not isinstance(terms[j].objective, HardLabel) for j in active):
+            return list(range(len(self.train)))
+        return [i for i, seen in enumerate(self.labelled) if seen]
+
+    def items(self, terms: Sequence, active: Sequence[int], index: int) -> list[tuple[LMRecord, int, int]]:
+        """The (record, prompt task, term index) targets of training record ``index`` for the
+        ``active`` terms: a hard term only where its human label may be used."""
+        example = self.train[index]
+        hidden = self.labelled is not None and not self.labelled[index]
+        return [(*term_item(terms[j].objective, example), j) for j in active if not (hidden and isinstance(terms[j].objective, HardLabel))]
+
+
+def _without_human_label(example: DistillationRecord) -> DistillationRecord:
+    return replace(example, record=replace(example.record, label=""))
+
+
+class LMEngine(Engine):
+    """Generative students, each trained in turn for an epoch: length-grouped batches (a seeded
+    order per epoch, from the student's generator), all of a batch's targets in one forward pass,
+    AdamW (the method's optimizer) with gradient accumulation and clipping, bf16 autocast on CUDA,
+    then the validation loss and ``base.end_epoch``. The student's place is the caller's choice
+    (``process_device``); the accelerator only wraps it: a frozen teacher (token distillation)
+    goes to the student's device, under ``no_grad``."""
+
+    def __init__(self, states: list[TrainState], data: LMData):
+        super().__init__(states)
+        self.data = data
+        options = data.options
+        model = states[0].model  # students of one engine share their architecture (one config per lm-train)
+        packed = supports_packing(model)
+        self.collator = MultiTaskCollator(data.tokenizer, model.config.is_encoder_decoder, options.max_prompt_tokens, options.max_target_tokens, packed)
+        self.lengths = [self.collator.record_length(example.record) for example in data.train]
+        self.prepared = []
+        for state in states:
+            teacher = data.teacher
+            distilled = [] if teacher is None else [j for j, term in enumerate(state.method.terms) if isinstance(term.objective, teacher.objectives)]
+            module = TermTokenSums(state.model, len(state.method.terms), teacher, distilled)
+            self.prepared.append(data.accelerator.prepare(module, state.optimizer, device_placement=[False, False]))
+            state.model.train()
+
+    def run_epoch(self) -> None:
+        data = self.data
+        for state, (term_sums, optimizer) in zip(self.states, self.prepared):
+            started = time.perf_counter()
+            seed = state.generator.initial_seed()
             weights = current_weights(state)
-            raw = _train_epoch(state, accelerator, term_sums, optimizer, collator, train, list(sampler), options, weights)
-            _end_epoch(state, raw, weights, validation_loss(model, collator, val, state.method.training.batch_size, accelerator))
-    finally:
-        # The accelerator keeps what it prepared: let go of this student's wrapper and optimizer.
-        accelerator.free_memory()
-    if state.best_weights is not None:
-        model.load_state_dict(state.best_weights)
-    model.eval()
+            # A term scheduled at 0 for the epoch (alpha 0's hard term) stays 0 under any balancer,
+            # which multiplies: it is left out of the batch instead of costing a forward pass for nothing.
+            active = [j for j, weight in enumerate(scheduled_weights(state).values()) if weight > 0]
+            rows = data.rows(state.method.terms, active) if active else []
+            sampler = LengthGroupedBatchSampler([self.lengths[i] for i in rows], state.method.training.batch_size, seed)
+            sampler.set_epoch(state.epoch)
+            torch.manual_seed(seed * 1_000_003 + state.epoch)  # dropout, the same in an uninterrupted and a resumed run
+            batches = [[rows[i] for i in batch] for batch in sampler]
+            raw = _train_epoch(state, data, term_sums, optimizer, self.collator, batches, active, weights)
+            val_loss = validation_loss(state.model, self.collator, data.val, state.method.training.batch_size, data.accelerator)
+            terms = {name: {"raw": value, "weight": weights[name], "weighted": weights[name] * value} for name, value in raw.items()}
+            end_epoch(state, weights, terms, val_loss)
+            record_time([state], time.perf_counter() - started)
+
+    def release(self) -> None:
+        # The accelerator keeps what it prepared: let go of these students' wrappers and optimizers.
+        self.data.accelerator.free_memory()
+        for state in self.states:
+            state.model.eval()
 
 
 def _autocast(device: torch.device):
@@ -262,34 +292,32 @@ def _autocast(device: torch.device):
 
 
 def _train_epoch(
-    state: LMStudentState,
-    accelerator,
+    state: TrainState,
+    data: LMData,
     term_sums: torch.nn.Module,
     optimizer,
     collator: MultiTaskCollator,
-    train: Sequence[DistillationRecord],
     batches: list[list[int]],
-    options: LMOptions,
+    active: list[int],
     epoch_weights: dict[str, float],
 ) -> dict[str, float]:
-    """One epoch over ``batches`` (lists of positions in ``train``, the same on every process)
-    with ``epoch_weights`` (term -> weight, unless a step-level balancer updates them each step);
-    returns the mean raw value of each term trained this epoch. ``term_sums``: the prepared
-    ``TermTokenSums`` (DDP-wrapped with several processes), ``optimizer`` the prepared one."""
+    """One epoch over ``batches`` (lists of positions in ``data.train``, the same on every
+    process) of the ``active`` terms (their indices) with ``epoch_weights`` (term -> weight,
+    unless a step-level balancer updates them each step); returns the mean raw value of each
+    term trained this epoch. ``term_sums``: the prepared ``TermTokenSums`` (DDP-wrapped with
+    several processes), ``optimizer`` the prepared one."""
+    accelerator, options = data.accelerator, data.options
     model, terms, balancer = state.model, state.method.terms, state.balancer
     device = model.device
     processes = accelerator.num_processes
     stepwise = balancer is not None and balancer.observes_steps
-    # A term scheduled at 0 for the epoch (alpha 0's hard term) stays 0 under any balancer, which
-    # multiplies: it is left out of the batch instead of costing a forward pass for nothing.
-    active = [j for j, weight in enumerate(scheduled_weights(state).values()) if weight > 0]
     if not active:  # every weight 0 this epoch (a schedule that starts late): nothing to train
         return {}
     sums = torch.zeros(len(terms))
     optimizer.zero_grad(set_to_none=True)
     for position, indices in enumerate(batches):
         mine, counted = _share(indices, accelerator)
-        items = [(*term_item(terms[j].objective, train[i]), j) for i in mine for j in active]
+        items = [item for i in mine for item in data.items(terms, active, i)]
         batch = {key: value.to(device) for key, value in term_batch(collator, items).items()}
         stepping = (position + 1) % options.grad_accumulation == 0 or position + 1 == len(batches)
         # Gradients are averaged across processes once per optimizer step, not per batch.
@@ -331,7 +359,8 @@ def validation_loss(model, collator: MultiTaskCollator, records: Sequence[LMReco
     """The mean token cross-entropy of the label task with ``records``' own labels: what early
     stopping and the plateau scheduler watch, the same criterion for every method. With
     ``accelerator``'s several processes, each takes every P-th batch and the sums are added up,
-    so that every process gets the same value."""
+    so that every process gets the same value. The collator's layout is the training batches'
+    (a causal student's packed rows hold one branch each here)."""
     was_training = model.training
     model.eval()
     starts = range(0, len(records), batch_size)
@@ -346,32 +375,3 @@ def validation_loss(model, collator: MultiTaskCollator, records: Sequence[LMReco
     if accelerator is not None:
         total, tokens = sum_across(accelerator, torch.tensor([total, tokens], dtype=torch.float64, device=model.device)).tolist()
     return total / max(1, tokens)
-
-
-def _end_epoch(state: LMStudentState, raw: dict[str, float], weights: dict[str, float], val_loss: float) -> None:
-    """Record the epoch, feed the balancer and the scheduler, keep the best weights, and decide
-    early stopping or divergence."""
-    terms = {name: {"raw": value, "weight": weights[name], "weighted": weights[name] * value} for name, value in raw.items()}
-    train_loss = sum(term["weighted"] for term in terms.values())
-    if state.balancer is not None:
-        state.balancer.observe_epoch(raw)
-    lr = state.optimizer.param_groups[0]["lr"]
-    state.history.append(
-        {"epoch": state.epoch, "lr": lr, "weights": dict(weights), "train_loss": train_loss, "val_loss": val_loss, "terms": terms}
-    )
-    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-        state.diverged = f"training loss {train_loss}, validation loss {val_loss} at epoch {state.epoch}; lower the learning rate"
-    state.epoch += 1
-    if state.diverged is not None:
-        return
-    if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        state.scheduler.step(val_loss)
-    elif state.scheduler is not None:
-        state.scheduler.step()
-    if val_loss < state.best_val_loss:
-        state.best_val_loss, state.bad_epochs = val_loss, 0
-        state.best_weights = {key: value.detach().to("cpu", copy=True) for key, value in state.model.state_dict().items()}
-    else:
-        state.bad_epochs += 1
-        patience = state.method.training.early_stopping_patience
-        state.stopped = patience is not None and state.bad_epochs >= patience

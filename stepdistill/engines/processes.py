@@ -24,7 +24,7 @@ def lm_accelerator():
     on CUDA only, around the forward pass."""
     from accelerate import Accelerator
 
-    from stepdistill.train import default_device
+    from stepdistill.engines.base import default_device
 
     return Accelerator(cpu=default_device().type == "cpu", mixed_precision="no")
 
@@ -32,7 +32,7 @@ def lm_accelerator():
 def process_device(accelerator) -> torch.device:
     """Where this process's student lives: the launcher's device for it, or, alone,
     ``default_device()`` (a single process keeps today's placement, ``STEPDISTILL_DEVICE`` included)."""
-    from stepdistill.train import default_device
+    from stepdistill.engines.base import default_device
 
     return accelerator.device if accelerator.num_processes > 1 else default_device()
 

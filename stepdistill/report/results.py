@@ -178,9 +178,19 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def in_points(metric: str) -> bool:
+    """Whether differences of ``metric`` are shown in percentage points: accuracies."""
+    return metric.endswith("accuracy")
+
+
+def points_label(metric: str) -> str:
+    """``" (points)"`` after an accuracy's name, nothing after another metric's."""
+    return " (points)" if in_points(metric) else ""
+
+
 def format_change(metric: str, value: float) -> str:
     """A difference of ``metric``: accuracy in points (0.0052 -> "+0.52"), others as is."""
-    return f"{100 * value:+.2f}" if metric == "accuracy" else f"{value:+.4f}"
+    return f"{100 * value:+.2f}" if in_points(metric) else f"{value:+.4f}"
 
 
 def format_comparison(metric: str, comparison: dict) -> str:
@@ -202,7 +212,7 @@ SIGNIFICANT_MARK = "*"
 
 def comparison_rows(results: dict, metrics: list[str]) -> tuple[list[str], list[list[str]]]:
     """Headers and one row per method with a control: each metric's difference from it."""
-    headers = ["method", "compared with", *[f"Δ {m.replace('_', ' ')}{' (points)' if m == 'accuracy' else ''}" for m in metrics]]
+    headers = ["method", "compared with", *[f"Δ {m.replace('_', ' ')}{points_label(m)}" for m in metrics]]
     rows = [
         [name, entry["control"], *[format_comparison(m, entry["vs_control"][m]) for m in metrics]]
         for name, entry in results["methods"].items()

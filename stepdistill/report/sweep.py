@@ -26,12 +26,17 @@ SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
 SWEEP_HTML = "sweep.html"
 SWEEP_PNG = "sweep.png"
-TABLE_METRICS = ("accuracy", "log_loss")
 
 
 def fractions_of(sweep: dict) -> list[str]:
     """The swept fractions, as the keys of every method's entry."""
     return list(next(iter(sweep.values())))
+
+
+def shown_metrics(sweep: dict) -> list[str]:
+    """The metrics the sweep compared (``summarize_sweep``'s), the headline one first."""
+    first_cell = next(iter(next(iter(sweep.values())).values()))
+    return [metric for metric in first_cell if metric != "vs_control"]
 
 
 def sweep_rows(sweep: dict, metric: str) -> tuple[list[str], list[list[str]]]:
@@ -62,28 +67,36 @@ def difference_rows(sweep: dict, metric: str) -> tuple[list[str], list[list[str]
 
 
 def render_sweep_table(sweep: dict, results: dict) -> Table:
+    metric = shown_metrics(sweep)[0]
     return rich_table(
-        f"Test accuracy by labelled fraction (mean ± std over {runs_word(results)})",
-        *sweep_rows(sweep, "accuracy"),
+        f"Test {metric.replace('_', ' ')} by labelled fraction (mean ± std over {runs_word(results)})",
+        *sweep_rows(sweep, metric),
         caption=f"{SIGNIFICANT_MARK}: differs from its control after Holm's correction over that fraction's table",
     )
 
 
 SWEEP_TITLE = "Labelled-fraction sweep"
-PLOT_TITLE = "Test accuracy by labelled fraction"
-PLOT_CAPTION = "Test accuracy (mean ± std band over runs) against the labelled fraction (log scale); the teacher's dashed."
+PLOT_TITLE = "Test {metric} by labelled fraction"
+PLOT_CAPTION = "Test {metric} (mean ± std band over runs) against the labelled fraction (log scale); the teacher's dashed."
 
 
-def _introduction(results: dict) -> list[str]:
-    """What a fraction means and how the runs were made, then the teacher's accuracy."""
-    teacher = results["teacher"]
+def _introduction(sweep: dict, results: dict) -> list[str]:
+    """What a fraction means and how the runs were made, then the teacher's headline metric."""
+    teacher, metric = results["teacher"], shown_metrics(sweep)[0]
+    trained = "is trained on every training label and annotates" if teacher.get("refit") else "annotates"
     return [
-        "Students see the labels of a stratified share of the training rows (the fraction), and validation uses the labels "
-        f"of the same share of its rows; the teacher ({teacher['kind']}) is trained on every training label and annotates "
-        f"every row. Every fraction runs on the same {runs_word(results)}: per run one split and one teacher, and the "
-        "labelled rows of a smaller fraction are among those of a larger one. All numbers are on the held-out test split.",
-        f"Teacher test accuracy: {format_mean_std(teacher['test']['accuracy'])}.",
+        "Students see the labels of a share of the training rows (the fraction), and validation uses the labels "
+        f"of the same share of its rows; the teacher ({teacher['kind']}) {trained} every row. Every fraction runs on the same "
+        f"{runs_word(results)} ({results['evaluation']['runs_vary']}), and the labelled rows of a smaller fraction are among "
+        "those of a larger one. All numbers are on the held-out test split.",
+        f"Teacher test {metric.replace('_', ' ')}: {format_mean_std(teacher['test'][metric])}.",
     ]
+
+
+def _plot_words(sweep: dict) -> tuple[str, str]:
+    """The plot's title and caption, naming the headline metric."""
+    metric = shown_metrics(sweep)[0].replace("_", " ")
+    return PLOT_TITLE.format(metric=metric), PLOT_CAPTION.format(metric=metric)
 
 
 def _metric_sections(sweep: dict, results: dict) -> list[tuple[str, tuple, str, tuple]]:
@@ -95,38 +108,40 @@ def _metric_sections(sweep: dict, results: dict) -> list[tuple[str, tuple, str, 
             f"Difference from the control ({results['evaluation']['test']}; p Holm-corrected within each fraction):",
             difference_rows(sweep, metric),
         )
-        for metric in TABLE_METRICS
+        for metric in shown_metrics(sweep)
     ]
 
 
 def render_sweep_markdown(sweep: dict, results: dict, plot_png: str) -> str:
     """The sweep page; ``plot_png`` is a file name relative to it."""
     lines = [f"# {SWEEP_TITLE}", ""]
-    for text in _introduction(results):
+    for text in _introduction(sweep, results):
         lines += [text, ""]
     for title, values, caption, differences in _metric_sections(sweep, results):
         lines += [f"## {title}", "", *markdown_table(*values), "", caption, "", *markdown_table(*differences), ""]
-    lines += [f"![{PLOT_TITLE}]({plot_png})", ""]
+    lines += [f"![{_plot_words(sweep)[0]}]({plot_png})", ""]
     return "\n".join(lines)
 
 
 def render_sweep_html(sweep: dict, results: dict, plot: bytes) -> str:
     """The sweep page as self-contained HTML."""
-    parts = [paragraph(text) for text in _introduction(results)]
+    parts = [paragraph(text) for text in _introduction(sweep, results)]
     for title, values, caption, differences in _metric_sections(sweep, results):
         parts += [heading(title), html_table(*values), paragraph(caption, "caption"), html_table(*differences)]
-    return html_page(SWEEP_TITLE, page_subtitle(results), [*parts, heading(PLOT_TITLE), html_figure(plot, PLOT_TITLE, PLOT_CAPTION)])
+    title, caption = _plot_words(sweep)
+    return html_page(SWEEP_TITLE, page_subtitle(results), [*parts, heading(title), html_figure(plot, title, caption)])
 
 
 def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
-    """Test accuracy against the labelled fraction (log scale): a line per method with a ± std
-    band, and the teacher's accuracy as a dashed horizontal line."""
+    """Test accuracy (the headline metric) against the labelled fraction (log scale): a line
+    per method with a ± std band, and the teacher's as a dashed horizontal line."""
+    metric = shown_metrics(sweep)[0]
     keys = fractions_of(sweep)
     fractions = [float(key) for key in keys]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for name, by_fraction in sweep.items():
-        means = np.array([by_fraction[key]["accuracy"]["mean"] for key in keys])
-        stds = np.array([by_fraction[key]["accuracy"]["std"] for key in keys])
+        means = np.array([by_fraction[key][metric]["mean"] for key in keys])
+        stds = np.array([by_fraction[key][metric]["std"] for key in keys])
         (line,) = ax.plot(fractions, means, marker="o", label=name)
         ax.fill_between(fractions, means - stds, means + stds, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.axhline(teacher_accuracy, color="black", linestyle="--", linewidth=1.2, label=f"teacher ({teacher_accuracy:.3f})")
@@ -135,8 +150,9 @@ def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(fractions, keys)
     ax.set_xlabel("share of training rows whose labels students see (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Test accuracy by labelled fraction, mean ± std over runs")
+    label = metric.replace("_", " ")
+    ax.set_ylabel(f"test {label}")
+    ax.set_title(f"Test {label} by labelled fraction, mean ± std over runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -148,7 +164,7 @@ def write_sweep(sweep: dict, results: dict, out_dir: Path) -> list[Path]:
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / SWEEP_JSON).write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
-        plot_sweep(sweep, results["teacher"]["test"]["accuracy"]["mean"], staging_dir / SWEEP_PNG)
+        plot_sweep(sweep, results["teacher"]["test"][shown_metrics(sweep)[0]]["mean"], staging_dir / SWEEP_PNG)
         (staging_dir / SWEEP_MD).write_text(render_sweep_markdown(sweep, results, SWEEP_PNG), encoding="utf-8")
         plot = (staging_dir / SWEEP_PNG).read_bytes()
         (staging_dir / SWEEP_HTML).write_text(render_sweep_html(sweep, results, plot), encoding="utf-8")

@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from stepdistill.data.prepared import PreparedData
+from stepdistill.data.table import Table
+from stepdistill.engines.base import fit, new_state
+from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.evaluate import count_parameters
 from stepdistill.methods import Method, build_method
@@ -31,24 +34,13 @@ from stepdistill.students.cnn import CNNModel
 from stepdistill.students.kinds import n_logits
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
-from stepdistill.teachers import (
-    FileTeacher,
-    LightGBMTeacher,
-    ModuleTeacher,
-    SklearnTeacher,
-    XGBoostTeacher,
-    load_module_weights,
-    train_lightgbm,
-    train_xgboost,
-)
-from stepdistill.data.table import Table
+from stepdistill.teachers import FileTeacher, LightGBMTeacher, ModuleTeacher, SklearnTeacher, XGBoostTeacher, load_module_weights, train_lightgbm, train_xgboost
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.boosting import check_parameter_names
+from stepdistill.teachers.explain import DEFAULT_EXPLAIN_BUDGET, ExplainChoice
 from stepdistill.teachers.llm import LLMTeacher, answers_as_choice_letters, outputs_notes
 from stepdistill.teachers.privileged import PrivilegedTeacher, privileged_features
 from stepdistill.text.llm_outputs import LLMOutputs, read_dsbs_outputs, read_llm_jsonl
-from stepdistill.teachers.explain import DEFAULT_EXPLAIN_BUDGET, ExplainChoice
-from stepdistill.train import fit, new_state
 
 
 @dataclass(frozen=True)
@@ -100,7 +92,7 @@ class TrainedHereTeacher(_Teacher):
 
     def build(self, data: PreparedData, device) -> BuiltTeacher:
         state = new_state("teacher", self.method(), self.make_model(data), self.seed, device=device)
-        fit([state], data.splits.train, data.splits.val, cache=None)
+        fit([state], TabularData(data.splits.train, data.splits.val, None))
         state.model.eval()
         teacher = ModuleTeacher(state.model)
         if isinstance(state.model, LogisticModel):
@@ -379,7 +371,7 @@ class LLMTeacherConfig(_Teacher):
             tables.append(Table(table.ids, seen, table.y, table.classes, tuple(f"privileged_{i}" for i in range(seen.shape[1]))))
         d, k = tables[0].n_features, n_logits(len(data.classes))
         state = new_state("teacher", self.privileged.method(), lambda: MLPModel(d, k, self.privileged.hidden), self.seed, device=device)
-        fit([state], tables[0], tables[1], cache=None)
+        fit([state], TabularData(tables[0], tables[1], None))
         return state.model.cpu().eval()
 
 

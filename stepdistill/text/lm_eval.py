@@ -1,6 +1,7 @@
-"""Evaluating a generative student by what it writes: greedy generations of its ``predict:``
-prompts scored against the labels (cqa: the chosen answer, e-SNLI: the label word, svamp: the
-value), and of its ``explain:`` prompts against the teacher's rationales (ROUGE-L)."""
+"""Evaluating a generative student by what it writes: greedy generations of its label-task
+prompts (``predict``) scored against the labels (cqa: the chosen answer, e-SNLI: the label word,
+svamp: the value), and of its rationale-task prompts (``explain``) against the teacher's
+rationales (ROUGE-L). The prompts are the training prompts (``lm_tasks.prompt_ids``)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def generate(
     """The model's greedy continuation of ``task``'s prompt for each record, decoded without
     special tokens and stripped, in the records' order.
 
-    Prompts are the token ids training used (``prompt_ids``). A decoder-only model's prompts are
+    Prompts are the token ids training used (``prompt_ids``: a causal model's input then its task
+    tag, a seq2seq model's task prefix then its input). A decoder-only model's prompts are
     padded on the left, so that every continuation starts right after its own prompt (generate
     derives positions from the attention mask); an encoder-decoder's on the right. The model is
     left in the mode (training or evaluation) it was in.
@@ -52,7 +54,7 @@ def _generate_batches(model, tokenizer, records, task, batch_size, max_new_token
     fill = pad_id(tokenizer)
     texts: list[str] = []
     for start in range(0, len(records), batch_size):
-        prompts = [prompt_ids(tokenizer, record, task, max_prompt_tokens) for record in records[start : start + batch_size]]
+        prompts = [prompt_ids(tokenizer, record, task, seq2seq, max_prompt_tokens) for record in records[start : start + batch_size]]
         input_ids, attention_mask = pad_sequences(prompts, fill, left=not seq2seq)
         output = model.generate(
             input_ids=input_ids.to(model.device),
@@ -133,7 +135,7 @@ def evaluate_generative_student(
     generator: Callable[..., list[str]] | None = None,
 ) -> dict[str, float]:
     """``{"label_accuracy", "rationale_rouge_l"}`` of the model's greedy generations on
-    ``records``; ``rationales=False`` skips the ``explain:`` generations (the slower half) and the
+    ``records``; ``rationales=False`` skips the rationale generations (the slower half) and the
     ROUGE-L entry. ``generator``: a function with ``generate``'s arguments and result (one that
     shares the batches among processes); None: ``generate``."""
     generator = generator or generate

@@ -1,0 +1,406 @@
+"""Engines for numeric tables: the training split in memory as tensors, with the teacher's outputs
+aligned row by row (the cache aligned them to the training rows by sample id), and two engines:
+
+- the linear engine trains a group of logistic students as one stacked model, with the
+  closed-form gradients of the loss terms (losses.py), several times faster than autograd for
+  such small models;
+- the autograd engine trains any other student (MLPs, CNNs, students with a projection head).
+
+An epoch is a permutation of the training rows, cut into batches by slicing, so there is no
+per-sample Python work. An engine holds only the students still training (one that is done draws
+nothing from its generator and costs nothing), and under a curriculum, whose rows depend on the
+epoch, only students at the same epoch train together (``Group.paced``).
+
+A student is marked diverged, and stops, when an epoch leaves its training or validation loss not
+finite, or its validation loss above ``DIVERGENCE_FACTOR`` times that of the class-prior rule.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+
+import torch
+from torch import nn
+
+from stepdistill.data import Table
+from stepdistill.engines.base import (
+    DIVERGENCE_FACTOR,
+    Engine,
+    Group,
+    TrainState,
+    current_weights,
+    end_epoch,
+    record_time,
+    scheduled_weights,
+)
+from stepdistill.losses import hard_label_loss
+from stepdistill.students import LogisticModel
+from stepdistill.teachers.cache import TeacherCache
+from stepdistill.terms import Batch, Outputs
+
+# Rows per forward pass when measuring a split, and the size of the training sample on which
+# loss terms are measured each epoch: bounds the memory of activations and the time spent.
+EVAL_CHUNK = 8192
+
+
+
+@dataclass
+class TabularData:
+    """A training and a validation table, and the teacher's outputs (``cache``, None when no
+    method uses the teacher) for the training rows. ``labelled`` (N,) bool marks the training
+    rows whose labels students may use (None: all); the labels of the other rows play no part in
+    training, while the teacher's outputs serve on every row."""
+
+    train: Table
+    val: Table
+    cache: TeacherCache | None = None
+    labelled: torch.Tensor | None = None
+
+    def plan(self, states: list[TrainState]) -> list[Group]:
+        """Groups of students trained together, each with its engine: logistic students the
+        linear engine accepts are stacked by ``LinearEngine.key``, the rest go to the autograd
+        engine; a group shares its curriculum (its epochs' rows), and within a group a term name
+        always means the same objective."""
+        device = next(states[0].model.parameters()).device
+        rows = TrainingRows.build(self, any(s.method.uses_teacher for s in states), device)
+        groups: dict[tuple, list[TrainState]] = {}
+        for state in states:
+            if LinearEngine.accepts(state):
+                key = ("linear", *LinearEngine.key(state), state.method.curriculum)
+            else:
+                key = ("autograd", state.method.training.batch_size, state.method.curriculum)
+            groups.setdefault(key, []).append(state)
+        plan = []
+        for key, group in groups.items():
+            engine = LinearEngine if key[0] == "linear" else AutogradEngine
+            curriculum = group[0].method.curriculum
+            paced_rows = rows.paced(curriculum)
+            plan += [Group(part, partial(engine, data=paced_rows), curriculum is not None) for part in _split_conflicting_terms(group)]
+        return plan
+
+
+@dataclass
+class TrainingRows:
+    """The training split with the teacher's outputs aligned row by row, on the students'
+    device, the validation split, the validation loss above which a student has diverged, and,
+    under a curriculum, the rows' order from easiest (``order``) and the curriculum itself."""
+
+    batch: Batch  # every training row; batches are gathered from it
+    val: Table
+    divergence_threshold: float
+    curriculum: object | None = None
+    order: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, data: TabularData, needs_teacher: bool, device: torch.device) -> TrainingRows:
+        train, labelled = data.train, data.labelled
+        if needs_teacher:
+            if data.cache is None:
+                raise ValueError("a method uses the teacher, but no teacher outputs were given")
+            teacher = data.cache.take(train.ids)
+            logits, rationale = teacher.logits, teacher.rationale
+        else:
+            logits, rationale = torch.zeros(len(train), 0), None
+        # Hidden labels are replaced before training sees them, so no term or curriculum can read them.
+        y = train.y if labelled is None else torch.where(labelled, train.y, 0)
+        batch = Batch(train.X, y, logits, rationale, labelled)
+        seen = train.y if labelled is None else train.y[labelled]
+        threshold = DIVERGENCE_FACTOR * _prior_log_loss(seen, data.val.y, train.n_classes)
+        return cls(batch.map(lambda t: t.to(device)), data.val.to(device), threshold)
+
+    def paced(self, curriculum) -> TrainingRows:
+        """These rows under ``curriculum`` (None: as they are): its order and teacher weights."""
+        if curriculum is None:
+            return self
+        b = self.batch
+        order = curriculum.easiest_first(b.teacher_logits, b.y, b.labelled).cpu()
+        weighted = replace(b, teacher_weight=curriculum.teacher_weights(b.teacher_logits, b.y, b.labelled))
+        return replace(self, batch=weighted, curriculum=curriculum, order=order)
+
+    def rows_at(self, epoch: int) -> torch.Tensor:
+        """The positions of the rows trained at ``epoch``: all, or the curriculum's share."""
+        return torch.arange(len(self)) if self.curriculum is None else self.curriculum.rows_at(self.order, epoch)
+
+    def permuted(self, perms: torch.Tensor) -> Batch:
+        """``perms`` (S, N) -> every field gathered once per epoch as (S, N, ...), so that the
+        epoch's batches are slices (views), not per-batch gathers. (index_select is several
+        times faster than advanced indexing.)"""
+        return self.batch.map(lambda t: t.index_select(0, perms.flatten()).unflatten(0, perms.shape))
+
+    def measurement_sample(self) -> Batch:
+        """The first ``EVAL_CHUNK`` training rows, on which loss terms are measured each epoch
+        (the split's order is already random)."""
+        n = min(len(self), EVAL_CHUNK)
+        return self.batch.map(lambda t: t[:n])
+
+    def __len__(self) -> int:
+        return self.batch.x.shape[0]
+
+
+def _prior_log_loss(train_y: torch.Tensor, val_y: torch.Tensor, n_classes: int) -> float:
+    """Mean log-loss on ``val_y`` of predicting every row's class with its share of ``train_y``."""
+    shares = torch.bincount(train_y.cpu(), minlength=n_classes).double() / len(train_y)
+    return float(-shares[val_y.cpu()].log().mean())
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, val: Table) -> float:
+    """Mean hard-label loss on the validation split: what schedulers and early stopping watch."""
+    was_training = model.training
+    model.eval()
+    total = sum(
+        float(hard_label_loss(model(val.X[start : start + EVAL_CHUNK]).logits, val.y[start : start + EVAL_CHUNK]).sum())
+        for start in range(0, len(val), EVAL_CHUNK)
+    )
+    model.train(was_training)
+    return total / len(val)
+
+
+
+def _close_epoch(state: TrainState, term_names: list[str], raw: torch.Tensor, weights: torch.Tensor, rows: TrainingRows) -> None:
+    """The student's end of epoch (base.end_epoch) with its own terms' measured values."""
+    own = {t.name for t in state.method.terms}
+    terms = {
+        name: {"raw": float(raw[j]), "weight": float(weights[j]), "weighted": float(raw[j] * weights[j])}
+        for j, name in enumerate(term_names)
+        if name in own
+    }
+    weights_now = {name: term["weight"] for name, term in terms.items()}
+    end_epoch(state, weights_now, terms, validation_loss(state.model, rows.val), rows.divergence_threshold)
+
+
+class TermsEngine(Engine):
+    """Shared by both tabular engines: the union of the students' terms, each student's weights,
+    and the measurement of its terms after an epoch, on ``data``. Every student an engine holds
+    is training."""
+
+    def __init__(self, states: list[TrainState], data: TrainingRows):
+        super().__init__(states)
+        self.data = data
+        # A group shares its batch size (see TabularData.plan).
+        self.batch_size = states[0].method.training.batch_size
+        self.term_names: list[str] = []
+        self.objectives = []
+        for state in states:
+            for term in state.method.terms:
+                if term.name not in self.term_names:
+                    self.term_names.append(term.name)
+                    self.objectives.append(term.objective)
+        self.has = torch.tensor([[self._has_term(s, name) for name in self.term_names] for s in states])
+
+    @staticmethod
+    def _has_term(state: TrainState, name: str) -> bool:
+        return any(t.name == name for t in state.method.terms)
+
+    def weights_of(self, i: int) -> torch.Tensor:
+        """(T,): student ``i``'s weight of each term now, 0 for terms it lacks."""
+        weights = torch.zeros(len(self.term_names))
+        for name, value in current_weights(self.states[i]).items():
+            weights[self.term_names.index(name)] = value
+        return weights
+
+    @torch.no_grad()
+    def term_values(self, i: int, sample: Batch) -> torch.Tensor:
+        """(T,): each term's mean value for student ``i`` over ``sample``, measured after the epoch
+        in eval mode. Measuring once per epoch on a fixed sample, instead of averaging over the
+        epoch's batches, keeps the hot loop free of bookkeeping and gives values of one model, not
+        of a model changing during the epoch. Consistency noise here comes from a generator of its
+        own, so measuring does not change the training run."""
+        state = self.states[i]
+        model, head = state.model, state.head
+        noise = torch.Generator().manual_seed(state.epoch)
+        values = torch.zeros(len(self.term_names))
+        model.eval()
+        out = model(sample.x)
+        if head is not None:
+            out.rationale = head(out.rationale)
+        for j, objective in enumerate(self.objectives):
+            if not self.has[i, j]:
+                continue
+            if objective.perturbs_inputs:
+                out.perturbed_logits = model(objective.perturb(sample.x, noise)).logits
+            values[j] = objective.loss(out, sample).mean()
+        model.train()
+        return values
+
+
+class AutogradEngine(TermsEngine):
+    """Any student; one optimizer step per batch through autograd. Students train one after the
+    other, each timed on its own: they share nothing but the data."""
+
+    def __init__(self, states: list[TrainState], data: TrainingRows):
+        super().__init__(states, data)
+        for state in states:
+            state.model.train()
+
+    def run_epoch(self) -> None:
+        """One epoch of every student over the epoch's rows, each in its own random order, then
+        each student's end of epoch (measurements, history, schedulers)."""
+        data, batch_size = self.data, self.batch_size
+        rows = data.rows_at(self.states[0].epoch)
+        sample = data.measurement_sample()
+        for i, state in enumerate(self.states):
+            started = time.perf_counter()
+            weights = self.weights_of(i)
+            epoch_weights = dict(zip(self.term_names, weights.tolist()))
+            perm = rows[torch.randperm(len(rows), generator=state.generator)].to(data.batch.x.device)
+            shuffled = data.batch.map(lambda t: t.index_select(0, perm))
+            for batch in shuffled.split(batch_size, dim=0):
+                self.step(i, batch, epoch_weights)
+            _close_epoch(state, self.term_names, self.term_values(i, sample), weights, data)
+            record_time([state], time.perf_counter() - started)
+
+    def step(self, i: int, batch: Batch, epoch_weights: dict[str, float]) -> None:
+        """One optimizer step of student ``i`` on ``batch``, with the epoch's weights unless its
+        balancer updates them after every step."""
+        state = self.states[i]
+        out = state.model(batch.x)
+        if state.head is not None:
+            out.rationale = state.head(out.rationale)
+        raw = {}
+        for j, objective in enumerate(self.objectives):
+            if not self.has[i, j]:
+                continue
+            if objective.perturbs_inputs:
+                out.perturbed_logits = state.model(objective.perturb(batch.x, state.generator)).logits
+            raw[self.term_names[j]] = objective.loss(out, batch).mean()
+        balancer = state.balancer
+        stepwise = balancer is not None and balancer.observes_steps
+        weights = current_weights(state) if stepwise else epoch_weights
+        grad_norms = _gradient_norms(state, raw) if stepwise and balancer.needs_grad_norms else None
+        loss = sum(weights[name] * value for name, value in raw.items())
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        if stepwise:
+            balancer.observe_step({name: value.detach() for name, value in raw.items()}, grad_norms)
+
+
+def _gradient_norms(state: TrainState, raw: dict[str, torch.Tensor]) -> dict[str, float]:
+    """GradNorm's G_k = w_k * ||d L_k / d W|| on the student's shared layer W, w_k the
+    balancer's own factor (not the schedule)."""
+    factors = state.balancer.factors(scheduled_weights(state))
+    shared = state.model.shared_layer
+    norms = {}
+    for name, value in raw.items():
+        if name in factors:
+            (grad,) = torch.autograd.grad(value, shared, retain_graph=True, allow_unused=True)
+            norms[name] = factors[name] * (0.0 if grad is None else float(grad.norm()))
+    return norms
+
+
+class LinearEngine(TermsEngine):
+    """Logistic students without projection heads, trained as one stacked model ``(S, K, d)``.
+
+    The gradient of every term with respect to the logits and rationale is closed-form
+    (losses.py); the chain rule through ``z = W x + b`` and contributions ``W * x`` is written out
+    here. The resulting gradients are handed to each student's own torch optimizer. One step
+    updates every student, so an epoch is timed for the stack as a whole.
+    """
+
+    def __init__(self, states: list[TrainState], data: TrainingRows):
+        super().__init__(states, data)
+        self.models: list[LogisticModel] = [s.model for s in states]
+        self.needs_rationale = any(o.needs_rationale for o in self.objectives)
+        # The students' parameters and gradients become views into stacked tensors (as a flat
+        # parameter does in sharded training): each optimizer updates its own view in place, and
+        # the engine reads all students at once without stacking on every step.
+        self.W = torch.stack([m.linear.weight.detach() for m in self.models])  # (S, K, d)
+        self.b = torch.stack([m.linear.bias.detach() for m in self.models]).unsqueeze(1)  # (S, 1, K)
+        self.grad_W, self.grad_b = torch.zeros_like(self.W), torch.zeros_like(self.b)
+        for i, m in enumerate(self.models):
+            m.linear.weight.data, m.linear.bias.data = self.W[i], self.b[i, 0]
+            m.linear.weight.grad, m.linear.bias.grad = self.grad_W[i], self.grad_b[i, 0]
+
+    def release(self) -> None:
+        for m in self.models:
+            m.linear.weight.data = m.linear.weight.data.clone()
+            m.linear.bias.data = m.linear.bias.data.clone()
+            m.linear.weight.grad = m.linear.bias.grad = None
+
+    @staticmethod
+    def accepts(state: TrainState) -> bool:
+        """Logistic students without a projection head, whose weights change once per epoch
+        (a balancer that learns from every step needs the autograd engine's per-batch values)."""
+        stepwise = state.balancer is not None and state.balancer.observes_steps
+        return isinstance(state.model, LogisticModel) and state.head is None and not stepwise
+
+    @staticmethod
+    def key(state: TrainState) -> tuple:
+        """Students stack together when they explain themselves alike and take batches of one size."""
+        m = state.model
+        return (m.rationale_kind, m.include_bias, tuple(m.groups.tolist()) if m.grouped else None, state.method.training.batch_size)
+
+    def run_epoch(self) -> None:
+        """One epoch of the stack over the epoch's rows, each student in its own random order."""
+        data, batch_size = self.data, self.batch_size
+        rows = data.rows_at(self.states[0].epoch)
+        started = time.perf_counter()
+        weights = torch.stack([self.weights_of(i) for i in range(len(self.states))])  # (S, T)
+        on_device = weights.to(self.W.device)
+        self.term_weights = [on_device[:, j].view(-1, 1, 1) for j in range(len(self.term_names))]
+        perms = torch.stack([rows[torch.randperm(len(rows), generator=s.generator)] for s in self.states])
+        for batch in data.permuted(perms.to(data.batch.x.device)).split(batch_size, dim=1):
+            self.step(batch)
+        sample = data.measurement_sample()
+        for i, state in enumerate(self.states):
+            _close_epoch(state, self.term_names, self.term_values(i, sample), weights[i], data)
+        record_time(self.states, time.perf_counter() - started)
+
+    @torch.no_grad()
+    def step(self, batch: Batch) -> None:
+        W, b, x = self.W, self.b, batch.x  # (S, K, d), (S, 1, K), (S, B, d)
+        logits = torch.baddbmm(b, x, W.transpose(1, 2))  # (S, B, K)
+        model = self.models[0]  # all students of a group explain themselves alike (see key)
+        out = Outputs(logits, model.rationale(x, W, b.squeeze(1), logits) if self.needs_rationale else None)
+        g_logits = torch.zeros_like(logits)
+        g_rationale = None if out.rationale is None else torch.zeros_like(out.rationale)
+        perturbed_x = g_perturbed = None
+        for j, objective in enumerate(self.objectives):
+            if objective.perturbs_inputs:
+                perturbed_x = torch.stack(
+                    [
+                        objective.perturb(x[i], s.generator) if self.has[i, j] else x[i]
+                        for i, s in enumerate(self.states)
+                    ]
+                )
+                out.perturbed_logits = torch.baddbmm(b, perturbed_x, W.transpose(1, 2))
+            grads = objective.grads(out, batch)
+            w = self.term_weights[j]
+            if grads.logits is not None:
+                g_logits += w * grads.logits
+            if grads.rationale is not None:
+                g_rationale += w * grads.rationale
+            if grads.perturbed_logits is not None:
+                g_perturbed = w * grads.perturbed_logits
+        g_W = torch.bmm(g_logits.transpose(1, 2), x)
+        g_b = g_logits.sum(1, keepdim=True)
+        if g_rationale is not None:
+            g_W_rationale, g_b_rationale = model.rationale_backward(g_rationale, x)
+            g_W += g_W_rationale
+            g_b += g_b_rationale.unsqueeze(1)
+        if g_perturbed is not None:
+            g_W += torch.bmm(g_perturbed.transpose(1, 2), perturbed_x)
+            g_b += g_perturbed.sum(1, keepdim=True)
+        scale = 1.0 / x.shape[1]  # the loss is a mean over the batch
+        torch.mul(g_W, scale, out=self.grad_W)
+        torch.mul(g_b, scale, out=self.grad_b)
+        for state in self.states:
+            state.optimizer.step()
+
+
+def _split_conflicting_terms(states: list[TrainState]) -> list[list[TrainState]]:
+    """Split a group so that within each part a term name always means the same objective."""
+    parts: list[tuple[dict, list[TrainState]]] = []
+    for state in states:
+        objectives = {t.name: t.objective for t in state.method.terms}
+        for seen, members in parts:
+            if all(seen.get(name, obj) == obj for name, obj in objectives.items()):
+                seen.update(objectives)
+                members.append(state)
+                break
+        else:
+            parts.append((dict(objectives), [state]))
+    return [members for _, members in parts]
