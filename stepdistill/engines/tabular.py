@@ -24,6 +24,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from stepdistill.curriculum import Curriculum
 from stepdistill.data import Table
 from stepdistill.engines.base import (
     DIVERGENCE_FACTOR,
@@ -90,7 +91,7 @@ class TrainingRows:
     batch: Batch  # every training row; batches are gathered from it
     val: Table
     divergence_threshold: float
-    curriculum: object | None = None
+    curriculum: Curriculum | None = None
     order: torch.Tensor | None = None
 
     @classmethod
@@ -110,7 +111,7 @@ class TrainingRows:
         threshold = DIVERGENCE_FACTOR * _prior_log_loss(seen, data.val.y, train.n_classes)
         return cls(batch.map(lambda t: t.to(device)), data.val.to(device), threshold)
 
-    def paced(self, curriculum) -> TrainingRows:
+    def paced(self, curriculum: Curriculum | None) -> TrainingRows:
         """These rows under ``curriculum`` (None: as they are): its order and teacher weights."""
         if curriculum is None:
             return self
