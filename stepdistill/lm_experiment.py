@@ -2,10 +2,13 @@
 released distilling-step-by-step data), every method trained with the same recipe over several
 runs and compared with the baseline run by run.
 
-Each run draws its own train/validation split of the training records (seed ``evaluation.seed
-+ run``), which also seeds the student's initialization (tiny students), batch order and dropout;
-the validation split drives early stopping; the test split is generated on once per student,
-after training. The student with the lowest validation loss over all methods and runs is saved.
+The runs are the tabular experiment's over a fixed test file (``data.repeats``): each draws its
+own train/validation split of the training records (seed ``evaluation.seed + run``), which also
+seeds the student's initialization (tiny students), batch order and dropout; the validation split
+drives early stopping; the test split is generated on once per student, after training. Students
+train through ``engines.base.fit`` (the LM engine), at one or more labelled fractions, and are
+compared with a control run by run as the tabular experiment's are. The student with the lowest
+validation loss over all methods and runs (of the largest fraction) is saved.
 
 Under ``accelerate launch`` (or ``torchrun``) several processes share each student's batches and
 generations (engines/processes.py); every process computes the same results and the main process
@@ -261,11 +264,19 @@ def load_lm_data(data: LMDataConfig) -> LMDataset:
     return LMDataset(data.task, train, test, [test_outputs.answers[record.id].label for record in test], warnings)
 
 
-def split_train_val(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
-    """``(train, val)``: a seeded random ``val_fraction`` of ``records`` (at least one) held out."""
-    order = np.random.default_rng(seed).permutation(len(records))
-    n_val = max(1, round(val_fraction * len(records)))
-    return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
+def lm_runs(evaluation: LMEvaluationConfig, data: LMDataset) -> list:
+    """The runs (``data.repeats.RunRows``, positions in ``data.train`` and ``data.test``): the
+    tabular experiment's runs over a fixed test file, each drawing its own train/validation split
+    of the training records with seed ``evaluation.seed + run``. One stratum: the labels are
+    free text (cqa's are answers, svamp's numbers), not classes to balance."""
+    from stepdistill.data.repeats import fixed_test_runs
+
+    n_train, n_test = len(data.train), len(data.test)
+    if evaluation.val_fraction * n_train < 1:
+        raise StepDistillError(
+            f"evaluation.val_fraction {evaluation.val_fraction:g} of {n_train} training records leaves no validation record; raise it or data.max_train_records"
+        )
+    return fixed_test_runs(np.zeros(n_train + n_test, dtype=np.int64), ["records"], n_test, evaluation.repeats, evaluation.val_fraction, evaluation.seed)
 
 
 # --- students --------------------------------------------------------------------------------
@@ -387,6 +398,7 @@ def run_lm_experiment(
         raise StepDistillError(f"the methods have no {compare_with!r} to compare the others with; add it under methods")
     _without_library_progress_bars()
     fractions = sorted(fractions)
+    run_rows = lm_runs(config.evaluation, data)  # before anything loads: a split too small is an error
     accelerator = lm_accelerator()
     # The default student is converted once, on first use: by one process, the others then read it.
     with accelerator.main_process_first():
@@ -400,10 +412,10 @@ def run_lm_experiment(
     chosen = {"validation_loss": float("inf")}
     chosen_model = None
     warnings = list(data.warnings)
-    for run in range(config.evaluation.repeats):
-        seed = config.evaluation.seed + run
-        train, val = split_train_val(data.train, config.evaluation.val_fraction, seed)
-        # One stratum: labels are free text (svamp's are numbers), so the shares are of records.
+    for rows in run_rows:
+        run, seed = rows.index, rows.seed
+        train, val = [data.train[i] for i in rows.train], [data.train[i] for i in rows.val]
+        # One stratum, as for the runs: the shares are of records.
         train_rank, val_rank = labelled_order(np.zeros(len(train)), seed), labelled_order(np.zeros(len(val)), seed + 1)
         for fraction in fractions:
             labelled = labelled_mask(np.zeros(len(train)), train_rank, fraction)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from stepdistill.config import load_config
 from stepdistill.data import FeatureEncoder, frame_parts, linear_binary, read_frame
 from stepdistill.errors import StepDistillError
 
+DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
 runner = CliRunner()
 FAST = {"epochs": 1, "lr": 0.05}
 
@@ -52,10 +54,12 @@ def _config(tmp_path, frame: pd.DataFrame | None = None, text: str | None = None
     return ["run", str(path)]
 
 
-def _lm_config(tmp_path) -> list[str]:
-    """``lm-train CONFIG`` arguments (the config is checked before --out, the data after)."""
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"task": "cqa"}, "student": {"tiny": {"hidden": 16, "layers": 1}}}))
-    return ["lm-train", str(tmp_path / "config.yaml")]
+def _lm_config(tmp_path, command: str = "lm-train", **sections) -> list[str]:
+    """``lm-train CONFIG`` arguments (the config is checked before --out, the data after), or
+    another command's on an lm-train config, the released data found by --data-dir."""
+    config = {"data": {"task": "cqa"}, "student": {"tiny": {"hidden": 16, "layers": 1}}, **sections}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return [command, str(tmp_path / "config.yaml"), "--data-dir", str(DSBS_DIR)]
 
 
 def _with_cell(column: str, row: int, value) -> pd.DataFrame:
@@ -168,6 +172,12 @@ CASES = {
     "ablate into a --out that is not empty": (lambda p: _earlier_run(p) or ["ablate", _config(p, _frame())[1]], None, "is not empty"),
     "sweep-data into a --out that is not empty": (lambda p: _earlier_run(p) or ["sweep-data", _config(p, _frame())[1]], None, "is not empty"),
     "lm-train into a --out that is not empty": (lambda p: _earlier_run(p) or _lm_config(p), None, "is not empty"),
+    "ablate of an lm-train config into a --out that is not empty": (lambda p: _earlier_run(p) or _lm_config(p, "ablate"), None, "is not empty"),
+    "lm-train with too few records for a validation split": (
+        lambda p: _lm_config(p, data={"task": "cqa", "max_train_records": 4}, evaluation={"val_fraction": 0.1}),
+        None,
+        "leaves no validation record",
+    ),
 }
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import io
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from stepdistill.errors import StepDistillError
@@ -75,7 +76,9 @@ def convert_gguf(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        with _gguf_parsed_once():
+        # transformers draws tqdm bars while it de-quantizes and saves; the conversion is announced
+        # by the caller (``say``) instead, and a failure still raises.
+        with _gguf_parsed_once(), redirect_stderr(io.StringIO()):
             tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
             loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
         config = loaded.config
@@ -84,8 +87,9 @@ def convert_gguf(source: Path, target: Path) -> None:
         model = AutoModelForCausalLM.from_config(config)
         model.load_state_dict(loaded.state_dict())
         model.generation_config = loaded.generation_config
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        with redirect_stderr(io.StringIO()):
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         try:
             os.rename(staging, target)
         except OSError:
