@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -284,6 +284,7 @@ def test_any_bytes_as_a_csv_fail_only_with_one_line(tmp_path, data):
     rows=st.lists(st.lists(CELLS, min_size=1, max_size=5), max_size=12),
     sep=st.sampled_from([",", ";", "\t"]),
 )
+@example(header=["a"], rows=[['"'], ['"']], sep=",")  # a quoted line break as the only label: the class is "\n"
 def test_any_csv_shape_fails_only_with_one_line(tmp_path, header, rows, sep):
     path = tmp_path / "data.csv"
     path.write_text("\n".join(sep.join(cells) for cells in [header, *rows]) + "\n")

@@ -188,13 +188,13 @@ def _encode_labels(values: pd.Series, label: str) -> tuple[np.ndarray, list[str]
     except TypeError as err:
         # Sorting fails when a column mixes numbers and strings.
         raise StepDistillError(
-            f"label column '{label}' mixes value types (e.g. numbers and strings)"
+            f"label column {label!r} mixes value types (e.g. numbers and strings)"
             " — make all labels one type"
         ) from err
     classes = [str(c) for c in encoder.classes_]
     if len(classes) < 2:
         raise StepDistillError(
-            f"label column '{label}' has a single class ('{classes[0]}');"
+            f"label column {label!r} has a single class ({classes[0]!r});"
             " distillation needs at least two"
         )
     return y.astype(np.int64), classes
