@@ -253,14 +253,12 @@ def _study_inputs(
 
     if (config is None) == (preset is None):
         raise StepDistillError("give either CONFIG.yaml or --preset NAME (exactly one of them)")
-    if repeats is not None and repeats < 1:
-        raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
+    _check_repeats(repeats)
     if preset is not None:
         return *presets.demo(preset, repeats or default_repeats, data_dir), {"preset": preset}
     experiment = _with_consent(load_config(config))
-    if repeats is not None or "repeats" not in experiment.evaluation.model_fields_set:
-        evaluation = experiment.evaluation.model_copy(update={"repeats": repeats or default_repeats})
-        experiment = experiment.model_copy(update={"evaluation": evaluation})
+    evaluation = experiment.evaluation.model_copy(update={"repeats": _study_repeats(repeats, experiment.evaluation, default_repeats)})
+    experiment = experiment.model_copy(update={"evaluation": evaluation})
     test_frame = None if experiment.data.test_path is None else read_frame(experiment.data.test_path, experiment.data.sep)
     return experiment, read_frame(experiment.data.path, experiment.data.sep), test_frame, {"config_file": str(config)}
 
@@ -279,14 +277,25 @@ def _lm_study_inputs(config: Path, repeats: int | None, data_dir: Path | None, d
     else ``default_repeats``) and ``data_dir`` replace the config's."""
     from stepdistill.lm_experiment import load_lm_data, load_lm_train_config
 
-    if repeats is not None and repeats < 1:
-        raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
+    _check_repeats(repeats)
     settings = load_lm_train_config(config)
     if data_dir is not None:
         settings.data.data_dir = data_dir
-    if repeats is not None or "repeats" not in settings.evaluation.model_fields_set:
-        settings.evaluation.repeats = repeats or default_repeats
+    settings.evaluation.repeats = _study_repeats(repeats, settings.evaluation, default_repeats)
     return settings, load_lm_data(settings.data)
+
+
+def _check_repeats(repeats: int | None) -> None:
+    if repeats is not None and repeats < 1:
+        raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
+
+
+def _study_repeats(repeats: int | None, evaluation, default: int) -> int:
+    """The runs of a study: ``--repeats``, else the config's ``evaluation.repeats`` if it sets
+    them, else the study's ``default``."""
+    if repeats is not None:
+        return repeats
+    return evaluation.repeats if "repeats" in evaluation.model_fields_set else default
 
 
 def _main_process() -> bool:

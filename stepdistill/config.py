@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stepdistill.errors import StepDistillError, validation_message
-from stepdistill.files import read_yaml_mapping
+from stepdistill.files import read_yaml_config
 from stepdistill.methods import PRESETS, Method, TrainingConfig, build_method
 from stepdistill.students.kinds import LogisticStudent, StudentConfig
 from stepdistill.teachers.kinds import LogisticTeacher, TeacherConfig, TrainedHereTeacher
@@ -298,11 +298,8 @@ def _data_file(config_path: Path, value: Path, setting: str) -> Path:
 
 
 def load_config(path: Path) -> ExperimentConfig:
-    raw = read_yaml_mapping(path, "data, teacher, student, methods, training, evaluation")
-    try:
-        config = ExperimentConfig.model_validate(raw)
-    except ValidationError as err:
-        raise StepDistillError(validation_message(err, union_tags=KIND_TAGS, model=ExperimentConfig)) from err
+    keys = "data, teacher, student, methods, training, evaluation"
+    config = read_yaml_config(path, ExperimentConfig, keys, union_tags=KIND_TAGS, model=ExperimentConfig)
     if config.data.path is None:
         raise StepDistillError(f"config {path} has no data.path; set it to a CSV, Parquet or JSONL file")
     # Files named in the config are relative to the config file, like any other include.

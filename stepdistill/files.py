@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
-from stepdistill.errors import StepDistillError
+from stepdistill.errors import StepDistillError, validation_message
+
+M = TypeVar("M")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -51,6 +54,18 @@ def read_yaml_mapping(path: Path, keys: str) -> dict:
     if not isinstance(raw, dict):
         raise StepDistillError(f"config {path} must be a YAML mapping with keys {keys}")
     return raw
+
+
+def read_yaml_config(path: Path, schema: type[M], keys: str, **message_options) -> M:
+    """The config file ``path`` (``read_yaml_mapping``) validated as ``schema``, a pydantic model;
+    a validation error is one line (``errors.validation_message`` with ``message_options``)."""
+    from pydantic import ValidationError
+
+    raw = read_yaml_mapping(path, keys)
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        raise StepDistillError(validation_message(err, **message_options)) from err
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:

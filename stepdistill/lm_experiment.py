@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stepdistill import stats
 from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.evaluate import summarize
-from stepdistill.files import read_yaml_mapping
+from stepdistill.files import read_yaml_config
 from stepdistill.methods import PRESETS, Method, TrainingConfig, build_method
 
 # The paper's four settings (Hsieh et al. 2023): fine-tuning on the human labels (the control);
@@ -195,11 +195,7 @@ class LMTrainConfig(_Strict):
 
 def load_lm_train_config(path: Path) -> LMTrainConfig:
     """The config at ``path``, every method built and checked; one-line errors."""
-    raw = read_yaml_mapping(path, "data, student, teacher, methods, training, evaluation")
-    try:
-        config = LMTrainConfig.model_validate(raw)
-    except ValidationError as err:
-        raise StepDistillError(validation_message(err)) from err
+    config = read_yaml_config(path, LMTrainConfig, "data, student, teacher, methods, training, evaluation")
     if config.student.model is not None:
         config.student.model = path.parent / config.student.model
     if config.teacher is not None:
@@ -506,11 +502,10 @@ def _results(
             "runs": method_runs,
         }
     _compare_with_control(entries, runs, control)
-    teacher_accuracy = data.teacher_test_accuracy()
     return {
         "task": config.data.task,
         "records": {"train_and_validation": len(data.train), "test": len(data.test)},
-        "teacher": {"kind": "llm outputs", "refit": False, "test": {COMPARED: {"mean": teacher_accuracy, "std": 0.0, "values": [teacher_accuracy]}}},
+        "teacher": {"kind": "llm outputs", "refit": False, "test": {COMPARED: summarize([data.teacher_test_accuracy()])}},
         "methods": entries,
         "chosen": chosen,
         "evaluation": {

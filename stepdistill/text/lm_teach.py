@@ -34,13 +34,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     model_validator,
 )
 
 from stepdistill.data import read_frame
-from stepdistill.errors import StepDistillError, validation_message
-from stepdistill.files import cache_root, read_yaml_mapping, write_atomically
+from stepdistill.errors import StepDistillError
+from stepdistill.files import cache_root, read_yaml_config, write_atomically
 from stepdistill.text.inputs import CHOICE_LETTERS
 from stepdistill.text.llm_outputs import (
     BLOCK_STARTS,
@@ -159,11 +158,7 @@ class LMTeachConfig(_Strict):
 
 def load_lm_teach_config(path: Path) -> LMTeachConfig:
     """The config in the YAML file ``path``; the files it names are made relative to it."""
-    raw = read_yaml_mapping(path, "data, template, backend")
-    try:
-        config = LMTeachConfig.model_validate(raw)
-    except ValidationError as err:
-        raise StepDistillError(validation_message(err, union_tags=frozenset({"hf", "openai"}))) from err
+    config = read_yaml_config(path, LMTeachConfig, "data, template, backend", union_tags=frozenset({"hf", "openai"}))
     config.data.path = path.parent / config.data.path
     config._directory = path.parent
     for name in ("out", "store"):
