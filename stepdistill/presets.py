@@ -11,7 +11,7 @@ import pandas as pd
 from stepdistill.config import DataConfig, EvaluationConfig, ExperimentConfig, StudentTraining
 from stepdistill.data import bundled, linear_binary, nonlinear_binary
 from stepdistill.errors import StepDistillError
-from stepdistill.text.llm_outputs import read_dsbs
+from stepdistill.data.llm_outputs import read_dsbs
 from stepdistill.students.kinds import ChoiceScorerStudent, LogisticStudent, MLPStudent
 from stepdistill.teachers.kinds import CNNTeacher, LightGBMTeacherConfig, LLMTeacherConfig, MLPTeacher
 

@@ -20,7 +20,8 @@ import pandas as pd
 from stepdistill.config import ExperimentConfig
 from stepdistill.errors import StepDistillError
 from stepdistill.experiment import run_experiment, run_fractions
-from stepdistill.lm_experiment import LM_METHODS, LMDataset, LMTrainConfig, run_lm_experiment
+from stepdistill.lm.config import LM_METHODS, LMTrainConfig
+from stepdistill.lm_experiment import LMDataset, run_lm_experiment
 from stepdistill.progress import Progress
 from stepdistill.teachers.store import TeacherStore
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from stepdistill.errors import StepDistillError
-from stepdistill.text.arithmetic import evaluate_arithmetic
-from stepdistill.text.llm_outputs import (
+from stepdistill.data.arithmetic import evaluate_arithmetic
+from stepdistill.data.llm_outputs import (
     DSBS_FORMATS,
     ESNLI_CLASSES,
     LLMAnswer,

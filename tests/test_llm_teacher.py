@@ -20,7 +20,7 @@ from stepdistill.teachers import LLMTeacher, Samples, cache_teacher
 from stepdistill.text import encoders
 from stepdistill.text.encoders import SentenceEncoder, choice_features, pair_features
 from stepdistill.text.features import TextFeaturizer
-from stepdistill.text.llm_outputs import ESNLI_CLASSES, LLMAnswer, LLMOutputs, read_dsbs
+from stepdistill.data.llm_outputs import ESNLI_CLASSES, LLMAnswer, LLMOutputs, read_dsbs
 
 pytest.importorskip("sentence_transformers")
 if importlib.util.find_spec(encoders.BUNDLED_MODULE) is None:

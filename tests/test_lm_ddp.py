@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
-from stepdistill.lm_predict import predicted_label
-from stepdistill.text.lm_tasks import LMRecord
+from stepdistill.lm.predict import predicted_label
+from stepdistill.lm.prompts import LMRecord
 
 DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
 N_TEST = 6
@@ -95,9 +95,9 @@ def test_two_processes_reproduce_one_and_write_each_file_once(runs):
 def test_predict_writes_the_students_generations_for_new_records(runs, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stepdistill.text.llm_outputs import read_dsbs
-    from stepdistill.text.lm_eval import generate
-    from stepdistill.text.lm_tasks import LABEL_TASK, lm_records
+    from stepdistill.data.llm_outputs import read_dsbs
+    from stepdistill.lm.evaluate import generate
+    from stepdistill.lm.prompts import LABEL_TASK, lm_records
 
     frame, outputs = read_dsbs(DSBS_DIR, "cqa", "test")
     frame = frame.head(N_TEST)
@@ -112,7 +112,7 @@ def test_predict_writes_the_students_generations_for_new_records(runs, tmp_path)
     # The prompts are the training prompts: the generations are those the test split was scored on.
     student = AutoModelForCausalLM.from_pretrained(runs[1] / "student")
     records, _ = lm_records(frame, outputs, "cqa")
-    expected = generate(student, AutoTokenizer.from_pretrained(runs[1] / "student"), records, LABEL_TASK, max_new_tokens=8)
+    expected = generate(student, AutoTokenizer.from_pretrained(runs[1] / "student"), records, LABEL_TASK, max_new_tokens=8, max_prompt_tokens=512)
     assert list(predictions["generated"]) == expected
 
     missing = tmp_path / "missing.csv"

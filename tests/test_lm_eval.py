@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_lm_tasks import RECORDS, tiny_llama, tiny_t5, tokenizer  # noqa: F401 (fixtures)
 
-from stepdistill.text.lm_eval import (
+from stepdistill.lm.evaluate import (
     chosen_answer,
     evaluate_generative_student,
     generate,
@@ -16,7 +16,7 @@ from stepdistill.text.lm_eval import (
     numeric_value,
     rouge_l,
 )
-from stepdistill.text.lm_tasks import LABEL_TASK, RATIONALE_TASK, LMRecord
+from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, LMRecord
 
 CQA = LMRecord("c", "Where do you keep milk?", "fridge", "It stays cold.", ("car", "fridge", "garden center."))
 SVAMP = LMRecord("s", "84 points in 2 rounds; points per round?", "42", "84 / 2 = 42.")
@@ -72,14 +72,14 @@ def test_rouge_l_is_one_for_identical_texts_and_zero_for_disjoint_ones():
 def test_batched_generation_equals_one_prompt_at_a_time(architecture, tokenizer, tiny_llama, tiny_t5):  # noqa: F811
     model = tiny_t5 if architecture == "seq2seq" else tiny_llama
     # Prompts of different lengths: a decoder-only model's short prompts are left-padded.
-    batched = generate(model, tokenizer, RECORDS, LABEL_TASK, batch_size=4, max_new_tokens=6)
-    alone = [generate(model, tokenizer, [record], LABEL_TASK, max_new_tokens=6)[0] for record in RECORDS]
+    batched = generate(model, tokenizer, RECORDS, LABEL_TASK, batch_size=4, max_new_tokens=6, max_prompt_tokens=512)
+    alone = [generate(model, tokenizer, [record], LABEL_TASK, max_new_tokens=6, max_prompt_tokens=512)[0] for record in RECORDS]
     assert batched == alone and all(batched)
 
 
 @pytest.mark.parametrize("architecture", ["causal", "seq2seq"])
 def test_generation_prompts_are_the_training_prompts(architecture, tokenizer, tiny_llama, tiny_t5, monkeypatch):  # noqa: F811
-    from stepdistill.text.lm_tasks import MultiTaskCollator
+    from stepdistill.engines.lm_batching import MultiTaskCollator
 
     model = copy.deepcopy(tiny_t5 if architecture == "seq2seq" else tiny_llama)
     seen = []
@@ -99,16 +99,16 @@ def test_generation_prompts_are_the_training_prompts(architecture, tokenizer, ti
 
 
 def test_scores_of_generations_like_the_teacher(tokenizer, tiny_llama, monkeypatch):  # noqa: F811
-    from stepdistill.text import lm_eval
+    from stepdistill.lm import evaluate as lm_eval
 
     records = [SVAMP, SVAMP]
     written = {LABEL_TASK: ["( 84.0 / 2.0 )", "41"], RATIONALE_TASK: [record.rationale for record in records]}
-    monkeypatch.setattr(lm_eval, "generate", lambda model, tok, given, task, *args: written[task])
-    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp") == {"label_accuracy": 0.5, "rationale_rouge_l": pytest.approx(1.0)}
-    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", rationales=False) == {"label_accuracy": 0.5}
+    monkeypatch.setattr(lm_eval, "generate", lambda model, tok, given, task, *args, **kwargs: written[task])
+    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", max_prompt_tokens=512) == {"label_accuracy": 0.5, "rationale_rouge_l": pytest.approx(1.0)}
+    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", rationales=False, max_prompt_tokens=512) == {"label_accuracy": 0.5}
 
 
 def test_evaluation_runs_end_to_end_on_a_tiny_model(tokenizer, tiny_llama):  # noqa: F811
     torch.manual_seed(0)
-    scores = evaluate_generative_student(tiny_llama, tokenizer, [CQA, CQA], "cqa", batch_size=2, max_new_tokens=4)
+    scores = evaluate_generative_student(tiny_llama, tokenizer, [CQA, CQA], "cqa", batch_size=2, max_new_tokens=4, max_prompt_tokens=512)
     assert 0 <= scores["label_accuracy"] <= 1 and 0 <= scores["rationale_rouge_l"] <= 1

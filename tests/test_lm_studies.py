@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from stepdistill.cli import app
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.lm import DistillationRecord, LMData, LMOptions
-from stepdistill.lm_experiment import LMTrainConfig, load_lm_data, new_student, student_tokenizer
+from stepdistill.lm.config import LMTrainConfig
+from stepdistill.lm.models import new_student, student_tokenizer
+from stepdistill.lm_experiment import load_lm_data
 from stepdistill.methods import build_method
 from stepdistill.studies import LM_REMOVALS, ablation_config
 

@@ -10,29 +10,26 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from stepdistill.errors import StepDistillError
-from stepdistill.text.llm_outputs import LLMAnswer, LLMOutputs
-from stepdistill.text.lm_tasks import (
+from stepdistill.data.llm_outputs import LLMAnswer, LLMOutputs
+from stepdistill.engines.lm_batching import (
     IGNORE_INDEX,
-    LABEL_TASK,
-    RATIONALE_TASK,
     LengthGroupedBatchSampler,
-    LMRecord,
     MultiTaskCollator,
     both_tasks,
     branch_attention_mask,
-    check_same_vocabulary,
-    encode_task,
-    lm_records,
-    prompt_ids,
     supports_packing,
     target_logits,
     task_losses,
     task_token_sums,
-    token_kd_loss,
     unpacked,
 )
+from stepdistill.lm.config import LMTokenTeacherConfig
+from stepdistill.lm.models import check_same_vocabulary
+from stepdistill.losses import soft_target_kl
+from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, LMRecord, encode_task, lm_records, prompt_ids
 
 DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
 
@@ -50,7 +47,7 @@ def tokenizer():
     shared with the lm-teach tests)."""
     from transformers import AutoTokenizer
 
-    from stepdistill.text.smollm2 import converted_model_directory
+    from stepdistill.lm.smollm2 import converted_model_directory
 
     return AutoTokenizer.from_pretrained(converted_model_directory())
 
@@ -373,26 +370,28 @@ def test_record_lengths_group_records_by_their_longer_task(tokenizer):
 
 
 def test_token_kd_is_zero_for_identical_logits_and_positive_otherwise():
+    """Token-level distillation is the package's one KL (losses.soft_target_kl) over a vocabulary,
+    at the target tokens a batch selects."""
     generator = torch.Generator().manual_seed(0)
     student = torch.randn(2, 5, 11, generator=generator)
     mask = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
-    assert token_kd_loss(student, student.clone(), mask, temperature=2.0) == pytest.approx(0, abs=1e-6)
+    assert soft_target_kl(student[mask], student[mask].clone(), temperature=2.0).abs().max() < 1e-6
     teacher = torch.randn(2, 5, 11, generator=generator)
-    assert token_kd_loss(student, teacher, mask, temperature=2.0) > 0
-    # Masked-out positions do not count.
-    changed = teacher.clone()
-    changed[~mask] += 100
-    assert token_kd_loss(student, changed, mask, 2.0) == pytest.approx(token_kd_loss(student, teacher, mask, 2.0).item())
-    with pytest.raises(StepDistillError, match="temperature"):
-        token_kd_loss(student, teacher, mask, temperature=0)
+    assert (soft_target_kl(student[mask], teacher[mask], temperature=2.0) > 0).all()
+    # The teacher's logits are a fixed target: the student's get a gradient, the teacher's none.
+    student.requires_grad_(True)
+    teacher.requires_grad_(True)
+    soft_target_kl(student[mask], teacher[mask], 2.0).sum().backward()
+    assert student.grad.abs().sum() > 0 and teacher.grad is None
+    with pytest.raises(ValidationError, match="temperature"):
+        LMTokenTeacherConfig(model="teacher", temperature=0)
 
 
 def test_token_kd_has_the_t_squared_scale_of_hinton():
     student, teacher = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[2.0, 1.0, 0.0]])
-    mask = torch.tensor([True])
     p = torch.softmax(teacher / 4, -1)
     expected = 16 * (p * (p.log() - torch.log_softmax(student / 4, -1))).sum()
-    assert token_kd_loss(student, teacher, mask, 4.0) == pytest.approx(expected.item(), rel=1e-5)
+    assert soft_target_kl(student, teacher, 4.0).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_vocabulary_mismatch_is_a_one_line_error_naming_both(tokenizer, tmp_path):

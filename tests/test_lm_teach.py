@@ -19,17 +19,11 @@ from typer.testing import CliRunner
 
 from stepdistill.cli import app
 from stepdistill.errors import StepDistillError
-from stepdistill.text.llm_outputs import ESNLI_CLASSES, read_llm_jsonl
-from stepdistill.text.lm_teach import (
-    SHIPPED_TEMPLATES,
-    TeachRecord,
-    load_lm_teach_config,
-    load_template,
-    read_records,
-    record_answer,
-    teach,
-)
-from stepdistill.text.smollm2 import converted_model_directory
+from stepdistill.data.llm_outputs import ESNLI_CLASSES, read_llm_jsonl
+from stepdistill.lm_teach.config import SHIPPED_TEMPLATES, load_lm_teach_config
+from stepdistill.lm_teach.teach import TeachRecord, read_records, record_answer, teach
+from stepdistill.lm_teach.templates import load_template
+from stepdistill.lm.smollm2 import converted_model_directory
 
 runner = CliRunner()
 KEY_ENV = "LM_TEACH_TEST_KEY"

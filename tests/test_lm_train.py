@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from stepdistill.cli import app
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.lm import LMData, LMOptions
-from stepdistill.lm_experiment import LMTrainConfig, load_lm_data, new_student, run_lm_experiment, student_tokenizer
+from stepdistill.lm.config import LMTrainConfig
+from stepdistill.lm.models import new_student, student_tokenizer
+from stepdistill.lm_experiment import load_lm_data, run_lm_experiment
 from stepdistill.methods import build_method
 from stepdistill.weights import LinearRamp
 
@@ -152,7 +154,7 @@ def test_token_distillation_compares_the_students_tokens_with_the_teachers(confi
     """The soft term under a TokenTeacher is the per-token KL to the teacher on the same targets:
     0 when the teacher is the student itself, while the hard term stays a cross-entropy."""
     from stepdistill.engines.lm import DistillationRecord, TermTokenSums, TokenTeacher, term_batch, term_item
-    from stepdistill.text.lm_tasks import MultiTaskCollator
+    from stepdistill.engines.lm_batching import MultiTaskCollator
 
     method = build_method("traditional", {"alpha": 0.5})
     student = new_student(config.student, tokenizer, seed=0).eval()
@@ -172,7 +174,7 @@ def test_token_distillation_compares_the_students_tokens_with_the_teachers(confi
 def test_lm_train_with_a_token_teacher_and_one_with_another_vocabulary(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from stepdistill.lm_experiment import LMStudentConfig, TinyStudent
+    from stepdistill.lm.config import LMStudentConfig, TinyStudent
     from stepdistill.text.encoders import bundled_model_directory
 
     teacher_dir = tmp_path / "teacher"

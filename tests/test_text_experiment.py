@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from stepdistill.cli import app
 from stepdistill.config import ExperimentConfig
 from stepdistill.experiment import run_experiment
-from stepdistill.text.llm_outputs import read_dsbs
+from stepdistill.data.llm_outputs import read_dsbs
 
 DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
 METHODS = {

@@ -6,7 +6,7 @@ Each term of the method becomes a text target of the student (Hsieh et al. 2023)
 label task's prompt or the rationale task's (for a causal LM the input, then ``predict:`` or
 ``explain:`` on a line of its own, so that the targets of one record share the input's tokens in
 one packed row; for a seq2seq model ``predict: <input>`` and ``explain: <input>``; see
-text/lm_tasks.py):
+lm/prompts.py):
 
     hard        label prompt      ->  the human label
     soft        label prompt      ->  the teacher's label (sequence-level distillation)
@@ -54,22 +54,18 @@ from stepdistill.balancers import GradNorm
 from stepdistill.engines.base import Engine, Group, TrainState, current_weights, end_epoch, record_time, scheduled_weights
 from stepdistill.engines.processes import dealt, lm_accelerator, sum_across
 from stepdistill.errors import StepDistillError
+from stepdistill.losses import soft_target_kl
 from stepdistill.methods import Method
 from stepdistill.terms import HardLabel, Objective, Rationale, SoftTarget
-from stepdistill.text.lm_tasks import (
-    LABEL_TASK,
-    MAX_PROMPT_TOKENS,
-    MAX_TARGET_TOKENS,
-    RATIONALE_TASK,
+from stepdistill.engines.lm_batching import (
     LengthGroupedBatchSampler,
-    LMRecord,
     MultiTaskCollator,
     per_task_sums,
     supports_packing,
     target_logits,
     task_token_sums,
-    token_kl,
 )
+from stepdistill.lm.prompts import LABEL_TASK, MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS, RATIONALE_TASK, LMRecord
 
 
 @dataclass(frozen=True)
@@ -178,7 +174,7 @@ class TermTokenSums(torch.nn.Module):
         if by_teacher.any():
             with torch.no_grad():
                 teacher_logits, _, _ = target_logits(self.teacher.model, batch)
-            token_losses = torch.where(by_teacher, token_kl(logits, teacher_logits, self.teacher.temperature), token_losses)
+            token_losses = torch.where(by_teacher, soft_target_kl(logits.float(), teacher_logits.float(), self.teacher.temperature), token_losses)
         return per_task_sums(token_losses, token_terms, self.n_terms)
 
 

@@ -40,7 +40,7 @@ from stepdistill.teachers.boosting import check_parameter_names
 from stepdistill.teachers.explain import DEFAULT_EXPLAIN_BUDGET, ExplainChoice
 from stepdistill.teachers.llm import LLMTeacher, answers_as_choice_letters, outputs_notes
 from stepdistill.teachers.privileged import PrivilegedTeacher, privileged_features
-from stepdistill.text.llm_outputs import LLMOutputs, read_dsbs_outputs, read_llm_jsonl
+from stepdistill.data.llm_outputs import LLMOutputs, read_dsbs_outputs, read_llm_jsonl
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from stepdistill.teachers.cache import TeacherOutputs
 from stepdistill.teachers.common import logits_from_probabilities
 from stepdistill.text.encoders import SentenceEncoder
 from stepdistill.text.inputs import CHOICE_LETTERS
-from stepdistill.text.llm_outputs import NAMED_IN_ERRORS, LLMAnswer, LLMOutputs
+from stepdistill.data.llm_outputs import NAMED_IN_ERRORS, LLMAnswer, LLMOutputs
 
 DEFAULT_EPS = 0.01
 

@@ -1,7 +1,7 @@
 """Evaluating a generative student by what it writes: greedy generations of its label-task
 prompts (``predict``) scored against the labels (cqa: the chosen answer, e-SNLI: the label word,
 svamp: the value), and of its rationale-task prompts (``explain``) against the teacher's
-rationales (ROUGE-L). The prompts are the training prompts (``lm_tasks.prompt_ids``)."""
+rationales (ROUGE-L). The prompts are the training prompts (``lm.prompts.prompt_ids``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,18 @@ from collections.abc import Callable, Sequence
 import torch
 
 from stepdistill.errors import StepDistillError
-from stepdistill.text.arithmetic import evaluate_arithmetic
-from stepdistill.text.llm_outputs import ESNLI_CLASSES, matching_name
-from stepdistill.text.lm_tasks import CHOICE_LETTERS, LABEL_TASK, MAX_PROMPT_TOKENS, RATIONALE_TASK, LMRecord, eos_id, pad_id, pad_sequences, prompt_ids
+from stepdistill.data.arithmetic import evaluate_arithmetic
+from stepdistill.data.llm_outputs import ESNLI_CLASSES, matching_name
+from stepdistill.lm.prompts import (
+    CHOICE_LETTERS,
+    LABEL_TASK,
+    RATIONALE_TASK,
+    LMRecord,
+    eos_id,
+    pad_id,
+    pad_sequences,
+    prompt_ids,
+)
 
 # Two numeric answers agree when they differ by at most this much.
 NUMERIC_TOLERANCE = 1e-4
@@ -30,13 +39,15 @@ def generate(
     task: int,
     batch_size: int = 16,
     max_new_tokens: int = 64,
-    max_prompt_tokens: int = MAX_PROMPT_TOKENS,
+    *,
+    max_prompt_tokens: int,
 ) -> list[str]:
     """The model's greedy continuation of ``task``'s prompt for each record, decoded without
     special tokens and stripped, in the records' order.
 
     Prompts are the token ids training used (``prompt_ids``: a causal model's input then its task
-    tag, a seq2seq model's task prefix then its input). A decoder-only model's prompts are
+    tag, a seq2seq model's task prefix then its input), within the prompt budget the student was
+    trained with (``max_prompt_tokens``, given by every caller: no default could differ from it). A decoder-only model's prompts are
     padded on the left, so that every continuation starts right after its own prompt (generate
     derives positions from the attention mask); an encoder-decoder's on the right. The model is
     left in the mode (training or evaluation) it was in.
@@ -133,15 +144,17 @@ def evaluate_generative_student(
     max_new_tokens: int = 64,
     rationales: bool = True,
     generator: Callable[..., list[str]] | None = None,
+    *,
+    max_prompt_tokens: int,
 ) -> dict[str, float]:
     """``{"label_accuracy", "rationale_rouge_l"}`` of the model's greedy generations on
     ``records``; ``rationales=False`` skips the rationale generations (the slower half) and the
     ROUGE-L entry. ``generator``: a function with ``generate``'s arguments and result (one that
     shares the batches among processes); None: ``generate``."""
     generator = generator or generate
-    labels = generator(model, tokenizer, records, LABEL_TASK, batch_size, max_new_tokens)
+    labels = generator(model, tokenizer, records, LABEL_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
     scores = {"label_accuracy": label_accuracy(dataset, labels, records)}
     if rationales:
-        explanations = generator(model, tokenizer, records, RATIONALE_TASK, batch_size, max_new_tokens)
+        explanations = generator(model, tokenizer, records, RATIONALE_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
         scores["rationale_rouge_l"] = rouge_l(explanations, [record.rationale for record in records])
     return scores

@@ -16,7 +16,7 @@ from typing import Literal
 import pandas as pd
 
 from stepdistill.errors import StepDistillError
-from stepdistill.text.arithmetic import evaluate_arithmetic
+from stepdistill.data.arithmetic import evaluate_arithmetic
 
 # A few-shot continuation runs on into the next example the model makes up: after a blank line,
 # or on the next line when the model drops the blank line.

@@ -3,7 +3,7 @@
 The run directory's ``student/`` holds the model (``save_pretrained``), its tokenizer and
 ``manifest.json`` (``kind: generative student``, the task, its prompts' format, generation
 settings). Each row of the input becomes the task's label prompt (and, for rationales, its
-rationale prompt), token for token as in training (``lm_tasks.prompt_ids``: a causal student's
+rationale prompt), token for token as in training (``lm.prompts.prompt_ids``: a causal student's
 ``<input>\\npredict:\\n``, a seq2seq student's ``predict: <input>\\n``); a student whose
 manifest records another format (one trained before causal prompts put the tag after the input)
 is refused rather than prompted in a way it never saw. The prediction is what the test split is
@@ -19,10 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from stepdistill.errors import StepDistillError
-from stepdistill.lm_experiment import LM_MANIFEST, LM_STUDENT_KIND
 from stepdistill.run_dir import CHOSEN_DIR
 
-# The input columns a task's records are written from (text/lm_tasks.py record_text).
+# How an lm-train student says what it is, in its manifest (student/manifest.json).
+LM_MANIFEST = "manifest.json"
+LM_STUDENT_KIND = "generative student"
+# The input columns a task's records are written from (lm/prompts.py record_text).
 TASK_COLUMNS = {"cqa": ("question", "choices"), "esnli": ("premise", "hypothesis"), "svamp": ("input",)}
 ID_COLUMN = "id"
 GENERATION_BATCH = 16
@@ -40,7 +42,7 @@ def lm_manifest(run_dir: Path) -> dict | None:
 def lm_input_records(frame: pd.DataFrame, task: str) -> list:
     """The rows of ``frame`` as ``LMRecord``s of ``task`` (no label, no rationale); a missing
     column, or cqa choices that are not a list (a JSON list in a CSV cell), is a one-line error."""
-    from stepdistill.text.lm_tasks import LMRecord, record_text
+    from stepdistill.lm.prompts import LMRecord, record_text
 
     columns = TASK_COLUMNS[task]
     if missing := [column for column in columns if column not in frame.columns]:
@@ -69,8 +71,8 @@ def _choices(value, position: int) -> list[str]:
 def predicted_label(task: str, generated: str, record) -> str | None:
     """The label a generation names, as the test split is scored: the cqa choice (by text or
     letter), the e-SNLI label word, the svamp value written as a number; None when it names none."""
-    from stepdistill.text.llm_outputs import ESNLI_CLASSES, matching_name
-    from stepdistill.text.lm_eval import chosen_answer, numeric_value
+    from stepdistill.data.llm_outputs import ESNLI_CLASSES, matching_name
+    from stepdistill.lm.evaluate import chosen_answer, numeric_value
 
     if task == "cqa":
         return chosen_answer(generated, record.choices)
@@ -86,8 +88,8 @@ def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False)
     ``rationales``, ``rationale``: greedy generations of the student in ``run_dir``."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from stepdistill.text.lm_eval import generate
-    from stepdistill.text.lm_tasks import LABEL_TASK, MAX_PROMPT_TOKENS, RATIONALE_TASK, prompt_formats
+    from stepdistill.lm.evaluate import generate
+    from stepdistill.lm.prompts import LABEL_TASK, MAX_PROMPT_TOKENS, RATIONALE_TASK, prompt_formats
     from stepdistill.engines.base import default_device
 
     manifest = lm_manifest(run_dir)
@@ -110,7 +112,7 @@ def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False)
     max_new_tokens, max_prompt_tokens = settings.get("max_new_tokens", 64), settings.get("max_prompt_tokens", MAX_PROMPT_TOKENS)
 
     def written(task_id: int) -> list[str]:
-        return generate(model, tokenizer, records, task_id, GENERATION_BATCH, max_new_tokens, max_prompt_tokens)
+        return generate(model, tokenizer, records, task_id, GENERATION_BATCH, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
 
     labels = written(LABEL_TASK)
     ids = frame[ID_COLUMN].to_numpy() if ID_COLUMN in frame.columns else range(len(frame))

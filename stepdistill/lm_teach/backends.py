@@ -17,24 +17,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from stepdistill.errors import StepDistillError
+from stepdistill.lm_teach.config import HFBackendSettings, OpenAIBackendSettings
+from stepdistill.lm_teach.store import Request
 from stepdistill.text.encoders import model_identity
 
-if TYPE_CHECKING:
-    from stepdistill.text.lm_teach import (
-        HFBackendSettings,
-        OpenAIBackendSettings,
-        Request,
-    )
 
 INSTALL_HINT = "pip install 'stepdistill[lm]'"
 # HTTP statuses worth another try: timeout, conflict, rate limit, and the server's own errors.
 RETRY_STATUSES = frozenset({408, 409, 429})
 REFUSED_STATUSES = frozenset({401, 403})
 
-Finished = list[tuple["Request", str]]
+Finished = list[tuple[Request, str]]
 
 
 def make_backend(settings: HFBackendSettings | OpenAIBackendSettings, stop: Sequence[str], say: Callable[[str], None]):
@@ -51,7 +46,7 @@ class HFBackend:
 
     def __init__(self, settings: HFBackendSettings, stop: Sequence[str], say: Callable[[str], None]):
         if settings.model is None:
-            from stepdistill.text.smollm2 import converted_model_directory
+            from stepdistill.lm.smollm2 import converted_model_directory
 
             self.directory = converted_model_directory(say)
         else:

@@ -1,53 +1,41 @@
-"""Generative students (Hsieh et al. 2023, distilling step by step): a language model learns, from
-each record, two tasks told apart by a tag in its prompt, the label task (-> the label) and the
-rationale task (-> the teacher's rationale), trained with ``a * label + (1 - a) * rationale``.
+"""Batches of generative students' training targets, and every target's loss in one forward pass.
 
-Prompts: an encoder-decoder (seq2seq) student reads the released ``predict: <input>`` and
-``explain: <input>``. A decoder-only (causal) student reads the input first and the tag after it,
-``<input>\\npredict:\\n`` and ``<input>\\nexplain:\\n``, so that all of a record's targets follow the
-same input tokens. A causal batch then packs each record into one row, the input once and every
-target after it as a branch of its own (``MultiTaskCollator``): a 4D attention mask keeps each
-branch from seeing the others, and position ids start each branch where it would start alone, so
-that every loss and gradient is the one of the separate ``input + tag + target`` sequences while
-the input is computed once instead of once per task.
-
-This module turns records into those token sequences, batches them (all tasks of the same records
-in one batch, padded to the batch's longest row, records of similar length batched together) and
-computes every task's loss in one forward pass, for causal LMs and seq2seq models alike.
-``token_kd_loss`` adds token-level distillation from a local teacher that shares the student's
-tokenizer.
+A batch holds all targets (tasks, loss terms) of the same records, padded to its longest row,
+records of similar length batched together (``LengthGroupedBatchSampler``). A causal batch packs
+each record into one row, the input once and every target after it as a branch of its own
+(``MultiTaskCollator``): a 4D attention mask keeps each branch from seeing the others, and
+position ids start each branch where it would start alone, so that every loss and gradient is the
+one of the separate ``input + tag + target`` sequences while the input is computed once instead
+of once per task. ``target_logits`` gives the logits at every target token of such a batch, for
+causal LMs and seq2seq models alike; the LM engine (engines/lm.py) turns them into its terms.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import reprlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from stepdistill.errors import StepDistillError
-from stepdistill.text.llm_outputs import LLMOutputs
+from stepdistill.lm.prompts import (
+    LABEL_TASK,
+    MAX_PROMPT_TOKENS,
+    MAX_TARGET_TOKENS,
+    RATIONALE_TASK,
+    TASK_PREFIXES,
+    EncodedTask,
+    LMRecord,
+    encode_task,
+    pad_id,
+    pad_sequences,
+)
 
-# The task prefixes of the paper (a seq2seq student's prompt starts with one); a task id indexes this tuple.
-TASK_PREFIXES = ("predict: ", "explain: ")
-# A causal student's task tags, which follow its input (see prompt_ids); indexed by task id too. The
-# tag carries the newline after the input, so that it stays when a long input is cut.
-TASK_TAGS = ("\npredict:\n", "\nexplain:\n")
-LABEL_TASK, RATIONALE_TASK = 0, 1
 # Positions whose label is this are not targets (torch's cross-entropy ignores them too).
 IGNORE_INDEX = -100
-DATASETS = ("cqa", "svamp", "esnli")
-CHOICE_LETTERS = "abcdefghij"
-# The released trainer's limits: inputs of up to 1,024 tokens, targets of up to 256.
-MAX_PROMPT_TOKENS = 1024
-MAX_TARGET_TOKENS = 256
 # Records are sorted by length within groups of this many batches (HF Trainer's group_by_length uses 50).
 MEGA_BATCH_BATCHES = 50
 # The attention implementations of transformers that apply a custom 4D mask as given (masking_utils
@@ -56,171 +44,6 @@ MEGA_BATCH_BATCHES = 50
 PACKING_ATTENTION = ("sdpa", "eager")
 # The segment of a packed row's padding: never attended to by real tokens (see branch_attention_mask).
 PADDING_SEGMENT = -1
-
-
-@dataclass(frozen=True)
-class LMRecord:
-    """One record as a generative student sees it: ``text`` the formatted input (without task
-    prefix), ``label`` the label target, ``rationale`` the teacher's rationale, ``choices`` the
-    answer choices of a multiple-choice record (empty otherwise), kept for scoring."""
-
-    id: str
-    text: str
-    label: str
-    rationale: str
-    choices: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class EncodedTask:
-    """One (record, task) pair as token ids: the prompt and the target, which ends with the
-    end-of-sequence token. ``shared``: how many of the prompt's first tokens are the record's
-    input, the same for all its tasks (a causal student's prompt is input then tag); 0 for a
-    seq2seq student, whose prompt starts with the task prefix."""
-
-    prompt_ids: tuple[int, ...]
-    target_ids: tuple[int, ...]
-    shared: int = 0
-
-    @property
-    def tokens(self) -> int:
-        """Prompt plus target tokens: the training tokens of this pair."""
-        return len(self.prompt_ids) + len(self.target_ids)
-
-    @property
-    def shared_ids(self) -> tuple[int, ...]:
-        """The input's tokens, which all tasks of the record share."""
-        return self.prompt_ids[: self.shared]
-
-    @property
-    def branch_ids(self) -> tuple[int, ...]:
-        """What follows the shared input: the tag and the target."""
-        return self.prompt_ids[self.shared :] + self.target_ids
-
-
-def record_text(dataset: str, row: pd.Series) -> str:
-    """The input of a row of ``read_dsbs(dataset)``'s frame as the student reads it: a cqa
-    question followed by its lettered choices (the released format), an e-SNLI premise and
-    hypothesis on two labelled lines, a svamp problem as written."""
-    if dataset == "cqa":
-        lettered = "\n".join(f"({letter}) {choice}" for letter, choice in zip(CHOICE_LETTERS, row["choices"]))
-        return f"{row['question']}\nAnswer Choices:\n{lettered}"
-    if dataset == "esnli":
-        return f"Premise: {row['premise']}\nHypothesis: {row['hypothesis']}"
-    if dataset == "svamp":
-        return str(row["input"])
-    raise StepDistillError(f"unknown dataset {dataset!r} for a generative student; choose one of {', '.join(DATASETS)}")
-
-
-def lm_records(
-    frame: pd.DataFrame, outputs: LLMOutputs, dataset: str, label_source: Literal["human", "teacher"] = "human"
-) -> tuple[list[LMRecord], list[str]]:
-    """``(records, left_out_ids)`` from a ``read_dsbs`` frame and its teacher outputs.
-
-    Label targets: ``label_source="human"`` the frame's labels, ``"teacher"`` the teacher's (the
-    paper's ``gt`` and ``llm`` label types). They are class names: the cqa answer text, the e-SNLI
-    label word, and for svamp the answer's value as a number string (``"42"``, as ``read_dsbs``
-    gives both; the released expressions are not kept, and ``lm_eval`` accepts a generated
-    expression with the same value). The rationale target is the teacher's first rationale.
-    Records without a rationale, or without a teacher label when it is the target, are left out
-    (their ids returned); a record without any teacher output is an error.
-    """
-    if label_source not in ("human", "teacher"):
-        raise StepDistillError(f"unknown label source {label_source!r}; choose human or teacher")
-    missing = [record_id for record_id in frame["id"] if record_id not in outputs.answers]
-    if missing:
-        raise StepDistillError(
-            f"the teacher outputs lack {len(missing)} of {len(frame)} record ids (e.g. {reprlib.repr(missing[0])}); "
-            "give the teacher one output per record id"
-        )
-    records: list[LMRecord] = []
-    left_out: list[str] = []
-    for _, row in frame.iterrows():
-        answer = outputs.answers[row["id"]]
-        label = row["label"] if label_source == "human" else answer.label
-        if label is None or not answer.rationales:
-            left_out.append(row["id"])
-            continue
-        choices = tuple(row["choices"]) if dataset == "cqa" else ()
-        records.append(LMRecord(str(row["id"]), record_text(dataset, row), str(label), answer.rationales[0], choices))
-    return records, left_out
-
-
-def task_prompt(record: LMRecord, task: int, seq2seq: bool) -> str:
-    """The prompt of ``task`` (``LABEL_TASK`` or ``RATIONALE_TASK``) for ``record`` as text: a
-    seq2seq student's ``predict: <input>\\n``, a causal student's ``<input>\\npredict:\\n`` (see
-    ``prompt_ids`` for its tokens). A newline ends it, so that the target starts on a line of its own."""
-    return f"{TASK_PREFIXES[task]}{record.text}\n" if seq2seq else f"{record.text}{TASK_TAGS[task]}"
-
-
-def prompt_formats(seq2seq: bool) -> dict[str, str]:
-    """The prompts' format by task name, ``<input>`` standing for a record's input: what a saved
-    student's manifest records, so that ``stepdistill predict`` prompts it as it was trained."""
-    example = LMRecord("", "<input>", "", "")
-    return {name: task_prompt(example, task, seq2seq) for name, task in (("label", LABEL_TASK), ("rationale", RATIONALE_TASK))}
-
-
-def task_target(record: LMRecord, task: int) -> str:
-    """What ``task`` asks the student to write for ``record``: its label or its rationale."""
-    return record.label if task == LABEL_TASK else record.rationale
-
-
-def prompt_ids(tokenizer, record: LMRecord, task: int, seq2seq: bool, max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> list[int]:
-    """The prompt's token ids, at most ``max_prompt_tokens``. Training and generation both use
-    this, so that a model is prompted at test time exactly as it was trained.
-
-    Seq2seq: ``task_prompt`` tokenized with the special tokens the tokenizer adds to an input (an
-    EOS for T5's), truncated. Causal: ``record_input_ids`` then ``tag_ids``, tokenized apart,
-    so that a record's tasks share the input's tokens exactly and a batch can compute them once."""
-    if seq2seq:
-        return tokenizer(task_prompt(record, task, seq2seq), truncation=True, max_length=max_prompt_tokens)["input_ids"]
-    return record_input_ids(tokenizer, record, max_prompt_tokens) + tag_ids(tokenizer, task)
-
-
-def tag_ids(tokenizer, task: int) -> list[int]:
-    """A causal prompt's task tag (``\\npredict:\\n``, ``\\nexplain:\\n``) as token ids, without special tokens."""
-    return tokenizer(TASK_TAGS[task], add_special_tokens=False)["input_ids"]
-
-
-def record_input_ids(tokenizer, record: LMRecord, max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> list[int]:
-    """A causal prompt's input, the record's text, as token ids with the special tokens the tokenizer
-    adds (a BOS for Llama-style tokenizers), cut so that the longest tag still fits in
-    ``max_prompt_tokens``: the same cut for every task, so that the tasks share the input."""
-    room = max_prompt_tokens - max(len(tag_ids(tokenizer, task)) for task in range(len(TASK_TAGS)))
-    if room < 1:
-        raise StepDistillError(f"max_prompt_tokens {max_prompt_tokens} leaves no room for the input beside the task tag; raise it above {max_prompt_tokens - room}")
-    return tokenizer(record.text, truncation=True, max_length=room)["input_ids"]
-
-
-def eos_id(tokenizer) -> int:
-    """The tokenizer's end-of-sequence id, which ends every target."""
-    if tokenizer.eos_token_id is None:
-        raise StepDistillError(f"the tokenizer {tokenizer.name_or_path!r} has no end-of-sequence token; set tokenizer.eos_token")
-    return tokenizer.eos_token_id
-
-
-def pad_id(tokenizer) -> int:
-    """The id that fills padding: the tokenizer's pad token, else its EOS (padding is masked out,
-    so its value never matters)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id(tokenizer)
-
-
-def encode_task(
-    tokenizer,
-    record: LMRecord,
-    task: int,
-    seq2seq: bool,
-    max_prompt_tokens: int = MAX_PROMPT_TOKENS,
-    max_target_tokens: int = MAX_TARGET_TOKENS,
-) -> EncodedTask:
-    """``record``'s ``task`` as token ids, with the prompt of a seq2seq or a causal student (see
-    ``prompt_ids``). Prompt and target are tokenized apart, so that the target's tokens are the
-    ones the model will generate after the prompt; the target is cut to ``max_target_tokens - 1``
-    tokens and gets the EOS."""
-    target = tokenizer(task_target(record, task), add_special_tokens=False)["input_ids"][: max_target_tokens - 1]
-    prompt = prompt_ids(tokenizer, record, task, seq2seq, max_prompt_tokens)
-    shared = 0 if seq2seq else len(prompt) - len(tag_ids(tokenizer, task))
-    return EncodedTask(tuple(prompt), tuple(target) + (eos_id(tokenizer),), shared)
 
 
 def both_tasks(records: Sequence[LMRecord]) -> list[tuple[LMRecord, int]]:
@@ -399,18 +222,6 @@ def branch_attention_mask(segments: torch.Tensor, model) -> torch.Tensor:
     return allowed
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], fill: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids, mask)``, both (B, longest): the sequences padded with ``fill`` on the right (for
-    training) or the left (for a decoder-only model's generation); ``mask`` is 1 on real tokens."""
-    longest = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), longest), fill, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        where = slice(longest - len(sequence), longest) if left else slice(0, len(sequence))
-        ids[row, where] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, where] = 1
-    return ids, mask
-
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of indices whose ``lengths`` are alike, so that little of a batch is padding.
@@ -527,43 +338,3 @@ def per_task_sums(token_losses: torch.Tensor, token_tasks: torch.Tensor, n_tasks
     return sums, torch.bincount(token_tasks, minlength=n_tasks)
 
 
-def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels_mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Scalar: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` per target token, averaged
-    over the tokens where ``labels_mask`` is true (Hinton et al. 2015, token by token).
-
-    ``student_logits`` and ``teacher_logits``: (..., V) over the same vocabulary (see
-    ``check_same_vocabulary``), e.g. (B, L, V) or ``target_logits``' (N, V); ``labels_mask``:
-    (...) bool. The T^2 factor keeps the gradients' scale independent of T. The teacher's logits
-    are a fixed target (detached). No target token: 0.
-    """
-    if not temperature > 0:
-        raise StepDistillError(f"the distillation temperature must be > 0, got {temperature}; use e.g. 2")
-    if student_logits.shape != teacher_logits.shape:
-        raise StepDistillError(
-            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ in shape; "
-            "token distillation needs a teacher with the student's tokenizer, run on the same batch"
-        )
-    kl = token_kl(student_logits[labels_mask], teacher_logits[labels_mask], temperature)
-    return kl.sum() if kl.shape[0] == 0 else kl.mean()
-
-
-def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(N,): ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` of each of N tokens, from
-    logits (N, V) over the same vocabulary; the teacher's are a fixed target (detached)."""
-    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    return F.kl_div(student, teacher, log_target=True, reduction="none").sum(dim=-1) * temperature**2
-
-
-def check_same_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
-    """Raise a one-line ``StepDistillError`` naming both tokenizers unless they map the same
-    tokens to the same ids (token distillation compares logits id by id)."""
-    student_vocabulary, teacher_vocabulary = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
-    if student_vocabulary == teacher_vocabulary:
-        return
-    differing = sorted(set(student_vocabulary.items()) ^ set(teacher_vocabulary.items()), key=lambda item: item[1])
-    raise StepDistillError(
-        f"the student's tokenizer {student_tokenizer.name_or_path!r} ({len(student_vocabulary)} tokens) and the teacher's "
-        f"{teacher_tokenizer.name_or_path!r} ({len(teacher_vocabulary)} tokens) differ (e.g. token {differing[0][0]!r} -> "
-        f"id {differing[0][1]}); token distillation needs a teacher with the student's tokenizer, or use the teacher's rationales only"
-    )
