@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/stepdistill demo --out runs/demo
 
-# The HTML report tests open the pages in headless Chromium, installed here when missing. Two
-# workers, one thread each: the tests are single-threaded and CI has two cores.
+# The layers of the package (import-linter, pyproject.toml), then the tests. The HTML report tests
+# open the pages in headless Chromium, installed here when missing. Two workers, one thread each:
+# the tests are single-threaded and CI has two cores.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	sh tests/setup_chromium.sh
 	$(BIN)/python -m pytest -q -n 2
 

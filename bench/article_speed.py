@@ -46,8 +46,9 @@ from stepdistill.data.repeats import RunRows
 from stepdistill.engines.base import fit
 from stepdistill.engines.tabular import TabularData
 from stepdistill.evaluate import classification_metrics
-from stepdistill.experiment import build_teacher, load_data, prepare_run, runs_of, split_logits, student_states
-from stepdistill.teachers.kinds import LogisticTeacher
+from stepdistill.experiment.tabular import load_data, prepare_run, run_teacher, runs_of, split_logits, student_states
+from stepdistill.teachers.config import LogisticTeacher
+from stepdistill.terms import method_of
 
 TARGET_RATIO = 20
 ACCURACY_TOLERANCE = 0.002
@@ -149,13 +150,12 @@ CONFIG = ExperimentConfig(
 
 
 def stepdistill_path(data: PreparedData, run: RunRows) -> dict[str, nn.Module]:
-    built, cache = build_teacher(CONFIG, data, run, loaded=None)
-    width = cache.take(data.splits.train.ids[:1]).rationale.shape[-1]
+    built, cache = run_teacher(CONFIG, data, run, loaded=None)
     n_train = len(data.splits.train)
-    methods = [CONFIG.build_method(name, CONFIG.candidates(name, n_train)[0]) for name in CONFIG.methods]
-    students = student_states(CONFIG, methods, data, built.teacher, width, [run.seed])
-    fit([seeds[0] for seeds in students], TabularData(data.splits.train, data.splits.val, cache))
-    return {name: seeds[0].model for name, seeds in zip(CONFIG.methods, students)}
+    methods = [method_of(CONFIG.method_spec(name, CONFIG.candidates(name, n_train)[0])) for name in CONFIG.methods]
+    students = student_states(CONFIG, methods, data, built, cache, run.seed)
+    fit(students, TabularData(data.splits.train, data.splits.val, cache.take(data.splits.train.ids)))
+    return {name: state.model for name, state in zip(CONFIG.methods, students)}
 
 
 def stepdistill_accuracy(model: nn.Module, test: Table) -> float:

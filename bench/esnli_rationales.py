@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from stepdistill import presets
-from stepdistill.experiment import run_fractions
-from stepdistill.teachers.kinds import PrivilegedModel
+from stepdistill.experiment.tabular import run_tabular
+from stepdistill.teachers.config import PrivilegedModel
 
 FRACTIONS = [0.1, 1.0]
 OUT = Path(__file__).with_name("esnli_rationales.json")
@@ -72,7 +72,7 @@ def main() -> None:
     measured = {}
     for name, teacher in teachers(config).items():
         started = time.perf_counter()
-        by_fraction = run_fractions(config.model_copy(update={"teacher": teacher}), frame, FRACTIONS, test_frame=test_frame)
+        by_fraction = run_tabular(config.model_copy(update={"teacher": teacher}), frame, test_frame, fractions=FRACTIONS).results_by_fraction
         measured[name] = {str(f): summary(r) for f, r in by_fraction.items()} | {"seconds": round(time.perf_counter() - started, 1)}
         print(f"{name}: {measured[name]['seconds']} s", flush=True)
     kept = {}

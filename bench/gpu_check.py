@@ -22,11 +22,11 @@ import stepdistill.engines.tabular as train_module
 from stepdistill.data import linear_binary, prepare
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
-from stepdistill.experiment import run_experiment
-from stepdistill.methods import build_method
+from stepdistill.experiment.tabular import run_tabular
+from stepdistill.terms import build_method
 from stepdistill.presets import demo
-from stepdistill.students import LogisticModel
-from stepdistill.teachers import cache_model_outputs
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.teachers.cache import cache_model_outputs
 
 
 def on_device(device: str, fn, *args):
@@ -40,7 +40,7 @@ def on_device(device: str, fn, *args):
 
 def demo_accuracies(preset: str) -> dict:
     config, frame, _ = demo(preset, 3)
-    results = run_experiment(config, frame)
+    results = run_tabular(config, frame).results
     return {
         "teacher": results["teacher"]["test"]["accuracy"]["mean"],
         **{name: m["test"]["accuracy"]["mean"] for name, m in results["methods"].items()},
@@ -57,10 +57,10 @@ def engines_agree_on_cuda() -> dict:
     for preset in ["step_by_step", "enhanced"]:
         method = build_method(preset, {"epochs": 3})
         linear = new_state("a", method, lambda: LogisticModel(10, 1), 1, device="cuda")
-        fit([linear], TabularData(splits.train, splits.val, cache))
+        fit([linear], TabularData(splits.train, splits.val, cache.take(splits.train.ids)))
         with mock.patch.object(train_module.LinearEngine, "accepts", staticmethod(lambda state: False)):
             autograd = new_state("b", method, lambda: LogisticModel(10, 1), 1, device="cuda")
-            fit([autograd], TabularData(splits.train, splits.val, cache))
+            fit([autograd], TabularData(splits.train, splits.val, cache.take(splits.train.ids)))
         a = torch.cat([p.detach().flatten() for p in linear.model.parameters()])
         b = torch.cat([p.detach().flatten() for p in autograd.model.parameters()])
         assert a.is_cuda and b.is_cuda

@@ -96,22 +96,24 @@ def task_config(task: str, size: TaskSize, data_dir: Path | None, smoke: bool):
 def run_task(task: str, size: TaskSize, data_dir: Path | None, smoke: bool) -> dict:
     """One task's four students: per method the test metrics, validation loss and training
     seconds, and the task's wall-clock seconds (data, training and generation)."""
-    from stepdistill.lm_experiment import load_lm_data, run_lm_experiment
+    from stepdistill.experiment.lm import run_lm
+    from stepdistill.progress import Lines
 
     started = time.perf_counter()
     config = task_config(task, size, data_dir, smoke)
-    results = run_lm_experiment(config, load_lm_data(config.data), say=lambda line: print(f"  {task} {line}", flush=True)).results
+    results = run_lm(config, Lines(sys.stdout)).results
     methods = {
         name: {
             **{metric: summary["mean"] for metric, summary in entry["test"].items()},
-            "validation_loss": entry["validation_loss"]["mean"],
-            "train_seconds": entry["train_seconds"]["mean"],
-            "epochs": entry["runs"][0]["epochs"],
+            "validation_loss": entry["validation"]["log_loss"]["mean"],
+            "train_seconds": entry["train_seconds"],
+            "epochs": len(entry["history"][0]),
         }
         for name, entry in results["methods"].items()
     }
+    data = results["config"]["data"]
     return {
-        "records": results["records"],
+        "records": {"train_and_validation": data["n_train"] + data["n_val"], "test": data["n_test"]},
         "teacher_test_accuracy": results["teacher"]["test"]["label_accuracy"]["mean"],
         "methods": methods,
         "seconds": time.perf_counter() - started,

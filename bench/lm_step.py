@@ -47,8 +47,7 @@ from pathlib import Path
 
 import torch
 
-from stepdistill.presets import dsbs_directory
-from stepdistill.data.llm_outputs import read_dsbs
+from stepdistill.data.llm_outputs import dsbs_directory, read_dsbs
 from stepdistill.engines.lm_batching import (
     LengthGroupedBatchSampler,
     MultiTaskCollator,

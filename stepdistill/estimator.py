@@ -25,19 +25,27 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from stepdistill.config import ExperimentConfig
-from stepdistill.data import encode_splits, frame_parts
+from stepdistill.data.io import frame_parts
+from stepdistill.data.prepared import encode_splits
 from stepdistill.data.prepared import PreparedData
 from stepdistill.data.splits import MIN_CLASS_ROWS_PER_SPLIT
-from stepdistill.engines.base import default_device, fit
+from stepdistill.device import default_device
+from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.evaluate import class_probabilities
-from stepdistill.experiment import student_states
 from stepdistill.methods import PRESETS
-from stepdistill.teachers import LightGBMTeacher, ModuleTeacher, Samples, SklearnTeacher, XGBoostTeacher, cache_teacher
+from stepdistill.students.build import StudentShape, check_student_rationale, student_factory
+from stepdistill.teachers.base import Samples
+from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher
+from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.module import ModuleTeacher
+from stepdistill.teachers.scikit import SklearnTeacher
+from stepdistill.terms import method_of
 from stepdistill.teachers.base import Teacher
 from stepdistill.teachers.common import torch_thread_count
-from stepdistill.teachers.kinds import TeacherConfig
+from stepdistill.teachers.build import build_teacher
+from stepdistill.teachers.config import TeacherConfig
 
 # Every setting a method preset has: names set_params takes as overrides. Which of them the
 # chosen preset has, and their values, are checked in fit, where the preset validates them.
@@ -139,7 +147,7 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
             raise StepDistillError(f"validation_fraction must be at least 0 and below 0.5 (got {self.validation_fraction}); 0 validates on the training rows")
         seed = self._seed()
         config = self._config(seed)
-        method = config.build_method(self.method, self._overrides())
+        method = method_of(config.method_spec(self.method, self._overrides()))
         data = self._prepared(self._frame(X, checked, keeps_frame), y, seed)
         teacher, samples = self._teacher(config, data, method.needs_rationale)
         train = data.splits.train
@@ -149,8 +157,12 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         if method.needs_rationale and rationale is None:
             reason = teacher.rationale_unavailable or f"{type(teacher).__name__} explains none of its predictions"
             raise StepDistillError(f"method '{self.method}' needs a rationale, which the teacher does not give: {reason}; methods 'baseline' and 'traditional' need none")
-        [[state]] = student_states(config, [method], data, teacher, None if rationale is None else rationale.shape[1], [seed])
-        fit([state], TabularData(train, data.splits.val, cache))
+        shape = StudentShape(train.n_features, train.n_classes, data.encoder.feature_groups, None, teacher.rationale_style, teacher.reads_raw_columns)
+        width = None if rationale is None else rationale.shape[1]
+        make = student_factory(config.student, shape)
+        check_student_rationale(config.student, make, [method.name] if method.needs_rationale else [], width)
+        state = new_state(self.method, method, make, seed, width, default_device())
+        fit([state], TabularData(train, data.splits.val, cache.take(train.ids)))
         self.classes_ = classes  # in the order of the student's outputs: frame_parts sorts labels alike
         self.student_ = state.model.cpu().eval()
         self.teacher_ = teacher
@@ -225,7 +237,7 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         the rest of the fit."""
         train = data.splits.train
         if isinstance(self.teacher, (str, dict)):
-            return config.teacher.build(data, default_device()).teacher, Samples.of(train, data.raw)
+            return build_teacher(config.teacher, data, default_device()).teacher, Samples.of(train, data.raw)
         if isinstance(self.teacher, nn.Module):
             if data.encoder.categorical_:
                 raise StepDistillError("a torch teacher reads X as numbers, but X has categorical columns; encode them as numbers first")

@@ -14,6 +14,15 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall
 from stepdistill.errors import StepDistillError
 
 
+# Metrics where lower is better; the others are better higher.
+LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
+
+
+def is_worse(metric: str, diff: float) -> bool:
+    """Whether a change of ``metric`` by ``diff`` is for the worse."""
+    return diff > 0 if metric in LOWER_IS_BETTER else diff < 0
+
+
 def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib
 import json
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stepdistill import __version__
 from stepdistill.data.encode import MISSING_CATEGORY
 from stepdistill.errors import StepDistillError
 from stepdistill.run_dir import SavedStudent
-from stepdistill.students import LogisticModel
+from stepdistill.students.logistic import LogisticModel
 
 FORMATS = ("onnx", "sklearn", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "sklearn": ".skops", "safetensors": ".safetensors"}
@@ -149,7 +149,7 @@ def onnx_model(student: SavedStudent):
         compose.add_prefix(network, "network/", rename_outputs=False),
         io_map=[("preprocessing/" + preprocessing.graph.output[0].name, "network/features")],
         producer_name="stepdistill",
-        producer_version=__version__,
+        producer_version=metadata.version("stepdistill"),
         doc_string=f"stepdistill student ({student.model.spec['kind']}) on the raw columns",
     )
     graph = model.graph

@@ -1,5 +1,5 @@
-"""Reading a YAML config file, writing a file whole or not at all, and where stepdistill keeps
-what it caches."""
+"""Reading a YAML config file into a strict schema, writing a file whole or not at all, and where
+stepdistill keeps what it caches."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from stepdistill.errors import StepDistillError, validation_message
 
 M = TypeVar("M")
+
+
+class StrictModel(BaseModel):
+    """A config section: a key it does not know is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from stepdistill.config import DataConfig, EvaluationConfig, ExperimentConfig, StudentTraining
-from stepdistill.data import bundled, linear_binary, nonlinear_binary
+from stepdistill.config import DataConfig, EvaluationConfig, ExperimentConfig
+from stepdistill.methods import StudentTraining
+from stepdistill.data import bundled
+from stepdistill.data.synthetic import linear_binary, nonlinear_binary
 from stepdistill.errors import StepDistillError
-from stepdistill.data.llm_outputs import read_dsbs
-from stepdistill.students.kinds import ChoiceScorerStudent, LogisticStudent, MLPStudent
-from stepdistill.teachers.kinds import CNNTeacher, LightGBMTeacherConfig, LLMTeacherConfig, MLPTeacher
+from stepdistill.data.llm_outputs import dsbs_directory, read_dsbs
+from stepdistill.students.config import ChoiceScorerStudent, LogisticStudent, MLPStudent
+from stepdistill.teachers.config import CNNTeacher, LightGBMTeacherConfig, LLMTeacherConfig, MLPTeacher
 
 DEMO_ROWS = 100_000
 DEMO_FEATURES = 10
@@ -63,8 +65,6 @@ def mnist() -> tuple[ExperimentConfig, pd.DataFrame]:
     return config, bundled.mnist_5k()
 
 
-# The distilling-step-by-step release, beside the project's folder by default.
-DSBS_DEFAULT_DIR = Path("../shared/data/dsbs")
 # The paper's four settings (Hsieh et al. 2023) as methods: standard fine-tuning on the human
 # labels (the control); standard distillation on the teacher's labels alone; distilling step by
 # step, the teacher's labels and a pull of the student's hidden layer toward the embedding of
@@ -133,12 +133,3 @@ def demo(name: str, repeats: int, data_dir: Path | None = None) -> tuple[Experim
             raise StepDistillError(f"preset '{name}' reads no data folder; --data-dir is for {', '.join(DATA_DIR_PRESETS)}")
         (config, frame), test_frame = DEMOS[name](), None
     return config.model_copy(update={"evaluation": EvaluationConfig(repeats=repeats)}), frame, test_frame
-
-
-def dsbs_directory(data_dir: Path | None) -> Path:
-    """The released distilling-step-by-step data: ``data_dir``, else the default when present."""
-    chosen = DSBS_DEFAULT_DIR if data_dir is None else data_dir
-    if not (chosen / "datasets").is_dir():
-        where = f"--data-dir {data_dir}" if data_dir is not None else f"the default {DSBS_DEFAULT_DIR}"
-        raise StepDistillError(f"no distilling-step-by-step data at {where} (no datasets/ folder); pass --data-dir with the folder that holds datasets/")
-    return chosen.resolve()

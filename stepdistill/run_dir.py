@@ -32,7 +32,10 @@ from torch import nn
 from stepdistill.data.encode import FeatureEncoder
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities
-from stepdistill.students import ChoiceScorerModel, CNNModel, LogisticModel, MLPModel
+from stepdistill.students.choice import ChoiceScorerModel
+from stepdistill.students.cnn import CNNModel
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.students.mlp import MLPModel
 from stepdistill.text.inputs import TextInputs
 
 STUDENTS_DIR = "students"
@@ -47,10 +50,10 @@ VERSIONED_PACKAGES = ("stepdistill", "torch", "numpy", "pandas", "scikit-learn",
 @dataclass
 class RunStudents:
     """One run's trained students (by method name, on the CPU) and the encoder fitted on its
-    training rows."""
+    training rows (None for students that read text, such as language models)."""
 
     index: int
-    encoder: FeatureEncoder
+    encoder: FeatureEncoder | None
     models: dict[str, nn.Module]
 
 
@@ -94,6 +97,25 @@ class SavedStudent:
             raise StepDistillError(f"column{'s' if len(bad) > 1 else ''} {', '.join(bad)} hold NaN or infinite values; fill or drop those rows")
         with torch.no_grad():
             return class_probabilities(self.model(torch.from_numpy(encoded)).logits)
+
+
+def classifier_predictions(student: SavedStudent, frame: pd.DataFrame) -> pd.DataFrame:
+    """The predicted class and each class's probability for every row, with the row's id (its
+    id column, or its position)."""
+    known = {*student.input_columns, student.about["label"], student.about["id_column"]}
+    if extra := [str(c) for c in frame.columns if c not in known]:
+        raise StepDistillError(f"INPUT has columns the student was not trained on: {', '.join(extra)}; drop them")
+    id_column = student.about["id_column"]
+    probabilities = student.predict_proba(frame.rename(columns=str))
+    ids = frame[id_column] if id_column in frame.columns else pd.RangeIndex(len(frame))
+    classes = student.classes
+    return pd.DataFrame(
+        {
+            id_column or "row": ids.to_numpy() if hasattr(ids, "to_numpy") else np.asarray(ids),
+            "prediction": [classes[i] for i in probabilities.argmax(1)],
+            **{f"p_{c}": probabilities[:, i] for i, c in enumerate(classes)},
+        }
+    )
 
 
 def save_student(directory: Path, model: nn.Module, encoder: FeatureEncoder, classes: list[str], about: dict) -> None:

@@ -1,5 +1,7 @@
 """Studies made of experiments: an ablation of the enhanced method, and a sweep over the share
-of training rows whose labels the students see.
+of training rows whose labels the students see. This module defines them (the ablation's
+variants, the sweep's fractions) and summarizes their results; both run as one experiment
+(experiment/loop.py), of either track.
 
 An ablation is one experiment whose methods are the variants, so every variant trains on the
 same runs (splits, teachers, seeds), with the same recipe, and students that fit together train
@@ -15,15 +17,10 @@ scheduler and early stopping, so with all its labels a low-label result would be
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from stepdistill.config import ExperimentConfig
 from stepdistill.errors import StepDistillError
-from stepdistill.experiment import run_experiment, run_fractions
 from stepdistill.lm.config import LM_METHODS, LMTrainConfig
-from stepdistill.lm_experiment import LMDataset, run_lm_experiment
-from stepdistill.progress import Progress
-from stepdistill.teachers.store import TeacherStore
 
 FULL = "full"
 ENHANCED = "enhanced"
@@ -43,7 +40,6 @@ REMOVALS: dict[str, dict] = {
 LM_REMOVALS = ("no_weight_ramp", "no_rationale")
 # The simpler methods, as references for how much of full's result the components account for.
 REFERENCE_METHODS = ("baseline", "traditional", "step_by_step")
-SHOWN_METRICS = ("accuracy", "log_loss")
 
 
 def enhanced_overrides(config: ExperimentConfig) -> dict:
@@ -101,37 +97,6 @@ def summarize_ablation(results: dict) -> dict:
     }
 
 
-def run_ablation(
-    config: ExperimentConfig,
-    frame: pd.DataFrame,
-    description: dict | None = None,
-    progress: Progress | None = None,
-    teacher_store: TeacherStore | None = None,
-    test_frame: pd.DataFrame | None = None,
-) -> tuple[dict, dict]:
-    """Train every variant of ``ablation_config(config)`` in one experiment, each compared with
-    ``full`` (on ``test_frame`` when the data has a fixed test file); returns the experiment's results dict and ``summarize_ablation`` of it."""
-    results = run_experiment(
-        ablation_config(config),
-        frame,
-        description,
-        progress,
-        test_frame,
-        compare_with=FULL,
-        compared_metrics=SHOWN_METRICS,
-        teacher_store=teacher_store,
-    )
-    return results, summarize_ablation(results)
-
-
-def run_lm_ablation(config: LMTrainConfig, data: LMDataset, say=None) -> tuple[dict, dict]:
-    """``run_ablation`` for generative students: every variant of ``ablation_config(config)``
-    in one ``lm-train`` experiment, each compared with ``full``; returns its results dict and
-    ``summarize_ablation`` of it. ``say`` hears a line per trained student."""
-    results = run_lm_experiment(ablation_config(config), data, say, compare_with=FULL).results
-    return results, summarize_ablation(results)
-
-
 def parse_fractions(text: str) -> list[float]:
     """``"0.01,0.05,1"`` -> [0.01, 0.05, 1.0], ascending, each in (0, 1] and given once."""
     try:
@@ -152,34 +117,13 @@ def fraction_key(fraction: float) -> str:
     return np.format_float_positional(fraction, trim="-")
 
 
-def run_sweep(
-    config: ExperimentConfig,
-    frame: pd.DataFrame,
-    fractions: list[float],
-    description: dict | None = None,
-    progress: Progress | None = None,
-    teacher_store: TeacherStore | None = None,
-    test_frame: pd.DataFrame | None = None,
-) -> dict[str, dict]:
-    """The experiment at every labelled fraction on the same runs (see the module docstring);
-    returns results dicts by ``fraction_key``, smallest fraction first."""
-    by_fraction = run_fractions(config, frame, sorted(fractions), description, progress, test_frame, teacher_store=teacher_store)
-    return {fraction_key(f): results for f, results in by_fraction.items()}
-
-
-def run_lm_sweep(config: LMTrainConfig, data: LMDataset, fractions: list[float], say=None) -> dict[str, dict]:
-    """``run_sweep`` for generative students: the ``lm-train`` experiment at every fraction of
-    human labels on the same runs (the teacher's labels and rationales serve on every record);
-    returns results dicts by ``fraction_key``, smallest fraction first."""
-    by_fraction = run_lm_experiment(config, data, say, sorted(fractions)).results_by_fraction
-    return {fraction_key(f): results for f, results in by_fraction.items()}
-
-
-def summarize_sweep(results_by_fraction: dict[str, dict]) -> dict:
-    """``{method: {fraction: {metric: {"mean", "std"}, "vs_control": {metric: comparison}}}}``
-    from ``run_sweep``'s results, for the metrics the experiment compared."""
+def summarize_sweep(results_by_fraction: dict[float, dict]) -> dict:
+    """``{method: {fraction: {metric: {"mean", "std"}, "vs_control": {metric: comparison}}}}``,
+    fractions as ``fraction_key`` writes them, from the sweep's results by fraction, for the
+    metrics the experiment compared."""
     summary: dict[str, dict] = {}
-    for key, results in results_by_fraction.items():
+    for fraction, results in sorted(results_by_fraction.items()):
+        key = fraction_key(fraction)
         metrics = results["evaluation"]["compared"]
         for name, entry in results["methods"].items():
             cell = {metric: _mean_std(entry["test"][metric]) for metric in metrics}

@@ -4,16 +4,24 @@ An objective turns a batch and the student's outputs into a per-sample loss ``(.
 its derivative with respect to the student's outputs for the linear engine (engines/tabular.py).
 Objectives are frozen dataclasses: two terms with equal objectives compute the same thing, which is what
 lets students with different weights share one batched computation.
+
+A ``Method`` is what a student trains with: its terms (name, objective, weight), how it is
+optimized, and the balancer and sample curriculum it may have; ``build_method`` makes one from the
+validated configuration of methods.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
 
 import torch
 
 from stepdistill import losses
+from stepdistill.balancers import Balancer, DynamicWeightAverage, GradNorm, LossRatioBalancer, UncertaintyWeighting
+from stepdistill.curriculum import Curriculum
+from stepdistill.methods import BalancerConfig, MethodSpec, TrainingConfig, method_spec
+from stepdistill.weights import Weight
 
 
 @dataclass
@@ -164,3 +172,82 @@ class Consistency(Objective):
 
     def grads(self, out: Outputs, batch: Batch) -> Grads:
         return Grads(perturbed_logits=losses.consistency_kl_grad(out.logits, out.perturbed_logits))
+
+
+# --- a method: its terms and how they are optimized --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    objective: Objective
+    weight: Weight
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method built from its ``spec``: the terms with their objectives, the training settings,
+    the balancer (a template: each student trains with its own copy) and the sample curriculum."""
+
+    name: str
+    terms: tuple[Term, ...]
+    training: TrainingConfig
+    balancer: Balancer | None = None
+    curriculum: Curriculum | None = None
+    spec: MethodSpec | None = field(default=None, compare=False)  # settings, not part of what a method computes
+
+    @property
+    def uses_teacher(self) -> bool:
+        return any(not isinstance(t.objective, HardLabel) for t in self.terms)
+
+    @property
+    def needs_rationale(self) -> bool:
+        return any(t.objective.needs_rationale for t in self.terms)
+
+    def describe(self) -> dict:
+        return {
+            "preset": self.name,
+            "terms": [{"name": t.name, "objective": t.objective.describe(), "weight": t.weight.describe()} for t in self.terms],
+            "training": self.training.model_dump(),
+            "balancer": None if self.balancer is None else self.balancer.describe(),
+            "curriculum": None if self.curriculum is None else vars(self.curriculum),
+        }
+
+
+def build_method(preset: str, overrides: dict | None = None, name: str | None = None) -> Method:
+    """The preset's method with ``overrides`` applied (``methods.method_spec``, which validates
+    them: pydantic's ValidationError on bad values, ValueError on weights or balancer targets that
+    do not fit the terms, KeyError on an unknown preset), built."""
+    return method_of(method_spec(preset, overrides, name))
+
+
+def method_of(spec: MethodSpec) -> Method:
+    """The method ``spec`` describes, with its objectives, balancer and curriculum built."""
+    config = spec.config
+    terms = tuple(Term(t.name, _objective(t.name, config), t.weight) for t in spec.terms)
+    balancer_config = getattr(config, "balancer", None)
+    balancer = None if balancer_config is None else _balancer(balancer_config, tuple(t.name for t in terms))
+    curriculum_config = getattr(config, "curriculum", None)
+    curriculum = None if curriculum_config is None else Curriculum(**curriculum_config.model_dump())
+    return Method(spec.name, terms, spec.training, balancer, curriculum, spec)
+
+
+def _objective(name: str, config) -> Objective:
+    """What the term ``name`` of a method with the preset settings ``config`` compares."""
+    if name == "hard":
+        return HardLabel()
+    if name == "soft":
+        return SoftTarget(config.temperature)
+    if name == "rationale":
+        return Rationale(config.rationale_distance, config.margin)
+    return Consistency(config.noise_std, config.perturbation, config.feature_dropout)
+
+
+def _balancer(config: BalancerConfig, term_names: tuple[str, ...]) -> Balancer:
+    if config.kind == "dwa":
+        return DynamicWeightAverage(config.temperature)
+    if config.kind == "loss_ratio":
+        return LossRatioBalancer(config.targets, config.momentum)
+    if config.kind == "uncertainty":
+        return UncertaintyWeighting(term_names, config.lr)
+    return GradNorm(term_names, config.alpha, config.lr)

@@ -40,11 +40,11 @@ def train_both_engines(monkeypatch):
 
     def train(method, make, train_table, val_table, cache, labelled=None):
         linear = new_state("linear", method, make, seed=1)
-        fit([linear], TabularData(train_table, val_table, cache, labelled))
+        fit([linear], TabularData(train_table, val_table, cache.take(train_table.ids), labelled))
         with monkeypatch.context() as patch:
             patch.setattr(train_module.LinearEngine, "accepts", staticmethod(lambda state: False))
             autograd = new_state("autograd", method, make, seed=1)
-            fit([autograd], TabularData(train_table, val_table, cache, labelled))
+            fit([autograd], TabularData(train_table, val_table, cache.take(train_table.ids), labelled))
         params = [torch.cat([p.detach().flatten() for p in s.model.parameters()]) for s in (linear, autograd)]
         torch.testing.assert_close(*params, rtol=1e-4, atol=1e-5)
         return linear, autograd

@@ -4,8 +4,8 @@ import torch
 from stepdistill.data import Table
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import LinearEngine, TabularData
-from stepdistill.methods import build_method
-from stepdistill.students import ChoiceScorerModel
+from stepdistill.terms import build_method
+from stepdistill.students.choice import ChoiceScorerModel
 from stepdistill.teachers.cache import InMemoryTeacherCache
 
 N_CHOICES, N_FEATURES, TEACHER_RATIONALE_WIDTH = 4, 5, 8
@@ -107,7 +107,7 @@ def test_distils_from_a_teacher_with_a_projected_rationale(preset):
     )
     assert (state.head is not None) == (preset == "step_by_step")
     assert not LinearEngine.accepts(state)
-    fit([state], TabularData(train, val, cache))
+    fit([state], TabularData(train, val, cache.take(train.ids)))
     assert state.diverged is None and len(state.history) == 3
     terms = state.history[-1]["terms"]
     assert set(terms) == ({"hard", "soft", "rationale"} if preset == "step_by_step" else {"hard", "soft"})

@@ -113,11 +113,11 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_demo_nonlinear_runs_end_to_end(tmp_path, monkeypatch):
-    import stepdistill.config as config
+    import stepdistill.methods as methods
     import stepdistill.presets as presets
 
     monkeypatch.setattr(presets, "DEMO_ROWS", 4000)
-    monkeypatch.setattr(config, "LR_CANDIDATES", (0.01,))  # one learning rate to try keeps it to seconds
+    monkeypatch.setattr(methods, "LR_CANDIDATES", (0.01,))  # one learning rate to try keeps it to seconds
     result = runner.invoke(app, ["demo", "--preset", "nonlinear", "--repeats", "1", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -128,9 +128,10 @@ def test_demo_nonlinear_runs_end_to_end(tmp_path, monkeypatch):
 
 def test_the_cli_names_the_presets_as_they_are_defined():
     from stepdistill import cli, presets
+    from stepdistill.data import llm_outputs
 
     assert set(cli.PRESET_NAMES) == set(presets.DEMOS)
-    assert cli.DSBS_DEFAULT_DIR == str(presets.DSBS_DEFAULT_DIR)
+    assert cli.DSBS_DEFAULT_DIR == str(llm_outputs.DSBS_DEFAULT_DIR)
 
 
 def test_help_imports_no_heavy_library():

@@ -6,9 +6,9 @@ import torch
 from stepdistill.curriculum import Curriculum
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
-from stepdistill.methods import build_method
-from stepdistill.students import LogisticModel
-from stepdistill.teachers import cache_model_outputs
+from stepdistill.terms import build_method
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.teachers.cache import cache_model_outputs
 
 
 def test_pacing_functions_by_hand():
@@ -48,7 +48,7 @@ def test_curriculum_paces_the_rows_and_both_engines_agree(linear_splits, monkeyp
         return original_step(self, batch)
 
     monkeypatch.setattr(train_module.LinearEngine, "step", counting_step)
-    fit([new_state("a", method, lambda: LogisticModel(10, 1), seed=1)], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([new_state("a", method, lambda: LogisticModel(10, 1), seed=1)], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     n = len(linear_splits.train)
     per_epoch = [math.ceil(f * n) for f in (0.25, 0.625, 1.0)]
     assert sum(seen) == sum(per_epoch)  # each epoch visits exactly the paced rows
@@ -98,5 +98,5 @@ def test_hidden_labels_play_no_part_in_training(linear_splits, train_both_engine
     first_labelled = torch.nonzero(labelled)[:200].flatten()
     labelled_flipped = _with_labels(train, train.y.index_put((first_labelled,), 1 - train.y[first_labelled]))
     changed = new_state("c", method, make, seed=1)
-    fit([changed], TabularData(labelled_flipped, val, cache, labelled))
+    fit([changed], TabularData(labelled_flipped, val, cache.take(labelled_flipped.ids), labelled))
     assert not torch.allclose(params([changed])[0], original[0], atol=1e-4)

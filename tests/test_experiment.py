@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_classification
 
-import stepdistill.experiment as experiment
+import stepdistill.experiment.loop as loop
+import stepdistill.experiment.tabular as tabular
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import linear_binary
 from stepdistill.errors import StepDistillError
@@ -18,28 +19,33 @@ def _config(**sections) -> ExperimentConfig:
     return ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 3}, **sections})
 
 
+def run_experiment(config: ExperimentConfig, frame: pd.DataFrame, **options) -> dict:
+    return tabular.run_tabular(config, frame, **options).results
+
+
 @pytest.fixture
 def spied(monkeypatch):
-    """Every call of the experiment's ``fit``, ``build_teacher`` and ``test_run``, in order:
-    ``("fit", train ids, val ids)``, ``("teacher", train ids, run seed)``, ``("test", test ids)``."""
+    """Every call of the experiment loop's ``fit`` and the tabular track's ``run_teacher`` and
+    ``test_run``, in order: ``("fit", train ids, val ids)``, ``("teacher", train ids, run seed)``,
+    ``("test", test ids)``."""
     calls = []
-    fit, build_teacher, test_run = experiment.fit, experiment.build_teacher, experiment.test_run
+    fit, run_teacher, test_run = loop.fit, tabular.run_teacher, tabular.test_run
 
     def spy_fit(states, data, **kwargs):
         calls.append(("fit", set(data.train.ids.tolist()), set(data.val.ids.tolist())))
         return fit(states, data, **kwargs)
 
-    def spy_teacher(config, data, run, loaded, *args):
+    def spy_teacher(config, data, run, loaded, *args, **kwargs):
         calls.append(("teacher", set(data.splits.train.ids.tolist()), run.seed))
-        return build_teacher(config, data, run, loaded, *args)
+        return run_teacher(config, data, run, loaded, *args, **kwargs)
 
-    def spy_test(data, cache, trained, labelled, val):
-        calls.append(("test", set(data.splits.test.ids.tolist())))
-        return test_run(data, cache, trained, labelled, val)
+    def spy_test(at, trained):
+        calls.append(("test", set(at.data.splits.test.ids.tolist())))
+        return test_run(at, trained)
 
-    monkeypatch.setattr(experiment, "fit", spy_fit)
-    monkeypatch.setattr(experiment, "build_teacher", spy_teacher)
-    monkeypatch.setattr(experiment, "test_run", spy_test)
+    monkeypatch.setattr(loop, "fit", spy_fit)
+    monkeypatch.setattr(tabular, "run_teacher", spy_teacher)
+    monkeypatch.setattr(tabular, "test_run", spy_test)
     return calls
 
 
@@ -56,7 +62,7 @@ def _runs(calls: list) -> list[list]:
 
 def test_tuning_and_early_stopping_never_read_the_test_split(spied):
     config = _config(tune={"grid": {"temperature": [1.0, 4.0]}}, training={**FAST, "early_stopping_patience": 1})
-    experiment.run_experiment(config, linear_binary(1500, 4, seed=0))
+    run_experiment(config, linear_binary(1500, 4, seed=0))
     runs = _runs(spied)
     assert len(runs) == 3
     for run in runs:
@@ -69,7 +75,7 @@ def test_tuning_and_early_stopping_never_read_the_test_split(spied):
 
 
 def test_each_run_has_its_own_split_and_refits_the_teacher_on_its_training_rows(spied):
-    experiment.run_experiment(_config(), linear_binary(1500, 4, seed=0))
+    run_experiment(_config(), linear_binary(1500, 4, seed=0))
     teachers = [c for c in spied if c[0] == "teacher"]
     tests = [c[1] for c in spied if c[0] == "test"]
     assert [seed for _, _, seed in teachers] == [0, 1, 2]
@@ -81,7 +87,7 @@ def test_each_run_has_its_own_split_and_refits_the_teacher_on_its_training_rows(
 
 def test_repeated_cross_validation_tests_every_row_once_per_repetition(spied):
     config = _config(evaluation={"scheme": "cv", "repeats": 2, "folds": 3})
-    results = experiment.run_experiment(config, linear_binary(900, 4, seed=0), compared_metrics=("accuracy",))
+    results = run_experiment(config, linear_binary(900, 4, seed=0), compared_metrics=("accuracy",))
     tests = [c[1] for c in spied if c[0] == "test"]
     assert results["evaluation"]["runs"] == 6 and len(tests) == 6
     for repetition in (tests[:3], tests[3:]):
@@ -91,7 +97,7 @@ def test_repeated_cross_validation_tests_every_row_once_per_repetition(spied):
 def test_a_fixed_test_file_is_the_test_split_of_every_run(spied):
     frame = linear_binary(1600, 4, seed=0)
     config = ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 2}, "data": {"test_path": "test.csv"}})
-    results = experiment.run_experiment(config, frame.iloc[:1200], test_frame=frame.iloc[1200:])
+    results = run_experiment(config, frame.iloc[:1200], test_frame=frame.iloc[1200:])
     tests = [c[1] for c in spied if c[0] == "test"]
     assert tests[0] == tests[1] == set(range(1200, 1600))
     assert results["evaluation"]["scheme"] == "fixed test file"
@@ -101,7 +107,7 @@ def test_a_fixed_test_file_is_the_test_split_of_every_run(spied):
 
 def test_validation_sees_only_the_labelled_share_of_its_rows(spied):
     config = _config(data={"labelled_fraction": 0.2}, evaluation={"repeats": 1})
-    experiment.run_experiment(config, linear_binary(2000, 4, seed=0))
+    run_experiment(config, linear_binary(2000, 4, seed=0))
     [(_, train_ids, val_ids)] = [c for c in spied if c[0] == "fit"][:1]
     assert len(val_ids) == 40  # ceil(0.2 * each class's rows) of 200 validation rows
 
@@ -119,7 +125,7 @@ def test_labelled_subsets_are_nested_across_fractions():
 
 
 def test_a_sweep_builds_one_teacher_per_run_for_every_fraction(spied):
-    results = experiment.run_fractions(_config(evaluation={"repeats": 2}), linear_binary(2000, 4, seed=0), [0.05, 1.0])
+    results = tabular.run_tabular(_config(evaluation={"repeats": 2}), linear_binary(2000, 4, seed=0), fractions=[0.05, 1.0]).results_by_fraction
     assert [c[0] for c in spied].count("teacher") == 2
     assert list(results) == [0.05, 1.0]
     assert results[0.05]["teacher"]["test"] == results[1.0]["teacher"]["test"]
@@ -139,7 +145,7 @@ def test_methods_with_another_recipe_get_a_control_trained_their_way():
 
 
 def test_an_auto_learning_rate_is_chosen_on_validation_from_the_candidates():
-    results = experiment.run_experiment(
+    results = run_experiment(
         ExperimentConfig.model_validate({"training": {"epochs": 3}, "methods": {"baseline": {}}, "evaluation": {"repeats": 1}}),
         linear_binary(1500, 4, seed=0),
     )
@@ -153,14 +159,14 @@ def test_a_diverged_candidate_is_never_chosen_over_one_that_trained():
     config = ExperimentConfig.model_validate(
         {"training": {"epochs": 3, "optimizer": "sgd"}, "methods": {"baseline": {}}, "tune": {"grid": {"lr": [1e6, 0.05]}}, "evaluation": {"repeats": 1}}
     )
-    results = experiment.run_experiment(config, linear_binary(1500, 4, seed=0))
+    results = run_experiment(config, linear_binary(1500, 4, seed=0))
     assert results["methods"]["baseline"]["settings"][0]["lr"] == 0.05
     assert results["methods"]["baseline"]["flags"]["diverged"] == 0
 
 
 def test_a_diverged_student_is_marked_not_reported_as_a_result():
     config = ExperimentConfig.model_validate({"training": {"epochs": 3, "lr": 1e6, "optimizer": "sgd"}, "methods": {"baseline": {}, "traditional": {}}, "evaluation": {"repeats": 1}})
-    results = experiment.run_experiment(config, linear_binary(1500, 4, seed=0))
+    results = run_experiment(config, linear_binary(1500, 4, seed=0))
     assert results["methods"]["baseline"]["flags"]["diverged"] == 1
 
 
@@ -171,7 +177,7 @@ def test_on_small_imbalanced_data_default_students_beat_the_majority_rule_or_say
     X, y = make_classification(n_samples=5822, n_features=12, n_informative=5, weights=[0.94, 0.06], flip_y=0.03, random_state=0)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(12)]).assign(label=y)
     config = ExperimentConfig.model_validate({"teacher": {"kind": "lightgbm", "params": {"n_estimators": 40}}, "evaluation": {"repeats": 2}})
-    results = experiment.run_experiment(config, frame)
+    results = run_experiment(config, frame)
     majority = results["reference"]["majority"]["test"]["accuracy"]["mean"]
     for name, entry in results["methods"].items():
         accuracy = entry["test"]["accuracy"]["mean"]
@@ -185,7 +191,7 @@ def test_a_loaded_teacher_is_not_refit_and_the_results_warn(tmp_path):
     logit = frame["x0"].to_numpy()
     pd.DataFrame({"id": range(1200), "logits": [[v] for v in logit]}).to_parquet(tmp_path / "teacher.parquet")
     config = _config(teacher={"kind": "file", "path": str(tmp_path / "teacher.parquet")}, methods={"baseline": {}, "traditional": {}})
-    results = experiment.run_experiment(config, frame)
+    results = run_experiment(config, frame)
     assert results["teacher"]["refit"] is False
     assert any("loaded" in w for w in results["warnings"])
 
@@ -194,8 +200,8 @@ def test_default_methods_without_a_teacher_rationale_are_skipped_with_the_reason
     frame = linear_binary(1200, 4, seed=0)
     pd.DataFrame({"id": range(1200), "logits": [[v] for v in frame["x0"]]}).to_parquet(tmp_path / "teacher.parquet")
     teacher = {"kind": "file", "path": str(tmp_path / "teacher.parquet")}
-    results = experiment.run_experiment(_config(teacher=teacher), frame)
+    results = run_experiment(_config(teacher=teacher), frame)
     assert set(results["methods"]) == {"baseline", "traditional"}
     assert any(w.startswith("skipped step_by_step, enhanced") for w in results["warnings"])
     with pytest.raises(StepDistillError, match="step_by_step need a rationale"):
-        experiment.run_experiment(_config(teacher=teacher, methods={"baseline": {}, "step_by_step": {}}), frame)
+        run_experiment(_config(teacher=teacher, methods={"baseline": {}, "step_by_step": {}}), frame)

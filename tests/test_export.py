@@ -22,11 +22,12 @@ from stepdistill.config import ExperimentConfig
 from stepdistill.data import FeatureEncoder
 from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities
-from stepdistill.experiment import run_experiment
+from stepdistill.experiment.tabular import run_tabular
 from stepdistill.export import export_student, sklearn_pipeline
 from stepdistill.report import write_report
 from stepdistill.run_dir import SavedStudent, fingerprint, load_student, student_directory, write_students
-from stepdistill.students import CNNModel, LogisticModel
+from stepdistill.students.cnn import CNNModel
+from stepdistill.students.logistic import LogisticModel
 from tests.test_run_dir import _mixed
 
 runner = CliRunner()
@@ -41,8 +42,8 @@ def saved_runs(tmp_path_factory):
         config = ExperimentConfig.model_validate(
             {"data": {"id_column": "sample"}, "student": student, "training": {"epochs": 3, "lr": 0.05}, "evaluation": {"repeats": 1}}
         )
-        runs = []
-        results = run_experiment(config, frame, on_run=runs.append)
+        experiment = run_tabular(config, frame)
+        results, runs = experiment.results, experiment.students
         run_dir = tmp_path_factory.mktemp(kind)
         write_report(results, run_dir, lambda staging: write_students(staging, results, runs, fingerprint(frame)))
         out[kind] = run_dir

@@ -14,9 +14,11 @@ from stepdistill.data.table import Table
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError
-from stepdistill.methods import build_method
-from stepdistill.students import MLPModel
-from stepdistill.teachers import LLMTeacher, Samples, cache_teacher
+from stepdistill.terms import build_method
+from stepdistill.students.mlp import MLPModel
+from stepdistill.teachers.base import Samples
+from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.llm import LLMTeacher
 from stepdistill.text import encoders
 from stepdistill.text.encoders import SentenceEncoder, choice_features, pair_features
 from stepdistill.text.features import TextFeaturizer
@@ -190,6 +192,6 @@ def test_step_by_step_student_learns_from_the_llm_teacher(esnli, encoder, teache
     cache = cache_teacher(teacher, [Samples(part.ids, part.X) for part in (train, val)], ESNLI_CLASSES)
     state = new_state("sbs", build_method("step_by_step", {"epochs": 3}), lambda: MLPModel(X.shape[1], 3, hidden=(32,)), seed=0, teacher_rationale_width=384)
     assert state.head is not None
-    fit([state], TabularData(train, val, cache))
+    fit([state], TabularData(train, val, cache.take(train.ids)))
     assert len(state.history) == 3 and state.diverged is None
     assert all(np.isfinite(epoch["terms"]["rationale"]["raw"]) for epoch in state.history)

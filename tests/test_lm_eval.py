@@ -104,11 +104,11 @@ def test_scores_of_generations_like_the_teacher(tokenizer, tiny_llama, monkeypat
     records = [SVAMP, SVAMP]
     written = {LABEL_TASK: ["( 84.0 / 2.0 )", "41"], RATIONALE_TASK: [record.rationale for record in records]}
     monkeypatch.setattr(lm_eval, "generate", lambda model, tok, given, task, *args, **kwargs: written[task])
-    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", max_prompt_tokens=512) == {"label_accuracy": 0.5, "rationale_rouge_l": pytest.approx(1.0)}
-    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", rationales=False, max_prompt_tokens=512) == {"label_accuracy": 0.5}
+    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", max_prompt_tokens=512).metrics == {"label_accuracy": 0.5, "rationale_rouge_l": pytest.approx(1.0)}
+    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", rationales=False, max_prompt_tokens=512).metrics == {"label_accuracy": 0.5}
 
 
 def test_evaluation_runs_end_to_end_on_a_tiny_model(tokenizer, tiny_llama):  # noqa: F811
     torch.manual_seed(0)
-    scores = evaluate_generative_student(tiny_llama, tokenizer, [CQA, CQA], "cqa", batch_size=2, max_new_tokens=4, max_prompt_tokens=512)
+    scores = evaluate_generative_student(tiny_llama, tokenizer, [CQA, CQA], "cqa", batch_size=2, max_new_tokens=4, max_prompt_tokens=512).metrics
     assert 0 <= scores["label_accuracy"] <= 1 and 0 <= scores["rationale_rouge_l"] <= 1

@@ -16,8 +16,9 @@ from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.lm import LMData, LMOptions
 from stepdistill.lm.config import LMTrainConfig
 from stepdistill.lm.models import new_student, student_tokenizer
-from stepdistill.lm_experiment import load_lm_data, run_lm_experiment
-from stepdistill.methods import build_method
+from stepdistill.experiment.lm import LMTrack, load_lm_data
+from stepdistill.experiment.loop import run_fractions
+from stepdistill.terms import build_method
 from stepdistill.weights import LinearRamp
 
 DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
@@ -53,6 +54,13 @@ def data(config):
 def tokenizer(config):
     """SmolLM2's tokenizer (the default model converted once per session into the suite's cache)."""
     return student_tokenizer(config.student)
+
+
+def _run(config, data):
+    """lm-train's experiment of ``config`` on the records ``data``."""
+    track = LMTrack(config)
+    track.data = data
+    return run_fractions(track, [1.0])
 
 
 def _train(method, config, data, tokenizer):
@@ -101,13 +109,13 @@ def test_lm_train_writes_results_report_and_a_loadable_student(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == ["baseline", "traditional", "step_by_step", "enhanced"]
     for name, entry in results["methods"].items():
-        assert len(entry["test"]["label_accuracy"]["values"]) == 2 and len(entry["runs"]) == 2
+        assert len(entry["test"]["label_accuracy"]["values"]) == 2 and len(entry["history"]) == 2
         assert 0 <= entry["test"]["rationale_rouge_l"]["mean"] <= 1
         if name != "baseline":
             assert entry["vs_control"]["label_accuracy"]["verdict"] == "too few repeats"
     assert 0 <= results["teacher"]["test"]["label_accuracy"]["mean"] <= 1
     report = (out / "report.md").read_text()
-    assert "| step_by_step |" in report and "chosen (lowest validation loss)" in report
+    assert "| step_by_step |" in report and "chosen (validation)" in report
     manifest = json.loads((out / "student" / "manifest.json").read_text())
     assert manifest["chosen"]["method"] in results["methods"]
     student = AutoModelForCausalLM.from_pretrained(out / "student")
@@ -128,10 +136,10 @@ def test_the_test_split_never_reaches_training_or_early_stopping(data, tokenizer
     config = lm_config(methods={"baseline": {}, "step_by_step": {"alpha": 0, "beta": 0.5}})
     shuffled_labels = [record.label for record in data.test][1:] + [data.test[0].label]
     shuffled = dataclasses.replace(data, test=[dataclasses.replace(r, label=label) for r, label in zip(data.test, shuffled_labels)])
-    first, second = run_lm_experiment(config, data), run_lm_experiment(config, shuffled)
+    first, second = _run(config, data), _run(config, shuffled)
     for name in config.methods:
-        runs, shuffled_runs = first.results["methods"][name]["runs"], second.results["methods"][name]["runs"]
-        assert [r["history"] for r in runs] == [r["history"] for r in shuffled_runs]  # every training and validation loss
+        # Every training and validation loss.
+        assert first.results["methods"][name]["history"] == second.results["methods"][name]["history"]
     # The test labels did reach the test metrics: the teacher is scored against them.
     assert first.results["teacher"]["test"]["label_accuracy"]["mean"] != second.results["teacher"]["test"]["label_accuracy"]["mean"]
 
@@ -190,7 +198,7 @@ def test_lm_train_with_a_token_teacher_and_one_with_another_vocabulary(tmp_path,
     (tmp_path / "kd.yaml").write_text(yaml.safe_dump({**base, "teacher": {"model": "teacher", "temperature": 2.0}}))
     result = runner.invoke(app, ["--quiet", "lm-train", str(tmp_path / "kd.yaml"), "--out", str(tmp_path / "kd")])
     assert result.exit_code == 0, result.output
-    history = json.loads((tmp_path / "kd" / "results.json").read_text())["methods"]["traditional"]["runs"][0]["history"]
+    history = json.loads((tmp_path / "kd" / "results.json").read_text())["methods"]["traditional"]["history"][0]
     assert history[0]["terms"]["soft"]["raw"] >= 0
     assert AutoModelForCausalLM.from_pretrained(teacher_dir)  # the teacher is left as it was
     (tmp_path / "other.yaml").write_text(yaml.safe_dump({**base, "teacher": {"model": str(bundled_model_directory())}}))

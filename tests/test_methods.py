@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from stepdistill.methods import build_method
+from stepdistill.terms import build_method
 from stepdistill.terms import Consistency, HardLabel, Rationale, SoftTarget
 
 

@@ -26,11 +26,12 @@ def test_readme_method_options_example_is_valid():
     import yaml
 
     from stepdistill.config import ExperimentConfig
+    from stepdistill.terms import method_of
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
     [options] = [b for b in blocks if set(b) == {"methods"}]
     config = ExperimentConfig.model_validate(options)
-    method = config.build_method("enhanced", config.candidates("enhanced", n_train=1000)[0])
+    method = method_of(config.method_spec("enhanced", config.candidates("enhanced", n_train=1000)[0]))
     assert method.balancer is not None and method.curriculum is not None
     assert [t.weight.value(4) for t in method.terms if t.name == "rationale"] == [0.1]

@@ -26,7 +26,8 @@ from stepdistill.report.figures import shown_figures
 from stepdistill.report.html import render_html
 from stepdistill.report.markdown import verdict_sentence
 from stepdistill.report.sweep import write_sweep
-from stepdistill.summary import calibration_summary, confusion_counts
+from stepdistill.experiment.summary import calibration_summary, confusion_counts
+from stepdistill.experiment.tabular import run_tabular
 
 FAST = {"epochs": 2, "lr": 0.05}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -114,20 +115,21 @@ def multiclass_ablation() -> tuple[dict, dict]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(studies, "REMOVALS", {name: studies.REMOVALS[name] for name in ("no_weight_ramp", "no_rationale")})
         patch.setattr(studies, "REFERENCE_METHODS", ("baseline",))
-        return studies.run_ablation(_config(), _three_class_frame())
+        results = run_tabular(studies.ablation_config(_config()), _three_class_frame(), compare_with=studies.FULL).results
+        return results, studies.summarize_ablation(results)
 
 
 @pytest.fixture(scope="module")
-def binary_by_fraction() -> dict[str, dict]:
+def binary_by_fraction() -> dict[float, dict]:
     """A two-class experiment at labelled fractions 0.5 and 1 (a sweep): results by fraction."""
-    return studies.run_sweep(_config(), linear_binary(1000, 4, seed=0), [0.5, 1.0])
+    return run_tabular(_config(), linear_binary(1000, 4, seed=0), fractions=[0.5, 1.0]).results_by_fraction
 
 
 @pytest.fixture(scope="module")
 def pages(multiclass_ablation, binary_by_fraction, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("pages")
     write_ablation(*multiclass_ablation, out / "ablation")  # with the experiment's report
-    write_sweep(studies.summarize_sweep(binary_by_fraction), binary_by_fraction["1"], out / "sweep")
+    write_sweep(studies.summarize_sweep(binary_by_fraction), binary_by_fraction[1.0], out / "sweep")
     return {"report": out / "ablation" / "report.html", "ablation": out / "ablation" / "ablation.html", "sweep": out / "sweep" / "sweep.html"}
 
 
@@ -208,7 +210,7 @@ def test_the_report_page_shows_the_run(pages, multiclass_ablation):
 
 
 def test_a_two_class_report_has_no_confusion_matrices(binary_by_fraction, multiclass_ablation, pages):
-    results = binary_by_fraction["1"]
+    results = binary_by_fraction[1.0]
     names = [figure.name for figure in shown_figures(results)]
     assert names == ["history", "metrics", "reliability", *(["tradeoff"] if _timed(results) else [])]
     # the multi-class report's drawings stand in: what matters is where the page puts them

@@ -19,11 +19,13 @@ from stepdistill.cli import app
 from stepdistill.data import linear_binary, prepare
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
-from stepdistill.methods import build_method
-from stepdistill.students import LogisticModel, MLPModel
-from stepdistill.teachers import cache_model_outputs
+from stepdistill.terms import build_method
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.students.mlp import MLPModel
+from stepdistill.teachers.cache import cache_model_outputs
 
 runner = CliRunner()
+DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
 # Where and when a run happened, not what it computed: wall-clock durations (a resumed run's are
 # spread over two processes) and what is derived from them (prediction speeds), the date, and
 # the machine and package versions.
@@ -48,12 +50,14 @@ def _student_weights(out: Path) -> dict[str, bytes]:
 
 
 def _assert_same_as_reference(out: Path, reference: Path, seed=None) -> None:
+    """The same results (but for timings), and the same saved students: every run's of every
+    method, or an lm-train run's chosen one."""
     context = f" (random seed {seed})" if seed is not None else ""
     assert not (out / "checkpoints").exists(), f"checkpoints left after the run finished{context}"
     results, expected = (json.loads((d / "results.json").read_text()) for d in (out, reference))
     assert comparable(results) == comparable(expected), f"resumed results differ from the uninterrupted run's{context}"
     weights = _student_weights(out)
-    assert weights.keys() == _student_weights(reference).keys() and len(weights) > 1
+    assert weights.keys() == _student_weights(reference).keys() and ("student/model.safetensors" in weights or len(weights) > 1)
     assert weights == _student_weights(reference), f"resumed student weights differ{context}"
 
 
@@ -89,13 +93,13 @@ def test_students_resumed_from_any_epoch_end_finish_as_if_never_stopped():
 
     saves = []
     uninterrupted = students()
-    fit(uninterrupted, TabularData(splits.train, splits.val, cache), on_epoch_end=lambda states: saves.append(_as_read_back(states)))
+    fit(uninterrupted, TabularData(splits.train, splits.val, cache.take(splits.train.ids)), on_epoch_end=lambda states: saves.append(_as_read_back(states)))
     assert len(saves) >= 12  # every epoch of each of the three groups
     for save in saves:
         resumed = students()
         for state, saved in zip(resumed, save, strict=True):
             state.load_state_dict(saved)
-        fit(resumed, TabularData(splits.train, splits.val, cache))
+        fit(resumed, TabularData(splits.train, splits.val, cache.take(splits.train.ids)))
         for state, expected in zip(resumed, uninterrupted):
             assert torch.equal(_params(state), _params(expected)), state.name
             assert state.history == expected.history and state.epoch == expected.epoch and state.stopped == expected.stopped
@@ -139,6 +143,11 @@ def _default_sigint() -> None:
 def _start(config: Path, out: Path, store: Path) -> subprocess.Popen:
     """``stepdistill run CONFIG --out OUT`` in a process of its own, once it has saved an epoch."""
     command = [sys.executable, "-m", "stepdistill", "--cache-dir", str(store), "run", str(config), "--out", str(out)]
+    return _started(command, out)
+
+
+def _started(command: list[str], out: Path) -> subprocess.Popen:
+    """``command`` in a process of its own, once it has saved an epoch checkpoint into ``out``."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + WAIT_SECONDS
     while not (out / "checkpoints" / "epoch.pt").is_file():
@@ -154,16 +163,22 @@ def _resume(out: Path, store: Path):
 
 
 def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_results(experiment, tmp_path):
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
     store = tmp_path / "teacher-store"  # shared by the killed and the resumed process
+    command = [sys.executable, "-m", "stepdistill", "--cache-dir", str(store), "run", str(experiment["config"])]
+    _kill_at_a_random_moment(command, experiment["reference"], experiment["seconds"], tmp_path, store, random.randrange(2**32))
+
+
+def _kill_at_a_random_moment(command: list[str], reference: Path, seconds: float, tmp_path: Path, store: Path, seed: int) -> None:
+    """Start ``command`` (with ``--out`` appended) until it saves an epoch checkpoint, kill
+    it (SIGKILL) at a random moment of its run, resume it, and compare with ``reference``."""
+    rng = random.Random(seed)
     # Most of the reference run's time lies after its first epoch (training, timing, writing):
     # a kill within three quarters of it lands while the run goes. Should the run end first, a shorter
     # delay is drawn and the run started again.
-    window = experiment["seconds"] * 3 / 4
+    window = seconds * 3 / 4
     for attempt in range(3):
         out = tmp_path / f"killed-{attempt}"
-        process = _start(experiment["config"], out, store)
+        process = _started(command + ["--out", str(out)], out)
         delay = rng.uniform(0, window)
         time.sleep(delay)
         if process.poll() is None:
@@ -180,7 +195,32 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_results(ex
         assert result.exit_code == 0, f"{context}: {result.output}"
     else:  # killed while removing the checkpoints: the final files are all written
         assert (out / "results.json").is_file(), context
-    _assert_same_as_reference(out, experiment["reference"], seed)
+    _assert_same_as_reference(out, reference, seed)
+
+
+@pytest.fixture(scope="module")
+def lm_experiment(tmp_path_factory):
+    """The tiny lm-train example (64 CommonsenseQA records, a tiny random Llama, the four methods)
+    with two runs instead of three, and its uninterrupted results in ``reference``."""
+    directory = tmp_path_factory.mktemp("lm_experiment")
+    config = yaml.safe_load((Path(__file__).parents[1] / "examples" / "lm_train_cqa_tiny.yaml").read_text())
+    config["evaluation"]["repeats"] = 2
+    (directory / "lm.yaml").write_text(yaml.safe_dump(config))
+    command = ["lm-train", str(directory / "lm.yaml"), "--data-dir", str(DSBS_DIR)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STEPDISTILL_DEVICE", "cpu")
+        started = time.perf_counter()
+        result = runner.invoke(app, ["--quiet", *command, "--out", str(directory / "reference")])
+        seconds = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    return {"command": command, "reference": directory / "reference", "seconds": seconds}
+
+
+def test_an_lm_train_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_results(lm_experiment, tmp_path):
+    """Generative students resume as tabular ones do: the same results.json, the same chosen student."""
+    command = [sys.executable, "-m", "stepdistill", "--quiet", *lm_experiment["command"]]
+    store = tmp_path / "teacher-store"
+    _kill_at_a_random_moment(command, lm_experiment["reference"], lm_experiment["seconds"], tmp_path, store, random.randrange(2**32))
 
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(experiment, tmp_path):
@@ -229,15 +269,15 @@ def test_resume_needs_an_unfinished_run_and_excludes_a_config(experiment, tmp_pa
 
 def test_an_interrupted_demo_resumes_from_its_preset(tmp_path, monkeypatch):
     from stepdistill import presets
-    from stepdistill.checkpoints import Checkpoints
+    from stepdistill.experiment.checkpoints import Checkpoints
 
     monkeypatch.setattr(presets, "DEMO_ROWS", 3000)
     out = tmp_path / "demo"
     demo = ["--no-cache", "demo", "--preset", "article", "--repeats", "2", "--out", str(out)]
     save_run = Checkpoints.save_run
 
-    def ctrl_c_once_run_0_is_saved(self, run):
-        save_run(self, run)
+    def ctrl_c_once_run_0_is_saved(self, run, track):
+        save_run(self, run, track)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:

@@ -15,7 +15,7 @@ from stepdistill.cli import app
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import FeatureEncoder, linear_binary
 from stepdistill.evaluate import class_probabilities
-from stepdistill.experiment import run_experiment
+from stepdistill.experiment.tabular import run_tabular
 from stepdistill.report import write_report
 from stepdistill.run_dir import fingerprint, load_student, student_directory, write_students
 
@@ -35,8 +35,8 @@ def _run_and_save(tmp_path, frame, student=None):
     config = ExperimentConfig.model_validate(
         {"data": {"id_column": "sample"}, "training": FAST, "evaluation": {"repeats": 2}, "student": student or {"kind": "logistic"}}
     )
-    runs = []
-    results = run_experiment(config, frame, on_run=runs.append)
+    experiment = run_tabular(config, frame)
+    results, runs = experiment.results, experiment.students
     out = tmp_path / "run"
     write_report(results, out, lambda staging: write_students(staging, results, runs, fingerprint(frame)))
     return results, runs, out

@@ -20,7 +20,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from stepdistill.errors import StepDistillError
-from stepdistill.teachers import FileTeacher, LightGBMTeacher, Samples, SklearnTeacher, cache_teacher, train_lightgbm, train_xgboost
+from stepdistill.teachers.base import Samples
+from stepdistill.teachers.boosting import LightGBMTeacher, train_lightgbm, train_xgboost
+from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.file import FileTeacher
+from stepdistill.teachers.scikit import SklearnTeacher
 
 
 def one_line_error(call, match: str) -> str:

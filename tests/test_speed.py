@@ -10,12 +10,13 @@ from sklearn.linear_model import LogisticRegression
 
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import FeatureEncoder, linear_binary
-from stepdistill.experiment import run_experiment
+from stepdistill.experiment.tabular import run_tabular
 from stepdistill.report.markdown import render_markdown
 from stepdistill.report.results import SPEED_TITLE, format_bytes, speed_rows
 from stepdistill.speed import BATCH_ROWS, measure_speed, median_ms, model_bytes
-from stepdistill.students import LogisticModel, MLPModel
-from stepdistill.teachers import SklearnTeacher
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.students.mlp import MLPModel
+from stepdistill.teachers.scikit import SklearnTeacher
 
 
 def _frame(n: int = 400) -> tuple[pd.DataFrame, FeatureEncoder, np.ndarray]:
@@ -68,7 +69,7 @@ def test_median_ms_times_the_call():
 def results():
     frame = linear_binary(600, 3, seed=2)
     config = ExperimentConfig.model_validate({"training": {"epochs": 2, "lr": 0.05}, "evaluation": {"repeats": 1}, "methods": {"baseline": {}, "traditional": {}}})
-    return run_experiment(config, frame)
+    return run_tabular(config, frame).results
 
 
 def test_results_carry_the_speed_of_the_teacher_and_every_method(results):

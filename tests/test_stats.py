@@ -293,7 +293,7 @@ def test_bootstrap_rejects_mismatched_rows():
 def test_the_bootstraps_log_loss_is_scikit_learns():
     from sklearn.metrics import log_loss
 
-    from stepdistill.summary import fast_log_loss
+    from stepdistill.experiment.summary import fast_log_loss
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=200)

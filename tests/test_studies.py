@@ -8,11 +8,13 @@ from typer.testing import CliRunner
 import stepdistill.presets as presets
 from stepdistill import stats
 from stepdistill.cli import app
-from stepdistill.config import ExperimentConfig, TuneConfig
+from stepdistill.config import ExperimentConfig
+from stepdistill.methods import TuneConfig
 from stepdistill.data import linear_binary
 from stepdistill.errors import StepDistillError
 from stepdistill.report.staged import write_staged
-from stepdistill.studies import ablation_config, parse_fractions, run_ablation
+from stepdistill.experiment.tabular import run_tabular
+from stepdistill.studies import FULL, ablation_config, parse_fractions, summarize_ablation
 
 runner = CliRunner()
 VARIANTS = [
@@ -96,7 +98,8 @@ def _term_names(results: dict, method: str) -> list[str]:
 def test_a_removal_that_changes_nothing_has_no_spread_and_is_not_significant():
     config, frame, _ = presets.demo("article", 3)
     config = config.model_copy(update={"methods": {"enhanced": {"consistency": 0}}})
-    results, ablation = run_ablation(config, frame)
+    results = run_tabular(ablation_config(config), frame, compare_with=FULL).results
+    ablation = summarize_ablation(results)
     assert results["methods"]["no_consistency"]["test"] == results["methods"]["full"]["test"]
     for comparison in ablation["no_consistency"]["vs_full"].values():
         assert comparison["diff"] == 0.0 and comparison["verdict"] == "no spread" and not comparison["significant"]

@@ -72,7 +72,7 @@ def test_gradient_boosting_teachers_explain_raw_columns(tmp_path, kind):
 
 
 def test_saved_lightgbm_model_is_loaded(tmp_path):
-    from stepdistill.teachers import train_lightgbm
+    from stepdistill.teachers.boosting import train_lightgbm
 
     frame = _mixed_frame()
     model = train_lightgbm(frame.drop(columns="label"), (frame["label"] == "yes").to_numpy().astype(int), {"n_estimators": 40}, 0)

@@ -17,22 +17,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from stepdistill.errors import StepDistillError
-from stepdistill.students import LogisticModel, MLPModel
-from stepdistill.teachers import (
-    FileTeacher,
-    LightGBMTeacher,
-    ModuleTeacher,
-    Samples,
-    SklearnTeacher,
-    Teacher,
-    TeacherOutputs,
-    TeacherStore,
-    XGBoostTeacher,
-    cache_teacher,
-    default_store_directory,
-    train_lightgbm,
-    train_xgboost,
-)
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.students.mlp import MLPModel
+from stepdistill.teachers.base import Samples, Teacher
+from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher, train_lightgbm, train_xgboost
+from stepdistill.teachers.cache import TeacherOutputs
+from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.file import FileTeacher
+from stepdistill.teachers.module import ModuleTeacher
+from stepdistill.teachers.scikit import SklearnTeacher
+from stepdistill.teachers.store import TeacherStore, default_store_directory
 
 CLASSES = ("benign", "malignant")
 

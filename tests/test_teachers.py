@@ -19,23 +19,14 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from stepdistill.errors import StepDistillError
-from stepdistill.students import MLPModel
-from stepdistill.teachers import (
-    FileTeacher,
-    LightGBMTeacher,
-    ModuleTeacher,
-    Samples,
-    SklearnTeacher,
-    Teacher,
-    TeacherOutputs,
-    XGBoostTeacher,
-    as_categorical_frame,
-    cache_teacher,
-    check_teacher_classes,
-    load_module_weights,
-    train_lightgbm,
-    train_xgboost,
-)
+from stepdistill.students.mlp import MLPModel
+from stepdistill.teachers.base import Samples, Teacher
+from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher, as_categorical_frame, train_lightgbm, train_xgboost
+from stepdistill.teachers.cache import TeacherOutputs
+from stepdistill.teachers.collect import cache_teacher, check_teacher_classes
+from stepdistill.teachers.file import FileTeacher
+from stepdistill.teachers.module import ModuleTeacher, load_module_weights
+from stepdistill.teachers.scikit import SklearnTeacher
 
 
 def one_line_error(call, match: str) -> str:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from stepdistill.cli import app
 from stepdistill.config import ExperimentConfig
-from stepdistill.experiment import run_experiment
+from stepdistill.experiment.tabular import run_tabular
 from stepdistill.data.llm_outputs import read_dsbs
 
 DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
@@ -180,8 +180,8 @@ def test_the_privileged_teacher_never_reads_test_labels(tiny_sentence_model):
         }
     )
     shuffled = test.assign(label=test["label"].sample(frac=1, random_state=0).to_numpy())
-    first = run_experiment(config, frame, test_frame=test)
-    second = run_experiment(config, frame, test_frame=shuffled)
+    first = run_tabular(config, frame, test_frame=test).results
+    second = run_tabular(config, frame, test_frame=shuffled).results
     assert first["teacher"]["params"] > 0 and first["teacher"]["train_seconds"] is not None
     assert first["teacher"]["accuracy_on"] == second["teacher"]["accuracy_on"]
     # Same teacher and students (the test split is read only once they are trained); only the
@@ -206,8 +206,7 @@ def test_a_missing_data_dir_names_the_option(tmp_path):
 
 
 def test_with_a_labelled_fraction_the_privileged_teacher_learns_from_those_labels_only(tiny_sentence_model, monkeypatch):
-    from stepdistill.experiment import run_fractions
-    from stepdistill.teachers.kinds import LLMTeacherConfig
+    from stepdistill.teachers import build
 
     valid, _ = read_dsbs(DSBS_DIR, "esnli", "valid")
     config = ExperimentConfig.model_validate(
@@ -221,9 +220,9 @@ def test_with_a_labelled_fraction_the_privileged_teacher_learns_from_those_label
         }
     )
     seen = []
-    fit = LLMTeacherConfig._fit_privileged
-    monkeypatch.setattr(LLMTeacherConfig, "_fit_privileged", lambda self, llm, data, device: seen.append((len(data.splits.train), len(data.splits.val))) or fit(self, llm, data, device))
-    by_fraction = run_fractions(config, valid.iloc[:300].reset_index(drop=True), [0.5, 1.0])
+    fit = build._fit_privileged
+    monkeypatch.setattr(build, "_fit_privileged", lambda config, llm, data, device: seen.append((len(data.splits.train), len(data.splits.val))) or fit(config, llm, data, device))
+    by_fraction = run_tabular(config, valid.iloc[:300].reset_index(drop=True), fractions=[0.5, 1.0]).results_by_fraction
     full = by_fraction[1.0]["config"]["data"]
     # One teacher on every label of the run, then one on the labelled half only.
     assert seen[0] == (full["n_train"], full["n_val"])

@@ -8,9 +8,10 @@ from stepdistill.data import Table, linear_binary, prepare
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
 from stepdistill.evaluate import classification_metrics, predicted_classes
-from stepdistill.methods import Method, Term, build_method
-from stepdistill.students import LogisticModel, MLPModel
-from stepdistill.teachers import cache_model_outputs
+from stepdistill.terms import Method, Term, build_method
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.students.mlp import MLPModel
+from stepdistill.teachers.cache import cache_model_outputs
 from stepdistill.terms import SoftTarget
 from stepdistill.weights import Constant
 
@@ -64,7 +65,7 @@ def test_teacher_outputs_stay_aligned_to_samples_under_shuffling(linear_splits, 
     recorder = RecordingSoftTarget(2.0)
     method = Method("probe", (Term("soft", recorder, Constant(1.0)),), build_method("traditional", {"epochs": 2}).training)
     make = _logistic() if student == "logistic" else (lambda: MLPModel(10, 1, (8,)))
-    fit([new_state("probe", method, make, seed=3)], TabularData(train, val, cache))
+    fit([new_state("probe", method, make, seed=3)], TabularData(train, val, cache.take(train.ids)))
 
     batch_sizes = [len(x) for x, _ in recorder.seen]
     assert batch_sizes.count(512) == 2 * 15 and batch_sizes.count(8000) == 2  # 2 epochs, and their measurements
@@ -86,7 +87,7 @@ def test_pure_soft_target_student_reproduces_a_logistic_teacher(linear_splits):
     cache = cache_model_outputs(teacher, [linear_splits.train, linear_splits.val, linear_splits.test])
     method = build_method("traditional", {"alpha": 0.0, "epochs": 30, "optimizer": "adam", "lr": 0.05})
     state = new_state("kd", method, _logistic(), seed=0)
-    fit([state], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([state], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     state.model.eval()
     with torch.no_grad():
         metrics = classification_metrics(
@@ -112,10 +113,10 @@ def test_linear_engine_matches_autograd(linear_splits, preset, rationale, train_
 def test_students_do_not_depend_on_who_they_are_stacked_with(linear_splits):
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     alone = new_state("sbs", build_method("step_by_step", {"epochs": 2}), _logistic(), seed=4)
-    fit([alone], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([alone], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     together = [new_state(m, build_method(m, {"epochs": 2}), _logistic(), seed=s) for m in ["baseline", "traditional"] for s in (4, 5)]
     stacked = new_state("sbs", build_method("step_by_step", {"epochs": 2}), _logistic(), seed=4)
-    fit(together + [stacked], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit(together + [stacked], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     torch.testing.assert_close(_params(alone), _params(stacked), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(_params(together[0]), _params(together[1]))  # seeds differ
 
@@ -124,11 +125,11 @@ def _resumed_after(epochs, short_method, full_method, make, splits, cache, tmp_p
     """Train ``epochs`` epochs, save the state to disk, load it into a fresh student built with
     another seed (which must not matter), and train that to the end of ``full_method``."""
     first = new_state("s", short_method, make, seed=2, teacher_rationale_width=10)
-    fit([first], TabularData(splits.train, splits.val, cache))
+    fit([first], TabularData(splits.train, splits.val, cache.take(splits.train.ids)))
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = new_state("s", full_method, make, seed=99, teacher_rationale_width=10)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
-    fit([resumed], TabularData(splits.train, splits.val, cache))
+    fit([resumed], TabularData(splits.train, splits.val, cache.take(splits.train.ids)))
     assert first.epoch == epochs
     return resumed
 
@@ -138,10 +139,10 @@ def test_training_is_deterministic_and_resumes_from_a_saved_state(linear_splits,
     method = lambda epochs: build_method("enhanced", {"epochs": epochs})
     make = lambda: MLPModel(10, 1, (16,))
     full = new_state("e", method(4), make, seed=2, teacher_rationale_width=10)
-    fit([full], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([full], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
 
     again = new_state("e", method(4), make, seed=2, teacher_rationale_width=10)
-    fit([again], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([again], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     assert torch.equal(_params(full), _params(again))
 
     resumed = _resumed_after(2, method(2), method(4), make, linear_splits, cache, tmp_path)
@@ -236,7 +237,7 @@ def test_only_labelled_rows_feed_the_hard_label_term(linear_splits, train_both_e
     method = build_method("traditional", {"epochs": 2})
     linear, autograd = train_both_engines(method, _logistic(), linear_splits.train, linear_splits.val, cache, labelled=mask)
     unmasked = new_state("c", method, _logistic(), seed=1)
-    fit([unmasked], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([unmasked], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     assert not torch.allclose(_params(linear), _params(unmasked), atol=1e-3)
 
 
@@ -254,7 +255,7 @@ def test_balancers_move_the_weights_and_resume_exactly(linear_splits, balancer, 
     method = lambda epochs: build_method("step_by_step", {"epochs": epochs, "balancer": balancer})
     make = lambda: MLPModel(10, 1, (8,))
     full = new_state("s", method(4), make, seed=2, teacher_rationale_width=10)
-    fit([full], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([full], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     weights = [h["terms"]["soft"]["weight"] for h in full.history]
     assert len(set(weights)) > 1, weights  # the balancer changed the scheduled 0.2
     assert build_method("step_by_step", {"balancer": balancer}).balancer is not full.balancer  # each student its own
@@ -302,9 +303,9 @@ def test_a_student_trains_alike_whatever_it_is_stacked_with(linear_splits, engin
 
     alone = students()
     for state in alone:
-        fit([state], TabularData(linear_splits.train, linear_splits.val, cache))
+        fit([state], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     stacked = students()
-    fit(stacked, TabularData(linear_splits.train, linear_splits.val, cache))
+    fit(stacked, TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     assert alone[2].stopped and len(alone[2].history) < 5  # it did stop early
     torch.testing.assert_close(_params(stacked[0]), _params(alone[0]), rtol=0, atol=1e-6)
     for solo, together in zip(alone, stacked):
@@ -319,7 +320,7 @@ def test_students_at_different_epochs_under_a_curriculum_each_keep_their_own_pac
     cache = cache_model_outputs(_teacher(linear_splits, epochs=2), [linear_splits.train, linear_splits.val])
     method = lambda epochs: build_method("step_by_step", {"epochs": epochs, "curriculum": {"start_fraction": 0.2, "ramp_epochs": 3}})
     half = new_state("r", method(2), _logistic(), seed=2)
-    fit([half], TabularData(linear_splits.train, linear_splits.val, cache))
+    fit([half], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
 
     def resumed():
         state = new_state("r", method(4), _logistic(), seed=99)
@@ -328,9 +329,9 @@ def test_students_at_different_epochs_under_a_curriculum_each_keep_their_own_pac
 
     alone = [resumed(), new_state("f", method(4), _logistic(), seed=5)]
     for state in alone:
-        fit([state], TabularData(linear_splits.train, linear_splits.val, cache))
+        fit([state], TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     together = [resumed(), new_state("f", method(4), _logistic(), seed=5)]
-    fit(together, TabularData(linear_splits.train, linear_splits.val, cache))
+    fit(together, TabularData(linear_splits.train, linear_splits.val, cache.take(linear_splits.train.ids)))
     for solo, stacked in zip(alone, together):
         torch.testing.assert_close(_params(stacked), _params(solo), rtol=0, atol=1e-6)
         assert stacked.epoch == 4

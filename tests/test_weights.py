@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from stepdistill.methods import build_method
+from stepdistill.terms import build_method
 from stepdistill.weights import Constant, CosineRamp, Phases, Remainder, StepSchedule
 
 

@@ -1,87 +1,37 @@
-"""Loading, checking, splitting and scaling tabular classification data."""
+"""Loading, checking, splitting and scaling tabular classification data, and the released
+distilling-step-by-step data.
+
+The names below are imported from their modules on first use, so that a module of this package
+(such as llm_outputs.py, which configs read) is imported without the others (torch among them).
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-import torch
+import importlib
 
-from stepdistill.data.bundled import adult, mnist_5k
-from stepdistill.data.encode import FeatureEncoder
-from stepdistill.data.io import frame_parts, read_frame
-from stepdistill.data.splits import split_rows, split_stratified, standardize
-from stepdistill.data.synthetic import linear_binary, linear_weights, nonlinear_binary
-from stepdistill.data.table import Splits, Table
+_MODULES = {
+    "adult": "bundled",
+    "mnist_5k": "bundled",
+    "FeatureEncoder": "encode",
+    "frame_parts": "io",
+    "read_frame": "io",
+    "encode_splits": "prepared",
+    "prepare": "prepared",
+    "prepare_with_raw": "prepared",
+    "split_rows": "splits",
+    "split_stratified": "splits",
+    "standardize": "splits",
+    "linear_binary": "synthetic",
+    "linear_weights": "synthetic",
+    "nonlinear_binary": "synthetic",
+    "Splits": "table",
+    "Table": "table",
+}
 
-__all__ = [
-    "Splits",
-    "Table",
-    "adult",
-    "FeatureEncoder",
-    "frame_parts",
-    "linear_binary",
-    "linear_weights",
-    "mnist_5k",
-    "nonlinear_binary",
-    "encode_splits",
-    "prepare",
-    "prepare_with_raw",
-    "read_frame",
-    "split_rows",
-    "split_stratified",
-    "standardize",
-]
+__all__ = sorted(_MODULES)
 
 
-def prepare(
-    frame: pd.DataFrame,
-    label: str,
-    id_column: str | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    scale_numeric: bool = True,
-) -> tuple[Splits, FeatureEncoder]:
-    """Check a frame, split it stratified by label, and encode its features with an encoder
-    fitted on the training split (one-hot categories, standardized numbers).
-
-    Returns the encoded splits and the fitted encoder, to apply to new data.
-    """
-    splits, encoder, _ = prepare_with_raw(frame, label, id_column, val_fraction, test_fraction, seed, scale_numeric)
-    return splits, encoder
-
-
-def prepare_with_raw(
-    frame: pd.DataFrame,
-    label: str,
-    id_column: str | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    scale_numeric: bool = True,
-) -> tuple[Splits, FeatureEncoder, pd.DataFrame]:
-    """``prepare``, and the raw feature columns indexed by sample id, for teachers that read
-    them as they are."""
-    features, y, classes, ids = frame_parts(frame, label, id_column)
-    rows = split_rows(y, classes, val_fraction, test_fraction, seed)
-    splits, encoder = encode_splits(features, y, classes, ids, rows, scale_numeric)
-    return splits, encoder, features.set_index(pd.Index(ids, name="id"))
-
-
-def encode_splits(
-    features: pd.DataFrame,
-    y: np.ndarray,
-    classes: list[str],
-    ids: np.ndarray,
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
-    scale_numeric: bool = True,
-    missing: str = "error",
-) -> tuple[Splits, FeatureEncoder]:
-    """Checked parts of a frame (``frame_parts``) as encoded train / validation / test tables at
-    the row positions ``rows``, with the encoder fitted on the training rows only (``missing``:
-    the data's policy for missing values, ``FeatureEncoder``)."""
-    encoder = FeatureEncoder(scale_numeric, missing).fit(features.iloc[rows[0]])
-    table = Table(
-        torch.from_numpy(ids), torch.from_numpy(encoder.transform(features)), torch.from_numpy(y), tuple(classes), encoder.feature_names
-    )
-    return Splits(*(table.take(torch.from_numpy(r)) for r in rows)), encoder
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(importlib.import_module(f"stepdistill.data.{_MODULES[name]}"), name)
+    raise AttributeError(f"module 'stepdistill.data' has no attribute '{name}'")

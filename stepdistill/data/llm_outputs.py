@@ -15,9 +15,11 @@ from typing import Literal
 
 import pandas as pd
 
-from stepdistill.errors import StepDistillError
 from stepdistill.data.arithmetic import evaluate_arithmetic
+from stepdistill.errors import StepDistillError
 
+# The distilling-step-by-step release, beside the project's folder by default.
+DSBS_DEFAULT_DIR = Path("../shared/data/dsbs")
 # A few-shot continuation runs on into the next example the model makes up: after a blank line,
 # or on the next line when the model drops the blank line.
 BLOCK_STARTS = ("\n\n", "\nQ:", "\nPremise:")
@@ -348,3 +350,12 @@ def _named(values: Sequence[str]) -> str:
     """The first few of ``values`` for an error message."""
     shown = ", ".join(repr(v) for v in values[:NAMED_IN_ERRORS])
     return shown + (", ..." if len(values) > NAMED_IN_ERRORS else "")
+
+
+def dsbs_directory(data_dir: Path | None) -> Path:
+    """The released distilling-step-by-step data: ``data_dir``, else the default when present."""
+    chosen = DSBS_DEFAULT_DIR if data_dir is None else data_dir
+    if not (chosen / "datasets").is_dir():
+        where = f"--data-dir {data_dir}" if data_dir is not None else f"the default {DSBS_DEFAULT_DIR}"
+        raise StepDistillError(f"no distilling-step-by-step data at {where} (no datasets/ folder); pass --data-dir with the folder that holds datasets/")
+    return chosen.resolve()

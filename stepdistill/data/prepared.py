@@ -1,14 +1,19 @@
-"""A data set made ready for distillation: encoded splits plus what teachers may need."""
+"""A data set made ready for distillation: encoded splits plus what teachers may need, and the
+functions that encode a checked frame's splits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import torch
 
 from stepdistill.data.encode import FeatureEncoder
-from stepdistill.data.table import Splits
+from stepdistill.data.io import frame_parts
+from stepdistill.data.splits import split_rows
+from stepdistill.data.table import Splits, Table
 
 if TYPE_CHECKING:
     from stepdistill.text.inputs import TextInputs
@@ -33,3 +38,57 @@ class PreparedData:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.splits.train.classes
+
+
+def prepare(
+    frame: pd.DataFrame,
+    label: str,
+    id_column: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    scale_numeric: bool = True,
+) -> tuple[Splits, FeatureEncoder]:
+    """Check a frame, split it stratified by label, and encode its features with an encoder
+    fitted on the training split (one-hot categories, standardized numbers).
+
+    Returns the encoded splits and the fitted encoder, to apply to new data.
+    """
+    splits, encoder, _ = prepare_with_raw(frame, label, id_column, val_fraction, test_fraction, seed, scale_numeric)
+    return splits, encoder
+
+
+def prepare_with_raw(
+    frame: pd.DataFrame,
+    label: str,
+    id_column: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    scale_numeric: bool = True,
+) -> tuple[Splits, FeatureEncoder, pd.DataFrame]:
+    """``prepare``, and the raw feature columns indexed by sample id, for teachers that read
+    them as they are."""
+    features, y, classes, ids = frame_parts(frame, label, id_column)
+    rows = split_rows(y, classes, val_fraction, test_fraction, seed)
+    splits, encoder = encode_splits(features, y, classes, ids, rows, scale_numeric)
+    return splits, encoder, features.set_index(pd.Index(ids, name="id"))
+
+
+def encode_splits(
+    features: pd.DataFrame,
+    y: np.ndarray,
+    classes: list[str],
+    ids: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    scale_numeric: bool = True,
+    missing: str = "error",
+) -> tuple[Splits, FeatureEncoder]:
+    """Checked parts of a frame (``frame_parts``) as encoded train / validation / test tables at
+    the row positions ``rows``, with the encoder fitted on the training rows only (``missing``:
+    the data's policy for missing values, ``FeatureEncoder``)."""
+    encoder = FeatureEncoder(scale_numeric, missing).fit(features.iloc[rows[0]])
+    table = Table(
+        torch.from_numpy(ids), torch.from_numpy(encoder.transform(features)), torch.from_numpy(y), tuple(classes), encoder.feature_names
+    )
+    return Splits(*(table.take(torch.from_numpy(r)) for r in rows)), encoder

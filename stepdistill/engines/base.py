@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,15 +24,8 @@ import torch
 from torch import nn
 
 from stepdistill.balancers import Balancer
-from stepdistill.methods import Method, TrainingConfig
-
-
-def default_device() -> torch.device:
-    """``STEPDISTILL_DEVICE`` if set (e.g. ``cpu`` to keep off a GPU), else CUDA when available."""
-    chosen = os.environ.get("STEPDISTILL_DEVICE")
-    if chosen:
-        return torch.device(chosen)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from stepdistill.methods import TrainingConfig
+from stepdistill.terms import Method
 
 
 @dataclass(eq=False)  # a student is itself, not its values: engines compare students by identity

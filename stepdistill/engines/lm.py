@@ -50,13 +50,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from stepdistill.balancers import GradNorm
 from stepdistill.engines.base import Engine, Group, TrainState, current_weights, end_epoch, record_time, scheduled_weights
 from stepdistill.engines.processes import dealt, lm_accelerator, sum_across
 from stepdistill.errors import StepDistillError
 from stepdistill.losses import soft_target_kl
-from stepdistill.methods import Method
-from stepdistill.terms import HardLabel, Objective, Rationale, SoftTarget
+from stepdistill.terms import Method
+from stepdistill.terms import HardLabel, Objective, SoftTarget
 from stepdistill.engines.lm_batching import (
     LengthGroupedBatchSampler,
     MultiTaskCollator,
@@ -65,7 +64,8 @@ from stepdistill.engines.lm_batching import (
     target_logits,
     task_token_sums,
 )
-from stepdistill.lm.prompts import LABEL_TASK, MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS, RATIONALE_TASK, LMRecord
+from stepdistill.lm.config import MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS
+from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, LMRecord
 
 
 @dataclass(frozen=True)
@@ -105,20 +105,13 @@ class LMOptions:
 
 def check_lm_method(method: Method) -> None:
     """Raise a one-line ``StepDistillError`` naming the fix when ``method`` has a part that is not
-    defined for a generative student."""
-    for term in method.terms:
-        if not isinstance(term.objective, (HardLabel, SoftTarget, Rationale)):
-            raise StepDistillError(
-                f"method {method.name!r} has a {term.name} term ({type(term.objective).__name__}), which perturbs numeric inputs "
-                f"and is not defined for generative students; set consistency: 0 for {method.name}"
-            )
-    if method.curriculum is not None:
-        raise StepDistillError(f"method {method.name!r} has a curriculum, which generative students do not support; remove its curriculum")
-    if isinstance(method.balancer, GradNorm):
-        raise StepDistillError(
-            f"method {method.name!r} balances its terms with gradnorm, which needs a shared layer generative students do not name; "
-            "choose balancer kind dwa, loss_ratio or uncertainty"
-        )
+    defined for a generative student (``MethodSpec.generative_problem``, which validating an
+    lm-train config checks too)."""
+    if method.spec is None:
+        raise ValueError(f"method {method.name!r} has no spec; build generative students' methods with terms.build_method")
+    problem = method.spec.generative_problem()
+    if problem is not None:
+        raise StepDistillError(problem)
 
 
 def term_item(objective: Objective, example: DistillationRecord) -> tuple[LMRecord, int]:

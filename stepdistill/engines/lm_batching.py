@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from stepdistill.errors import StepDistillError
+from stepdistill.lm.config import MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS
 from stepdistill.lm.prompts import (
     LABEL_TASK,
-    MAX_PROMPT_TOKENS,
-    MAX_TARGET_TOKENS,
     RATIONALE_TASK,
     TASK_PREFIXES,
     EncodedTask,

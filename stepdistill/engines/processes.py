@@ -14,6 +14,8 @@ from typing import TypeVar
 
 import torch
 
+from stepdistill.device import default_device
+
 T = TypeVar("T")
 
 
@@ -24,16 +26,12 @@ def lm_accelerator():
     on CUDA only, around the forward pass."""
     from accelerate import Accelerator
 
-    from stepdistill.engines.base import default_device
-
     return Accelerator(cpu=default_device().type == "cpu", mixed_precision="no")
 
 
 def process_device(accelerator) -> torch.device:
     """Where this process's student lives: the launcher's device for it, or, alone,
     ``default_device()`` (a single process keeps today's placement, ``STEPDISTILL_DEVICE`` included)."""
-    from stepdistill.engines.base import default_device
-
     return accelerator.device if accelerator.num_processes > 1 else default_device()
 
 

@@ -1,5 +1,5 @@
 """Engines for numeric tables: the training split in memory as tensors, with the teacher's outputs
-aligned row by row (the cache aligned them to the training rows by sample id), and two engines:
+aligned row by row (the caller looked them up by sample id), and two engines:
 
 - the linear engine trains a group of logistic students as one stacked model, with the
   closed-form gradients of the loss terms (losses.py), several times faster than autograd for
@@ -20,12 +20,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from stepdistill.curriculum import Curriculum
-from stepdistill.data import Table
+from stepdistill.data.table import Table
 from stepdistill.engines.base import (
     DIVERGENCE_FACTOR,
     Engine,
@@ -37,8 +38,7 @@ from stepdistill.engines.base import (
     scheduled_weights,
 )
 from stepdistill.losses import hard_label_loss
-from stepdistill.students import LogisticModel
-from stepdistill.teachers.cache import TeacherCache
+from stepdistill.students.logistic import LogisticModel
 from stepdistill.terms import Batch, Outputs
 
 # Rows per forward pass when measuring a split, and the size of the training sample on which
@@ -47,16 +47,24 @@ EVAL_CHUNK = 8192
 
 
 
+class TeacherRows(Protocol):
+    """The teacher's outputs on the training rows, row by row: ``logits`` (N, K) and
+    ``rationale`` (N, R), None when it gives none (``teachers.cache.TeacherOutputs``)."""
+
+    logits: torch.Tensor
+    rationale: torch.Tensor | None
+
+
 @dataclass
 class TabularData:
-    """A training and a validation table, and the teacher's outputs (``cache``, None when no
-    method uses the teacher) for the training rows. ``labelled`` (N,) bool marks the training
-    rows whose labels students may use (None: all); the labels of the other rows play no part in
-    training, while the teacher's outputs serve on every row."""
+    """A training and a validation table, and the teacher's outputs on the training rows, aligned
+    with them row by row (None when no method uses the teacher). ``labelled`` (N,) bool marks the
+    training rows whose labels students may use (None: all); the labels of the other rows play no
+    part in training, while the teacher's outputs serve on every row."""
 
     train: Table
     val: Table
-    cache: TeacherCache | None = None
+    teacher: TeacherRows | None = None
     labelled: torch.Tensor | None = None
 
     def plan(self, states: list[TrainState]) -> list[Group]:
@@ -98,10 +106,11 @@ class TrainingRows:
     def build(cls, data: TabularData, needs_teacher: bool, device: torch.device) -> TrainingRows:
         train, labelled = data.train, data.labelled
         if needs_teacher:
-            if data.cache is None:
+            if data.teacher is None:
                 raise ValueError("a method uses the teacher, but no teacher outputs were given")
-            teacher = data.cache.take(train.ids)
-            logits, rationale = teacher.logits, teacher.rationale
+            logits, rationale = data.teacher.logits, data.teacher.rationale
+            if len(logits) != len(train):
+                raise ValueError(f"{len(logits)} rows of teacher outputs for {len(train)} training rows; align them with the training rows")
         else:
             logits, rationale = torch.zeros(len(train), 0), None
         # Hidden labels are replaced before training sees them, so no term or curriculum can read them.

@@ -6,6 +6,7 @@ rationales (ROUGE-L). The prompts are the training prompts (``lm.prompts.prompt_
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 
 import torch
@@ -115,11 +116,17 @@ def label_correct(dataset: str, generated: str, record: LMRecord) -> bool:
     raise StepDistillError(f"unknown dataset {dataset!r} for scoring generations; choose one of cqa, svamp, esnli")
 
 
-def label_accuracy(dataset: str, generations: Sequence[str], records: Sequence[LMRecord]) -> float:
-    """The share of ``records`` whose generated label (same order) is correct."""
+def labels_correct(dataset: str, generations: Sequence[str], records: Sequence[LMRecord]) -> list[bool]:
+    """Whether each of ``records``' generated label (same order) is correct."""
     if len(generations) != len(records) or not records:
         raise StepDistillError(f"{len(generations)} generations for {len(records)} records; give one generation per record")
-    return sum(label_correct(dataset, text, record) for text, record in zip(generations, records)) / len(records)
+    return [label_correct(dataset, text, record) for text, record in zip(generations, records)]
+
+
+def label_accuracy(dataset: str, generations: Sequence[str], records: Sequence[LMRecord]) -> float:
+    """The share of ``records`` whose generated label (same order) is correct."""
+    correct = labels_correct(dataset, generations, records)
+    return sum(correct) / len(correct)
 
 
 def rouge_l(generations: Sequence[str], references: Sequence[str]) -> float:
@@ -135,6 +142,15 @@ def rouge_l(generations: Sequence[str], references: Sequence[str]) -> float:
     return sum(scorer.score(reference, text)["rougeL"].fmeasure for text, reference in zip(generations, references)) / len(references)
 
 
+@dataclass(frozen=True)
+class GenerativeScores:
+    """A generative student's test scores (``label_accuracy``, and ``rationale_rouge_l`` when
+    rationales were generated) and whether each record's generated label was right."""
+
+    metrics: dict[str, float]
+    correct: list[bool]
+
+
 def evaluate_generative_student(
     model,
     tokenizer,
@@ -146,15 +162,16 @@ def evaluate_generative_student(
     generator: Callable[..., list[str]] | None = None,
     *,
     max_prompt_tokens: int,
-) -> dict[str, float]:
-    """``{"label_accuracy", "rationale_rouge_l"}`` of the model's greedy generations on
-    ``records``; ``rationales=False`` skips the rationale generations (the slower half) and the
-    ROUGE-L entry. ``generator``: a function with ``generate``'s arguments and result (one that
-    shares the batches among processes); None: ``generate``."""
+) -> GenerativeScores:
+    """The scores of the model's greedy generations on ``records``: ``rationales=False`` skips
+    the rationale generations (the slower half) and the ROUGE-L entry. ``generator``: a function
+    with ``generate``'s arguments and result (one that shares the batches among processes);
+    None: ``generate``."""
     generator = generator or generate
     labels = generator(model, tokenizer, records, LABEL_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
-    scores = {"label_accuracy": label_accuracy(dataset, labels, records)}
+    correct = labels_correct(dataset, labels, records)
+    metrics = {"label_accuracy": sum(correct) / len(correct)}
     if rationales:
         explanations = generator(model, tokenizer, records, RATIONALE_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
-        scores["rationale_rouge_l"] = rouge_l(explanations, [record.rationale for record in records])
-    return scores
+        metrics["rationale_rouge_l"] = rouge_l(explanations, [record.rationale for record in records])
+    return GenerativeScores(metrics, correct)

@@ -25,6 +25,7 @@ import torch
 
 from stepdistill.data.llm_outputs import LLMOutputs
 from stepdistill.errors import StepDistillError
+from stepdistill.lm.config import MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS
 
 # The task prefixes of the paper (a seq2seq student's prompt starts with one); a task id indexes this tuple.
 TASK_PREFIXES = ("predict: ", "explain: ")
@@ -34,10 +35,6 @@ TASK_TAGS = ("\npredict:\n", "\nexplain:\n")
 LABEL_TASK, RATIONALE_TASK = 0, 1
 DATASETS = ("cqa", "svamp", "esnli")
 CHOICE_LETTERS = "abcdefghij"
-# lm-train's token budgets (training.max_prompt_tokens, training.max_target_tokens): inputs of up
-# to 512 tokens, targets of up to 128. (The released trainer allows 1,024 and 256.)
-MAX_PROMPT_TOKENS = 512
-MAX_TARGET_TOKENS = 128
 
 
 @dataclass(frozen=True)

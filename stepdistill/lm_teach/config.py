@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from stepdistill.data.llm_outputs import DSBS_FORMATS, ESNLI_CLASSES
-from stepdistill.files import read_yaml_config
+from stepdistill.files import StrictModel, read_yaml_config
 
 # "... So the answer is X." / "... The answer is X.", the closing line of most templates.
 ANSWER_PHRASE_PATTERN = DSBS_FORMATS["svamp"]
@@ -34,11 +34,7 @@ SHIPPED_TEMPLATES = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataSettings(_Strict):
+class DataSettings(StrictModel):
     path: Path = Field(description="CSV, Parquet or JSONL records, relative to the config file")
     id: str = Field("id", description="the column of record ids")
     fields: dict[str, str] = Field(
@@ -48,7 +44,7 @@ class DataSettings(_Strict):
     choices: str | None = Field(None, description="multiple choice: the column of each record's choices (a list, or a JSON list)")
 
 
-class _Sampling(_Strict):
+class _Sampling(StrictModel):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 decodes greedily")
     top_p: float = Field(1.0, gt=0, le=1)
@@ -79,7 +75,7 @@ class OpenAIBackendSettings(_Sampling):
     timeout_s: float = Field(120.0, gt=0)
 
 
-class LMTeachConfig(_Strict):
+class LMTeachConfig(StrictModel):
     data: DataSettings
     template: str = Field(description=f"a shipped template ({', '.join(SHIPPED_TEMPLATES)}) or a template file")
     classes: list[str] | None = Field(None, description="the labels an answer must be one of (case and a final period ignored)")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stepdistill.data import read_frame
+from stepdistill.data.io import read_frame
 from stepdistill.data.llm_outputs import matching_name, numeric_answer, parse_continuation, read_llm_jsonl
 from stepdistill.errors import StepDistillError
 from stepdistill.files import write_atomically

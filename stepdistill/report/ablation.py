@@ -7,7 +7,6 @@ results dict (see results.py) that it was computed from.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from stepdistill.report.results import SIGNIFICANT_MARK, format_change, format_c
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
 from stepdistill.report.write import REPORT_HTML, REPORT_MD, write_report
+from stepdistill.evaluate import is_worse
 from stepdistill.stats import CONFIDENCE
 from stepdistill.studies import FULL, REFERENCE_METHODS, REMOVALS
-from stepdistill.summary import is_worse
 
 ABLATION_JSON = "ablation.json"
 ABLATION_MD = "ablation.md"
@@ -192,20 +191,17 @@ def plot_ablation(ablation: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_ablation(results: dict, ablation: dict, out_dir: Path, write_results: Callable[[dict, Path], list[Path]] = write_report) -> list[Path]:
+def write_ablation(results: dict, ablation: dict, out_dir: Path) -> list[Path]:
     """ablation.json, ablation.md, ablation.html and ablation.png, with the experiment's usual
-    report files (``write_results``: the tabular ``write_report``, or generative students'
-    results.json and report.md), into ``out_dir``: all of them, or none if anything fails."""
+    report files, into ``out_dir``: all of them, or none if anything fails."""
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / ABLATION_JSON).write_text(json.dumps(ablation, indent=2) + "\n", encoding="utf-8")
         plot_ablation(ablation, staging_dir / ABLATION_PNG)
-        report_files = [path.name for path in write_results(results, staging_dir)]
+        report_files = [path.name for path in write_report(results, staging_dir)]
         (staging_dir / ABLATION_MD).write_text(render_ablation_markdown(results, ablation, ABLATION_PNG, REPORT_MD), encoding="utf-8")
         plot = (staging_dir / ABLATION_PNG).read_bytes()
-        # The full report the page links to: the HTML one where the experiment writes it.
-        report_page = REPORT_HTML if REPORT_HTML in report_files else REPORT_MD
-        (staging_dir / ABLATION_HTML).write_text(render_ablation_html(results, ablation, plot, report_page), encoding="utf-8")
+        (staging_dir / ABLATION_HTML).write_text(render_ablation_html(results, ablation, plot, REPORT_HTML), encoding="utf-8")
         return [ABLATION_JSON, ABLATION_MD, ABLATION_HTML, ABLATION_PNG, *report_files]
 
     return write_staged(out_dir, write_files)

@@ -12,7 +12,7 @@ import re
 from html import escape
 
 from stepdistill.report.figures import planned_figures
-from stepdistill.report.markdown import COMPARED, NO_CONTROL, comparison_note, setup_items, verdicts
+from stepdistill.report.markdown import NO_CONTROL, compared_metrics, comparison_note, setup_items, verdicts
 from stepdistill.report.results import SPEED_TITLE, comparison_rows, page_subtitle, per_class_f1_rows, runs_word, speed_rows, table_rows
 
 STYLE = """
@@ -120,7 +120,7 @@ def _metrics_parts(results: dict) -> list[str]:
 
 
 def _comparison_parts(results: dict) -> list[str]:
-    rows = comparison_rows(results, COMPARED)
+    rows = comparison_rows(results, compared_metrics(results))
     if not rows[1]:
         return [heading("Compared with the control"), paragraph(NO_CONTROL)]
     return [

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from stepdistill.report.figures import planned_figures
 from stepdistill.report.results import SIGNIFICANT_MARK, SPEED_TITLE, comparison_rows, page_subtitle, per_class_f1_rows, runs_word, speed_rows, table_rows
-from stepdistill.summary import is_worse
+from stepdistill.evaluate import is_worse
 
-# The metrics the report compares in words and in its comparison table.
-COMPARED = ("accuracy", "log_loss")
+def compared_metrics(results: dict) -> list[str]:
+    """The metrics the results compare each method with its control on, in words and in the
+    comparison table."""
+    return list(results.get("evaluation", {}).get("compared", ("accuracy", "log_loss")))
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -78,7 +80,7 @@ NO_CONTROL = "No method has a control (no baseline was run), so there is nothing
 def comparison_lines(results: dict) -> list[str]:
     """The comparison of each method with its control: a table, how it was tested, and a
     sentence per method saying what the intervals support."""
-    rows = comparison_rows(results, COMPARED)
+    rows = comparison_rows(results, compared_metrics(results))
     if not rows[1]:
         return [NO_CONTROL, ""]
     verdict_lines = [f"- **{name}**: {sentence}" for name, sentence in verdicts(results)]
@@ -87,12 +89,13 @@ def comparison_lines(results: dict) -> list[str]:
 
 def verdicts(results: dict) -> list[tuple[str, str]]:
     """(method, verdict sentence) for each method compared with a control."""
-    return [(name, verdict_sentence(entry)) for name, entry in results["methods"].items() if entry.get("vs_control")]
+    metrics = compared_metrics(results)
+    return [(name, verdict_sentence(entry, metrics)) for name, entry in results["methods"].items() if entry.get("vs_control")]
 
 
-def verdict_sentence(entry: dict) -> str:
-    """What the comparisons of one method with its control support, in words."""
-    found = {metric: c for metric, c in entry["vs_control"].items() if metric in COMPARED}
+def verdict_sentence(entry: dict, metrics=("accuracy", "log_loss")) -> str:
+    """What the comparisons of one method with its control on ``metrics`` support, in words."""
+    found = {metric: c for metric, c in entry["vs_control"].items() if metric in metrics}
     untested = {c["verdict"] for c in found.values()} & {"too few repeats", "no spread"}
     if untested:
         return f"{' and '.join(sorted(untested))}: no claim either way against {entry['control']}."

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
-from stepdistill.report.results import class_names, models_with, one_row_ms, secondary_metric, teacher_label, timed_models  # noqa: E402
+from stepdistill.report.results import class_names, models_with, one_row_ms, score_metrics, teacher_label, timed_models  # noqa: E402
 
 VAL_LOSS_COLOR = "black"
 DPI = 120
@@ -102,26 +102,28 @@ def _score_axis_bottom(lowest: float) -> float:
 
 
 def plot_metrics(results: dict, path: Path) -> None:
-    """Grouped bars of test accuracy and ROC AUC / macro F1 per method (± std); teacher as lines."""
+    """Grouped bars of the test scores per method (± std): a classifier's accuracy and ROC AUC /
+    macro F1, a generative student's label accuracy and rationale ROUGE-L; the teacher's as lines."""
     methods = results["methods"]
-    metrics = ["accuracy", secondary_metric(results)]
+    metrics = score_metrics(results)
     names = list(methods)
-    bar_width = 0.38
+    bar_width = 0.8 / len(metrics)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
     lowest, highest = math.inf, -math.inf
-    for offset_index, (metric, color) in enumerate(zip(metrics, ("C0", "C1"))):
+    for offset_index, (metric, color) in enumerate(zip(metrics, ("C0", "C1", "C2"))):
         means = [methods[name]["test"][metric]["mean"] for name in names]
         stds = [methods[name]["test"][metric]["std"] for name in names]
-        positions = [index + (offset_index - 0.5) * bar_width for index in range(len(names))]
+        positions = [index + (offset_index - (len(metrics) - 1) / 2) * bar_width for index in range(len(names))]
         bars = ax.bar(positions, means, bar_width, yerr=stds, capsize=4, color=color, label=metric)
         # Inside the bars, where neither the error bars nor the teacher lines can cover them.
         ax.bar_label(bars, labels=[f"{mean:.3f}" for mean in means], label_type="center",
                      color="white", fontsize=8)
-        teacher_score = results["teacher"]["test"][metric]["mean"]
-        ax.axhline(teacher_score, color=color, linestyle="--", linewidth=1.2,
-                   label=f"teacher {metric} ({teacher_score:.3f})")
-        lowest = min(lowest, teacher_score, *(mean - std for mean, std in zip(means, stds)))
-        highest = max(highest, teacher_score, *(mean + std for mean, std in zip(means, stds)))
+        teacher = results["teacher"]["test"].get(metric)  # an LLM teacher's labels have no rationale score
+        if teacher is not None:
+            ax.axhline(teacher["mean"], color=color, linestyle="--", linewidth=1.2, label=f"teacher {metric} ({teacher['mean']:.3f})")
+        shown = ([teacher["mean"]] if teacher is not None else []) + [mean - std for mean, std in zip(means, stds)]
+        lowest = min(lowest, *shown)
+        highest = max(highest, *([teacher["mean"]] if teacher is not None else []), *(mean + std for mean, std in zip(means, stds)))
     bottom = _score_axis_bottom(lowest)
     ax.set_ylim(bottom, min(1.02, highest + 0.03))
     ax.set_xticks(range(len(names)), names)

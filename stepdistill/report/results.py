@@ -1,6 +1,6 @@
 """Reading the results dict shared by the table, the markdown report and the plots.
 
-Shape (the contract with stepdistill.summary, which produces it)::
+Shape (the contract with stepdistill.experiment.summary, which produces it)::
 
     {"teacher": {"kind", "test": M, "per_class": P, "calibration": R, "confusion": X, "speed": T,
                  "params", "train_seconds", "refit"},
@@ -24,12 +24,19 @@ bins of the test rows of all runs (``bin_edges``; per bin ``confidence``, ``accu
 and ``ece`` (M-like, one value per run); X counts test rows by true class (rows) and predicted
 class (columns) over all runs; T is ``{"params", "bytes", "one_row_ms", "batch_ms", "batch_rows",
 "speedup_one_row", "speedup_batch"}``. R, X, T and ``versions`` are absent from older results,
-and T may be None or have None numbers where nothing was timed.
+and T may be None or have None numbers where nothing was timed. Generative students' results
+(lm-train) have other test metrics (``label_accuracy``, ``rationale_rouge_l``), no majority rule,
+and neither P, R, X nor T: a classifier's results are those whose teacher has an ``accuracy``.
 """
 
 from __future__ import annotations
 
 MISSING_CELL = "—"
+
+
+def is_classifier(results: dict) -> bool:
+    """Whether the results are a classifier's (class labels), not a generative student's."""
+    return "accuracy" in results["teacher"]["test"]
 
 
 def secondary_metric(results: dict) -> str:
@@ -38,7 +45,7 @@ def secondary_metric(results: dict) -> str:
 
 
 def is_multiclass(results: dict) -> bool:
-    return secondary_metric(results) == "macro_f1"
+    return "macro_f1" in results["teacher"]["test"]
 
 
 def class_names(results: dict) -> list[str]:
@@ -48,8 +55,17 @@ def class_names(results: dict) -> list[str]:
 
 
 def metric_columns(results: dict) -> list[str]:
-    """Test metrics shown per model, in display order."""
-    return ["accuracy", "log_loss", secondary_metric(results), "ece", "fidelity"]
+    """Test metrics shown per model, in display order: a classifier's, or the test metrics the
+    models have, in the order they come."""
+    if is_classifier(results):
+        return ["accuracy", "log_loss", secondary_metric(results), "ece", "fidelity"]
+    return list(dict.fromkeys(metric for _, entry in models(results) for metric in entry["test"]))
+
+
+def score_metrics(results: dict) -> list[str]:
+    """The test scores (0 to 1, higher better) plotted per method: a classifier's accuracy and its
+    ROC AUC or macro F1; otherwise every test metric."""
+    return ["accuracy", secondary_metric(results)] if is_classifier(results) else metric_columns(results)
 
 
 MAJORITY_LABEL = "majority class"

@@ -1,8 +1,3 @@
-"""Student (and self-trained teacher) models. Each returns ``Outputs(logits, rationale)``."""
-
-from stepdistill.students.choice import ChoiceScorerModel
-from stepdistill.students.cnn import CNNModel
-from stepdistill.students.logistic import LogisticModel
-from stepdistill.students.mlp import MLPModel
-
-__all__ = ["CNNModel", "ChoiceScorerModel", "LogisticModel", "MLPModel"]
+"""Students (and teachers trained here): the models (logistic.py, mlp.py, cnn.py, choice.py), each
+returning ``terms.Outputs(logits, rationale)``; their kinds as configured (config.py, no torch)
+and the model each kind makes (build.py)."""

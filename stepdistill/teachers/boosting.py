@@ -12,14 +12,11 @@ work makes a small model wait on busy cores (a teacher that trains in 0.3 s took
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +27,8 @@ from pandas.api.types import is_object_dtype, is_string_dtype
 from stepdistill.errors import StepDistillError
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.cache import TeacherOutputs
-from stepdistill.teachers.common import TeacherInput, as_rows, check_input, class_names, import_optional, prediction_errors, teacher_input, user_threads
+from stepdistill.teachers.common import TeacherInput, as_rows, check_input, class_names, prediction_errors, teacher_input, user_threads
+from stepdistill.teachers.libraries import import_optional
 from stepdistill.teachers.scikit import require_fitted
 
 if TYPE_CHECKING:
@@ -93,40 +91,6 @@ def _refused_settings(library: str, errors: tuple[type[Exception], ...]) -> Iter
         os.dup2(saved, 2)
         os.close(saved)
         held.close()
-
-
-def check_parameter_names(library: str, params: dict) -> None:
-    """Refuse a name in ``params`` that ``library`` ("lightgbm" or "xgboost") does not read
-    (libraries ignore an unknown one, or warn and go on), with the closest name it reads."""
-    known = lightgbm_parameter_names() if library == "lightgbm" else xgboost_parameter_names()
-    for name in params:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown {library} parameter '{name}'{hint}")
-
-
-@cache
-def lightgbm_parameter_names() -> frozenset[str]:
-    """Every name LightGBM's classifier takes: its scikit-learn arguments, and each native
-    parameter under all of its aliases (as the library lists them)."""
-    lightgbm = import_optional("lightgbm")
-    aliases = lightgbm.basic._ConfigAliases._get_all_param_aliases()  # the library's own table; no public one exists
-    return frozenset(lightgbm.LGBMClassifier().get_params()) | {name for names in aliases.values() for name in names} | set(aliases)
-
-
-@cache
-def xgboost_parameter_names() -> frozenset[str]:
-    """Every name XGBoost's classifier takes: its scikit-learn arguments, and the native
-    parameters (aliases included) of a booster's configuration, read from a booster fitted on
-    four rows: the library lists them nowhere else."""
-    xgboost = import_optional("xgboost")
-    booster = xgboost.XGBClassifier(n_estimators=1, n_jobs=1).fit(np.eye(4), [0, 1, 0, 1]).get_booster()
-
-    def names(config: dict) -> set[str]:
-        return {key for key, value in config.items() for key in ([key] if not isinstance(value, dict) else names(value))}
-
-    return frozenset(xgboost.XGBClassifier().get_params()) | names(json.loads(booster.save_config()))
 
 
 def _with_torch_threads(params: dict, names: tuple[str, ...]) -> dict:

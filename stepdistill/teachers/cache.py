@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stepdistill.data import Table
+from stepdistill.data.table import Table
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,8 @@ libraries on torch's thread count, and reporting a library's failure on one line
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import ModuleType
 from typing import Literal
 
 import joblib
@@ -82,14 +80,6 @@ def class_names(classes: np.ndarray) -> tuple[str, ...] | None:
     if np.issubdtype(np.asarray(classes).dtype, np.integer) and np.array_equal(classes, np.arange(len(classes))):
         return None
     return tuple(str(c) for c in classes)
-
-
-def import_optional(package: str) -> ModuleType:
-    """Import an optional teacher library, or say which extra installs it."""
-    try:
-        return importlib.import_module(package)
-    except ImportError as err:
-        raise StepDistillError(f"teacher.kind {package} needs the {package} package; install stepdistill[{package}]") from err
 
 
 @contextmanager

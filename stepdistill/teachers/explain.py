@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -25,15 +25,9 @@ from sklearn.pipeline import Pipeline
 from stepdistill.errors import StepDistillError
 from stepdistill.teachers.base import RationaleStyle
 from stepdistill.teachers.common import TeacherInput
+from stepdistill.teachers.config import ExplainChoice
 
-ExplainChoice = Literal["auto", "tree", "linear", "sampled", "none"]
 EXPLAIN_CHOICES: tuple[str, ...] = get_args(ExplainChoice)
-# Model evaluations (one row through the model each) a sampled explanation may take unasked. The
-# model's time dominates: a k-NN over 3,000 training rows takes 60-120 us per evaluation on 2 busy
-# cores, and each explained row adds two calls' fixed cost (1-20 ms for a pipeline), so this is
-# under a minute for the rows it lets through: a few thousand of four columns (65 evaluations a
-# row), about 2,000 of five (95), 750 of ten (265).
-DEFAULT_EXPLAIN_BUDGET = 200_000
 # Training rows the sampled explanation masks columns with. Every evaluation is repeated over
 # them, so they multiply its cost; a few are enough to sample against, and every row of the
 # teacher is explained against the same ones.

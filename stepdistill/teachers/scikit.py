@@ -26,7 +26,8 @@ from stepdistill.teachers.common import (
     teacher_input,
     torch_thread_count,
 )
-from stepdistill.teachers.explain import DEFAULT_EXPLAIN_BUDGET, ExplainChoice, choose_explanation, final_step
+from stepdistill.teachers.config import DEFAULT_EXPLAIN_BUDGET, ExplainChoice
+from stepdistill.teachers.explain import choose_explanation, final_step
 
 
 def require_fitted(model: object, teacher: str) -> None:

@@ -5,13 +5,16 @@ with its control run by run (stats.py): over several runs by the corrected resam
 a single run by McNemar's test (accuracy) and a paired bootstrap over test rows (other metrics);
 Holm's correction covers all comparisons of the table. Each row carries the flags a reader should
 not have to find alone: classes a student never predicts, divergence, a control that beats it, a
-majority-class rule it does not beat.
+majority-class rule it does not beat. Classifiers' results also hold per-class metrics,
+reliability bins and confusion counts; a generative student's labels are free text, and its
+results have none of these.
 """
 
 from __future__ import annotations
 
 import datetime
 import platform
+from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
@@ -20,36 +23,44 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 from stepdistill import stats
-from stepdistill.evaluate import class_probabilities, expected_calibration_error, per_class_metrics, summarize, summarize_runs
+from stepdistill.evaluate import class_probabilities, expected_calibration_error, is_worse, per_class_metrics, summarize, summarize_runs
+from stepdistill.experiment.records import RunResult
 
-# Metrics where lower is better; the others are better higher.
-LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
-# The metric that picks the method to deploy, on the validation split.
+# The metric that picks the method to deploy, and a method's candidate, on the validation split:
+# the log-loss of its labels (a generative student's: its label tokens' cross-entropy).
 SELECTION_METRIC = "log_loss"
 
 
-# The metrics on which a method is compared with its control, and claims are made; Holm's
-# correction covers these comparisons of every method in a table.
-COMPARED_METRICS = ("accuracy", "log_loss")
+@dataclass(frozen=True)
+class Setup:
+    """How an experiment was set up, as its results say: the teacher's kind and whether each run
+    refit it, the evaluation scheme, whether the test split is a fixed file, and the class names
+    (None: labels are free text)."""
+
+    teacher_kind: str
+    refit: bool
+    scheme: str
+    fixed_test: bool
+    classes: list[str] | None
 
 
 def summarize_experiment(
-    runs: list,
+    runs: list[RunResult],
     *,
     fraction: float,
     config,
     control_of: dict[str, str | None],
-    compared_metrics: tuple[str, ...] = COMPARED_METRICS,
+    compared_metrics: tuple[str, ...],
     teacher_params: int | None,
     teacher_seconds: float | None,
-    refit: bool,
     seconds: dict[str, float],
     warnings: list[str],
     description: dict | None,
-    data,
+    setup: Setup,
 ) -> dict:
-    """The results dict of ``runs`` (experiment.RunResult, one per run) at one labelled fraction."""
-    classes = data.classes
+    """The results dict of ``runs`` (one per run) at one labelled fraction."""
+    classes = setup.classes
+    classifier = runs[0].y_test is not None  # class probabilities and labels to summarize
     speed = runs[0].speed or {}  # measured in the first run only (speed.py)
     methods = {}
     for name in runs[0].methods:
@@ -57,8 +68,7 @@ def summarize_experiment(
         methods[name] = {
             "test": summarize_runs([e["test"] for e in entries]),
             "validation": summarize_runs([e["validation"] for e in entries]),
-            "per_class": per_class_metrics([(e["logits"], r.y_test) for e, r in zip(entries, runs)], classes),
-            **prediction_summary([(r.probabilities[name], r.y_test) for r in runs]),
+            **(_classifier_summary([(e["logits"], r.probabilities[name], r.y_test) for e, r in zip(entries, runs)], classes) if classifier else {}),
             "params": entries[0]["params"],
             "train_seconds": seconds.get(name),
             "speed": speed.get(name),
@@ -75,32 +85,41 @@ def summarize_experiment(
             },
         }
     _compare_with_controls(methods, runs, compared_metrics)
-    majority = summarize_runs([r.majority["test"] for r in runs])
+    majority = summarize_runs([r.majority["test"] for r in runs]) if runs[0].majority is not None else None
     for entry in methods.values():
-        entry["flags"]["below_majority"] = entry["test"]["accuracy"]["mean"] < majority["accuracy"]["mean"]
+        if majority is not None:
+            entry["flags"]["below_majority"] = entry["test"]["accuracy"]["mean"] < majority["accuracy"]["mean"]
     # A method whose student diverged in some run is chosen only if every method's did.
     chosen = min(methods, key=lambda name: (methods[name]["flags"]["diverged"] > 0, methods[name]["validation"][SELECTION_METRIC]["mean"]))
     dumped = config.model_dump(mode="json")
+    teacher = runs[0].teacher
     return {
         "teacher": {
-            "kind": config.teacher.kind,
+            "kind": setup.teacher_kind,
             "test": summarize_runs([r.teacher["test"] for r in runs]),
-            "accuracy_on": {split: float(np.mean([r.teacher["accuracy_on"][split] for r in runs])) for split in ("train", "validation")},
-            "per_class": per_class_metrics([(r.teacher["logits"], r.y_test) for r in runs], classes),
-            **prediction_summary([(class_probabilities(r.teacher["logits"]), r.y_test) for r in runs]),
+            **(
+                {"accuracy_on": {split: float(np.mean([r.teacher["accuracy_on"][split] for r in runs])) for split in ("train", "validation")}}
+                if "accuracy_on" in teacher
+                else {}
+            ),
+            **(
+                _classifier_summary([(r.teacher["logits"], class_probabilities(r.teacher["logits"]), r.y_test) for r in runs], classes)
+                if classifier
+                else {}
+            ),
             "params": teacher_params,
             "train_seconds": teacher_seconds,
             "speed": speed.get("teacher"),
-            "refit": refit,
+            "refit": setup.refit,
         },
-        "reference": {"majority": {"test": majority}},
+        **({"reference": {"majority": {"test": majority}}} if majority is not None else {}),
         "methods": methods,
         "chosen": {"method": chosen, "metric": SELECTION_METRIC, "split": "validation"},
         "evaluation": {
-            "scheme": "fixed test file" if data.n_fixed_test else config.evaluation.scheme,
+            "scheme": setup.scheme,
             "runs": len(runs),
             "labelled_fraction": fraction,
-            "runs_vary": _runs_vary(refit, bool(data.n_fixed_test)),
+            "runs_vary": _runs_vary(setup.refit, setup.fixed_test),
             "test": _test_name(len(runs)),
             "compared": list(compared_metrics),
             "confidence": stats.CONFIDENCE,
@@ -115,13 +134,22 @@ def summarize_experiment(
                 "n_train": int(np.mean([r.n_train for r in runs])),
                 "n_val": int(np.mean([r.n_val for r in runs])),
                 "n_test": int(np.mean([r.n_test for r in runs])),
-                "n_features": runs[0].n_features,
-                "classes": list(classes),
+                **({"n_features": runs[0].n_features} if runs[0].n_features is not None else {}),
+                **({"classes": list(classes)} if classes is not None else {}),
             },
         },
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",
         "versions": package_versions(),
         "date": datetime.date.today().isoformat(),
+    }
+
+
+def _classifier_summary(outputs: list[tuple], classes) -> dict:
+    """A classifier's per-class metrics, reliability bins and confusion counts over the runs,
+    from each run's test logits, class probabilities and labels."""
+    return {
+        "per_class": per_class_metrics([(logits, y) for logits, _, y in outputs], classes),
+        **prediction_summary([(probabilities, y) for _, probabilities, y in outputs]),
     }
 
 
@@ -160,21 +188,16 @@ def _compare_with_controls(methods: dict, runs: list, metrics: tuple[str, ...]) 
         ]
 
 
-def is_worse(metric: str, diff: float) -> bool:
-    """Whether a change of ``metric`` by ``diff`` is for the worse."""
-    return diff > 0 if metric in LOWER_IS_BETTER else diff < 0
-
-
-def compare(metric: str, name: str, control: str, methods: dict, runs: list) -> dict:
-    """Method ``name`` against ``control`` on ``metric``: paired over runs, or within the one run."""
+def compare(metric: str, name: str, control: str, methods: dict, runs: list[RunResult]) -> dict:
+    """Method ``name`` against ``control`` on ``metric``: paired over runs, or within the one run
+    (an accuracy by which test rows each got right, another metric over the class probabilities)."""
     if len(runs) > 1:
         ratio = float(np.mean([r.n_test / r.n_train for r in runs]))
         return stats.corrected_paired_t(methods[name]["test"][metric]["values"], methods[control]["test"][metric]["values"], ratio)
     run = runs[0]
-    y, probs, reference = run.y_test, run.probabilities[name], run.probabilities[control]
-    if metric == "accuracy":
-        return stats.mcnemar_test(probs.argmax(1) == y, reference.argmax(1) == y)
-    return stats.paired_bootstrap(METRIC_FUNCTIONS[metric], y, probs, reference)
+    if metric.endswith("accuracy"):
+        return stats.mcnemar_test(run.correct[name], run.correct[control])
+    return stats.paired_bootstrap(METRIC_FUNCTIONS[metric], run.y_test, run.probabilities[name], run.probabilities[control])
 
 
 def fast_log_loss(y: np.ndarray, probs: np.ndarray) -> float:

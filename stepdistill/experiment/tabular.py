@@ -1,0 +1,461 @@
+"""The experiment's track for tables, and for text records read through frozen sentence features:
+classifier students (logistic, MLP, CNN, multiple-choice scorer) and a teacher of any kind.
+
+Each run (``evaluation.scheme``: repeated holdout or repeated k-fold; or a fixed test file) has
+its own split and encoder, fitted on its training rows, and a teacher refit on its training rows
+(teachers trained here); a loaded teacher is built once and serves every run. The teacher's
+outputs on every split are computed once per run (and kept on disk by ``TeacherStore``). A
+teacher that learns from the human labels (a privileged-information model) is refit, at a
+labelled fraction, on the labels the students see. The test split is scored once per run,
+after training; in run 0 every model's size and prediction latency are measured too (speed.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from stepdistill.config import ExperimentConfig
+from stepdistill.data.io import frame_parts
+from stepdistill.data.prepared import encode_splits
+from stepdistill.data.table import Table
+from stepdistill.data.prepared import PreparedData
+from stepdistill.data.repeats import RunRows, cv_runs, fixed_test_runs, holdout_runs
+from stepdistill.device import default_device
+from stepdistill.engines.base import TrainingData, TrainState, new_state
+from stepdistill.engines.tabular import TabularData
+from stepdistill.errors import StepDistillError
+from stepdistill.evaluate import class_probabilities, classification_metrics, count_parameters, predicted_classes
+from stepdistill.experiment.loop import Experiment, Track, run_fractions, settle_controls
+from stepdistill.experiment.records import Labelled, RunResult, TeacherFacts, Trained
+from stepdistill.experiment.summary import Setup
+from stepdistill.progress import SILENT, Progress
+from stepdistill.run_dir import RunStudents, fingerprint, model_from_spec, write_students
+from stepdistill.data.encode import FeatureEncoder
+from stepdistill.speed import measure_speed
+from stepdistill.students.build import StudentShape, check_student_rationale, student_factory
+from stepdistill.teachers.base import Samples
+from stepdistill.teachers.build import BuiltTeacher, build_teacher
+from stepdistill.teachers.cache import TeacherCache
+from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.store import TeacherStore
+from stepdistill.terms import Method
+from stepdistill.text.inputs import TextInputs, choice_labels
+
+# The metrics on which a method is compared with its control, and claims are made; Holm's
+# correction covers these comparisons of every method in a table.
+COMPARED_METRICS = ("accuracy", "log_loss")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The checked rows of an experiment: feature columns (raw, or a text record's sentence
+    features), label indices, class names and sample ids; the last ``n_fixed_test`` rows are a
+    user's fixed test file. Text records also keep how their features were made (``text``),
+    each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by) and, for
+    multiple choice, its choices (``choices``)."""
+
+    features: pd.DataFrame
+    y: np.ndarray
+    classes: list[str]
+    ids: np.ndarray
+    n_fixed_test: int = 0
+    text: TextInputs | None = None
+    record_ids: tuple[str, ...] | None = None
+    choices: tuple[tuple[str, ...], ...] | None = None
+
+
+def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.DataFrame | None = None, say=None) -> Dataset:
+    """Check ``frame`` (and the fixed test file's rows, appended after it) once; text records
+    are turned into sentence features here (``say`` hears about the encoder's cache)."""
+    d = config.data
+    n_test = 0
+    if test_frame is not None:
+        if list(test_frame.columns) != list(frame.columns):
+            raise StepDistillError(
+                f"data.test_path has columns {list(test_frame.columns)}, the data {list(frame.columns)}; give the test file the data's columns"
+            )
+        n_test = len(test_frame)
+        frame = pd.concat([frame, test_frame], ignore_index=True)
+    text = d.text_inputs()
+    if text is None:
+        features, y, classes, ids = frame_parts(frame, d.label, d.id_column, tuple(d.categorical), d.missing)
+        extra = {}
+    else:
+        features, y, classes, ids, extra = _text_parts(frame, d.label, d.id_column, text, say)
+    if n_test and (missing := sorted(set(range(len(classes))) - set(y[-n_test:].tolist()))):
+        raise StepDistillError(f"the test file has no rows of class {classes[missing[0]]!r}; give it rows of every class")
+    return Dataset(features, y, classes, ids, n_test, text, **extra)
+
+
+def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: TextInputs, say) -> tuple:
+    """``frame_parts`` of text records: the sentence features, labels (for multiple choice the
+    letter of the right choice), classes and sample ids (row positions), and the record ids and
+    choices an LLM teacher is matched by."""
+    expected = {*text.input_columns, label, *([id_column] if id_column else [])}
+    for column in sorted(expected - set(map(str, frame.columns))):
+        raise StepDistillError(f"column {column!r} named in data is not in the file (columns: {', '.join(map(str, frame.columns))}); fix data.text, data.choices, data.label or data.id_column")
+    if extra := [str(c) for c in frame.columns if c not in expected]:
+        raise StepDistillError(f"columns {', '.join(extra)} are neither text, choices, label nor id, and text students read only data.text; drop them or name them")
+    if id_column is None:
+        record_ids = tuple(str(i) for i in range(len(frame)))
+    else:
+        record_ids = tuple(str(v) for v in frame[id_column])
+        if len(set(record_ids)) != len(record_ids):
+            raise StepDistillError(f"id column {id_column!r} has duplicated values; give every record its own id")
+    labels = frame[label]
+    choices = None
+    if text.choices is not None:
+        labels, letters = choice_labels(frame, label, text.choices)
+        if unused := sorted(set(letters) - set(labels)):
+            raise StepDistillError(f"no record's answer is choice {unused[0]}; a multiple-choice student needs every position to be right sometimes")
+        choices = tuple(tuple(str(c) for c in row) for row in frame[text.choices])
+    features = text.features(frame, text.sentence_encoder(say))
+    checked, y, classes, ids = frame_parts(features.assign(**{label: labels}), label)
+    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices}
+
+
+def runs_of(config: ExperimentConfig, data: Dataset) -> list[RunRows]:
+    """The runs of ``config.evaluation`` on ``data``."""
+    e, d = config.evaluation, config.data
+    if data.n_fixed_test:
+        return fixed_test_runs(data.y, data.classes, data.n_fixed_test, e.repeats, d.val_fraction, e.seed)
+    if e.scheme == "cv":
+        return cv_runs(data.y, data.classes, e.repeats, e.folds, d.val_fraction, e.seed)
+    return holdout_runs(data.y, data.classes, e.repeats, d.val_fraction, d.test_fraction, e.seed)
+
+
+def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> PreparedData:
+    """The run's encoded splits, with the encoder fitted on its training rows only."""
+    rows = (run.train, run.val, run.test)
+    splits, encoder = encode_splits(data.features, data.y, data.classes, data.ids, rows, config.data.scale_numeric, config.data.missing)
+    shape = config.data.image_shape
+    if shape is not None and splits.train.n_features != (n := shape[0] * shape[1] * shape[2]):
+        raise StepDistillError(f"data.image_shape {list(shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape")
+    raw = data.features.set_index(pd.Index(data.ids, name="id"))
+    return PreparedData(splits, encoder, raw, shape, data.text, data.record_ids, data.choices)
+
+
+# --- teacher ---------------------------------------------------------------------------------
+
+
+def run_teacher(
+    config: ExperimentConfig,
+    data: PreparedData,
+    run: RunRows,
+    loaded: BuiltTeacher | None,
+    progress: Progress = SILENT,
+    teacher_store: TeacherStore | None = None,
+    fit_on: PreparedData | None = None,
+) -> tuple[BuiltTeacher, TeacherCache]:
+    """The run's teacher and its outputs on every split by sample id: refit with the run's seed
+    on its training rows (``fit_on``'s, by default ``data``'s) when trained here, else ``loaded``
+    (built once) reused. Outputs that ``teacher_store`` holds for this teacher and data are read
+    from it rather than recomputed."""
+    if loaded is not None:
+        built = loaded
+    else:
+        teacher = config.teacher
+        teacher_config = teacher.model_copy(update={"seed": teacher.seed + run.seed}) if teacher.trains_here else teacher
+        with progress.task("fitting the teacher" if teacher.trains_here else "loading the teacher"):
+            built = build_teacher(teacher_config, fit_on or data, default_device())
+    splits = data.splits
+    with progress.task("teacher outputs and explanations"):
+        built.teacher.fit_background(Samples.of(splits.train, data.raw))
+        samples = [Samples.of(t, data.raw) for t in (splits.train, splits.val, splits.test)]
+        cache = cache_teacher(built.teacher, samples, data.classes, store=teacher_store, say=progress.note)
+    return built, cache
+
+
+def rationale_width(cache: TeacherCache, data: PreparedData) -> int | None:
+    """The width of the teacher's rationale, or None when it gives none."""
+    rationale = cache.take(data.splits.train.ids[:1]).rationale
+    return None if rationale is None else rationale.shape[-1]
+
+
+# --- students --------------------------------------------------------------------------------
+
+
+@dataclass
+class TabularRun:
+    """A run's encoded data, its teacher and the teacher's outputs."""
+
+    data: PreparedData
+    teacher: BuiltTeacher
+    cache: TeacherCache
+
+
+@dataclass
+class TabularFraction:
+    """What students train on at a labelled fraction: the run's data, the teacher and its outputs
+    (refit on the labelled rows for a teacher that learns from them), which training rows are
+    labelled (None: all), and the validation rows whose labels students see."""
+
+    data: PreparedData
+    teacher: BuiltTeacher
+    cache: TeacherCache
+    labelled: torch.Tensor | None
+    val: Table
+
+
+def student_states(
+    config: ExperimentConfig, methods: list[Method], data: PreparedData, teacher: BuiltTeacher, cache: TeacherCache, seed: int
+) -> list[TrainState]:
+    """A fresh student for every method, checked against what the teacher offers."""
+    train, width = data.splits.train, rationale_width(cache, data)
+    shape = StudentShape(
+        train.n_features, train.n_classes, data.encoder.feature_groups, data.image_shape, teacher.teacher.rationale_style, teacher.teacher.reads_raw_columns
+    )
+    make = student_factory(config.student, shape)
+    check_student_rationale(config.student, make, [m.name for m in methods if m.needs_rationale], width)
+    device = default_device()
+    return [new_state(m.name, m, make, seed, width, device) for m in methods]
+
+
+@torch.no_grad()
+def split_logits(model: nn.Module, table: Table) -> torch.Tensor:
+    """The model's logits on ``table``, on the CPU."""
+    model.eval()
+    return model(table.X.to(next(model.parameters()).device)).logits.cpu()
+
+
+def majority_logits(y_labelled: torch.Tensor, n_classes: int, n_rows: int) -> torch.Tensor:
+    """Logits of the constant-prior rule: every row gets the class frequencies of the labelled
+    training rows (so it predicts the majority class); classes absent there get a tiny share."""
+    counts = torch.bincount(y_labelled, minlength=n_classes).double() + 1e-3
+    log_prior = torch.log(counts / counts.sum())
+    logits = (log_prior[1:] - log_prior[:1]) if n_classes == 2 else log_prior
+    return logits.float().expand(n_rows, -1).clone()
+
+
+def test_run(at: TabularFraction, trained: dict[str, Trained]) -> RunResult:
+    """The test split, read once: every model's metrics on it."""
+    data, cache, labelled, val = at.data, at.cache, at.labelled, at.val
+    train, test = data.splits.train, data.splits.test
+    teacher_logits = cache.take(test.ids).logits
+    teacher_pred = predicted_classes(teacher_logits)
+    y_labelled = train.y if labelled is None else train.y[labelled]
+    # The teacher's accuracy against the human labels of the other splits too: for a teacher that
+    # did not train on them (an LLM), a check of its labels where students learn from them.
+    accuracy_on = {name: _accuracy(cache.take(table.ids).logits, table.y) for name, table in (("train", train), ("validation", data.splits.val))}
+    result = RunResult(
+        teacher={"test": classification_metrics(teacher_logits, test.y), "logits": teacher_logits, "accuracy_on": accuracy_on},
+        majority={"test": classification_metrics(majority_logits(y_labelled, train.n_classes, len(test)), test.y)},
+        y_test=test.y.numpy(),
+        n_train=len(train),
+        n_val=len(data.splits.val),
+        n_test=len(test),
+        n_features=train.n_features,
+    )
+    for name, t in trained.items():
+        logits = split_logits(t.state.model, test)
+        predicted = set(predicted_classes(logits).tolist())
+        result.methods[name] = {
+            "test": classification_metrics(logits, test.y, teacher_pred),
+            "validation": classification_metrics(split_logits(t.state.model, val), val.y),
+            "logits": logits,
+            "params": count_parameters(t.state.model),
+            "method": t.state.method.describe(),
+            "never_predicts": [c for i, c in enumerate(train.classes) if i not in predicted],
+            "diverged": t.state.diverged,
+            "settings": t.settings,
+            "tuning": t.validation,
+            "history": t.state.history,
+        }
+        result.probabilities[name] = class_probabilities(logits)
+        result.correct[name] = result.probabilities[name].argmax(1) == result.y_test
+    return result
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((predicted_classes(logits) == y).double().mean())
+
+
+# --- the track -------------------------------------------------------------------------------
+
+
+class TabularTrack(Track):
+    """Tables and text records (``ExperimentConfig``) on ``frame``, with the fixed test file's
+    rows ``test_frame`` (None: each run draws its test split); teacher outputs kept in
+    ``teacher_store``; each method compared with its control on ``compared_metrics``."""
+
+    kind = "tabular"
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        frame: pd.DataFrame,
+        test_frame: pd.DataFrame | None = None,
+        teacher_store: TeacherStore | None = None,
+        compared_metrics: tuple[str, ...] = COMPARED_METRICS,
+    ):
+        self.config = config
+        self.frame = frame
+        self.test_frame = test_frame
+        self.teacher_store = teacher_store
+        self.compared_metrics = compared_metrics
+        self.data: Dataset | None = None
+        self.loaded: BuiltTeacher | None = None  # a teacher not trained here, built once for every run
+
+    def read(self, progress: Progress) -> None:
+        with progress.task("reading the data" if self.config.data.text is None else "reading the data and encoding its texts (cached)"):
+            self.data = load_data(self.config, self.frame, self.test_frame, progress.note)
+
+    def fingerprints(self) -> dict:
+        return data_fingerprints(self.frame, self.test_frame)
+
+    def runs(self) -> list[RunRows]:
+        return runs_of(self.config, self.data)
+
+    def start_run(self, run: RunRows, progress: Progress) -> TabularRun:
+        prepared = prepare_run(self.config, self.data, run)
+        built, cache = run_teacher(self.config, prepared, run, self.loaded, progress, self.teacher_store)
+        self.loaded = None if self.config.teacher.trains_here else built
+        if run.index == 0:
+            splits = prepared.splits
+            progress.note(
+                f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features"
+            )
+        return TabularRun(prepared, built, cache)
+
+    def teacher_facts(self, context: TabularRun) -> TeacherFacts:
+        built = context.teacher
+        return TeacherFacts(built.train_seconds, built.params, rationale_width(context.cache, context.data), built.teacher.rationale_unavailable, built.notes)
+
+    def settle(self, config: ExperimentConfig, teacher: TeacherFacts, compare_with: str | None) -> tuple[ExperimentConfig, dict, list[str]]:
+        """The methods that run (``_drop_rationale_methods``), with their controls."""
+        config, warnings = _drop_rationale_methods(config, teacher)
+        config, control_of = settle_controls(config, compare_with)
+        return config, control_of, warnings
+
+    def strata(self, context: TabularRun) -> tuple[np.ndarray, np.ndarray]:
+        splits = context.data.splits
+        return splits.train.y.numpy(), splits.val.y.numpy()
+
+    def at_fraction(self, context: TabularRun, run: RunRows, labelled: Labelled, progress: Progress) -> TabularFraction:
+        splits = context.data.splits
+        train_mask = None if labelled.train is None else torch.from_numpy(labelled.train)
+        val = splits.val if labelled.val is None else splits.val.take(torch.from_numpy(labelled.val))
+        built, cache = context.teacher, context.cache
+        if train_mask is not None and self.config.teacher.learns_from_labels:
+            # A teacher that learns from the human labels (a privileged-information model) sees
+            # those the students see, no more: else it would pass them the hidden labels.
+            seen = replace(context.data, splits=replace(splits, train=splits.train.take(train_mask), val=val))
+            built, cache = run_teacher(self.config, context.data, run, None, progress, self.teacher_store, fit_on=seen)
+        return TabularFraction(context.data, built, cache, train_mask, val)
+
+    def n_train(self, at: TabularFraction) -> int:
+        return len(at.data.splits.train)
+
+    def new_states(self, at: TabularFraction, methods: list[Method], seed: int) -> list[TrainState]:
+        return student_states(self.config, methods, at.data, at.teacher, at.cache, seed)
+
+    def training_data(self, at: TabularFraction) -> TrainingData:
+        train = at.data.splits.train
+        return TabularData(train, at.val, at.cache.take(train.ids), at.labelled)
+
+    def validation_metrics(self, at: TabularFraction, state: TrainState) -> dict[str, float]:
+        return classification_metrics(split_logits(state.model, at.val), at.val.y)
+
+    def test(self, at: TabularFraction, trained: dict[str, Trained], measure: bool) -> RunResult:
+        result = test_run(at, trained)
+        if measure:
+            students = {name: t.state.model for name, t in trained.items()}
+            test_ids = at.data.splits.test.ids.numpy()
+            result.speed = measure_speed(at.teacher.teacher, at.teacher.params, students, at.data.encoder, at.data.raw.loc[test_ids])
+        return result
+
+    def kept(self, context: TabularRun, trained: dict[str, Trained], run: RunRows) -> RunStudents:
+        return RunStudents(run.index, context.data.encoder, {name: t.state.model.cpu().eval() for name, t in trained.items()})
+
+    def warnings(self, results: list[RunResult]) -> list[str]:
+        warnings = _teacher_warnings(self.config, self.config.teacher.trains_here, results)
+        if self.config.data.text is not None:
+            warnings.append("students' latency is measured from sentence features: the frozen sentence encoder's own time per text comes on top")
+        return warnings
+
+    def setup(self) -> Setup:
+        fixed = bool(self.data is not None and self.data.n_fixed_test) or self.test_frame is not None
+        return Setup(
+            teacher_kind=self.config.teacher.kind,
+            refit=self.config.teacher.trains_here,
+            scheme="fixed test file" if fixed else self.config.evaluation.scheme,
+            fixed_test=fixed,
+            classes=None if self.data is None else self.data.classes,
+        )
+
+    def saved_students(self, students: RunStudents) -> dict:
+        models = {name: {"spec": model.spec, "weights": model.state_dict()} for name, model in students.models.items()}
+        return {"encoder": students.encoder.to_json(), "models": models}
+
+    def students_from(self, saved: dict, index: int) -> RunStudents:
+        models = {}
+        for name, student in saved["models"].items():
+            models[name] = model_from_spec(student["spec"], f"checkpoint of run {index}")
+            models[name].load_state_dict(student["weights"])
+            models[name].eval()
+        return RunStudents(index, FeatureEncoder.from_json(saved["encoder"]), models)
+
+
+    def write_students(self, staging_dir, results: dict, students: list[RunStudents]) -> list[str]:
+        return write_students(staging_dir, results, students, fingerprint(self.frame))
+
+
+def data_fingerprints(frame: pd.DataFrame, test_frame: pd.DataFrame | None) -> dict:
+    return {"data": fingerprint(frame), "test": None if test_frame is None else fingerprint(test_frame)}
+
+
+def run_tabular(
+    config: ExperimentConfig,
+    frame: pd.DataFrame,
+    test_frame: pd.DataFrame | None = None,
+    progress: Progress = SILENT,
+    teacher_store: TeacherStore | None = None,
+    fractions: list[float] | None = None,
+    compare_with: str | None = None,
+    compared_metrics: tuple[str, ...] = COMPARED_METRICS,
+) -> Experiment:
+    """The experiment of ``config`` on ``frame`` (and the fixed test rows ``test_frame``), at
+    ``fractions`` (default: ``data.labelled_fraction``), without checkpoints: for library use."""
+    track = TabularTrack(config, frame, test_frame, teacher_store, compared_metrics)
+    return run_fractions(track, fractions or [config.data.labelled_fraction], progress, compare_with=compare_with)
+
+
+def _drop_rationale_methods(config: ExperimentConfig, teacher: TeacherFacts) -> tuple[ExperimentConfig, list[str]]:
+    """When the teacher gives no rationale: the methods that need one are skipped with a line
+    saying why if the methods are the default ones; methods the user chose are an error."""
+    if teacher.rationale_width is not None:
+        return config, []
+    needing = [name for name in config.methods if config.method_spec(name, config.candidates(name, 10_000)[0]).needs_rationale]
+    if not needing:
+        return config, []
+    reason = teacher.rationale_unavailable or "the teacher gives no rationale"
+    if "methods" in config.model_fields_set:
+        raise StepDistillError(f"{', '.join(needing)} need a rationale, but {reason}; remove those methods or use a teacher that explains its predictions")
+    kept = {name: settings for name, settings in config.methods.items() if name not in needing}
+    return config.model_copy(update={"methods": kept}), [f"skipped {', '.join(needing)}: {reason}"]
+
+
+def _teacher_warnings(config: ExperimentConfig, refit: bool, results: list[RunResult]) -> list[str]:
+    warnings = []
+    if config.teacher.kind == "llm" and not refit:
+        warnings.append(
+            "the LLM teacher's answers were written before this run, so they are the same in every run:"
+            " if its model saw these records (or their labels) in training, its and its students' test numbers are optimistic"
+        )
+    elif not refit:
+        warnings.append(
+            "the teacher was loaded, so it is the same in every run and its training rows are unknown here:"
+            " if it saw rows of a test split, its and its students' test numbers are optimistic; fit it on rows kept apart"
+        )
+    perfect = sum(r.teacher["test"]["accuracy"] == 1.0 for r in results)
+    if perfect and not refit:
+        warnings.append(f"the loaded teacher is perfect on the test split in {perfect} of {len(results)} runs: it was probably trained on those rows")
+    return warnings

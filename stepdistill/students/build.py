@@ -1,0 +1,88 @@
+"""A configured student's model factory (students/config.py), fitted to the data and to what the
+teacher's rationale is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import singledispatch
+from typing import Callable
+
+from torch import nn
+
+from stepdistill.errors import StepDistillError
+from stepdistill.students.choice import ChoiceScorerModel
+from stepdistill.students.cnn import CNNModel
+from stepdistill.students.config import ChoiceScorerStudent, CNNStudent, LogisticStudent, MLPStudent, n_logits
+from stepdistill.students.logistic import LogisticModel
+from stepdistill.students.mlp import MLPModel
+
+
+@dataclass(frozen=True)
+class StudentShape:
+    """What a student's model is sized and explained by: the encoded features (and their
+    grouping into raw columns), the classes, the image shape of flattened images, and the
+    teacher's rationale: its style (``Teacher.rationale_style``) and whether it explains the raw
+    columns rather than the encoded ones."""
+
+    n_features: int
+    n_classes: int
+    feature_groups: tuple[int, ...] = ()
+    image_shape: tuple[int, int, int] | None = None
+    rationale_style: str = "representation"
+    reads_raw_columns: bool = False
+
+
+@singledispatch
+def student_factory(config, shape: StudentShape) -> Callable[[], nn.Module]:
+    """A function making a fresh model of the ``config``'s kind for data of ``shape``."""
+    raise TypeError(f"no model for student config {type(config).__name__}")
+
+
+@student_factory.register
+def _(config: LogisticStudent, shape: StudentShape) -> Callable[[], nn.Module]:
+    d, k, style = shape.n_features, n_logits(shape.n_classes), shape.rationale_style
+    if style == "score":
+        return lambda: LogisticModel(d, k, "score")
+    grouped = style in ("contributions", "contributions_with_bias") and shape.reads_raw_columns
+    return lambda: LogisticModel(
+        d, k, "contributions", feature_groups=shape.feature_groups if grouped else None, include_bias=style == "contributions_with_bias"
+    )
+
+
+@student_factory.register
+def _(config: MLPStudent, shape: StudentShape) -> Callable[[], nn.Module]:
+    return lambda: MLPModel(shape.n_features, n_logits(shape.n_classes), config.hidden)
+
+
+@student_factory.register
+def _(config: CNNStudent, shape: StudentShape) -> Callable[[], nn.Module]:
+    if shape.image_shape is None:
+        raise StepDistillError("student.kind cnn needs images: set data.image_shape, e.g. [1, 28, 28]")
+    return lambda: CNNModel(shape.image_shape, n_logits(shape.n_classes), config.channels, config.rationale)
+
+
+@student_factory.register
+def _(config: ChoiceScorerStudent, shape: StudentShape) -> Callable[[], nn.Module]:
+    if shape.n_features % shape.n_classes:
+        raise StepDistillError(
+            f"student.kind choice_scorer needs multiple-choice features, {shape.n_classes} choices of equal width (got {shape.n_features} features); set data.choices"
+        )
+    return lambda: ChoiceScorerModel(shape.n_features // shape.n_classes, shape.n_classes, config.hidden)
+
+
+def check_student_rationale(config, make: Callable[[], nn.Module], needing: list[str], teacher_width: int | None) -> None:
+    """Refuse methods (``needing``: those that learn the teacher's rationale) that cannot train
+    the student ``make`` makes: the teacher gives no rationale, or its width differs from the
+    student's while ``student.projection`` (a learned head between them) is off."""
+    if needing and teacher_width is None:
+        raise StepDistillError(
+            f"the teacher gives no rationale, which {', '.join(needing)} need;"
+            " remove those methods or use a teacher that explains its predictions"
+        )
+    if needing and not config.projection:
+        width = make().rationale_width
+        if width != teacher_width:
+            raise StepDistillError(
+                f"the student's rationale has width {width} and the teacher's {teacher_width}, and student.projection is off;"
+                " turn it on to learn a projection, or choose a student whose rationale matches"
+            )
