@@ -21,11 +21,11 @@ from stepdistill.errors import StepDistillError
 from stepdistill.experiment.checkpoints import CHECKPOINTS_DIR, RESUME_COMMAND, Checkpoints
 from stepdistill.experiment.lm import LMTrack
 from stepdistill.experiment.loop import Experiment, Track, run_fractions
+from stepdistill.experiment.summary import divergence_lines
 from stepdistill.experiment.tabular import TabularTrack
 from stepdistill.files import read_yaml_mapping
 from stepdistill.lm.config import LMTrainConfig, load_lm_train_config
 from stepdistill.progress import SILENT, Progress
-from stepdistill.experiment.summary import divergence_lines
 from stepdistill.report.ablation import render_ablation_table, write_ablation
 from stepdistill.report.sweep import render_sweep_table, write_sweep
 from stepdistill.report.table import render_speed_table, render_table

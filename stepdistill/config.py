@@ -57,8 +57,6 @@ class DataConfig(StrictModel):
     def text_inputs(self):
         """How text fields become features (text/inputs.py), or None for tabular data."""
         if self.text is None:
-            if self.choices is not None:
-                raise StepDistillError("data.choices needs data.text, the question column; set both")
             return None
         from stepdistill.text.inputs import TextInputs
 
@@ -120,8 +118,9 @@ class ExperimentConfig(MethodsConfig):
         self.check_methods()
         if isinstance(self.teacher, TrainedHereTeacher):
             self.teacher.method()
-        text = self.data.text_inputs()
-        if text is not None and (self.data.image_shape is not None or not self.data.scale_numeric):
+        if self.data.choices is not None and self.data.text is None:
+            raise StepDistillError("data.choices needs data.text, the question column; set both")
+        if self.data.text is not None and (self.data.image_shape is not None or not self.data.scale_numeric):
             raise StepDistillError("data.text makes sentence features, which are neither images nor pixels; drop data.image_shape and data.scale_numeric")
         if self.data.test_path is not None and self.evaluation.scheme == "cv":
             raise StepDistillError("evaluation.scheme cv moves the test split, but data.test_path fixes it; use scheme holdout with a test file")

@@ -26,8 +26,7 @@ from torch import nn
 
 from stepdistill.config import ExperimentConfig
 from stepdistill.data.io import frame_parts
-from stepdistill.data.prepared import encode_splits
-from stepdistill.data.prepared import PreparedData
+from stepdistill.data.prepared import PreparedData, encode_splits
 from stepdistill.data.splits import MIN_CLASS_ROWS_PER_SPLIT
 from stepdistill.device import default_device
 from stepdistill.engines.base import fit, new_state
@@ -36,16 +35,15 @@ from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.evaluate import class_probabilities
 from stepdistill.methods import PRESETS
 from stepdistill.students.build import StudentShape, check_student_rationale, student_factory
-from stepdistill.teachers.base import Samples
+from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher
+from stepdistill.teachers.build import build_teacher
 from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.common import torch_thread_count
+from stepdistill.teachers.config import TeacherConfig
 from stepdistill.teachers.module import ModuleTeacher
 from stepdistill.teachers.scikit import SklearnTeacher
 from stepdistill.terms import method_of
-from stepdistill.teachers.base import Teacher
-from stepdistill.teachers.common import torch_thread_count
-from stepdistill.teachers.build import build_teacher
-from stepdistill.teachers.config import TeacherConfig
 
 # Every setting a method preset has: names set_params takes as overrides. Which of them the
 # chosen preset has, and their values, are checked in fit, where the preset validates them.

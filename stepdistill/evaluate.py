@@ -13,7 +13,6 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall
 
 from stepdistill.errors import StepDistillError
 
-
 # Metrics where lower is better; the others are better higher.
 LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from stepdistill.config import DataConfig, EvaluationConfig, ExperimentConfig
-from stepdistill.methods import StudentTraining
 from stepdistill.data import bundled
+from stepdistill.data.llm_outputs import dsbs_directory, read_dsbs
 from stepdistill.data.synthetic import linear_binary, nonlinear_binary
 from stepdistill.errors import StepDistillError
-from stepdistill.data.llm_outputs import dsbs_directory, read_dsbs
+from stepdistill.methods import StudentTraining
 from stepdistill.students.config import ChoiceScorerStudent, LogisticStudent, MLPStudent
 from stepdistill.teachers.config import CNNTeacher, LightGBMTeacherConfig, LLMTeacherConfig, MLPTeacher
 

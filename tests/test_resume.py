@@ -200,11 +200,13 @@ def _kill_at_a_random_moment(command: list[str], reference: Path, seconds: float
 
 @pytest.fixture(scope="module")
 def lm_experiment(tmp_path_factory):
-    """The tiny lm-train example (64 CommonsenseQA records, a tiny random Llama, the four methods)
-    with two runs instead of three, and its uninterrupted results in ``reference``."""
+    """The tiny lm-train example (64 CommonsenseQA training records, a tiny random Llama, the four
+    methods) with two runs instead of three and 16 test records instead of 64, and its
+    uninterrupted results in ``reference``."""
     directory = tmp_path_factory.mktemp("lm_experiment")
     config = yaml.safe_load((Path(__file__).parents[1] / "examples" / "lm_train_cqa_tiny.yaml").read_text())
     config["evaluation"]["repeats"] = 2
+    config["data"]["max_test_records"] = 16
     (directory / "lm.yaml").write_text(yaml.safe_dump(config))
     command = ["lm-train", str(directory / "lm.yaml"), "--data-dir", str(DSBS_DIR)]
     with pytest.MonkeyPatch.context() as patch:

@@ -17,7 +17,6 @@ _MODULES = {
     "read_frame": "io",
     "encode_splits": "prepared",
     "prepare": "prepared",
-    "prepare_with_raw": "prepared",
     "split_rows": "splits",
     "split_stratified": "splits",
     "standardize": "splits",

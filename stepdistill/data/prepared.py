@@ -54,25 +54,9 @@ def prepare(
 
     Returns the encoded splits and the fitted encoder, to apply to new data.
     """
-    splits, encoder, _ = prepare_with_raw(frame, label, id_column, val_fraction, test_fraction, seed, scale_numeric)
-    return splits, encoder
-
-
-def prepare_with_raw(
-    frame: pd.DataFrame,
-    label: str,
-    id_column: str | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    scale_numeric: bool = True,
-) -> tuple[Splits, FeatureEncoder, pd.DataFrame]:
-    """``prepare``, and the raw feature columns indexed by sample id, for teachers that read
-    them as they are."""
     features, y, classes, ids = frame_parts(frame, label, id_column)
     rows = split_rows(y, classes, val_fraction, test_fraction, seed)
-    splits, encoder = encode_splits(features, y, classes, ids, rows, scale_numeric)
-    return splits, encoder, features.set_index(pd.Index(ids, name="id"))
+    return encode_splits(features, y, classes, ids, rows, scale_numeric)
 
 
 def encode_splits(

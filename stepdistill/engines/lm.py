@@ -1,5 +1,5 @@
 """The LM engine: generative students (Hugging Face causal LMs or seq2seq models) trained by
-``engines.base.fit`` on ``LMData`` under a ``Method`` of methods.py, with the same terms, weight
+``engines.base.fit`` on ``LMData`` under a ``Method`` (terms.py), with the same terms, weight
 schedules, balancers, ``TrainState`` and end-of-epoch bookkeeping as the tabular engines.
 
 Each term of the method becomes a text target of the student (Hsieh et al. 2023), after the
@@ -13,10 +13,10 @@ lm/prompts.py):
     rationale   rationale prompt  ->  the teacher's rationale
 
 Every term's loss is the mean token cross-entropy of its targets; all targets of a batch go
-through one forward pass (``task_losses`` with one id per term). With a ``TokenTeacher`` (a local
+through one forward pass (lm_batching.py: ``task_token_sums`` with one id per term). With a ``TokenTeacher`` (a local
 model sharing the student's tokenizer), the terms it distills (soft, and optionally rationale)
 compare the student's token distributions with the teacher's on the same targets instead:
-``T^2 * KL(teacher^T || student^T)`` per target token, the teacher run under ``no_grad``. The
+``T^2 * KL(teacher^T || student^T)`` per target token (``losses.soft_target_kl``), the teacher run under ``no_grad``. The
 loss of a step is ``sum_k w_k * loss_k``, ``w_k`` the term's weight at the epoch
 (``weight.value(epoch)``), rescaled by the method's balancer if it has one
 (``base.current_weights``, as for tabular students). The objectives' own settings (temperature,
@@ -51,11 +51,6 @@ import torch
 import torch.nn.functional as F
 
 from stepdistill.engines.base import Engine, Group, TrainState, current_weights, end_epoch, record_time, scheduled_weights
-from stepdistill.engines.processes import dealt, lm_accelerator, sum_across
-from stepdistill.errors import StepDistillError
-from stepdistill.losses import soft_target_kl
-from stepdistill.terms import Method
-from stepdistill.terms import HardLabel, Objective, SoftTarget
 from stepdistill.engines.lm_batching import (
     LengthGroupedBatchSampler,
     MultiTaskCollator,
@@ -64,8 +59,12 @@ from stepdistill.engines.lm_batching import (
     target_logits,
     task_token_sums,
 )
+from stepdistill.engines.processes import dealt, lm_accelerator, sum_across
+from stepdistill.errors import StepDistillError
 from stepdistill.lm.config import MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS
 from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, LMRecord
+from stepdistill.losses import soft_target_kl
+from stepdistill.terms import HardLabel, Method, Objective, SoftTarget
 
 
 @dataclass(frozen=True)

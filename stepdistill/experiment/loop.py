@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from stepdistill.methods import MethodsConfig
 from stepdistill.data.repeats import RunRows, labelled_mask, labelled_order
 from stepdistill.engines.base import TrainingData, TrainState, epochs_left, fit
 from stepdistill.errors import StepDistillError
@@ -40,6 +39,7 @@ from stepdistill.evaluate import LOWER_IS_BETTER
 from stepdistill.experiment.checkpoints import Checkpoints
 from stepdistill.experiment.records import FinishedRun, Labelled, RunResult, TeacherFacts, Trained
 from stepdistill.experiment.summary import SELECTION_METRIC, Setup, summarize_experiment
+from stepdistill.methods import MethodsConfig
 from stepdistill.progress import SILENT, Progress
 from stepdistill.run_dir import RunStudents
 from stepdistill.terms import Method, method_of

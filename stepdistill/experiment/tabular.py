@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from stepdistill.config import ExperimentConfig
+from stepdistill.data.encode import FeatureEncoder
 from stepdistill.data.io import frame_parts
-from stepdistill.data.prepared import encode_splits
-from stepdistill.data.table import Table
-from stepdistill.data.prepared import PreparedData
+from stepdistill.data.prepared import PreparedData, encode_splits
 from stepdistill.data.repeats import RunRows, cv_runs, fixed_test_runs, holdout_runs
+from stepdistill.data.table import Table
 from stepdistill.device import default_device
 from stepdistill.engines.base import TrainingData, TrainState, new_state
 from stepdistill.engines.tabular import TabularData
@@ -35,7 +35,6 @@ from stepdistill.experiment.records import Labelled, RunResult, TeacherFacts, Tr
 from stepdistill.experiment.summary import Setup
 from stepdistill.progress import SILENT, Progress
 from stepdistill.run_dir import RunStudents, fingerprint, model_from_spec, write_students
-from stepdistill.data.encode import FeatureEncoder
 from stepdistill.speed import measure_speed
 from stepdistill.students.build import StudentShape, check_student_rationale, student_factory
 from stepdistill.teachers.base import Samples

@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from stepdistill.errors import StepDistillError
 from stepdistill.files import StrictModel, read_yaml_config
 from stepdistill.methods import MethodsConfig, StudentTraining, TuneConfig
-from stepdistill.errors import StepDistillError
 
 # lm-train's token budgets (training.max_prompt_tokens, training.max_target_tokens): inputs of up
 # to 512 tokens, targets of up to 128. (The released trainer allows 1,024 and 256.)

@@ -6,14 +6,14 @@ rationales (ROUGE-L). The prompts are the training prompts (``lm.prompts.prompt_
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from stepdistill.errors import StepDistillError
 from stepdistill.data.arithmetic import evaluate_arithmetic
 from stepdistill.data.llm_outputs import ESNLI_CLASSES, matching_name
+from stepdistill.errors import StepDistillError
 from stepdistill.lm.prompts import (
     CHOICE_LETTERS,
     LABEL_TASK,

@@ -88,10 +88,10 @@ def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False)
     ``rationales``, ``rationale``: greedy generations of the student in ``run_dir``."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from stepdistill.lm.evaluate import generate
-    from stepdistill.lm.config import MAX_PROMPT_TOKENS
-    from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, prompt_formats
     from stepdistill.device import default_device
+    from stepdistill.lm.config import MAX_PROMPT_TOKENS
+    from stepdistill.lm.evaluate import generate
+    from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, prompt_formats
 
     manifest = lm_manifest(run_dir)
     if manifest is None:

@@ -23,7 +23,6 @@ from stepdistill.lm_teach.config import HFBackendSettings, OpenAIBackendSettings
 from stepdistill.lm_teach.store import Request
 from stepdistill.text.encoders import model_identity
 
-
 INSTALL_HINT = "pip install 'stepdistill[lm]'"
 # HTTP statuses worth another try: timeout, conflict, rate limit, and the server's own errors.
 RETRY_STATUSES = frozenset({408, 409, 429})

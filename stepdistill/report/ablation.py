@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from stepdistill.evaluate import is_worse
 from stepdistill.report.html import html_figure, html_page, html_table, paragraph
 from stepdistill.report.markdown import markdown_table
 from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
@@ -19,7 +20,6 @@ from stepdistill.report.results import SIGNIFICANT_MARK, format_change, format_c
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
 from stepdistill.report.write import REPORT_HTML, REPORT_MD, write_report
-from stepdistill.evaluate import is_worse
 from stepdistill.stats import CONFIDENCE
 from stepdistill.studies import FULL, REFERENCE_METHODS, REMOVALS
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from stepdistill.evaluate import is_worse
 from stepdistill.report.figures import planned_figures
 from stepdistill.report.results import SIGNIFICANT_MARK, SPEED_TITLE, comparison_rows, page_subtitle, per_class_f1_rows, runs_word, speed_rows, table_rows
-from stepdistill.evaluate import is_worse
+
 
 def compared_metrics(results: dict) -> list[str]:
     """The metrics the results compare each method with its control on, in words and in the

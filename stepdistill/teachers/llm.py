@@ -9,13 +9,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from stepdistill.data.llm_outputs import NAMED_IN_ERRORS, LLMAnswer, LLMOutputs
 from stepdistill.errors import StepDistillError
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.cache import TeacherOutputs
 from stepdistill.teachers.common import logits_from_probabilities
 from stepdistill.text.encoders import SentenceEncoder
 from stepdistill.text.inputs import CHOICE_LETTERS
-from stepdistill.data.llm_outputs import NAMED_IN_ERRORS, LLMAnswer, LLMOutputs
 
 DEFAULT_EPS = 0.01
 
