@@ -61,14 +61,17 @@ def _guarded(command):
 
     @functools.wraps(command)
     def guarded(*args, **kwargs) -> None:
-        if threading.current_thread() is threading.main_thread():
-            # From here Ctrl-C is a KeyboardInterrupt, which leaves checkpoints whole (entry.py
-            # stops at once before a command starts).
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            import torch  # here, not at start-up: --help needs no torch
+            # Here, not at start-up (--help needs none of it): the libraries every command uses,
+            # loaded while Ctrl-C still stops the process at once (entry.py).
+            import torch
+
+            import stepdistill.commands  # noqa: F401
 
             torch.set_num_threads(_options["threads"])
+            if threading.current_thread() is threading.main_thread():
+                # From here Ctrl-C is a KeyboardInterrupt, which leaves checkpoints whole.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             command(*args, **kwargs)
         except StepDistillError as err:
             if _options["debug"]:

@@ -11,9 +11,12 @@ INTERRUPTED_EXIT_CODE = 130
 
 
 def _stop_before_start(signum, frame) -> None:
-    # Nothing has been written yet, so there is nothing to resume or clean up.
+    # Nothing has been written yet, so there is nothing to resume or clean up. The process ends
+    # here and now: an exception raised into a library's import (numpy's, torch's) can leave it
+    # recursing or aborting instead of exiting.
     sys.stderr.write("interrupted\n")
-    sys.exit(INTERRUPTED_EXIT_CODE)
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT_CODE)
 
 
 def main() -> None:

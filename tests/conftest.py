@@ -1,20 +1,89 @@
-import atexit
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
-
-# The CLI keeps teacher outputs in the user's cache directory; the suite (and the commands it starts)
-# keeps them in a directory of its own.
-os.environ["STEPDISTILL_CACHE_DIR"] = tempfile.mkdtemp(prefix="stepdistill-test-cache-")
-atexit.register(shutil.rmtree, os.environ["STEPDISTILL_CACHE_DIR"], ignore_errors=True)
 
 # The suite's models are tiny; one thread keeps timings steady on a shared 2-core machine.
 torch.set_num_threads(1)
 
 from stepdistill.data import linear_binary, nonlinear_binary, prepare
+from stepdistill.errors import StepDistillError
+
+# The distilling-step-by-step release (datasets and PaLM's outputs), beside the project; read
+# through the ``dsbs_dir`` fixture, which skips where it is absent.
+DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
+# The environment variable that hands the xdist workers the run's shared models folder.
+SHARED_MODELS = "STEPDISTILL_TEST_MODELS"
+
+
+def pytest_configure(config):
+    """The CLI caches teacher outputs in the user's cache directory; the suite (and the commands it
+    starts) keeps them in a directory of each process (the xdist controller, each worker) instead.
+    Its ``models`` folder, where SmolLM2 is converted (a minute), is shared by the whole run: the
+    controller makes it before the workers start, and they inherit its name."""
+    if not hasattr(config, "workerinput"):
+        os.environ[SHARED_MODELS] = tempfile.mkdtemp(prefix="stepdistill-test-models-")
+    cache = tempfile.mkdtemp(prefix="stepdistill-test-cache-")
+    os.symlink(os.environ[SHARED_MODELS], Path(cache) / "models")
+    os.environ["STEPDISTILL_CACHE_DIR"] = cache
+
+
+def pytest_unconfigure(config):
+    """Each process removes its cache; the controller, whose workers are done by then, the models."""
+    shutil.rmtree(os.environ["STEPDISTILL_CACHE_DIR"], ignore_errors=True)
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ.pop(SHARED_MODELS), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The default model (SmolLM2-135M-Instruct) converted into the run's shared models folder by
+    the first worker that needs it; the others wait for it under the lock rather than convert it
+    again. Tests that reach it through lm-train (SmolLM2's tokenizer) request it first."""
+    from filelock import FileLock
+
+    from stepdistill.lm.smollm2 import converted_model_directory, models_directory
+
+    with FileLock(models_directory() / "smollm2.lock"):
+        return converted_model_directory()
+
+
+@pytest.fixture(scope="session")
+def dsbs_dir() -> Path:
+    """The released data; tests that read it skip, saying where it was looked for, without it."""
+    if not DSBS_DIR.is_dir():
+        pytest.skip(f"the distilling-step-by-step release is not at {DSBS_DIR}")
+    return DSBS_DIR
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of a command's standard error that tell of a failure: an error, an interruption
+    or a traceback. Any other line is progress, of which there may be any number."""
+    return [line for line in stderr.splitlines() if line.startswith(("error:", "interrupted")) or "Traceback" in line]
+
+
+def one_error_line(result, alone: bool = False) -> str:
+    """The line a command that refused its input (a ``CliRunner`` result) ends with: exit code 2,
+    no traceback, and one error line, ``error: ...``, the last on standard error, after any
+    progress; with ``alone``, the only line there. Returns it."""
+    errors = error_lines(result.stderr)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert len(errors) == 1 and errors[0].startswith("error: ") and result.stderr.splitlines()[-1] == errors[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not alone or result.stderr == errors[0] + "\n", result.stderr
+    return errors[0]
+
+
+@contextmanager
+def raises_one_line(match: str):
+    """Expect a StepDistillError whose message matches ``match`` (``re.search``) and is one line."""
+    with pytest.raises(StepDistillError, match=match) as info:
+        yield info
+    assert "\n" not in str(info.value), str(info.value)
 
 
 @pytest.fixture(scope="session")

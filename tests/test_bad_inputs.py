@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import one_error_line, raises_one_line
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -24,7 +24,6 @@ from stepdistill.config import load_config
 from stepdistill.data import FeatureEncoder, frame_parts, linear_binary, read_frame
 from stepdistill.errors import StepDistillError
 
-DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
 runner = CliRunner()
 FAST = {"epochs": 1, "lr": 0.05}
 
@@ -54,12 +53,12 @@ def _config(tmp_path, frame: pd.DataFrame | None = None, text: str | None = None
     return ["run", str(path)]
 
 
-def _lm_config(tmp_path, command: str = "lm-train", **sections) -> list[str]:
+def _lm_config(tmp_path, data_dir, command: str = "lm-train", **sections) -> list[str]:
     """``lm-train CONFIG`` arguments (the config is checked before --out, the data after), or
     another command's on an lm-train config, the released data found by --data-dir."""
     config = {"data": {"task": "cqa"}, "student": {"tiny": {"hidden": 16, "layers": 1}}, **sections}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    return [command, str(tmp_path / "config.yaml"), "--data-dir", str(DSBS_DIR)]
+    return [command, str(tmp_path / "config.yaml"), "--data-dir", str(data_dir)]
 
 
 def _with_cell(column: str, row: int, value) -> pd.DataFrame:
@@ -109,7 +108,7 @@ CASES = {
     "an unknown label column": (lambda p: _config(p, _frame(), data={"label": "target"}), None, "label column 'target' not found"),
     "a single class": (lambda p: _config(p, _frame().assign(label=1)), None, "single class"),
     "missing labels": (lambda p: _config(p, _with_cell("label", 4, np.nan)), None, "'label' has 1 missing"),
-    "an identifier-like category": (lambda p: _config(p, linear_binary(1200, 3).assign(name=[f"n{i}" for i in range(1200)])), None, "over 1000 distinct values"),
+    "an identifier-like category": (lambda p: _config(p, linear_binary(1200, 3).assign(name=[f"n{i}" for i in range(1200)])), None, "over 1000 distinct values: name"),
     "a header without rows": (lambda p: _config(p, text="x0,x1,label\n"), None, "no rows"),
     "an unsupported file type": (lambda p: _config(p, _frame(), data={"path": "config.yaml"}), None, "unsupported data file type"),
     "duplicated ids": (lambda p: _config(p, _frame().assign(row=[1] * 200), data={"id_column": "row"}), None, "duplicated"),
@@ -127,6 +126,7 @@ CASES = {
     "an unknown teacher kind": (lambda p: _config(p, _frame(), teacher={"kind": "forest"}), None, "teacher.kind"),
     "an unknown student kind": (lambda p: _config(p, _frame(), student={"kind": "transformer"}), None, "student.kind"),
     "alpha above one": (lambda p: _config(p, _frame(), methods={"traditional": {"alpha": 1.5}}), None, "alpha"),
+    "alpha plus beta above one": (lambda p: _config(p, _frame(), methods={"step_by_step": {"alpha": 0.8, "beta": 0.3}}), None, "alpha + beta must be at most 1"),
     "zero temperature": (lambda p: _config(p, _frame(), methods={"traditional": {"temperature": 0}}), None, "temperature"),
     "a weight that goes negative": (
         lambda p: _config(p, _frame(), methods={"traditional": {"weights": {"hard": {"kind": "constant", "value": 3}}}}),
@@ -171,40 +171,63 @@ CASES = {
     "both a config and --resume": (lambda p: _config(p, _frame()) + ["--resume", str(p)], None, "exactly one"),
     "ablate into a --out that is not empty": (lambda p: _earlier_run(p) or ["ablate", _config(p, _frame())[1]], None, "is not empty"),
     "sweep-data into a --out that is not empty": (lambda p: _earlier_run(p) or ["sweep-data", _config(p, _frame())[1]], None, "is not empty"),
-    "lm-train into a --out that is not empty": (lambda p: _earlier_run(p) or _lm_config(p), None, "is not empty"),
-    "ablate of an lm-train config into a --out that is not empty": (lambda p: _earlier_run(p) or _lm_config(p, "ablate"), None, "is not empty"),
+    "an unknown preset": (lambda p: ["demo", "--preset", "imagenet"], None, "unknown preset 'imagenet'"),
+}
+# The same, for commands on an lm-train config: (arguments, given tmp_path and the released
+# data's folder; the --out; the fragment).
+LM_CASES = {
+    "lm-train into a --out that is not empty": (lambda p, data: _earlier_run(p) or _lm_config(p, data), None, "is not empty"),
+    "ablate of an lm-train config into a --out that is not empty": (lambda p, data: _earlier_run(p) or _lm_config(p, data, "ablate"), None, "is not empty"),
     "lm-train with too few records for a validation split": (
-        lambda p: _lm_config(p, data={"task": "cqa", "max_train_records": 4}, evaluation={"val_fraction": 0.1}),
+        lambda p, data: _lm_config(p, data, data={"task": "cqa", "max_train_records": 4}, evaluation={"val_fraction": 0.1}),
         None,
         "leaves no validation record",
     ),
 }
 
 
+def _snapshot(folder) -> dict:
+    return {path: path.read_bytes() if path.is_file() else None for path in folder.rglob("*")}
+
+
+def _refused_alone(tmp_path, args: list[str], out: str | None, expected: str) -> None:
+    """``args`` with --quiet and --out (None: tmp_path/out) stop with one line holding
+    ``expected`` and nothing else on standard error, and write nothing: every file and folder
+    under tmp_path, --out included, as it was."""
+    before = _snapshot(tmp_path)
+    result = runner.invoke(app, ["--quiet", *args, "--out", str(tmp_path / "out") if out is None else out])
+    assert expected in one_error_line(result, alone=True)
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, case):
     make, out, expected = CASES[case]
     monkeypatch.chdir(tmp_path)  # relative --out values land here
-    before = {p for p in tmp_path.rglob("*")}
-    args = make(tmp_path)
-    out = str(tmp_path / "out") if out is None else out
-    result = runner.invoke(app, ["--quiet", *args, "--out", out])
-    assert result.exit_code == 2, (result.output, result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert expected in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    made = {p for p in tmp_path.rglob("*")} - before
-    assert not [p for p in made if p.name not in ("data.csv", "config.yaml", "folder.csv", "out", "results.json", "notes.txt")]
-    assert not (tmp_path / "out").exists() or {p.name for p in (tmp_path / "out").iterdir()} <= {"results.json", "notes.txt"}
+    _refused_alone(tmp_path, make(tmp_path), out, expected)
+
+
+@pytest.mark.parametrize("case", LM_CASES)
+def test_bad_lm_input_is_one_line_exit_2_and_writes_nothing(tmp_path, dsbs_dir, case):
+    make, out, expected = LM_CASES[case]
+    _refused_alone(tmp_path, make(tmp_path, dsbs_dir), out, expected)
+
+
+@pytest.mark.parametrize("case", ["an unknown label column", "a missing value in a numeric column", "a single class", "an identifier-like category", "a missing rationale layer"])
+def test_without_quiet_progress_comes_first_and_the_error_line_last(tmp_path, case):
+    """Errors found once the data is read or the teacher fitted: the progress lines printed by
+    then stay, and the error is still one line, the last."""
+    make, _, expected = CASES[case]
+    result = runner.invoke(app, [*make(tmp_path), "--out", str(tmp_path / "out")])
+    assert expected in one_error_line(result) and len(result.stderr.splitlines()) > 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_library_message_on_the_process_stderr_is_not_a_second_line(tmp_path):
     """LightGBM prints its fatal error straight to file descriptor 2 before raising it."""
     args = _config(tmp_path, _frame(), teacher={"kind": "lightgbm", "params": {"num_leaves": -1}})
     proc = subprocess.run([sys.executable, "-m", "stepdistill", "--quiet", *args, "--out", str(tmp_path / "out")], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [line for line in proc.stderr.splitlines() if line.startswith("error: LightGBM")] and proc.stderr.count("\n") == 1
+    assert proc.returncode == 2 and proc.stderr.startswith("error: LightGBM") and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_a_diverging_student_is_stopped_flagged_and_named(tmp_path):
@@ -250,7 +273,7 @@ def test_the_estimator_refuses_a_category_it_never_saw():
     X = pd.DataFrame({"x": rng.normal(size=120), "city": rng.choice(["a", "b"], size=120)})
     y = (X["x"] > 0).astype(int)
     model = StepDistillClassifier(teacher="logistic", method="baseline", epochs=1).fit(X, y)
-    with pytest.raises(StepDistillError, match=r"column 'city' holds categories the student never saw in training \('c'\)"):
+    with raises_one_line(r"column 'city' holds categories the student never saw in training \('c'\)"):
         model.predict(X.assign(city="c"))
 
 

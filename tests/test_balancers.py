@@ -14,7 +14,6 @@ from stepdistill.balancers import (
     UncertaintyWeighting,
 )
 
-
 # --- DynamicWeightAverage ----------------------------------------------------------------------
 
 

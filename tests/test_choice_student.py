@@ -4,9 +4,9 @@ import torch
 from stepdistill.data import Table
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import LinearEngine, TabularData
-from stepdistill.terms import build_method
 from stepdistill.students.choice import ChoiceScorerModel
 from stepdistill.teachers.cache import InMemoryTeacherCache
+from stepdistill.terms import build_method
 
 N_CHOICES, N_FEATURES, TEACHER_RATIONALE_WIDTH = 4, 5, 8
 

@@ -5,8 +5,8 @@ from stepdistill.data import Table, mnist_5k
 from stepdistill.data.bundled import IMAGE_SHAPE_MNIST
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
-from stepdistill.terms import build_method
 from stepdistill.students.cnn import CNNModel
+from stepdistill.terms import build_method
 
 
 @pytest.mark.parametrize(

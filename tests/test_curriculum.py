@@ -6,9 +6,9 @@ import torch
 from stepdistill.curriculum import Curriculum
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
-from stepdistill.terms import build_method
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.teachers.cache import cache_model_outputs
+from stepdistill.terms import build_method
 
 
 def test_pacing_functions_by_hand():

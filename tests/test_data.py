@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import raises_one_line
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -24,7 +24,6 @@ from stepdistill.data import (
     split_stratified,
     standardize,
 )
-from stepdistill.errors import StepDistillError
 
 
 def small_frame() -> pd.DataFrame:
@@ -35,14 +34,6 @@ def small_frame() -> pd.DataFrame:
             "target": ["dog", "cat", "dog", "bird", "cat", "dog"],
         }
     )
-
-
-@contextmanager
-def raises_one_line(match: str):
-    """Expect a StepDistillError whose message matches ``match`` and has no line break."""
-    with pytest.raises(StepDistillError, match=match) as info:
-        yield info
-    assert "\n" not in str(info.value), str(info.value)
 
 
 # --- read_frame -------------------------------------------------------------------------------

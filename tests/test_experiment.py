@@ -4,13 +4,13 @@ results say about each student."""
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import raises_one_line
 from sklearn.datasets import make_classification
 
 import stepdistill.experiment.loop as loop
 import stepdistill.experiment.tabular as tabular
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import linear_binary
-from stepdistill.errors import StepDistillError
 
 FAST = {"epochs": 3, "lr": 0.05}
 
@@ -203,5 +203,5 @@ def test_default_methods_without_a_teacher_rationale_are_skipped_with_the_reason
     results = run_experiment(_config(teacher=teacher), frame)
     assert set(results["methods"]) == {"baseline", "traditional"}
     assert any(w.startswith("skipped step_by_step, enhanced") for w in results["warnings"])
-    with pytest.raises(StepDistillError, match="step_by_step need a rationale"):
+    with raises_one_line("step_by_step need a rationale"):
         run_experiment(_config(teacher=teacher, methods={"baseline": {}, "step_by_step": {}}), frame)

@@ -1,10 +1,9 @@
 import json
 from functools import cache
-from pathlib import Path
 
 import pytest
+from conftest import raises_one_line
 
-from stepdistill.errors import StepDistillError
 from stepdistill.data.arithmetic import evaluate_arithmetic
 from stepdistill.data.llm_outputs import (
     DSBS_FORMATS,
@@ -16,7 +15,6 @@ from stepdistill.data.llm_outputs import (
     read_llm_jsonl,
 )
 
-DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
 # Teacher-label accuracies of the PaLM outputs as published in the data's PROVENANCE.md.
 PUBLISHED_ACCURACY = {
     ("cqa", "train"): 0.743,
@@ -31,33 +29,33 @@ SVAMP_TOLERANCE = 1e-4
 
 
 @cache
-def read_release(task, split, parse="careful"):
-    return read_dsbs(DSBS_DIR, task, split, parse=parse)
+def read_release(data_dir, task, split, parse="careful"):
+    return read_dsbs(data_dir, task, split, parse=parse)
 
 
-def dsbs_accuracy(task, split, parse):
-    frame, outputs = read_release(task, split, parse)
+def dsbs_accuracy(data_dir, task, split, parse):
+    frame, outputs = read_release(data_dir, task, split, parse)
     tolerance = SVAMP_TOLERANCE if task == "svamp" else None
     return outputs.label_accuracy(dict(zip(frame["id"], frame["label"])), numeric_tolerance=tolerance), outputs
 
 
 @pytest.mark.parametrize(("task", "split"), list(PUBLISHED_ACCURACY))
-def test_paper_parse_reproduces_published_teacher_accuracy(task, split):
-    accuracy, _ = dsbs_accuracy(task, split, "paper")
+def test_paper_parse_reproduces_published_teacher_accuracy(dsbs_dir, task, split):
+    accuracy, _ = dsbs_accuracy(dsbs_dir, task, split, "paper")
     assert accuracy == pytest.approx(PUBLISHED_ACCURACY[task, split], abs=0.005)
 
 
 @pytest.mark.parametrize(("task", "split"), list(PUBLISHED_ACCURACY))
-def test_careful_parse_finds_at_least_the_papers_labels(task, split):
-    careful, careful_outputs = dsbs_accuracy(task, split, "careful")
-    paper, paper_outputs = dsbs_accuracy(task, split, "paper")
+def test_careful_parse_finds_at_least_the_papers_labels(dsbs_dir, task, split):
+    careful, careful_outputs = dsbs_accuracy(dsbs_dir, task, split, "careful")
+    paper, paper_outputs = dsbs_accuracy(dsbs_dir, task, split, "paper")
     assert careful >= paper
     assert careful_outputs.parse_failures <= paper_outputs.parse_failures
     assert careful_outputs.coverage == pytest.approx(1 - careful_outputs.parse_failures / len(careful_outputs.answers))
 
 
-def test_esnli_validation_outputs_without_a_label():
-    _, outputs = dsbs_accuracy("esnli", "valid", "careful")
+def test_esnli_validation_outputs_without_a_label(dsbs_dir):
+    _, outputs = dsbs_accuracy(dsbs_dir, "esnli", "valid", "careful")
     # PROVENANCE: 4 of the 9,842 validation outputs have no "Answer:".
     assert (len(outputs.answers), outputs.parse_failures) == (9842, 4)
     assert all(reason == "no answer found" for _, reason in outputs.failure_examples)
@@ -68,8 +66,8 @@ def test_esnli_validation_outputs_without_a_label():
     ("task", "split", "text_columns"),
     [("cqa", "test", ["question", "choices"]), ("svamp", "test", ["input"]), ("esnli", "test", ["premise", "hypothesis"])],
 )
-def test_read_dsbs_frame_is_aligned_with_the_teacher(task, split, text_columns):
-    frame, outputs = read_release(task, split)
+def test_read_dsbs_frame_is_aligned_with_the_teacher(dsbs_dir, task, split, text_columns):
+    frame, outputs = read_release(dsbs_dir, task, split)
     assert list(frame.columns) == ["id", *text_columns, "label"]
     assert frame["id"].is_unique and list(outputs.answers) == list(frame["id"])
     if task != "cqa":
@@ -79,8 +77,8 @@ def test_read_dsbs_frame_is_aligned_with_the_teacher(task, split, text_columns):
     outputs.check_against(frame["id"], outputs.classes)
 
 
-def test_svamp_labels_are_numbers():
-    frame, outputs = read_release("svamp", "test")
+def test_svamp_labels_are_numbers(dsbs_dir):
+    frame, outputs = read_release(dsbs_dir, "svamp", "test")
     for value in [*frame["label"], *(a.label for a in outputs.answers.values() if a.label is not None)]:
         float(value)
 
@@ -107,10 +105,9 @@ def test_read_dsbs_concatenates_chunks_in_order(tmp_path):
 def test_read_dsbs_count_mismatch_is_one_line_error(tmp_path):
     records = [{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": 0}] * 2
     write_dsbs(tmp_path, "esnli", records, [["It runs.\nAnswer: entailment"]])
-    with pytest.raises(StepDistillError, match=r"1 teacher outputs .* for 2 records") as err:
+    with raises_one_line(r"1 teacher outputs .* for 2 records"):
         read_dsbs(tmp_path, "esnli", "train")
-    assert "\n" not in str(err.value)
-    with pytest.raises(StepDistillError, match="choose one of train"):
+    with raises_one_line("choose one of train"):
         read_dsbs(tmp_path, "esnli", "valid")
 
 
@@ -158,7 +155,7 @@ def test_parse_continuation_takes_a_custom_pattern_and_block_starts():
     text = "Reason: rain is wet ### Label: wet ||| Reason: next"
     pattern = r"Reason:\s*(?P<rationale>.*?)\s*###\s*Label:\s*(?P<label>\w+)"
     assert parse_continuation(text, pattern, block_starts=["|||"]) == ("rain is wet", "wet")
-    with pytest.raises(StepDistillError, match="named groups"):
+    with raises_one_line("named groups"):
         parse_continuation(text, r"Reason: (.*)")
 
 
@@ -201,7 +198,7 @@ def test_read_llm_jsonl(tmp_path):
     assert (outputs.classes, outputs.parse_failures, outputs.failure_examples) == (("no", "yes"), 1, [("c", "no label")])
     assert outputs.coverage == pytest.approx(2 / 3)
     assert outputs.label_accuracy({"a": "yes", "7": "yes", "c": "no", "d": "no"}) == 0.25
-    with pytest.raises(StepDistillError, match="label 'yes' is not a number"):
+    with raises_one_line("label 'yes' is not a number"):
         outputs.label_accuracy({"a": "1"}, numeric_tolerance=0.1)
     outputs.check_against(["a", "7"], ["yes", "no"])
 
@@ -223,9 +220,8 @@ def test_read_llm_jsonl(tmp_path):
 )
 def test_read_llm_jsonl_errors_name_the_line(tmp_path, line, message):
     path = write_jsonl(tmp_path / "teacher.jsonl", [{"id": "a", "label": "yes", "rationale": "x"}, line])
-    with pytest.raises(StepDistillError, match=message) as err:
+    with raises_one_line(message):
         read_llm_jsonl(path, distribution_field="dist")
-    assert "\n" not in str(err.value)
 
 
 def test_check_against_errors():
@@ -235,10 +231,9 @@ def test_check_against_errors():
         0,
         [],
     )
-    with pytest.raises(StepDistillError, match=r"lack 4 of 5 record ids \(e.g. 'd', 'e', 'f', \.\.\.\)") as err:
+    with raises_one_line(r"lack 4 of 5 record ids \(e.g. 'd', 'e', 'f', \.\.\.\)"):
         outputs.check_against(["a", "d", "e", "f", "g"], ["yes", "no"])
-    assert "\n" not in str(err.value)
-    with pytest.raises(StepDistillError, match="teacher label 'maybe' of record 'b' is not a class"):
+    with raises_one_line("teacher label 'maybe' of record 'b' is not a class"):
         outputs.check_against(["a", "b"], ["yes", "no"])
-    with pytest.raises(StepDistillError, match="teacher label 'unsure' of record 'c'"):
+    with raises_one_line("teacher label 'unsure' of record 'c'"):
         outputs.check_against(["c"], ["yes", "no"])

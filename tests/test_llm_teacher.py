@@ -3,34 +3,29 @@ the real bundled sentence encoder (about 150 distinct sentences in all), and a s
 step by step from the teacher."""
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import raises_one_line
 
+from stepdistill.data.llm_outputs import ESNLI_CLASSES, LLMAnswer, LLMOutputs, read_dsbs
 from stepdistill.data.table import Table
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
-from stepdistill.errors import StepDistillError
-from stepdistill.terms import build_method
 from stepdistill.students.mlp import MLPModel
 from stepdistill.teachers.base import Samples
 from stepdistill.teachers.collect import cache_teacher
 from stepdistill.teachers.llm import LLMTeacher
+from stepdistill.terms import build_method
 from stepdistill.text import encoders
 from stepdistill.text.encoders import SentenceEncoder, choice_features, pair_features
 from stepdistill.text.features import TextFeaturizer
-from stepdistill.data.llm_outputs import ESNLI_CLASSES, LLMAnswer, LLMOutputs, read_dsbs
 
 pytest.importorskip("sentence_transformers")
 if importlib.util.find_spec(encoders.BUNDLED_MODULE) is None:
     pytest.skip("the bundled sentence encoder is not installed", allow_module_level=True)
-
-DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
-if not DSBS_DIR.is_dir():
-    pytest.skip(f"the distilling-step-by-step release is not at {DSBS_DIR}", allow_module_level=True)
 
 # The first 39 e-SNLI validation records and record 133, whose PaLM answer has no label.
 ESNLI_ROWS = [*range(39), 133]
@@ -44,9 +39,9 @@ def encoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def esnli():
+def esnli(dsbs_dir):
     """(frame of ESNLI_ROWS, the PaLM outputs of the whole split)."""
-    frame, outputs = read_dsbs(DSBS_DIR, "esnli", "valid")
+    frame, outputs = read_dsbs(dsbs_dir, "esnli", "valid")
     return frame.iloc[ESNLI_ROWS].reset_index(drop=True), outputs
 
 
@@ -132,12 +127,10 @@ def test_fingerprint_follows_content_and_eps(esnli, encoder, teacher):
 
 def test_missing_record_and_sample_ids_are_one_line_errors(esnli, encoder, teacher):
     frame, outputs = esnli
-    with pytest.raises(StepDistillError, match="lack 2 of 3 record ids") as err:
+    with raises_one_line("lack 2 of 3 record ids"):
         LLMTeacher(outputs, ESNLI_CLASSES, encoder, [frame["id"][0], "nowhere-1", "nowhere-2"])
-    assert "\n" not in str(err.value)
-    with pytest.raises(StepDistillError, match="no teacher record") as err:
+    with raises_one_line("no teacher record"):
         teacher.outputs(Samples(torch.tensor([0, len(frame)]), torch.zeros(2, 1)))
-    assert "\n" not in str(err.value)
 
 
 def test_pair_features_of_premise_and_hypothesis(esnli, encoder):
@@ -149,8 +142,8 @@ def test_pair_features_of_premise_and_hypothesis(esnli, encoder):
     assert torch.equal(TextFeaturizer(encoder, "single").features(frame, ["premise"]), encoder.encode(list(frame["premise"])))
 
 
-def test_choice_features_of_commonsense_questions(encoder):
-    frame, _ = read_dsbs(DSBS_DIR, "cqa", "test")
+def test_choice_features_of_commonsense_questions(encoder, dsbs_dir):
+    frame, _ = read_dsbs(dsbs_dir, "cqa", "test")
     frame = frame.head(3)
     features = TextFeaturizer(encoder, "choices").features(frame, ["question"], choices_column="choices")
     assert features.shape == (3, 5, 4 * 384)
@@ -173,13 +166,12 @@ def test_choice_features_of_commonsense_questions(encoder):
     ],
 )
 def test_featurizer_errors_are_one_line(encoder, layout, frame, columns, choices_column, message):
-    with pytest.raises(StepDistillError, match=message) as err:
+    with raises_one_line(message):
         TextFeaturizer(encoder, layout).features(frame, columns, choices_column)
-    assert "\n" not in str(err.value)
 
 
 def test_unknown_layout_is_an_error(encoder):
-    with pytest.raises(StepDistillError, match="unknown text layout 'triple'"):
+    with raises_one_line("unknown text layout 'triple'"):
         TextFeaturizer(encoder, "triple")
 
 

@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 from stepdistill.cli import app
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.lm import DistillationRecord, LMData, LMOptions
+from stepdistill.experiment.lm import load_lm_data
 from stepdistill.lm.config import LMTrainConfig
 from stepdistill.lm.models import new_student, student_tokenizer
-from stepdistill.experiment.lm import load_lm_data
-from stepdistill.terms import build_method
 from stepdistill.studies import LM_REMOVALS, ablation_config
+from stepdistill.terms import build_method
 
-DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
+# lm-train reads SmolLM2's tokenizer: converted once for the whole run, before these tests.
+pytestmark = pytest.mark.usefixtures("smollm2")
 runner = CliRunner()
 TINY = {"tiny": {"hidden": 16, "layers": 1}}
 TRAINING = {"lr": 0.003, "epochs": 2, "batch_size": 4, "max_target_tokens": 24}
@@ -50,10 +51,10 @@ def test_the_lm_ablation_removes_what_generative_students_train():
     ablation_config(config).check()
 
 
-def test_ablate_takes_an_lm_train_config(tmp_path):
+def test_ablate_takes_an_lm_train_config(tmp_path, dsbs_dir):
     config = write_config(tmp_path / "lm.yaml")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["--quiet", "ablate", str(config), "--repeats", "2", "--out", str(out), "--data-dir", str(DSBS_DIR)])
+    result = runner.invoke(app, ["--quiet", "ablate", str(config), "--repeats", "2", "--out", str(out), "--data-dir", str(dsbs_dir)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "ablation.html", "ablation.json", "ablation.md", "ablation.png", "history.png", "metrics.png", "report.html", "report.md", "results.json"
@@ -77,10 +78,10 @@ def test_ablate_takes_an_lm_train_config(tmp_path):
     assert "| full |" in (out / "report.md").read_text()
 
 
-def test_sweep_data_takes_an_lm_train_config(tmp_path):
+def test_sweep_data_takes_an_lm_train_config(tmp_path, dsbs_dir):
     config = write_config(tmp_path / "lm.yaml", methods={"baseline": {}, "traditional": {"alpha": 0}})
     out = tmp_path / "out"
-    args = ["--quiet", "sweep-data", str(config), "--fractions", "0.25,1", "--repeats", "2", "--out", str(out), "--data-dir", str(DSBS_DIR)]
+    args = ["--quiet", "sweep-data", str(config), "--fractions", "0.25,1", "--repeats", "2", "--out", str(out), "--data-dir", str(dsbs_dir)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["sweep.html", "sweep.json", "sweep.md", "sweep.png"]
@@ -91,9 +92,9 @@ def test_sweep_data_takes_an_lm_train_config(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def records():
+def records(dsbs_dir):
     config = LMTrainConfig.model_validate(
-        {"data": {"task": "cqa", "data_dir": str(DSBS_DIR), "max_train_records": 12, "max_test_records": 1}, "student": TINY}
+        {"data": {"task": "cqa", "data_dir": str(dsbs_dir), "max_train_records": 12, "max_test_records": 1}, "student": TINY}
     )
     return config, load_lm_data(config.data)
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import raises_one_line
 from pydantic import ValidationError
 
-from stepdistill.errors import StepDistillError
 from stepdistill.data.llm_outputs import LLMAnswer, LLMOutputs
 from stepdistill.engines.lm_batching import (
     IGNORE_INDEX,
@@ -28,10 +28,8 @@ from stepdistill.engines.lm_batching import (
 )
 from stepdistill.lm.config import LMTokenTeacherConfig
 from stepdistill.lm.models import check_same_vocabulary
-from stepdistill.losses import soft_target_kl
 from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, LMRecord, encode_task, lm_records, prompt_ids
-
-DSBS_DIR = Path(__file__).parents[2] / "shared" / "data" / "dsbs"
+from stepdistill.losses import soft_target_kl
 
 RECORDS = [
     LMRecord("q1", "Where do you keep milk?\nAnswer Choices:\n(a) fridge\n(b) car", "fridge", "Milk must stay cold, and a fridge keeps things cold."),
@@ -42,14 +40,11 @@ RECORDS = [
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
-    """The SmolLM2 tokenizer (49,152 tokens), from the converted default model (once per session,
-    shared with the lm-teach tests)."""
+def tokenizer(smollm2):
+    """The SmolLM2 tokenizer (49,152 tokens), from the converted default model."""
     from transformers import AutoTokenizer
 
-    from stepdistill.lm.smollm2 import converted_model_directory
-
-    return AutoTokenizer.from_pretrained(converted_model_directory())
+    return AutoTokenizer.from_pretrained(smollm2)
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +176,7 @@ def test_seq2seq_batch_is_prompts_in_targets_out(tokenizer):
         labels = batch["labels"][row]
         assert labels[labels != IGNORE_INDEX].tolist() == list(encoded.target_ids)
     assert batch["task_ids"].tolist() == [LABEL_TASK, RATIONALE_TASK] * 2
-    with pytest.raises(StepDistillError, match="seq2seq"):
+    with raises_one_line("seq2seq"):
         MultiTaskCollator(tokenizer, seq2seq=True, packed=True)
 
 
@@ -196,7 +191,7 @@ def test_causal_prompts_are_truncated_in_the_input_the_same_for_every_task(token
     # "\nexplain:\n" is the longer tag (5 tokens): the input is cut to 1 token for both tasks.
     assert len(rationale.prompt_ids) == 6 and label.shared_ids == rationale.shared_ids and len(label.shared_ids) == 1
     assert tokenizer.decode(label.prompt_ids[1:]) == "\npredict:\n" and tokenizer.decode(rationale.prompt_ids[1:]) == "\nexplain:\n"
-    with pytest.raises(StepDistillError, match="max_prompt_tokens"):
+    with raises_one_line("max_prompt_tokens"):
         prompt_ids(tokenizer, RECORDS[3], LABEL_TASK, seq2seq=False, max_prompt_tokens=5)
 
 
@@ -402,10 +397,10 @@ def test_vocabulary_mismatch_is_a_one_line_error_naming_both(tokenizer, tmp_path
     tokenizer.save_pretrained(other_path)
     other = AutoTokenizer.from_pretrained(other_path)
     other.add_tokens(["<extra-token>"])
-    with pytest.raises(StepDistillError) as error:
+    with raises_one_line("tokenizer .* differ") as error:
         check_same_vocabulary(tokenizer, other)
     message = str(error.value)
-    assert "\n" not in message and tokenizer.name_or_path in message and str(other_path) in message
+    assert tokenizer.name_or_path in message and str(other_path) in message
 
 
 def test_lm_records_take_labels_from_humans_or_the_teacher():
@@ -418,21 +413,20 @@ def test_lm_records_take_labels_from_humans_or_the_teacher():
     assert [(r.label, r.rationale) for r in human] == [("4", "2 + 2 = 4."), ("9", "3 * 3 = 9.")] and left_out == []
     teacher, left_out = lm_records(frame, outputs, "svamp", "teacher")
     assert [r.label for r in teacher] == ["5"] and left_out == ["b"]
-    with pytest.raises(StepDistillError, match="lack 1 of 2"):
+    with raises_one_line("lack 1 of 2"):
         lm_records(frame, LLMOutputs({"a": answers["a"]}, (), 0, []), "svamp")
 
 
-def test_benchmark_smoke_reports_both_speeds(tmp_path, capsys, monkeypatch):
+@pytest.mark.usefixtures("smollm2")  # the benchmark's students read SmolLM2's tokenizer
+def test_benchmark_smoke_reports_both_speeds(tmp_path, capsys, monkeypatch, dsbs_dir):
     import json
 
-    if not (DSBS_DIR / "datasets" / "cqa").is_dir():
-        pytest.skip("the distilling-step-by-step release is not beside the project")
     # In this process, so that torch and transformers are not imported again.
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
     import lm_step
 
     output = tmp_path / "lm_step.json"
-    lm_step.main(["--smoke", "--data-dir", str(DSBS_DIR), "--output", str(output)])
+    lm_step.main(["--smoke", "--data-dir", str(dsbs_dir), "--output", str(output)])
     results = json.loads(output.read_text())
     one_pass, released = results["one_pass"], results["released"]
     assert one_pass["tokens"] > 0 and released["tokens"] > 0

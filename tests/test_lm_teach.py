@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import one_error_line, raises_one_line
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
-from stepdistill.errors import StepDistillError
 from stepdistill.data.llm_outputs import ESNLI_CLASSES, read_llm_jsonl
 from stepdistill.lm_teach.config import SHIPPED_TEMPLATES, load_lm_teach_config
 from stepdistill.lm_teach.teach import TeachRecord, read_records, record_answer, teach
 from stepdistill.lm_teach.templates import load_template
-from stepdistill.lm.smollm2 import converted_model_directory
 
 runner = CliRunner()
 KEY_ENV = "LM_TEACH_TEST_KEY"
@@ -64,12 +63,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    """The converted default model (converted once per session, into the suite's cache)."""
-    return converted_model_directory()
 
 
 @pytest.fixture(scope="session")
@@ -223,30 +216,29 @@ def refusing_server():
     server.server_close()
 
 
-def _one_line_error(tmp_path, config_path, expected):
+def _refused(tmp_path, config_path, expected):
+    """lm-teach on ``config_path`` stops with one error line holding ``expected``, shows no API
+    key and writes nothing."""
     out = tmp_path / "teacher.jsonl"
     result = runner.invoke(app, ["lm-teach", str(config_path), "--out", str(out)], env={KEY_ENV: SECRET_KEY})
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and expected in errors[0], result.stderr
-    assert "Traceback" not in result.output and SECRET_KEY not in result.output
-    assert not out.exists()
+    assert expected in one_error_line(result)
+    assert SECRET_KEY not in result.output and not out.exists()
 
 
 def test_template_without_placeholder_is_one_line_error(tmp_path):
     (tmp_path / "fixed.txt").write_text("Q: What is 1 + 1?\nA: So the answer is 2.\n\nQ: What is 2 + 2?\nA:")
     config = _config(tmp_path, [{"id": "q", "question": "?"}], {"kind": "hf"}, template="fixed.txt")
-    _one_line_error(tmp_path, config, "has no input placeholder")
+    _refused(tmp_path, config, "has no input placeholder")
 
 
 def test_unreachable_endpoint_is_one_line_error(tmp_path):
     backend = {"kind": "openai", "model": "m", "base_url": f"http://127.0.0.1:{_free_port()}/v1", "api_key_env": KEY_ENV, "retries": 1, "backoff_s": 0.01}
-    _one_line_error(tmp_path, _arithmetic_config(tmp_path, backend, count=2), "cannot reach")
+    _refused(tmp_path, _arithmetic_config(tmp_path, backend, count=2), "cannot reach")
 
 
 def test_refused_key_is_one_line_error_naming_the_variable(tmp_path, refusing_server):
     backend = {"kind": "openai", "model": "m", "base_url": refusing_server, "api_key_env": KEY_ENV}
-    _one_line_error(tmp_path, _arithmetic_config(tmp_path, backend, count=2), f"refused the API key in ${KEY_ENV}")
+    _refused(tmp_path, _arithmetic_config(tmp_path, backend, count=2), f"refused the API key in ${KEY_ENV}")
 
 
 BAD_CONFIGS = {
@@ -262,6 +254,6 @@ BAD_CONFIGS = {
 def test_bad_config_or_records_is_one_line_error(tmp_path, case):
     settings, records, expected = BAD_CONFIGS[case]
     config = _config(tmp_path, records, {"kind": "hf", "model": "no-such-model"}, **settings)
-    with pytest.raises(StepDistillError, match=expected.replace("$", r"\$").replace("(", r"\(")):
+    with raises_one_line(expected.replace("$", r"\$").replace("(", r"\(")):
         teach(load_lm_teach_config(config), tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()

@@ -1,8 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from stepdistill.terms import build_method
-from stepdistill.terms import Consistency, HardLabel, Rationale, SoftTarget
+from stepdistill.terms import Consistency, HardLabel, Rationale, SoftTarget, build_method
 
 
 def _weights(method, epoch):

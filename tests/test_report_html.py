@@ -21,13 +21,13 @@ from stepdistill import studies
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import linear_binary
 from stepdistill.evaluate import expected_calibration_error
+from stepdistill.experiment.summary import calibration_summary, confusion_counts
+from stepdistill.experiment.tabular import run_tabular
 from stepdistill.report.ablation import write_ablation
 from stepdistill.report.figures import shown_figures
 from stepdistill.report.html import render_html
 from stepdistill.report.markdown import verdict_sentence
 from stepdistill.report.sweep import write_sweep
-from stepdistill.experiment.summary import calibration_summary, confusion_counts
-from stepdistill.experiment.tabular import run_tabular
 
 FAST = {"epochs": 2, "lr": 0.05}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import one_error_line
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
@@ -116,13 +117,13 @@ def test_bad_prediction_input_is_one_line_exit_2(tmp_path, cli_run, case):
     change, expected = BAD_INPUTS[case]
     change(_mixed(20, seed=4)).to_csv(tmp_path / "bad.csv", index=False)
     result = runner.invoke(app, ["predict", str(run_dir), str(tmp_path / "bad.csv"), "--out", str(tmp_path / "preds.csv")])
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.exit_code == 2 and len(errors) == 1 and expected in errors[0], result.output
+    assert expected in one_error_line(result)
     assert not (tmp_path / "preds.csv").exists()
 
 
 def test_predict_names_what_is_missing(tmp_path, cli_run):
     result = runner.invoke(app, ["predict", str(tmp_path / "nowhere"), str(tmp_path / "x.csv")])
-    assert result.exit_code == 2 and "run directory not found" in result.stderr
+    assert "run directory not found" in one_error_line(result)
     result = runner.invoke(app, ["predict", str(cli_run), str(cli_run.parent / "data.csv"), "--method", "magic"])
-    assert result.exit_code == 2 and "no student of method 'magic'" in result.stderr and "baseline" in result.stderr
+    message = one_error_line(result)
+    assert "no student of method 'magic'" in message and "baseline" in message

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import raises_one_line
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import make_column_transformer
@@ -19,19 +20,11 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from stepdistill.errors import StepDistillError
 from stepdistill.teachers.base import Samples
 from stepdistill.teachers.boosting import LightGBMTeacher, train_lightgbm, train_xgboost
 from stepdistill.teachers.collect import cache_teacher
 from stepdistill.teachers.file import FileTeacher
 from stepdistill.teachers.scikit import SklearnTeacher
-
-
-def one_line_error(call, match: str) -> str:
-    with pytest.raises(StepDistillError, match=match) as err:
-        call()
-    assert "\n" not in str(err.value)
-    return str(err.value)
 
 
 def clipped_log_odds(p1: np.ndarray, eps: float) -> np.ndarray:
@@ -111,7 +104,8 @@ def test_file_teacher_clips_zero_probabilities(tmp_path):
     three = FileTeacher(tmp_path / "three.npz").outputs(Samples(torch.tensor(ids[:2]), torch.zeros(2, 1))).logits
     assert torch.isfinite(three).all() and torch.allclose(torch.softmax(three, 1)[0], torch.tensor([1e-6, 0.3, 0.7]), atol=1e-6)
     np.savez(tmp_path / "outside.npz", id=ids[:2], probs=np.array([1.2, 0.5]))
-    one_line_error(lambda: FileTeacher(tmp_path / "outside.npz"), r"outside \[0, 1\] in 1 rows")
+    with raises_one_line(r"outside \[0, 1\] in 1 rows"):
+        FileTeacher(tmp_path / "outside.npz")
 
 
 # --- rationales ---------------------------------------------------------------------------------
@@ -208,16 +202,20 @@ def test_without_shap_there_is_no_rationale_unless_one_is_asked_for(cancer, monk
     monkeypatch.setitem(sys.modules, "shap", None)  # import shap now fails
     teacher = SklearnTeacher(forest)
     assert teacher.outputs(samples).rationale is None and "install stepdistill[explain]" in teacher.rationale_unavailable
-    one_line_error(lambda: SklearnTeacher(forest, explain="tree"), r"needs the shap package; install stepdistill\[explain\]")
+    with raises_one_line(r"needs the shap package; install stepdistill\[explain\]"):
+        SklearnTeacher(forest, explain="tree")
     assert SklearnTeacher(LogisticRegression().fit(samples.X.numpy(), y)).rationale_style == "contributions"  # needs no shap
 
 
 def test_explanations_asked_for_that_cannot_be_had_are_errors(wine):
     samples, y = wine
     X = samples.X.numpy()
-    one_line_error(lambda: SklearnTeacher(RandomForestClassifier(n_estimators=3).fit(X, y), explain="linear"), "needs a linear model")
-    one_line_error(lambda: SklearnTeacher(GradientBoostingClassifier(n_estimators=3).fit(X, y), explain="tree"), "cannot explain GradientBoostingClassifier")
-    one_line_error(lambda: SklearnTeacher(LogisticRegression().fit(X, y), explain="shapley"), "unknown teacher.explain 'shapley'")
+    with raises_one_line("needs a linear model"):
+        SklearnTeacher(RandomForestClassifier(n_estimators=3).fit(X, y), explain="linear")
+    with raises_one_line("cannot explain GradientBoostingClassifier"):
+        SklearnTeacher(GradientBoostingClassifier(n_estimators=3).fit(X, y), explain="tree")
+    with raises_one_line("unknown teacher.explain 'shapley'"):
+        SklearnTeacher(LogisticRegression().fit(X, y), explain="shapley")
     assert SklearnTeacher(LogisticRegression(max_iter=1000).fit(X, y), explain="none").outputs(samples).rationale is None
 
 

@@ -3,17 +3,17 @@ import re
 
 import pytest
 import yaml
+from conftest import one_error_line, raises_one_line
 from typer.testing import CliRunner
 
 import stepdistill.presets as presets
 from stepdistill import stats
 from stepdistill.cli import app
 from stepdistill.config import ExperimentConfig
-from stepdistill.methods import TuneConfig
 from stepdistill.data import linear_binary
-from stepdistill.errors import StepDistillError
-from stepdistill.report.staged import write_staged
 from stepdistill.experiment.tabular import run_tabular
+from stepdistill.methods import TuneConfig
+from stepdistill.report.staged import write_staged
 from stepdistill.studies import FULL, ablation_config, parse_fractions, summarize_ablation
 
 runner = CliRunner()
@@ -36,14 +36,6 @@ SHOWN = {"accuracy", "log_loss"}
 def small_demos(monkeypatch):
     """4,000 rows instead of 100,000: 3,200 training rows keep every study to seconds."""
     monkeypatch.setattr(presets, "DEMO_ROWS", 4000)
-
-
-def _one_error_line(result) -> str:
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.exit_code == 2, result.output
-    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
-    assert "Traceback" not in result.output
-    return errors[0]
 
 
 def test_ablate_on_the_article_preset_compares_every_variant_with_full_over_runs(tmp_path):
@@ -132,7 +124,7 @@ def test_the_sample_curriculum_is_ablated_when_full_has_one():
     ],
 )
 def test_configs_that_cannot_be_ablated(config, expected):
-    with pytest.raises(StepDistillError, match=re.escape(expected)):
+    with raises_one_line(re.escape(expected)):
         ablation_config(config)
 
 
@@ -159,7 +151,7 @@ def test_sweep_data_on_the_article_preset_writes_every_fraction_and_the_teacher_
 def test_bad_fractions_are_one_line_exit_2(tmp_path, fractions):
     out = tmp_path / "out"
     result = runner.invoke(app, ["sweep-data", "--preset", "article", "--fractions", fractions, "--out", str(out)])
-    assert "--fractions" in _one_error_line(result)
+    assert "--fractions" in one_error_line(result)
     assert not out.exists()
 
 
@@ -167,7 +159,7 @@ def test_bad_fractions_are_one_line_exit_2(tmp_path, fractions):
 @pytest.mark.parametrize("source", [["config.yaml", "--preset", "article"], []])
 def test_a_study_needs_exactly_one_of_config_and_preset(tmp_path, command, source):
     result = runner.invoke(app, [command, *source, "--out", str(tmp_path / "out")])
-    assert "exactly one" in _one_error_line(result)
+    assert "exactly one" in one_error_line(result)
     assert not (tmp_path / "out").exists()
 
 
@@ -201,7 +193,7 @@ def test_an_out_that_is_a_file_fails_before_training(tmp_path):
     out = tmp_path / "taken"
     out.write_text("keep me")
     result = runner.invoke(app, ["ablate", "--preset", "article", "--out", str(out)])
-    assert "is a file" in _one_error_line(result) and "data:" not in result.stderr
+    assert "is a file" in one_error_line(result) and "data:" not in result.stderr
     assert out.read_text() == "keep me"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import raises_one_line
 from safetensors import safe_open
 from safetensors.torch import save_file
 from sklearn.datasets import load_breast_cancer
@@ -16,7 +17,6 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from stepdistill.errors import StepDistillError
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
 from stepdistill.teachers.base import Samples, Teacher
@@ -87,7 +87,7 @@ def test_a_hit_gives_back_the_same_outputs_without_running_the_teacher(tmp_path,
     assert_same(stored.take(samples.ids), computed.take(samples.ids))
     assert_same(stored.take(samples.ids), cache_teacher(CountingTeacher(), splits(samples), CLASSES).take(samples.ids))
     # The class check runs on a hit too.
-    with pytest.raises(StepDistillError, match="ordered differently"):
+    with raises_one_line("ordered differently"):
         cache_teacher(again, splits(samples), CLASSES[::-1], store)
 
 
@@ -320,9 +320,8 @@ def test_a_file_teacher_cannot_predict_and_is_identified_by_its_contents(tmp_pat
     np.savez(tmp_path / "teacher.npz", id=ids, logits=np.linspace(-1, 1, 6))
     teacher = FileTeacher(tmp_path / "teacher.npz")
     assert not teacher.can_predict and teacher.saved_bytes() is None
-    with pytest.raises(StepDistillError, match="a file of outputs cannot predict new rows") as err:
+    with raises_one_line("a file of outputs cannot predict new rows"):
         teacher.predict_logits(Samples(torch.tensor(ids), torch.zeros(6, 1)))
-    assert "\n" not in str(err.value)
     (tmp_path / "elsewhere").mkdir()
     shutil.copy(tmp_path / "teacher.npz", tmp_path / "elsewhere" / "teacher.npz")
     assert FileTeacher(tmp_path / "elsewhere" / "teacher.npz").fingerprint() == teacher.fingerprint()

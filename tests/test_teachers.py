@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import raises_one_line
 from safetensors.torch import save_file
 from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.ensemble import RandomForestClassifier
@@ -18,7 +19,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from stepdistill.errors import StepDistillError
 from stepdistill.students.mlp import MLPModel
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher, as_categorical_frame, train_lightgbm, train_xgboost
@@ -27,13 +27,6 @@ from stepdistill.teachers.collect import cache_teacher, check_teacher_classes
 from stepdistill.teachers.file import FileTeacher
 from stepdistill.teachers.module import ModuleTeacher, load_module_weights
 from stepdistill.teachers.scikit import SklearnTeacher
-
-
-def one_line_error(call, match: str) -> str:
-    with pytest.raises(StepDistillError, match=match) as err:
-        call()
-    assert "\n" not in str(err.value)
-    return str(err.value)
 
 
 def labelled(dataset) -> tuple[Samples, np.ndarray, tuple[str, ...]]:
@@ -103,7 +96,9 @@ def test_module_teacher_pools_a_feature_map():
 
 def test_module_teacher_names_the_layers_when_one_is_not_found():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    message = one_line_error(lambda: ModuleTeacher(net, rationale_layer="9"), "rationale layer '9' not found")
+    with raises_one_line("rationale layer '9' not found") as info:
+        ModuleTeacher(net, rationale_layer="9")
+    message = str(info.value)
     assert message.endswith("the module has: 0, 1, 2")
 
 
@@ -115,11 +110,15 @@ def test_module_weights_round_trip_through_safetensors(tmp_path):
     X = torch.randn(30, 4)
     assert torch.equal(ModuleTeacher(fresh).outputs(Samples(torch.arange(30), X)).logits, trained(X).detach())
     unlike = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3))
-    message = one_line_error(lambda: load_module_weights(unlike, tmp_path / "teacher.safetensors"), "do not match the module")
+    with raises_one_line("do not match the module") as info:
+        load_module_weights(unlike, tmp_path / "teacher.safetensors")
+    message = str(info.value)
     assert "missing 1.weight, 1.bias;" in message and {"2.weight", "2.bias"} <= set(message.split("unexpected ")[1].split(";")[0].split(", "))
     wider = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5))
-    one_line_error(lambda: load_module_weights(wider, tmp_path / "teacher.safetensors"), r"other shapes .*2.weight \(3, 8\) vs \(5, 8\)")
-    one_line_error(lambda: load_module_weights(fresh, tmp_path / "absent.safetensors"), "not found")
+    with raises_one_line(r"other shapes .*2.weight \(3, 8\) vs \(5, 8\)"):
+        load_module_weights(wider, tmp_path / "teacher.safetensors")
+    with raises_one_line("not found"):
+        load_module_weights(fresh, tmp_path / "absent.safetensors")
 
 
 # --- scikit-learn -----------------------------------------------------------------------------
@@ -163,10 +162,13 @@ def test_sklearn_pipeline_reads_the_raw_frame(binary):
 
 def test_sklearn_teacher_errors(binary):
     samples, names, _ = binary
-    one_line_error(lambda: SklearnTeacher(LogisticRegression()), "is not fitted")
+    with raises_one_line("is not fitted"):
+        SklearnTeacher(LogisticRegression())
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(samples.X.numpy(), names)
-    one_line_error(lambda: SklearnTeacher(forest, input="frame").outputs(Samples(samples.ids, samples.X)), "reads the raw columns")
-    one_line_error(lambda: SklearnTeacher(forest, input="frame").fit_background(Samples(samples.ids, samples.X)), "reads the raw columns")
+    with raises_one_line("reads the raw columns"):
+        SklearnTeacher(forest, input="frame").outputs(Samples(samples.ids, samples.X))
+    with raises_one_line("reads the raw columns"):
+        SklearnTeacher(forest, input="frame").fit_background(Samples(samples.ids, samples.X))
 
 
 # --- gradient-boosted trees -------------------------------------------------------------------
@@ -287,17 +289,23 @@ def test_file_teacher_npz_probabilities_become_log_probabilities(tmp_path):
 
 def test_file_teacher_errors(tmp_path):
     np.savez(tmp_path / "teacher.npz", id=IDS, logits=logits_of(6, 3))
-    message = one_line_error(lambda: FileTeacher(tmp_path / "teacher.npz").outputs(asked([5, 99, 17, 98])), "lacks 2 of the data's sample ids")
+    with raises_one_line("lacks 2 of the data's sample ids") as info:
+        FileTeacher(tmp_path / "teacher.npz").outputs(asked([5, 99, 17, 98]))
+    message = str(info.value)
     assert "(e.g. 98, 99)" in message or "(e.g. 99, 98)" in message
     np.savez(tmp_path / "duplicates.npz", id=np.array([1, 2, 2, 3]), logits=logits_of(4, 3))
-    one_line_error(lambda: FileTeacher(tmp_path / "duplicates.npz"), r"duplicate sample ids \(e.g. 2\)")
+    with raises_one_line(r"duplicate sample ids \(e.g. 2\)"):
+        FileTeacher(tmp_path / "duplicates.npz")
     with_nan = logits_of(6, 3)
     with_nan[[1, 4], 2] = np.nan
     pq.write_table(pa.table({"id": IDS, "logits": list(with_nan)}), tmp_path / "nan.parquet")
-    one_line_error(lambda: FileTeacher(tmp_path / "nan.parquet"), "NaN or infinite logits in 2 rows")
+    with raises_one_line("NaN or infinite logits in 2 rows"):
+        FileTeacher(tmp_path / "nan.parquet")
     pq.write_table(pa.table({"id": IDS, "prob_0": [0.5, 1.5, 0.2, 0.1, 0.3, 0.4], "prob_1": [0.5, -0.5, 0.8, 0.9, 0.7, 0.6]}), tmp_path / "outside.parquet")
-    one_line_error(lambda: FileTeacher(tmp_path / "outside.parquet"), r"probabilities outside \[0, 1\] in 1 rows")
-    one_line_error(lambda: FileTeacher(tmp_path / "teacher.csv"), "not found")
+    with raises_one_line(r"probabilities outside \[0, 1\] in 1 rows"):
+        FileTeacher(tmp_path / "outside.parquet")
+    with raises_one_line("not found"):
+        FileTeacher(tmp_path / "teacher.csv")
 
 
 # --- classes and caching ----------------------------------------------------------------------
@@ -306,9 +314,12 @@ def test_file_teacher_errors(tmp_path):
 def test_check_teacher_classes():
     check_teacher_classes(("a", "b"), ("a", "b"))
     check_teacher_classes(None, ("a", "b"))
-    one_line_error(lambda: check_teacher_classes(("b", "a"), ("a", "b")), r"teacher classes \('b', 'a'\) are ordered differently from the data's \('a', 'b'\)")
-    one_line_error(lambda: check_teacher_classes(("a", "b", "c"), ("a", "b")), "names classes the data lacks: 'c'")
-    one_line_error(lambda: check_teacher_classes(("a",), ("a", "b")), "lacks classes the data has: 'b'")
+    with raises_one_line(r"teacher classes \('b', 'a'\) are ordered differently from the data's \('a', 'b'\)"):
+        check_teacher_classes(("b", "a"), ("a", "b"))
+    with raises_one_line("names classes the data lacks: 'c'"):
+        check_teacher_classes(("a", "b", "c"), ("a", "b"))
+    with raises_one_line("lacks classes the data has: 'b'"):
+        check_teacher_classes(("a",), ("a", "b"))
 
 
 class FixedTeacher(Teacher):
@@ -323,8 +334,11 @@ class FixedTeacher(Teacher):
 
 def test_cache_teacher_checks_rows_width_and_values():
     samples = asked([1, 2, 3])
-    one_line_error(lambda: cache_teacher(FixedTeacher(torch.zeros(3, 2)), [samples], ("a", "b")), "gives 2 logits per sample but the data has 2 classes")
-    one_line_error(lambda: cache_teacher(FixedTeacher(torch.zeros(2, 3)), [samples], ("a", "b", "c")), "for 3 samples")
-    one_line_error(lambda: cache_teacher(FixedTeacher(torch.tensor([[0.0], [float("inf")], [1.0]])), [samples], ("a", "b")), "NaN or infinite logits for 1 of 3")
+    with raises_one_line("gives 2 logits per sample but the data has 2 classes"):
+        cache_teacher(FixedTeacher(torch.zeros(3, 2)), [samples], ("a", "b"))
+    with raises_one_line("for 3 samples"):
+        cache_teacher(FixedTeacher(torch.zeros(2, 3)), [samples], ("a", "b", "c"))
+    with raises_one_line("NaN or infinite logits for 1 of 3"):
+        cache_teacher(FixedTeacher(torch.tensor([[0.0], [float("inf")], [1.0]])), [samples], ("a", "b"))
     cache = cache_teacher(FixedTeacher(torch.arange(3.0)[:, None]), [samples, asked([7, 8, 9])], ("a", "b"))
     assert torch.equal(cache.take(torch.tensor([8, 1])).logits, torch.tensor([[1.0], [0.0]]))

@@ -5,8 +5,8 @@ import importlib.util
 
 import pytest
 import torch
+from conftest import raises_one_line
 
-from stepdistill.errors import StepDistillError
 from stepdistill.text import encoders
 from stepdistill.text.encoders import SentenceEncoder, choice_features, model_identity, pair_features, single_features, text_keys
 
@@ -140,19 +140,17 @@ def test_model_by_path_is_the_bundled_one(first, tmp_path):
 
 
 def test_missing_models_are_one_line_errors(monkeypatch, tmp_path):
-    with pytest.raises(StepDistillError, match="does not exist") as err:
+    with raises_one_line("does not exist"):
         SentenceEncoder(tmp_path / "nowhere")
-    assert "\n" not in str(err.value)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(encoders.importlib.util, "find_spec", lambda name: None if name == encoders.BUNDLED_MODULE else real_find_spec(name))
-    with pytest.raises(StepDistillError) as err:
+    with raises_one_line(r"pip install 'stepdistill\[text\]'"):
         SentenceEncoder()
-    assert "pip install 'stepdistill[text]'" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_non_text_is_refused(first):
     encoder, _ = first
-    with pytest.raises(StepDistillError, match="text 1 .* float"):
+    with raises_one_line("text 1 .* float"):
         encoder.encode(["fine", float("nan")])
 
 
@@ -169,7 +167,7 @@ def test_pair_and_choice_features():
     assert features.shape == (3, 4, 20)
     for k in range(4):
         assert torch.equal(features[:, k], pair_features(question, choices[:, k]))
-    with pytest.raises(StepDistillError):
+    with raises_one_line(r"choice_features expects questions \(N, D\) and choices \(N, K, D\) \(got \(3, 5\) and \(2, 4, 5\)\)"):
         choice_features(question, torch.randn(2, 4, 5))
-    with pytest.raises(StepDistillError):
+    with raises_one_line(r"pair_features needs embeddings of one shape \(got \(2, 2\) and \(1, 2\)\)"):
         pair_features(u, v[:1])

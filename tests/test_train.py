@@ -8,11 +8,10 @@ from stepdistill.data import Table, linear_binary, prepare
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
 from stepdistill.evaluate import classification_metrics, predicted_classes
-from stepdistill.terms import Method, Term, build_method
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
 from stepdistill.teachers.cache import cache_model_outputs
-from stepdistill.terms import SoftTarget
+from stepdistill.terms import Method, SoftTarget, Term, build_method
 from stepdistill.weights import Constant
 
 
