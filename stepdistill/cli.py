@@ -34,6 +34,10 @@ app = typer.Typer(
 # A table piped to a file or CI log would otherwise be squeezed into 80 columns.
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
+CACHE_DIR_HELP = (
+    "Directory of teacher outputs kept between runs, so a teacher is explained once per model and data."
+    " Default: teachers/ under $STEPDISTILL_CACHE_DIR, else ~/.cache/stepdistill/teachers."
+)
 # The global options, as given to ``main``.
 _options = {"debug": False, "trust_pickle": False, "quiet": False, "cache_dir": None, "no_cache": False, "threads": 1}
 
@@ -44,12 +48,7 @@ def main(
     threads: int = typer.Option(1, min=1, help="CPU threads for torch. Small models train fastest on one: splitting tiny operations costs more than it saves."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Consent to run the code that loading a pickled (joblib) teacher or a teacher.module runs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress: print only errors and the final summary lines."),
-    cache_dir: Path | None = typer.Option(
-        None,
-        help="Directory of teacher outputs kept between runs, so a teacher is explained once per model and data."
-        " Default: teachers/ under $STEPDISTILL_CACHE_DIR, else ~/.cache/stepdistill/teachers.",
-        show_default=False,
-    ),
+    cache_dir: Path | None = typer.Option(None, help=CACHE_DIR_HELP, show_default=False),
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep no teacher outputs between runs: compute them every time."),
 ) -> None:
     _options.update(debug=debug, trust_pickle=trust_pickle, quiet=quiet, cache_dir=cache_dir, no_cache=no_cache, threads=threads)
@@ -87,14 +86,10 @@ def _guarded(command):
     return guarded
 
 
-DATA_DIR_OPTION = typer.Option(
-    None,
-    help=f"The released distilling-step-by-step data (the folder holding datasets/), for the esnli and cqa presets and lm-train configs. Default: {DSBS_DEFAULT_DIR} when present.",
-    show_default=False,
-)
-OVERWRITE_OPTION = typer.Option(
-    False, "--overwrite", help="Replace the results of an earlier run in --out (its other files are removed once the new ones are written)."
-)
+DATA_DIR_HELP = f"The released distilling-step-by-step data (the folder holding datasets/), for the esnli and cqa presets and lm-train configs. Default: {DSBS_DEFAULT_DIR} when present."
+DATA_DIR_OPTION = typer.Option(None, help=DATA_DIR_HELP, show_default=False)
+OVERWRITE_HELP = "Replace the results of an earlier run in --out (its other files are removed once the new ones are written)."
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
 RUN_FILES = "results.json, report.md, report.html, plots and the trained students (student/ is the one to deploy)"
 STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation), a run's or lm-train's; or leave it out and pass --preset."
 STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(PRESET_NAMES)}."
