@@ -29,6 +29,8 @@ def setup_items(results: dict) -> list[str]:
     if data.get("path"):
         test_file = f" (fixed test file `{data['test_path']}`)" if data.get("test_path") else ""
         items.append(f"Data: `{data['path']}`{test_file}")
+    if data.get("task"):  # generative students: a task of the released distilling-step-by-step data
+        items.append(f"Data: the released `{data['task']}` records (training split `{data['train_split']}`, test split `{data['test_split']}`)")
     sizes = [f"{data[key]:,} {split}" for key, split in
              (("n_train", "train"), ("n_val", "validation"), ("n_test", "test")) if key in data]
     if sizes:
@@ -59,7 +61,12 @@ def setup_items(results: dict) -> list[str]:
 
 
 def described(section: dict) -> str:
-    """A config section as ``kind (key value, ...)``: "mlp (hidden [16], projection True)"."""
+    """A config section as ``kind (key value, ...)``: "mlp (hidden [16], projection True)"; a
+    generative student's as its model: a tiny random one's settings, a directory, or SmolLM2."""
+    if "kind" not in section and "tiny" in section:
+        if section["tiny"]:
+            return described({**section["tiny"], "kind": f"tiny random {section['tiny'].get('kind', 'causal')} model"})
+        return f"`{section['model']}`" if section.get("model") else "SmolLM2-135M-Instruct"
     settings = ", ".join(f"{key} {value}" for key, value in section.items() if key != "kind" and value is not None)
     return f"{section.get('kind', '')}{f' ({settings})' if settings else ''}"
 
