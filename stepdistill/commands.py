@@ -231,7 +231,7 @@ def run_job(job: Job, out: Path, progress: Progress = SILENT, overwrite: bool = 
     check_out(out)
     main = track.main_process
     progress = progress if main else SILENT
-    checkpoints = checkpoints or Checkpoints.start(out, writes=main)
+    checkpoints = checkpoints or Checkpoints.start(out, writes=main, source=_config_file_mapping(job.description))
     compare_with = FULL if job.study == ABLATION else None
     try:
         experiment = run_fractions(track, job.fractions, progress, checkpoints, compare_with, job.description)
@@ -271,6 +271,7 @@ def resume(run_dir: Path, teacher_store: TeacherStore | None) -> tuple[Job, Chec
     checkpoints = Checkpoints.resume(run_dir)
     recorded = checkpoints.experiment
     description = recorded["description"]
+    checkpoints.check_source(_config_file_mapping(description))
     if recorded["track"] == LMTrack.kind:
         config = LMTrainConfig.model_validate(recorded["config"])
         checkpoints.check_working_directory(config)
@@ -287,6 +288,13 @@ def resume(run_dir: Path, teacher_store: TeacherStore | None) -> tuple[Job, Chec
     checkpoints.writes = track.main_process
     job = Job(track, description, description.get("study"), list(recorded["fractions"]))
     return job, checkpoints
+
+
+def _config_file_mapping(description: dict) -> dict | None:
+    """The YAML mapping of the config file an experiment is made from, as it is now; None for a
+    preset, or when the file is gone."""
+    path = description.get("config_file")
+    return read_yaml_mapping(Path(path), "data, teacher, student, methods, training, evaluation") if path and Path(path).is_file() else None
 
 
 def _path_or_none(value: str | None) -> Path | None:

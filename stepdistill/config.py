@@ -53,6 +53,9 @@ class DataConfig(StrictModel):
     missing: Literal["error", "impute"] = Field(
         "error", description="missing feature values: an error, or imputed (numbers: the training mean; categories: a level of their own)"
     )
+    long_texts: Literal["cut", "refuse"] = Field(
+        "cut", description="texts longer than the sentence encoder's window: encoded from their beginning (and counted in a warning), or refused"
+    )
 
     def text_inputs(self):
         """How text fields become features (text/inputs.py), or None for tabular data."""

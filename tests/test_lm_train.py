@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import one_error_line
+from conftest import one_error_line, raises_one_line
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
@@ -219,3 +219,27 @@ def test_lm_train_with_a_token_teacher_and_one_with_another_vocabulary(tmp_path,
     refused = runner.invoke(app, ["--quiet", "lm-train", str(tmp_path / "other.yaml"), "--out", str(tmp_path / "other")])
     message = one_error_line(refused, alone=True)
     assert "tokenizer" in message and "differ" in message and not (tmp_path / "other").exists()
+
+
+def test_inputs_and_targets_cut_to_the_token_budgets_are_counted_or_refused(dsbs_dir, tokenizer):
+    """A 24-token prompt budget cuts most CommonsenseQA questions with their five choices, a
+    16-token target budget most of PaLM's rationales: each cut is counted in a warning, or, with
+    data.long_texts: refuse, refused in one line before any training."""
+    from stepdistill.lm.prompts import input_cut, target_cut
+
+    config = lm_config(dsbs_dir, training={**TRAINING, "epochs": 1, "max_prompt_tokens": 24, "max_target_tokens": 16}, methods={"baseline": {}})
+    track = LMTrack(config)
+    experiment = run_fractions(track, [1.0])
+    cut_inputs = sum(input_cut(tokenizer, example.record, False, 24) for example in track.data.train)
+    cut_test = sum(input_cut(tokenizer, record, False, 24) for record in track.data.test)
+    assert 0 < cut_inputs <= len(track.data.train) and 0 < cut_test
+    warnings = experiment.results["warnings"]
+    assert f"{cut_inputs} of {len(track.data.train)} training and {cut_test} of {len(track.data.test)} test records have an input longer than training.max_prompt_tokens (24 tokens)" in warnings[-2]
+    cut_targets = sum(target_cut(tokenizer, e.record.rationale, 16) + target_cut(tokenizer, e.record.label, 16) + target_cut(tokenizer, e.teacher_label, 16) for e in track.data.train)
+    assert warnings[-1].startswith(f"{cut_targets} of the {3 * len(track.data.train)} labels and rationales")
+    # A budget that fits everything says nothing.
+    assert not any("token" in w for w in run_fractions(LMTrack(lm_config(dsbs_dir, methods={"baseline": {}}, training={**TRAINING, "epochs": 1, "max_target_tokens": 256})), [1.0]).results["warnings"])
+
+    refusing = config.model_copy(update={"data": config.data.model_copy(update={"long_texts": "refuse"})})
+    with raises_one_line("set data.long_texts: cut"):
+        run_fractions(LMTrack(refusing), [1.0])

@@ -251,6 +251,19 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(experiment, tmp_path):
     finally:
         data.write_bytes(original)
 
+    # Nor is an edited config file: the run would go on with the stored config, ignoring the edit.
+    config = experiment["config"]
+    written = config.read_text()
+    try:
+        edited = yaml.safe_load(written)
+        edited["training"]["epochs"] = 20
+        edited["evaluation"]["scheme"] = "cv"
+        config.write_text(yaml.safe_dump(edited))
+        line = one_error_line(_resume(out, store), alone=True)
+        assert "config file changed" in line and "evaluation.scheme, training.epochs" in line
+    finally:
+        config.write_text(written)
+
     result = _resume(out, store)
     assert result.exit_code == 0, result.output
     _assert_same_as_reference(out, experiment["reference"])

@@ -226,3 +226,37 @@ def test_with_a_labelled_fraction_the_privileged_teacher_learns_from_those_label
     # One teacher on every label of the run, then one on the labelled half only.
     assert seen[0] == (full["n_train"], full["n_val"])
     assert seen[1][0] == pytest.approx(full["n_train"] / 2, abs=3) and seen[1][1] < full["n_val"]
+
+
+def test_texts_longer_than_the_encoders_window_are_counted_or_refused(tmp_path, tiny_sentence_model, dsbs_dir):
+    """The tiny sentence model reads 64 tokens of a text: longer premises are encoded from their
+    beginning, which a warning counts (data and test file apart), or, with data.long_texts:
+    refuse, one line refuses."""
+    valid, _ = read_dsbs(dsbs_dir, "esnli", "valid")
+    test, _ = read_dsbs(dsbs_dir, "esnli", "test")
+    train = valid.iloc[:120].copy()
+    long_premise = " ".join(["a dog runs across the wide green field"] * 20)  # far over 64 tokens
+    train.loc[train.index[:3], "premise"] = long_premise
+    held_out = test.iloc[:30].copy()
+    held_out.loc[held_out.index[0], "premise"] = long_premise
+    train.to_csv(tmp_path / "train.csv", index=False)
+    held_out.to_csv(tmp_path / "test.csv", index=False)
+    config = {
+        "data": {"path": "train.csv", "test_path": "test.csv", "label": "label", "id_column": "id", "text": ["premise", "hypothesis"], "text_encoder": str(tiny_sentence_model)},
+        "teacher": {"kind": "llm", "outputs": str(dsbs_dir), "format": "dsbs", "task": "esnli"},
+        "student": {"kind": "mlp", "hidden": [8]},
+        "methods": {"baseline": {}},
+        "training": {"lr": 0.01, "epochs": 1},
+        "evaluation": {"repeats": 1},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    [warning] = [w for w in json.loads((tmp_path / "out" / "results.json").read_text())["warnings"] if "window" in w]
+    assert warning.startswith("3 of 120 records (and 1 of 30 of the test file) have a text longer than the sentence encoder's 64-token window")
+    assert f"e.g. record {train['id'].iloc[0]!r}" in warning and warning in (tmp_path / "out" / "report.md").read_text()
+
+    config["data"]["long_texts"] = "refuse"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    refused = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "refused")])
+    assert "data.long_texts: cut" in one_error_line(refused, alone=True) and not (tmp_path / "refused").exists()

@@ -60,16 +60,18 @@ class Checkpoints:
     (``describe_experiment``: set by ``begin`` for a new one) started or resumed there. ``writes``:
     whether this process writes (of several training as one, the main process alone)."""
 
-    def __init__(self, out_dir: Path, experiment: dict | None = None, writes: bool = True):
+    def __init__(self, out_dir: Path, experiment: dict | None = None, writes: bool = True, source: dict | None = None):
         self.out_dir = Path(out_dir)
         self.directory = self.out_dir / CHECKPOINTS_DIR
         self.experiment = experiment
         self.writes = writes
+        self.source = source
 
     @classmethod
-    def start(cls, out_dir: Path, writes: bool = True) -> Checkpoints:
-        """Checkpoints for a new experiment in ``out_dir``; refused while it holds an unfinished one."""
-        checkpoints = cls(out_dir, writes=writes)
+    def start(cls, out_dir: Path, writes: bool = True, source: dict | None = None) -> Checkpoints:
+        """Checkpoints for a new experiment in ``out_dir``, made from the config file whose YAML
+        mapping is ``source`` (None: a preset); refused while ``out_dir`` holds an unfinished one."""
+        checkpoints = cls(out_dir, writes=writes, source=source)
         cls.refuse_unfinished(out_dir)
         if writes:  # left by a removal cut short (see remove): files of a finished experiment, never to be read
             shutil.rmtree(checkpoints.directory, ignore_errors=True)
@@ -101,12 +103,26 @@ class Checkpoints:
         data is what it started on."""
         fingerprints = track.fingerprints()
         if self.experiment is None:
-            self.experiment = describe_experiment(track, description, fractions, compare_with, fingerprints)
+            self.experiment = describe_experiment(track, description, fractions, compare_with, fingerprints, self.source)
         elif fingerprints != self.experiment["fingerprints"]:
             raise StepDistillError(
                 f"the data changed since the run in {self.out_dir} started (its fingerprint differs); restore it,"
                 " or start afresh with another --out"
             )
+
+    def check_source(self, current: dict | None) -> None:
+        """Refuse to resume when the config file the experiment was made from now says something
+        else (``current``: its YAML mapping now; None when it is gone, or for a preset): a resumed
+        run would use the stored config and ignore the edit."""
+        recorded = self.experiment.get("source")
+        if recorded is None or current is None or current == recorded:
+            return
+        changed = sorted(_changed_keys(recorded, current))
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise StepDistillError(
+            f"the config file changed since the run in {self.out_dir} started ({shown}); restore it to resume,"
+            " or start afresh with another --out"
+        )
 
     def check_working_directory(self, config) -> None:
         """Refuse to resume where the config's relative file paths do not lead where they did."""
@@ -169,10 +185,13 @@ class Checkpoints:
         write_atomically(self.directory / name, buffer.getvalue())
 
 
-def describe_experiment(track, description: dict, fractions: list[float], compare_with: str | None, fingerprints: dict) -> dict:
+def describe_experiment(
+    track, description: dict, fractions: list[float], compare_with: str | None, fingerprints: dict, source: dict | None = None
+) -> dict:
     """What ``Checkpoints`` keep to rebuild an experiment: its track, the config (only the
     settings given, so that defaults stay defaults when it is read back), the description, the
-    fractions and the method compared with, the data's fingerprints, and the working directory."""
+    fractions and the method compared with, the data's fingerprints, the working directory, and
+    the config file's YAML mapping as it was (``source``), to tell an edited file on resume."""
     return {
         "track": track.kind,
         "config": track.config.model_dump(mode="json", exclude_unset=True),
@@ -181,7 +200,20 @@ def describe_experiment(track, description: dict, fractions: list[float], compar
         "compare_with": compare_with,
         "fingerprints": fingerprints,
         "working_directory": str(Path.cwd()),
+        "source": source,
     }
+
+
+def _changed_keys(before, after, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two YAML mappings (a key added or removed
+    counts as changed)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return [prefix or "the whole file"] if before != after else []
+    changed = []
+    for key in sorted(set(before) | set(after), key=str):
+        where = f"{prefix}.{key}" if prefix else str(key)
+        changed += _changed_keys(before.get(key), after.get(key), where) if key in before and key in after else [where]
+    return changed
 
 
 def _run_file(index: int) -> str:

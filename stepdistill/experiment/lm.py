@@ -38,9 +38,9 @@ from stepdistill.experiment.records import Labelled, RunResult, TeacherFacts, Tr
 from stepdistill.experiment.summary import Setup
 from stepdistill.lm.config import LMDataConfig, LMTrainConfig
 from stepdistill.lm.evaluate import evaluate_generative_student, generate, label_correct
-from stepdistill.lm.models import new_student, student_tokenizer, token_teacher_model
+from stepdistill.lm.models import is_seq2seq, new_student, student_tokenizer, token_teacher_model
 from stepdistill.lm.predict import LM_MANIFEST, LM_STUDENT_KIND
-from stepdistill.lm.prompts import LMRecord, lm_records, prompt_formats
+from stepdistill.lm.prompts import LMRecord, input_cut, lm_records, prompt_formats, target_cut
 from stepdistill.progress import SILENT, Progress
 from stepdistill.run_dir import CHOSEN_DIR, RunStudents
 from stepdistill.terms import Method, Rationale, SoftTarget
@@ -106,6 +106,34 @@ def load_lm_data(data: LMDataConfig) -> LMDataset:
     return LMDataset(data.task, train, test, [test_outputs.answers[record.id].label for record in test], warnings)
 
 
+def cut_notes(config: LMTrainConfig, data: LMDataset, tokenizer, seq2seq: bool) -> list[str]:
+    """What the user should know of texts cut to the token budgets (``training.max_prompt_tokens``
+    for the inputs, ``training.max_target_tokens`` for what the students learn to write): a line
+    for each that cuts any, or, with ``data.long_texts: refuse``, a one-line error instead."""
+    budget = config.training
+    inputs = [input_cut(tokenizer, example.record, seq2seq, budget.max_prompt_tokens) for example in data.train]
+    test_inputs = [input_cut(tokenizer, record, seq2seq, budget.max_prompt_tokens) for record in data.test]
+    targets = [
+        target_cut(tokenizer, text, budget.max_target_tokens)
+        for example in data.train
+        for text in (example.record.label, example.teacher_label, example.record.rationale)
+    ]
+    notes = []
+    if any(inputs) or any(test_inputs):
+        notes.append(
+            f"{sum(inputs)} of {len(inputs)} training and {sum(test_inputs)} of {len(test_inputs)} test records have an input longer than"
+            f" training.max_prompt_tokens ({budget.max_prompt_tokens} tokens), which students read cut"
+        )
+    if any(targets):
+        notes.append(
+            f"{sum(targets)} of the {len(targets)} labels and rationales students learn to write are longer than training.max_target_tokens"
+            f" ({budget.max_target_tokens} tokens) and learned cut"
+        )
+    if notes and config.data.long_texts == "refuse":
+        raise StepDistillError(f"{notes[0]}; raise the budget, or set data.long_texts: cut to train on them cut")
+    return [f"{note}; raise it to keep them whole, or set data.long_texts: refuse to refuse them" for note in notes]
+
+
 def lm_runs(config: LMTrainConfig, data: LMDataset) -> list[RunRows]:
     """The runs (positions in ``data.train`` and ``data.test``, the test records after the
     training ones): a fixed test file's, one stratum."""
@@ -156,6 +184,7 @@ class LMTrack(Track):
         self.tokenizer = None
         self.teacher: TokenTeacher | None = None
         self.device = None
+        self.notes: list[str] = []  # what reading the records found worth a warning
 
     @property
     def main_process(self) -> bool:
@@ -181,6 +210,7 @@ class LMTrack(Track):
         with self.accelerator.main_process_first():
             self.tokenizer = student_tokenizer(config.student)
         self.device = process_device(self.accelerator)
+        self.notes = cut_notes(config, self.data, self.tokenizer, is_seq2seq(config.student))
         if config.teacher is not None:
             model = token_teacher_model(config.teacher, self.tokenizer, config.student, self.device)
             self.teacher = TokenTeacher(model, config.teacher.temperature, (SoftTarget, Rationale) if config.teacher.rationale else (SoftTarget,))
@@ -264,7 +294,7 @@ class LMTrack(Track):
         return RunStudents(run.index, None, models)
 
     def warnings(self, results: list[RunResult]) -> list[str]:
-        return list(self.data.warnings)
+        return self.data.warnings + self.notes
 
     def setup(self) -> Setup:
         return Setup(teacher_kind=TEACHER_KIND, refit=False, scheme="fixed test file", fixed_test=True, classes=None)

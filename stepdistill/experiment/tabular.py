@@ -58,8 +58,9 @@ class Dataset:
     """The checked rows of an experiment: feature columns (raw, or a text record's sentence
     features), label indices, class names and sample ids; the last ``n_fixed_test`` rows are a
     user's fixed test file. Text records also keep how their features were made (``text``),
-    each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by) and, for
-    multiple choice, its choices (``choices``)."""
+    each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by), for
+    multiple choice its choices (``choices``), and which rows have a text longer than the
+    sentence encoder's window of ``window`` tokens (``cut``: their features saw its beginning)."""
 
     features: pd.DataFrame
     y: np.ndarray
@@ -69,6 +70,25 @@ class Dataset:
     text: TextInputs | None = None
     record_ids: tuple[str, ...] | None = None
     choices: tuple[tuple[str, ...], ...] | None = None
+    cut: np.ndarray | None = None
+    window: int | None = None
+
+    def long_text_notes(self, refuse: bool) -> list[str]:
+        """What the user should know of texts cut to the encoder's window (one line, the data's
+        rows and the test file's apart), or, with ``refuse``, a one-line error instead."""
+        if self.cut is None or not self.cut.any():
+            return []
+        n_data = len(self.cut) - self.n_fixed_test
+        counts = f"{int(self.cut[:n_data].sum())} of {n_data} records"
+        if self.n_fixed_test:
+            counts += f" (and {int(self.cut[n_data:].sum())} of {self.n_fixed_test} of the test file)"
+        first = self.record_ids[int(np.flatnonzero(self.cut)[0])]
+        if refuse:
+            raise StepDistillError(
+                f"{counts} have a text longer than the sentence encoder's {self.window}-token window (e.g. record {first!r});"
+                f" shorten them, or set data.long_texts: cut to encode their first {self.window} tokens"
+            )
+        return [f"{counts} have a text longer than the sentence encoder's {self.window}-token window, encoded from its first {self.window} tokens (e.g. record {first!r}); set data.long_texts: refuse to refuse them"]
 
 
 def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.DataFrame | None = None, say=None) -> Dataset:
@@ -116,9 +136,10 @@ def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: Te
         if unused := sorted(set(letters) - set(labels)):
             raise StepDistillError(f"no record's answer is choice {unused[0]}; a multiple-choice student needs every position to be right sometimes")
         choices = tuple(tuple(str(c) for c in row) for row in frame[text.choices])
-    features = text.features(frame, text.sentence_encoder(say))
+    encoder = text.sentence_encoder(say)
+    features = text.features(frame, encoder)
     checked, y, classes, ids = frame_parts(features.assign(**{label: labels}), label)
-    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices}
+    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices, "cut": text.cut_rows(frame, encoder), "window": encoder.window}
 
 
 def runs_of(config: ExperimentConfig, data: Dataset) -> list[RunRows]:
@@ -301,11 +322,13 @@ class TabularTrack(Track):
         self.teacher_store = teacher_store
         self.compared_metrics = compared_metrics
         self.data: Dataset | None = None
+        self.data_notes: list[str] = []  # what reading the data found worth a warning
         self.loaded: BuiltTeacher | None = None  # a teacher not trained here, built once for every run
 
     def read(self, progress: Progress) -> None:
         with progress.task("reading the data" if self.config.data.text is None else "reading the data and encoding its texts (cached)"):
             self.data = load_data(self.config, self.frame, self.test_frame, progress.note)
+        self.data_notes = self.data.long_text_notes(self.config.data.long_texts == "refuse")
 
     def fingerprints(self) -> dict:
         return data_fingerprints(self.frame, self.test_frame)
@@ -375,7 +398,7 @@ class TabularTrack(Track):
         return RunStudents(run.index, context.data.encoder, {name: t.state.model.cpu().eval() for name, t in trained.items()})
 
     def warnings(self, results: list[RunResult]) -> list[str]:
-        warnings = _teacher_warnings(self.config, self.config.teacher.trains_here, results)
+        warnings = self.data_notes + _teacher_warnings(self.config, self.config.teacher.trains_here, results)
         if self.config.data.text is not None:
             warnings.append("students' latency is measured from sentence features: the frozen sentence encoder's own time per text comes on top")
         return warnings

@@ -45,6 +45,9 @@ class LMDataConfig(StrictModel):
     labelled_fraction: float = Field(
         1.0, gt=0, le=1, description="share of training records whose human labels students see; the teacher's outputs serve on all"
     )
+    long_texts: Literal["cut", "refuse"] = Field(
+        "cut", description="inputs and targets longer than the training's token budgets: cut (and counted in a warning), or refused"
+    )
 
 
 class TinyStudent(StrictModel):

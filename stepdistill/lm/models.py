@@ -24,6 +24,16 @@ def student_tokenizer(student: LMStudentConfig):
     return AutoTokenizer.from_pretrained(source)
 
 
+def is_seq2seq(student: LMStudentConfig) -> bool:
+    """Whether ``student`` is an encoder-decoder (seq2seq) model rather than a causal LM."""
+    from transformers import AutoConfig
+
+    if student.tiny is not None:
+        return student.tiny.kind == "seq2seq"
+    # SmolLM2 by default, a causal LM
+    return student.model is not None and AutoConfig.from_pretrained(student.model).is_encoder_decoder
+
+
 def new_student(student: LMStudentConfig, tokenizer, seed: int):
     """A fresh student model on the CPU: loaded from its directory (SmolLM2 by default), or a tiny
     one initialized from ``seed``."""
@@ -85,10 +95,6 @@ def token_teacher_model(teacher: LMTokenTeacherConfig, tokenizer, student: LMStu
         raise StepDistillError(f"teacher.model {teacher.model} is not a directory; give a local Hugging Face model directory")
     check_same_vocabulary(tokenizer, AutoTokenizer.from_pretrained(teacher.model))
     seq2seq = AutoConfig.from_pretrained(teacher.model).is_encoder_decoder
-    if student.tiny is not None:
-        student_seq2seq = student.tiny.kind == "seq2seq"
-    else:  # SmolLM2 by default, a causal LM
-        student_seq2seq = student.model is not None and AutoConfig.from_pretrained(student.model).is_encoder_decoder
-    if seq2seq != student_seq2seq:
+    if seq2seq != is_seq2seq(student):
         raise StepDistillError(f"teacher.model {teacher.model} is {'a seq2seq' if seq2seq else 'a causal'} model and the student is not; token distillation needs the same kind")
     return (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(teacher.model).to(device).eval().requires_grad_(False)

@@ -165,10 +165,27 @@ def record_input_ids(tokenizer, record: LMRecord, max_prompt_tokens: int = MAX_P
     """A causal prompt's input, the record's text, as token ids with the special tokens the tokenizer
     adds (a BOS for Llama-style tokenizers), cut so that the longest tag still fits in
     ``max_prompt_tokens``: the same cut for every task, so that the tasks share the input."""
+    return tokenizer(record.text, truncation=True, max_length=_input_room(tokenizer, max_prompt_tokens))["input_ids"]
+
+
+def _input_room(tokenizer, max_prompt_tokens: int) -> int:
+    """How many of a causal prompt's ``max_prompt_tokens`` the input may take beside the longest tag."""
     room = max_prompt_tokens - max(len(tag_ids(tokenizer, task)) for task in range(len(TASK_TAGS)))
     if room < 1:
         raise StepDistillError(f"max_prompt_tokens {max_prompt_tokens} leaves no room for the input beside the task tag; raise it above {max_prompt_tokens - room}")
-    return tokenizer(record.text, truncation=True, max_length=room)["input_ids"]
+    return room
+
+
+def input_cut(tokenizer, record: LMRecord, seq2seq: bool, max_prompt_tokens: int) -> bool:
+    """Whether ``prompt_ids`` cuts ``record``'s input to fit ``max_prompt_tokens``."""
+    if seq2seq:
+        return len(tokenizer(task_prompt(record, LABEL_TASK, seq2seq), verbose=False)["input_ids"]) > max_prompt_tokens
+    return len(tokenizer(record.text, verbose=False)["input_ids"]) > _input_room(tokenizer, max_prompt_tokens)
+
+
+def target_cut(tokenizer, text: str, max_target_tokens: int) -> bool:
+    """Whether ``encode_task`` cuts the target ``text`` to fit ``max_target_tokens`` (with its EOS)."""
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) > max_target_tokens - 1
 
 
 def eos_id(tokenizer) -> int:

@@ -155,10 +155,26 @@ class SentenceEncoder:
             from sentence_transformers import SentenceTransformer
         except ImportError as err:
             raise StepDistillError(f"sentence-transformers or a library it needs is not installed ({err.name or err}); run {INSTALL_HINT}") from err
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()  # stepdistill reports its own progress: no loading bars
         try:
             return SentenceTransformer(str(self.model_directory), device=self.device, local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
             raise StepDistillError(f"cannot load a sentence encoder from {self.model_directory} ({type(err).__name__}); pass a sentence-transformers model directory") from err
+
+    @property
+    def window(self) -> int:
+        """The most tokens of a text the model reads (its ``max_seq_length``): it cuts the rest."""
+        return int(self.model.max_seq_length)
+
+    def cut(self, texts: list[str]) -> list[bool]:
+        """Which of ``texts`` are longer than the model's ``window`` in its own tokens (special
+        tokens included), and so are encoded from their first ``window`` tokens only."""
+        distinct = list(dict.fromkeys(texts))
+        # verbose=False: the tokenizer's own warning about long texts is what this counts.
+        lengths = dict(zip(distinct, map(len, self.model.tokenizer(distinct, verbose=False)["input_ids"]))) if distinct else {}
+        return [lengths[text] > self.window for text in texts]
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Embeddings (N, D) float32 on the CPU, row i for ``texts[i]``. Each distinct text is

@@ -67,6 +67,20 @@ class TextInputs:
         values = featurizer.features(frame, self.columns, self.choices).flatten(1).numpy()
         return pd.DataFrame(values, columns=[f"{FEATURE_PREFIX}{i}" for i in range(values.shape[1])], index=frame.index)
 
+    def cut_rows(self, frame: pd.DataFrame, encoder: SentenceEncoder) -> np.ndarray:
+        """(N,) bool: the rows with a text (or a choice) longer than ``encoder``'s window, which
+        their features were computed from the first ``encoder.window`` tokens of."""
+        texts = [frame[column].astype(str).tolist() for column in self.columns]
+        cut = np.zeros(len(frame), dtype=bool)
+        for column in texts:
+            cut |= encoder.cut(column)
+        if self.choices is not None:
+            lists = [[str(choice) for choice in row] for row in frame[self.choices]]
+            choices_cut = encoder.cut([choice for row in lists for choice in row])
+            starts = np.cumsum([0, *map(len, lists)])
+            cut |= [any(choices_cut[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+        return cut
+
     def to_json(self) -> dict:
         return {"columns": list(self.columns), "choices": self.choices, "encoder_model": self.encoder_model}
 
