@@ -131,8 +131,9 @@ def lm_track(path: Path, data_dir: Path | None = None) -> LMTrack:
 
 def tabular_track(config: ExperimentConfig, teacher_store: TeacherStore | None) -> TabularTrack:
     """The tabular track of ``config``, its data file (and fixed test file) read once."""
-    frame = read_frame(config.data.path, config.data.sep)
-    test_frame = None if config.data.test_path is None else read_frame(config.data.test_path, config.data.sep)
+    options = config.data.read_options()
+    frame = read_frame(config.data.path, **options)
+    test_frame = None if config.data.test_path is None else read_frame(config.data.test_path, **options)
     return TabularTrack(config, frame, test_frame, teacher_store)
 
 
@@ -306,10 +307,10 @@ def _path_or_none(value: str | None) -> Path | None:
 
 def predict_into(run_dir: Path, rows: Path, method: str | None, run: int, rationale: bool, out: Path | None) -> str | int:
     """A saved student's predictions for every row of the file ``rows`` (read once the student
-    is found): a classifier's class and class probabilities (the chosen student, or
-    ``method``'s of run ``run``), or a generative student's label (and with ``rationale`` its
-    rationale) as it generates them. Written as CSV to ``out`` (then: how many rows), else
-    returned as CSV text."""
+    is found; for a classifier, with the reading options of its training data): a classifier's
+    class and class probabilities (the chosen student, or ``method``'s of run ``run``), or a
+    generative student's label (and with ``rationale`` its rationale) as it generates them.
+    Written as CSV to ``out`` (then: how many rows), else returned as CSV text."""
     from stepdistill.lm.predict import lm_manifest, lm_predictions
     from stepdistill.run_dir import classifier_predictions, load_student, student_directory
 
@@ -320,7 +321,8 @@ def predict_into(run_dir: Path, rows: Path, method: str | None, run: int, ration
     elif rationale:
         raise StepDistillError("--rationale is for an lm-train run's student, which writes one; drop it")
     else:
-        table = classifier_predictions(load_student(student_directory(run_dir, method, run)), read_frame(rows))
+        student = load_student(student_directory(run_dir, method, run))
+        table = classifier_predictions(student, read_frame(rows, **student.read_options))
     if out is None:
         return table.to_csv(index=False)
     if out.is_dir():

@@ -5,6 +5,7 @@ lm-train's config (lm/config.py), its methods and their training, is ``methods.M
 
 from __future__ import annotations
 
+import codecs
 import typing
 from pathlib import Path
 from typing import Literal
@@ -47,6 +48,11 @@ class DataConfig(StrictModel):
     choices: str | None = Field(None, description="multiple choice: the column holding each row's answer choices (a list of strings)")
     text_encoder: Path | None = Field(None, description="a sentence-transformers model directory; default the bundled all-MiniLM-L6-v2")
     sep: str = Field(",", min_length=1, description="the field delimiter of CSV files (';', '\\t', '|', ...)")
+    decimal: str = Field(".", min_length=1, max_length=1, description="the decimal mark of a CSV's numbers (',' for 39,1)")
+    thousands: str | None = Field(
+        None, min_length=1, max_length=1, description="the thousands separator of a CSV's numbers (',' for \"3,800\", '.' for 1.234,5)"
+    )
+    encoding: str = Field("utf-8", min_length=1, description="the text encoding of CSV and JSON Lines files (latin-1, cp1252, ...)")
     categorical: list[str] = Field(
         default_factory=list, description="feature columns to one-hot encode whatever their values (numeric codes, say)"
     )
@@ -56,6 +62,19 @@ class DataConfig(StrictModel):
     long_texts: Literal["cut", "refuse"] = Field(
         "cut", description="texts longer than the sentence encoder's window: encoded from their beginning (and counted in a warning), or refused"
     )
+
+    def read_options(self) -> dict:
+        """The keyword options of ``data.io.read_frame`` that read the data files as configured."""
+        return {"sep": self.sep, "decimal": self.decimal, "thousands": self.thousands, "encoding": self.encoding}
+
+    def check(self) -> None:
+        """Refuse reading options pandas would take without a word and misread with."""
+        if self.thousands == self.decimal:
+            raise StepDistillError(f"data.decimal and data.thousands are both {self.decimal!r}; a number needs two different marks — fix one of them")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError as err:
+            raise StepDistillError(f"data.encoding {self.encoding!r} is not an encoding Python knows; use e.g. utf-8, latin-1 or cp1252") from err
 
     def text_inputs(self):
         """How text fields become features (text/inputs.py), or None for tabular data."""
@@ -119,6 +138,7 @@ class ExperimentConfig(MethodsConfig):
     def check(self) -> None:
         """Validate every method's settings now, before any data is read or anything runs."""
         self.check_methods()
+        self.data.check()
         if isinstance(self.teacher, TrainedHereTeacher):
             self.teacher.method()
         if self.data.choices is not None and self.data.text is None:

@@ -5,7 +5,8 @@ A run directory holds, beside the report files::
     students/<method>/<run>/model.safetensors   the student's weights
     students/<method>/<run>/student.json        its architecture, the fitted preprocessing (JSON,
                                                 never pickle), class names, the method's
-                                                settings and its test metrics in that run
+                                                settings, its test metrics in that run and
+                                                how its data files were read (read_options)
     student/                                    the student to deploy: the method chosen on the
                                                 validation split (never the test split), run 0
     manifest.json                               config, package versions, data fingerprint, and
@@ -72,6 +73,12 @@ class SavedStudent:
         return None if self.about.get("text") is None else TextInputs.from_json(self.about["text"])
 
     @property
+    def read_options(self) -> dict:
+        """How new data files are read (``read_frame``'s options): as the training data was. A
+        student saved before they were recorded reads them with the defaults, as it did then."""
+        return self.about.get("read_options", {})
+
+    @property
     def input_columns(self) -> list[str]:
         """The columns the student reads."""
         return list(self.text.input_columns) if self.text is not None else list(self.encoder.columns_)
@@ -90,7 +97,9 @@ class SavedStudent:
         trained on, or for a text student its text columns); an unseen category or a missing
         value is a one-line error."""
         if self.text is not None:
-            features = self.text.features(features, self._sentence_encoder())
+            id_column = self.about["id_column"]
+            ids = features[id_column].tolist() if id_column in features.columns else None
+            features = self.text.features(features, self._sentence_encoder(), ids)
         encoded = self.encoder.transform(features, unseen="error")
         if not np.isfinite(encoded).all():
             bad = [c for c in self.encoder.numeric_ if not np.isfinite(pd.to_numeric(features[c], errors="coerce")).all()]
@@ -158,9 +167,10 @@ def student_directory(run_dir: Path, method: str | None = None, run: int = 0) ->
     return directory
 
 
-def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], data_fingerprint: str) -> list[str]:
-    """Every run's students, the chosen one and the manifest into ``staging_dir``; returns the
-    top-level names written."""
+def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], data_fingerprint: str, read_options: dict) -> list[str]:
+    """Every run's students, the chosen one and the manifest into ``staging_dir``, each student
+    with the ``read_options`` its training data was read with (``read_frame``'s, for new files);
+    returns the top-level names written."""
     classes = results["config"]["data"]["classes"]
     data_config = results["config"]["data"]
     files = {}
@@ -173,6 +183,7 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
                 "run": run.index,
                 "label": data_config["label"],
                 "id_column": data_config["id_column"],
+                "read_options": read_options,
                 "settings": entry["settings"][run.index],
                 "test": {metric: summary["values"][run.index] for metric, summary in entry["test"].items()},
             }

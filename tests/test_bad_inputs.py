@@ -5,6 +5,7 @@ and whatever a config says, the only exception that escapes is StepDistillError.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -20,9 +21,10 @@ from typer.testing import CliRunner
 
 from stepdistill import StepDistillClassifier
 from stepdistill.cli import app
-from stepdistill.config import load_config
+from stepdistill.config import ExperimentConfig, load_config
 from stepdistill.data import FeatureEncoder, frame_parts, linear_binary, read_frame
 from stepdistill.errors import StepDistillError
+from stepdistill.run_dir import load_student
 
 runner = CliRunner()
 FAST = {"epochs": 1, "lr": 0.05}
@@ -73,6 +75,32 @@ def _yaml_file(tmp_path, text: str) -> list[str]:
     return ["run", str(tmp_path / "config.yaml")]
 
 
+def _thousands(frame: pd.DataFrame, column: str, decimal: str = ".", thousands: str = ",") -> pd.DataFrame:
+    """``frame`` with ``column`` times 10,000 as text written with ``thousands`` between groups of
+    three digits and ``decimal`` before two decimals ("-12,047.74")."""
+    written = [f"{v:,.2f}".translate(str.maketrans(",.", thousands + decimal)) for v in frame[column] * 10_000]
+    return frame.assign(**{column: written})
+
+
+def _latin1(tmp_path, **data) -> list[str]:
+    """``run CONFIG`` arguments for data.csv in latin-1, its accented categories not utf-8;
+    ``data`` extends the config's data."""
+    _frame().assign(city=["café", "naïve"] * 100).to_csv(tmp_path / "data.csv", index=False, encoding="latin-1")
+    return _config(tmp_path, data=data)
+
+
+def _jsonl(tmp_path, lines: list[str], **data) -> list[str]:
+    """``run CONFIG`` arguments for data.jsonl holding ``lines``; ``data`` extends the config's data."""
+    (tmp_path / "data.jsonl").write_text("".join(line + "\n" for line in lines))
+    return _config(tmp_path, data={"path": "data.jsonl", **data})
+
+
+def _questions(answer_of_the_third: str) -> list[str]:
+    """Multiple-choice records q1..q4, the third answered ``answer_of_the_third``."""
+    answers = ["a", "b", answer_of_the_third, "a"]
+    return [json.dumps({"id": f"q{i + 1}", "question": f"which {i}?", "choices": ["a", "b"], "label": answer}) for i, answer in enumerate(answers)]
+
+
 def _earlier_run(tmp_path) -> None:
     """An --out directory that an earlier run wrote."""
     (tmp_path / "out").mkdir()
@@ -112,6 +140,48 @@ CASES = {
     "a header without rows": (lambda p: _config(p, text="x0,x1,label\n"), None, "no rows"),
     "an unsupported file type": (lambda p: _config(p, _frame(), data={"path": "config.yaml"}), None, "unsupported data file type"),
     "duplicated ids": (lambda p: _config(p, _frame().assign(row=[1] * 200), data={"id_column": "row"}), None, "duplicated"),
+    "every feature column with decimal commas (sep ';')": (
+        lambda p: _config(p, text=_frame().to_csv(index=False, sep=";", decimal=","), data={"sep": ";"}),
+        None,
+        "column 'x0' holds numbers written with commas, which pandas' defaults read as text: '0,059693195' (data row 1), "
+        "'1,2047737' (data row 2), '0,76982784' (data row 3) — set data.decimal: ',' if they are decimal commas;"
+        " or list 'x0' in data.categorical",
+    ),
+    "commas between thousands": (
+        lambda p: _config(p, _thousands(_frame(), "x1")),
+        None,
+        "— set data.thousands: ',' if they separate thousands; or list 'x1' in data.categorical",
+    ),
+    "decimal commas and dots between thousands": (
+        lambda p: _config(p, text=_thousands(_frame(), "x2", decimal=",", thousands=".").to_csv(index=False, sep=";"), data={"sep": ";"}),
+        None,
+        "set data.decimal: ',' and data.thousands: '.' if they are decimal commas",
+    ),
+    "data.thousands reading a decimal comma": (
+        lambda p: _config(p, text=_frame().to_csv(index=False, sep=";", decimal=","), data={"sep": ";", "thousands": ","}),
+        None,
+        "column 'x0' holds '0,059693195' (data row 1), which data.thousands: ',' reads as 59693195: the separator does not stand"
+        " between groups of three digits — if ',' is the decimal mark, set data.decimal: ',' instead",
+    ),
+    "data.decimal the same as data.thousands": (lambda p: _config(p, _frame(), data={"decimal": ",", "thousands": ","}), None, "data.decimal and data.thousands are both ','"),
+    "an unknown data.encoding": (lambda p: _config(p, _frame(), data={"encoding": "latin-11"}), None, "data.encoding 'latin-11' is not an encoding Python knows"),
+    "a latin-1 CSV": (lambda p: _latin1(p), None, "is not utf-8 text (it holds the byte 0xe9, which utf-8 does not allow) — set data.encoding"),
+    "a broken JSON Lines line": (
+        lambda p: _jsonl(p, ['{"x": 1, "label": 0}', "", '{"x": 2, "label": 1}', '{"x": 3, "label": '], label="label"),
+        None,
+        "line 4 is not valid JSON (Expecting value at column 19)",
+    ),
+    "a JSON Lines line that is a list": (lambda p: _jsonl(p, ['{"x": 1, "label": 0}', "[1, 0]"]), None, "line 2 holds a JSON list, not an object"),
+    "a record without text": (
+        lambda p: _config(p, text="id,premise,label\n11,a cat,0\n17,,1\n", data={"text": "premise", "id_column": "id"}),
+        None,
+        "the 'premise' text of record 2 (id 17) is missing",
+    ),
+    "a multiple-choice label that is none of the choices": (
+        lambda p: _jsonl(p, _questions("z"), text="question", choices="choices", id_column="id"),
+        None,
+        "the label 'z' of record 3 (id q3) is none of its choices",
+    ),
     # --- the config ----------------------------------------------------------------------------
     "a YAML syntax error": (lambda p: _yaml_file(p, "data:\n  path: data.csv\n  label: [a\nteacher: {}\n"), None, "line 4, column"),
     "a config that is not a mapping": (lambda p: _yaml_file(p, "- data\n- teacher\n"), None, "must be a YAML mapping"),
@@ -256,6 +326,76 @@ def test_declared_categorical_columns_take_text_and_numeric_codes():
     features, *_ = frame_parts(frame, "label", categorical=("x1", "code"))
     assert features["x1"].dtype == "string" and features["code"].iloc[0] == "1"
     assert FeatureEncoder().fit(features).categorical_ == ["x1", "code"]
+
+
+def test_a_csv_of_decimal_commas_dots_between_thousands_and_latin1_runs_and_predicts(tmp_path):
+    """Numbers written 1.234,5 in a latin-1 file separated by ';' read as the numbers they are,
+    with data.sep, data.decimal, data.thousands and data.encoding; the saved student reads new
+    rows written alike with the same options, and predicts from those numbers."""
+    frame = _thousands(linear_binary(400, 3, seed=0), "x1", decimal=",", thousands=".").assign(city=["café", "naïve"] * 200)
+    options = {"sep": ";", "decimal": ",", "thousands": ".", "encoding": "latin-1"}
+    frame.to_csv(tmp_path / "data.csv", index=False, sep=";", decimal=",", encoding="latin-1")
+    args = _config(tmp_path, data=options)
+    result = runner.invoke(app, ["--quiet", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["data"]["n_features"] == 5  # x0, x1, x2 and the two cities
+    assert results["teacher"]["test"]["accuracy"]["mean"] >= 0.9
+    assert json.loads((tmp_path / "out" / "student" / "student.json").read_text())["read_options"] == options
+
+    rows = frame.drop(columns="label").head(50)
+    rows.to_csv(tmp_path / "new.csv", index=False, sep=";", decimal=",", encoding="latin-1")
+    result = runner.invoke(app, ["--quiet", "predict", str(tmp_path / "out"), str(tmp_path / "new.csv")])
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(io.StringIO(result.stdout))
+    numbers = rows.assign(x1=[float(text.replace(".", "").replace(",", ".")) for text in rows["x1"]])
+    expected = load_student(tmp_path / "out" / "student").predict_proba(numbers)
+    np.testing.assert_allclose(predicted[["p_0", "p_1"]].to_numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "write, options",
+    [
+        (lambda frame, path: frame.to_csv(path, index=False, sep=";", decimal=","), {"sep": ";", "decimal": ","}),
+        (lambda frame, path: _thousands(frame, "x0").to_csv(path, index=False), {"thousands": ","}),
+    ],
+    ids=["decimal comma", "commas between thousands"],
+)
+def test_numbers_read_as_numbers_with_the_files_separators(tmp_path, write, options):
+    frame = _frame()
+    write(frame, tmp_path / "data.csv")
+    config = ExperimentConfig.model_validate({"data": {"path": tmp_path / "data.csv", **options}})
+    features, y, _, _ = frame_parts(read_frame(config.data.path, **config.data.read_options()), "label")
+    expected = frame.drop(columns="label")
+    if "thousands" in options:
+        expected["x0"] = [float(text.replace(",", "")) for text in _thousands(frame, "x0")["x0"]]
+    assert list(features.dtypes) == [np.float64] * 3
+    np.testing.assert_allclose(features.to_numpy(), expected.to_numpy(), rtol=1e-6)  # the frame is float32
+    np.testing.assert_array_equal(y, frame["label"])
+
+
+def test_a_latin1_csv_reads_with_data_encoding(tmp_path):
+    _latin1(tmp_path)
+    frame = read_frame(tmp_path / "data.csv", encoding="latin-1")
+    assert list(frame["city"][:2]) == ["café", "naïve"]
+
+
+def test_a_mostly_numeric_column_listed_in_data_categorical_is_a_category():
+    """Codes written with a comma ("39,1") are refused as numbers unless declared categories."""
+    frame = _frame(8).assign(code=["39,1", "40,2"] * 4)
+    with raises_one_line(r"column 'code' holds numbers written with commas.*set data\.decimal: ','"):
+        frame_parts(frame, "label")
+    features, *_ = frame_parts(frame, "label", categorical=("code",))
+    assert features["code"].dtype == "string" and sorted(features["code"].unique()) == ["39,1", "40,2"]
+
+
+def test_features_that_are_all_categories_are_checked():
+    """With no numeric feature column the missing-value check still runs (it once crashed)."""
+    frame = pd.DataFrame({"city": ["oslo", "rome", "lima", "oslo"], "colour": ["red", "blue", "red", "blue"], "label": [0, 1, 0, 1]})
+    features, y, _, _ = frame_parts(frame, "label")
+    assert list(features.columns) == ["city", "colour"] and list(y) == [0, 1, 0, 1]
+    with raises_one_line(r"missing or infinite feature values in columns: colour \(1 rows\), e\.g\. data rows 3"):
+        frame_parts(frame.assign(colour=["red", "blue", None, "blue"]), "label")
 
 
 def test_imputed_missing_values_take_the_training_mean_and_a_category_of_their_own():

@@ -45,7 +45,7 @@ def saved_runs(tmp_path_factory):
         experiment = run_tabular(config, frame)
         results, runs = experiment.results, experiment.students
         run_dir = tmp_path_factory.mktemp(kind)
-        write_report(results, run_dir, lambda staging: write_students(staging, results, runs, fingerprint(frame)))
+        write_report(results, run_dir, lambda staging: write_students(staging, results, runs, fingerprint(frame), config.data.read_options()))
         out[kind] = run_dir
     return out, _mixed(500, seed=11).drop(columns="label")
 

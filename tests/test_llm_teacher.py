@@ -155,12 +155,12 @@ def test_choice_features_of_commonsense_questions(encoder, dsbs_dir):
     "layout, frame, columns, choices_column, message",
     [
         ("pair", pd.DataFrame({"a": ["x"]}), ["a", "b"], None, "text column 'b' is not in the data"),
-        ("single", pd.DataFrame({"a": ["x", None]}), ["a"], None, "text 1 of 'a' is missing"),
-        ("single", pd.DataFrame({"a": ["x", "  "]}), ["a"], None, "text 1 of 'a' is an empty text"),
+        ("single", pd.DataFrame({"a": ["x", None]}), ["a"], None, "the 'a' text of record 2 is missing"),
+        ("single", pd.DataFrame({"a": ["x", "  "]}), ["a"], None, "the 'a' text of record 2 is an empty text"),
         ("single", pd.DataFrame({"a": ["x"]}), ["a", "a"], None, "reads 1 text column"),
         ("choices", pd.DataFrame({"q": ["x", "y"], "c": [["a", "b"], ["a"]]}), ["q"], "c", "differing lengths"),
-        ("choices", pd.DataFrame({"q": ["x"], "c": ["a b"]}), ["q"], "c", "not a list of choice texts"),
-        ("choices", pd.DataFrame({"q": ["x"], "c": [["a", 3]]}), ["q"], "c", r"text 1 of 'c\[0\]' is a int"),
+        ("choices", pd.DataFrame({"q": ["x"], "c": ["a b"]}), ["q"], "c", "record 1 holds 'a b' in choices column 'c', not a list of choice texts"),
+        ("choices", pd.DataFrame({"q": ["x"], "c": [["a", 3]]}), ["q"], "c", "choice 2 of record 1 in 'c' is a int, not a string"),
         ("pair", pd.DataFrame({"a": ["x"], "b": ["y"]}), ["a", "b"], "b", "layout 'choices' needs a choices column"),
         ("choices", pd.DataFrame({"q": ["x"]}), ["q"], None, "layout 'choices' needs a choices column"),
     ],
@@ -168,6 +168,12 @@ def test_choice_features_of_commonsense_questions(encoder, dsbs_dir):
 def test_featurizer_errors_are_one_line(encoder, layout, frame, columns, choices_column, message):
     with raises_one_line(message):
         TextFeaturizer(encoder, layout).features(frame, columns, choices_column)
+
+
+def test_featurizer_errors_name_records_from_1_with_their_ids(encoder):
+    frame = pd.DataFrame({"q": ["x", "y", "z"], "c": [["a", "b"], ["a", "b"], ["a", ""]]})
+    with raises_one_line(r"^choice 2 of record 3 \(id q-9\) in 'c' is an empty text; give every choice a text$"):
+        TextFeaturizer(encoder, "choices").features(frame, ["q"], "c", ids=["q-7", "q-8", "q-9"])
 
 
 def test_unknown_layout_is_an_error(encoder):

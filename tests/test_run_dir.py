@@ -39,7 +39,7 @@ def _run_and_save(tmp_path, frame, student=None):
     experiment = run_tabular(config, frame)
     results, runs = experiment.results, experiment.students
     out = tmp_path / "run"
-    write_report(results, out, lambda staging: write_students(staging, results, runs, fingerprint(frame)))
+    write_report(results, out, lambda staging: write_students(staging, results, runs, fingerprint(frame), config.data.read_options()))
     return results, runs, out
 
 

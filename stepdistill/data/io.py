@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +33,21 @@ JSONL_SUFFIXES = (".jsonl",)
 OTHER_DELIMITERS = (";", "\t", "|")
 
 
-def read_frame(path: str | Path, sep: str = ",") -> pd.DataFrame:
-    """Read a CSV (``.csv``, ``.csv.gz``; fields separated by ``sep``), Parquet (``.parquet``,
-    ``.pq``) or JSON Lines (``.jsonl``: one record per line; lists such as answer choices stay
-    lists) file.
+def read_frame(
+    path: str | Path, *, sep: str = ",", decimal: str = ".", thousands: str | None = None, encoding: str = "utf-8"
+) -> pd.DataFrame:
+    """Read a CSV (``.csv``, ``.csv.gz``), Parquet (``.parquet``, ``.pq``) or JSON Lines
+    (``.jsonl``: one record per line; lists such as answer choices stay lists) file.
 
-    Raises StepDistillError if the file is missing or a directory, has another extension, cannot
-    be parsed, repeats a column name, holds no rows or no columns, or is a CSV that reads as a
-    single column because its fields are separated by another delimiter.
+    The keyword options are the config's ``data.sep``, ``data.decimal``, ``data.thousands`` and
+    ``data.encoding`` (``DataConfig.read_options``), passed to pandas as they are: the fields'
+    delimiter, the decimal mark and the thousands separator of a CSV's numbers, and the text
+    encoding of a CSV or JSON Lines file. Parquet stores its types and encoding itself.
+
+    Raises StepDistillError if the file is missing or a directory, has another extension, is not
+    text in ``encoding``, cannot be parsed, repeats a column name, holds no rows or no columns, is
+    a CSV that reads as a single column because its fields are separated by another delimiter, or
+    holds a number whose ``thousands`` separator does not stand between groups of three digits.
     """
     path = Path(path)
     if path.is_dir():
@@ -47,11 +56,11 @@ def read_frame(path: str | Path, sep: str = ",") -> pd.DataFrame:
         raise StepDistillError(f"data file not found: {path} — check the path")
     name = path.name.lower()
     if name.endswith(CSV_SUFFIXES):
-        file_format, read = "CSV", lambda p: _read_csv(p, sep)
+        file_format, read = "CSV", lambda p: _read_csv(p, sep=sep, decimal=decimal, thousands=thousands, encoding=encoding)
     elif name.endswith(PARQUET_SUFFIXES):
         file_format, read = "Parquet", _read_parquet
     elif name.endswith(JSONL_SUFFIXES):
-        file_format, read = "JSON Lines", _read_jsonl
+        file_format, read = "JSON Lines", lambda p: _read_jsonl(p, encoding)
     else:
         supported = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES)
         raise StepDistillError(
@@ -59,8 +68,16 @@ def read_frame(path: str | Path, sep: str = ",") -> pd.DataFrame:
         )
     try:
         frame = read(path)
-    # Parse failures surface as ValueError subclasses (pandas, unicode), OSError (bad gzip,
-    # permissions), EOFError (truncated gzip) or pyarrow's own errors.
+    # A reader's own refusals (a wrong delimiter, a misplaced thousands separator) say the fix already.
+    except StepDistillError:
+        raise
+    except UnicodeDecodeError as err:
+        raise StepDistillError(
+            f"{path} is not {encoding} text (it holds the byte {err.object[err.start]:#04x}, which {encoding} does not allow)"
+            " — set data.encoding to the file's encoding, e.g. latin-1"
+        ) from err
+    # Parse failures surface as ValueError subclasses (pandas), OSError (bad gzip, permissions),
+    # EOFError (truncated gzip) or pyarrow's own errors.
     except (ValueError, OSError, EOFError, pa.ArrowException) as err:
         raise StepDistillError(
             f"could not read {path} as {file_format}: {_one_line(str(err)) or type(err).__name__}"
@@ -74,21 +91,43 @@ def read_frame(path: str | Path, sep: str = ",") -> pd.DataFrame:
     return frame
 
 
-def _read_csv(path: Path, sep: str) -> pd.DataFrame:
-    """A CSV file as a frame, its header checked as written: pandas renames a repeated column
-    name (``a``, ``a.1``) while reading, which would hide the repetition."""
-    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    """A CSV file as a frame, read with pandas' ``options``, its header checked as written:
+    pandas renames a repeated column name (``a``, ``a.1``) while reading, which would hide the
+    repetition."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, **options).iloc[0]
     _refuse_duplicate_columns([name for name in header if isinstance(name, str)], path)
-    frame = pd.read_csv(path, sep=sep)
+    frame = pd.read_csv(path, **options)
     if frame.shape[1] == 1:
         column = str(frame.columns[0])
         for delimiter in OTHER_DELIMITERS:
-            if delimiter != sep and delimiter in column:
+            if delimiter != options["sep"] and delimiter in column:
                 raise StepDistillError(
                     f"{path} reads as a single column {column!r}: its fields look separated by {delimiter!r}"
                     f" — set data.sep: {delimiter!r} in the config"
                 )
+    if options["thousands"] is not None:
+        _refuse_misplaced_thousands(frame, pd.read_csv(path, dtype=str, **options), options["thousands"], options["decimal"])
     return frame
+
+
+def _refuse_misplaced_thousands(frame: pd.DataFrame, cells: pd.DataFrame, thousands: str, decimal: str) -> None:
+    """pandas drops a thousands separator wherever it stands: with ``data.thousands: ','`` the
+    decimal comma of "39,1" reads as 391. Every number ``frame`` read from ``cells`` (the same
+    file as text) that holds the separator must hold it between groups of three digits."""
+    grouped = rf"[+-]?\d{{1,3}}(?:{re.escape(thousands)}\d{{3}})+(?:{re.escape(decimal)}\d*)?(?:[eE][+-]?\d+)?"
+    for column in frame.columns:
+        if not is_numeric_dtype(frame[column]):
+            continue
+        text = cells[column].dropna().str.strip()
+        misplaced = text[text.str.contains(thousands, regex=False) & ~text.str.fullmatch(grouped)]
+        if len(misplaced):
+            row = misplaced.index[0]
+            raise StepDistillError(
+                f"column {str(column)!r} holds {misplaced.iloc[0]!r} (data row {row + 1}), which data.thousands: {thousands!r}"
+                f" reads as {frame[column].iloc[row]}: the separator does not stand between groups of three digits"
+                f" — if {thousands!r} is the decimal mark, set data.decimal: {thousands!r} instead; else fix those cells"
+            )
 
 
 def _refuse_duplicate_columns(names, path: Path) -> None:
@@ -147,9 +186,30 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path, engine="pyarrow")
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    # dtype=False: values keep their JSON types (pandas would otherwise guess dates and numbers).
-    return pd.read_json(path, lines=True, dtype=False)
+def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
+    try:
+        # dtype=False: values keep their JSON types (pandas would otherwise guess dates and numbers).
+        return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
+    # pandas names a broken line by its offset in characters (ValueError), and a line that holds
+    # no object (a list, a number) not at all (TypeError); users find lines by their number.
+    except (ValueError, TypeError) as err:
+        raise ValueError(_first_bad_line(path, encoding) or str(err)) from err
+
+
+def _first_bad_line(path: Path, encoding: str) -> str | None:
+    """What is wrong with the first line of a JSON Lines file that holds no JSON object, numbered
+    from 1 (blank lines count, as editors count them, and are skipped, as pandas skips them)."""
+    with path.open(encoding=encoding) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                return f"line {number} is not valid JSON ({err.msg} at column {err.colno})"
+            if not isinstance(record, dict):
+                return f"line {number} holds a JSON {type(record).__name__}, not an object"
+    return None
 
 
 def _one_line(text: str) -> str:
@@ -204,6 +264,10 @@ def _encode_labels(values: pd.Series, label: str) -> tuple[np.ndarray, list[str]
 MAX_FLOAT_CLASSES = 20
 # A text column counts as numeric with stray text when at least this share of its values are numbers.
 NUMERIC_SHARE = 0.5
+# A whole cell holding a number with a decimal comma (39,1; 1.234,5 with dots between thousands),
+# and one with commas between thousands (3,800; 1,234,567.5). "3,800" fits both.
+DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+")
+THOUSANDS_COMMA = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 # The largest magnitude float32, the type students see, holds.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -229,6 +293,7 @@ def _check_features(features: pd.DataFrame, label: str, categorical: tuple[str, 
         )
     for column in features.columns:
         if column not in categorical:
+            _refuse_numbers_with_separators(features[column], column)
             _refuse_numbers_with_text(features[column], column)
     numeric = [c for c in features.columns if c not in categorical and is_numeric_dtype(features[c]) and not is_bool_dtype(features[c])]
     wide = [f"{c} ({n:,})" for c in features.columns if c not in numeric and (n := features[c].nunique()) > MAX_CATEGORIES]
@@ -242,7 +307,8 @@ def _check_features(features: pd.DataFrame, label: str, categorical: tuple[str, 
     infinite = np.isinf(values)
     absent = features.isna().to_numpy() if missing == "error" else np.zeros(features.shape, dtype=bool)
     bad = pd.DataFrame(absent, columns=features.columns)
-    bad[numeric] = bad[numeric].to_numpy() | infinite
+    # As booleans even with no numeric column, whose empty selection pandas gives as floats.
+    bad[numeric] = bad[numeric].to_numpy(dtype=bool) | infinite
     if bad.to_numpy().any():
         what = "NaN, missing or infinite" if missing == "error" else "infinite"
         fix = "drop or fill those rows, or set data.missing: impute" if missing == "error" else "drop or fix those rows"
@@ -263,16 +329,57 @@ def _where(bad: pd.DataFrame) -> str:
     return f"{columns} ({len(rows)} rows), e.g. data rows {', '.join(str(r + 1) for r in rows[:5])}"
 
 
+def _present_text(values: pd.Series) -> pd.Series | None:
+    """The non-missing values of a text column as strings; None for a column of another kind, or
+    whose values are not all scalars (lists of answer choices, say)."""
+    if not (is_object_dtype(values) or is_string_dtype(values)):
+        return None
+    present = values.dropna()
+    if present.empty or not all(isinstance(v, (str, int, float)) for v in present):
+        return None
+    return present.astype(str)
+
+
+def _refuse_numbers_with_separators(values: pd.Series, column: str) -> None:
+    """A text column whose values are mostly numbers once a decimal comma ("39,1", "1.234,5") or
+    commas between thousands ("3,800") are taken into account is a numeric column that pandas read
+    with the default conventions (a decimal point, no thousands separator): refused naming the
+    settings that read it, rather than silently one-hot encoded. A reading that would misread
+    the column's plain numbers (a decimal comma beside "1.5") is not offered; such a column is
+    left to the check for numbers with text."""
+    text = _present_text(values)
+    if text is None:
+        return
+    text = text.str.strip()
+    decimal, thousands = text.str.fullmatch(DECIMAL_COMMA), text.str.fullmatch(THOUSANDS_COMMA)
+    written = decimal | thousands
+    plain = pd.to_numeric(text, errors="coerce").notna()
+    if not written.any() or (written | plain).mean() < NUMERIC_SHARE:
+        return
+    dotted = text[written].str.contains(".", regex=False).any()
+    readings = []
+    if thousands[written].all():
+        readings.append("data.thousands: ',' if they separate thousands")
+    if decimal[written].all() and (dotted or not text[plain].str.contains(".", regex=False).any()):
+        readings.append("data.decimal: ','" + (" and data.thousands: '.'" if dotted else "") + " if they are decimal commas")
+    if not readings:
+        return
+    rows = np.flatnonzero(values.notna().to_numpy())[written.to_numpy()]
+    examples = ", ".join(f"{v!r} (data row {r + 1})" for v, r in zip(text[written].iloc[:3], rows))
+    raise StepDistillError(
+        f"column '{column}' holds numbers written with commas, which pandas' defaults read as text: {examples}"
+        f" — set {' or '.join(readings)}; or list '{column}' in data.categorical to treat its values as categories"
+    )
+
+
 def _refuse_numbers_with_text(values: pd.Series, column: str) -> None:
     """A text column whose values are mostly numbers is a numeric column with stray text (a typo,
     a placeholder such as "n/a"): refused with the first offending values, rather than silently
     one-hot encoded."""
-    if not (is_object_dtype(values) or is_string_dtype(values)):
+    present = _present_text(values)
+    if present is None:
         return
-    present = values.dropna()
-    if present.empty or not all(isinstance(v, (str, int, float)) for v in present):
-        return
-    numbers = pd.to_numeric(present.astype(str), errors="coerce")
+    numbers = pd.to_numeric(present, errors="coerce")
     if numbers.notna().mean() < NUMERIC_SHARE or numbers.notna().all():
         return
     is_text = numbers.isna().to_numpy()

@@ -123,21 +123,23 @@ def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: Te
         raise StepDistillError(f"column {column!r} named in data is not in the file (columns: {', '.join(map(str, frame.columns))}); fix data.text, data.choices, data.label or data.id_column")
     if extra := [str(c) for c in frame.columns if c not in expected]:
         raise StepDistillError(f"columns {', '.join(extra)} are neither text, choices, label nor id, and text students read only data.text; drop them or name them")
+    # Errors name a record by its position from 1, and by its id where the data has an id column.
+    named_ids = None
     if id_column is None:
         record_ids = tuple(str(i) for i in range(len(frame)))
     else:
-        record_ids = tuple(str(v) for v in frame[id_column])
+        record_ids = named_ids = tuple(str(v) for v in frame[id_column])
         if len(set(record_ids)) != len(record_ids):
             raise StepDistillError(f"id column {id_column!r} has duplicated values; give every record its own id")
     labels = frame[label]
     choices = None
     if text.choices is not None:
-        labels, letters = choice_labels(frame, label, text.choices)
+        labels, letters = choice_labels(frame, label, text.choices, named_ids)
         if unused := sorted(set(letters) - set(labels)):
             raise StepDistillError(f"no record's answer is choice {unused[0]}; a multiple-choice student needs every position to be right sometimes")
         choices = tuple(tuple(str(c) for c in row) for row in frame[text.choices])
     encoder = text.sentence_encoder(say)
-    features = text.features(frame, encoder)
+    features = text.features(frame, encoder, named_ids)
     checked, y, classes, ids = frame_parts(features.assign(**{label: labels}), label)
     return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices, "cut": text.cut_rows(frame, encoder), "window": encoder.window}
 
@@ -427,7 +429,7 @@ class TabularTrack(Track):
 
 
     def write_students(self, staging_dir, results: dict, students: list[RunStudents]) -> list[str]:
-        return write_students(staging_dir, results, students, fingerprint(self.frame))
+        return write_students(staging_dir, results, students, fingerprint(self.frame), self.config.data.read_options())
 
 
 def data_fingerprints(frame: pd.DataFrame, test_frame: pd.DataFrame | None) -> dict:

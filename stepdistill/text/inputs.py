@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import reprlib
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from stepdistill.errors import StepDistillError
 from stepdistill.text.encoders import SentenceEncoder
-from stepdistill.text.features import Layout, TextFeaturizer
+from stepdistill.text.features import Layout, TextFeaturizer, record_name
 
 # Feature columns are named by position: the encoder's output has no names of its own.
 FEATURE_PREFIX = "text_"
@@ -60,11 +61,12 @@ class TextInputs:
     def sentence_encoder(self, say=None) -> SentenceEncoder:
         return SentenceEncoder(None if self.encoder_model is None else Path(self.encoder_model), say=say)
 
-    def features(self, frame: pd.DataFrame, encoder: SentenceEncoder | None = None) -> pd.DataFrame:
+    def features(self, frame: pd.DataFrame, encoder: SentenceEncoder | None = None, ids: Sequence | None = None) -> pd.DataFrame:
         """The rows' features as float32 columns ``text_0 ... text_{F-1}``, in row order; for
-        multiple choice the K choices' pair features one after the other (choice-major)."""
+        multiple choice the K choices' pair features one after the other (choice-major). Errors
+        name a record by its position from 1 and its id in ``ids``, where given."""
         featurizer = TextFeaturizer(encoder or self.sentence_encoder(), self.layout)
-        values = featurizer.features(frame, self.columns, self.choices).flatten(1).numpy()
+        values = featurizer.features(frame, self.columns, self.choices, ids).flatten(1).numpy()
         return pd.DataFrame(values, columns=[f"{FEATURE_PREFIX}{i}" for i in range(values.shape[1])], index=frame.index)
 
     def cut_rows(self, frame: pd.DataFrame, encoder: SentenceEncoder) -> np.ndarray:
@@ -89,9 +91,10 @@ class TextInputs:
         return cls(tuple(record["columns"]), record["choices"], record["encoder_model"])
 
 
-def choice_labels(frame: pd.DataFrame, label: str, choices: str) -> tuple[pd.Series, list[str]]:
+def choice_labels(frame: pd.DataFrame, label: str, choices: str, ids: Sequence | None = None) -> tuple[pd.Series, list[str]]:
     """Each row's label as the letter of its position among the row's choices (A for the first),
-    and the K letters; a label that is none of its row's choices is an error."""
+    and the K letters; a label that is none of its row's choices is an error, naming the record
+    by its position from 1 and its id in ``ids``, where given."""
     lists = frame[choices].tolist()
     n_choices = len(lists[0]) if lists and isinstance(lists[0], (list, tuple, np.ndarray)) else 0
     letters = list(CHOICE_LETTERS[:n_choices])
@@ -99,8 +102,10 @@ def choice_labels(frame: pd.DataFrame, label: str, choices: str) -> tuple[pd.Ser
     for row, (answer, options) in enumerate(zip(frame[label], lists)):
         options = [str(option) for option in options] if isinstance(options, (list, tuple, np.ndarray)) else []
         if len(options) != n_choices or n_choices < 2:
-            raise StepDistillError(f"row {row} of choices column {choices!r} holds {reprlib.repr(options)}; give every row the same number (2 or more) of choices")
+            raise StepDistillError(
+                f"{record_name(row, ids)} holds {reprlib.repr(options)} in choices column {choices!r}; give every record the same number (2 or more) of choices"
+            )
         if answer not in options:
-            raise StepDistillError(f"row {row}: label {reprlib.repr(answer)} is none of its choices {reprlib.repr(options)}; the label must spell one choice")
+            raise StepDistillError(f"the label {reprlib.repr(answer)} of {record_name(row, ids)} is none of its choices {reprlib.repr(options)}; the label must spell one choice")
         positions.append(letters[options.index(answer)])
     return pd.Series(positions, index=frame.index, name=label), letters
