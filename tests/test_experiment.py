@@ -105,6 +105,17 @@ def test_a_fixed_test_file_is_the_test_split_of_every_run(spied):
     assert trains[0] != trains[1]
 
 
+def test_over_a_fixed_test_file_comparisons_carry_the_test_rows_variance():
+    frame = linear_binary(1000, 4, seed=1)
+    config = ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 3}, "data": {"test_path": "test.csv"}})
+    results = run_experiment(config, frame.iloc[:700], test_frame=frame.iloc[700:])
+    assert "fixed test file" in results["evaluation"]["test"]
+    for name, entry in results["methods"].items():
+        for metric, comparison in entry.get("vs_control", {}).items():
+            assert comparison["n"] == 3 and comparison["n_rows"] == 300, (name, metric)
+            assert comparison["diff"] == pytest.approx(entry["test"][metric]["mean"] - results["methods"][entry["control"]]["test"][metric]["mean"], abs=1e-6)
+
+
 def test_validation_sees_only_the_labelled_share_of_its_rows(spied):
     config = _config(data={"labelled_fraction": 0.2}, evaluation={"repeats": 1})
     run_experiment(config, linear_binary(2000, 4, seed=0))

@@ -12,6 +12,7 @@ from stepdistill.stats import (
     CONFIDENCE,
     MIN_REPEATS,
     corrected_paired_t,
+    fixed_test_paired_t,
     holm,
     mcnemar_test,
     paired_bootstrap,
@@ -99,16 +100,17 @@ def test_two_repeats_are_too_few_and_never_significant():
 
 
 @pytest.mark.parametrize(
-    "values, reference",
+    "values, reference, diff",
     [
-        ([0.5, 0.75, 0.25], [0.25, 0.5, 0.0]),  # differences exactly equal
-        ([0.81, 0.82, 0.83], [0.80, 0.81, 0.82]),  # equal up to float rounding only
+        ([0.5, 0.75, 0.25], [0.25, 0.5, 0.0], 0.25),  # differences exactly equal
+        ([0.81, 0.82, 0.83], [0.80, 0.81, 0.82], 0.01),  # equal up to float rounding only
+        ([0.51, 0.76, 0.26], [0.26, 0.510001, 0.009999], 0.25),  # equal up to 1e-6 of jitter: one rule
     ],
 )
-def test_equal_differences_have_no_spread_and_are_never_significant(values, reference):
+def test_equal_differences_have_no_spread_and_are_never_significant(values, reference, diff):
     result = corrected_paired_t(values, reference, 0.25)
     assert result["status"] == "no spread"
-    assert result["diff"] == pytest.approx(0.25 if values[0] == 0.5 else 0.01)
+    assert result["diff"] == pytest.approx(diff)
     assert result["ci_low"] is None and result["ci_high"] is None and result["p_value"] is None
 
     [row] = holm([result])
@@ -125,6 +127,72 @@ def test_corrected_t_rejects_bad_input():
         corrected_paired_t(VALUES, REFERENCE, -0.1)
     with pytest.raises(ValueError, match="empty"):
         corrected_paired_t([], [], 0.25)
+
+
+# ---------------------------------------------------------------- fixed_test_paired_t
+
+
+def test_fixed_test_t_matches_the_formula():
+    rng = np.random.default_rng(3)
+    values, reference = rng.random((4, 50)), rng.random((4, 50))
+    result = fixed_test_paired_t(values, reference, 0.2)
+    d = values - reference
+    runs_part = (1 / 4 + 0.2) * d.mean(1).var(ddof=1)
+    rows_part = d.mean(0).var(ddof=1) / 50
+    df = (runs_part + rows_part) ** 2 / (runs_part**2 / 3 + rows_part**2 / 49)
+    se = math.sqrt(runs_part + rows_part)
+    assert result["diff"] == pytest.approx(d.mean())
+    assert result["p_value"] == pytest.approx(2 * sps.t(df).sf(abs(d.mean()) / se))
+    assert result["ci_high"] - result["ci_low"] == pytest.approx(2 * sps.t(df).ppf(0.975) * se)
+    assert (result["n"], result["n_rows"], result["status"]) == (4, 50, "ok")
+
+
+def test_fixed_test_t_has_no_spread_only_when_neither_runs_nor_rows_vary():
+    same = np.tile([1.0, 0.0, 1.0, 1.0], (3, 1))
+    assert fixed_test_paired_t(same, same, 0.1)["status"] == "no spread"
+    # The runs agree exactly, yet the rows differ: the test file's own variance is still there.
+    rows_differ = fixed_test_paired_t(same, np.tile([0.0, 0.0, 1.0, 0.0], (3, 1)), 0.1)
+    assert rows_differ["status"] == "ok" and rows_differ["ci_low"] < 0.5 < rows_differ["ci_high"]
+    assert fixed_test_paired_t(same[:2], same[:2], 0.1)["status"] == "too few repeats"
+
+
+def test_fixed_test_t_rejects_bad_input():
+    with pytest.raises(ValueError, match="both be"):
+        fixed_test_paired_t(np.zeros((3, 4)), np.zeros((3, 5)), 0.1)
+    with pytest.raises(ValueError, match="finite"):
+        fixed_test_paired_t(np.full((3, 4), np.nan), np.zeros((3, 4)), 0.1)
+    with pytest.raises(ValueError, match="holdout_train_ratio"):
+        fixed_test_paired_t(np.zeros((3, 4)), np.zeros((3, 4)), -1.0)
+
+
+def _simulated_rejections(n_runs: int, n_rows: int, run_sd: float, shift_in_row_sds: float, rng, n_comparisons: int = 2000):
+    """Share of ``n_comparisons`` simulated comparisons over a fixed test file that each test
+    rejects at 0.05: (fixed-test t, the repeats' corrected t alone). Each row's contribution to the
+    difference is a row effect shared by every run (the test file's draw: its mean has sd 0.004,
+    as the issue's CQA-sized audit found) plus a run effect (sd ``run_sd``) plus per-run row noise;
+    the true difference is ``shift_in_row_sds`` test-row sds."""
+    row_sd = 0.004
+    rejected = np.zeros(2)
+    for _ in range(n_comparisons):
+        rows = rng.normal(shift_in_row_sds * row_sd, row_sd * math.sqrt(n_rows), n_rows)
+        runs = rng.normal(0.0, run_sd, n_runs)
+        differences = rows + runs[:, None] + rng.normal(0.0, 0.001 * math.sqrt(n_rows), (n_runs, n_rows))
+        zeros = np.zeros_like(differences)
+        tests = fixed_test_paired_t(differences, zeros, 0.11), corrected_paired_t(differences.mean(1), zeros.mean(1), 0.11)
+        rejected += [t["p_value"] is not None and t["p_value"] < 0.05 for t in tests]  # no spread: no claim
+    return rejected / n_comparisons
+
+
+@pytest.mark.parametrize("n_runs", [3, 5])
+@pytest.mark.parametrize("n_rows", [500, 2000])
+def test_over_a_fixed_test_file_no_difference_is_found_at_the_nominal_rate_and_a_real_one_is(n_runs, n_rows):
+    rng = np.random.default_rng(n_runs * n_rows)
+    for run_sd in (0.001, 0.004):
+        false_positives, repeats_only = _simulated_rejections(n_runs, n_rows, run_sd, 0.0, rng)
+        assert false_positives <= 0.07, (run_sd, false_positives)
+        assert repeats_only > 0.10  # the runs' variance alone misses the shared test draw
+        power, _ = _simulated_rejections(n_runs, n_rows, run_sd, 3.0, rng, n_comparisons=500)
+        assert power > 0.5, (run_sd, power)
 
 
 # ---------------------------------------------------------------- holm

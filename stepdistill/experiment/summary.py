@@ -84,7 +84,7 @@ def summarize_experiment(
                 "diverged": sum(bool(e["diverged"]) for e in entries),
             },
         }
-    _compare_with_controls(methods, runs, compared_metrics)
+    _compare_with_controls(methods, runs, compared_metrics, setup.fixed_test)
     majority = summarize_runs([r.majority["test"] for r in runs]) if runs[0].majority is not None else None
     for entry in methods.values():
         if majority is not None:
@@ -120,7 +120,7 @@ def summarize_experiment(
             "runs": len(runs),
             "labelled_fraction": fraction,
             "runs_vary": _runs_vary(setup.refit, setup.fixed_test),
-            "test": _test_name(len(runs)),
+            "test": _test_name(len(runs), setup.fixed_test),
             "compared": list(compared_metrics),
             "confidence": stats.CONFIDENCE,
             "correction": "holm",
@@ -163,13 +163,15 @@ def _runs_vary(refit: bool, fixed_test: bool) -> str:
     return f"each run its own {split}, teacher fit and seed" if refit else f"each run its own {split} and seed, the same teacher"
 
 
-def _test_name(n_runs: int) -> str:
+def _test_name(n_runs: int, fixed_test: bool) -> str:
     if n_runs == 1:
         return "one split: McNemar's test (accuracy), paired bootstrap over test rows (other metrics)"
+    if fixed_test:
+        return "paired t-test over runs and the fixed test file's rows (corrected resampled variance of the runs plus the rows' variance)"
     return "corrected resampled t-test over runs (Nadeau & Bengio 2003)"
 
 
-def _compare_with_controls(methods: dict, runs: list, metrics: tuple[str, ...]) -> None:
+def _compare_with_controls(methods: dict, runs: list, metrics: tuple[str, ...], fixed_test: bool) -> None:
     """Fill each method's ``vs_control`` (metric -> comparison, Holm-corrected over the table) and
     its ``worse_than_control`` flag."""
     pending = []  # (method, metric, comparison)
@@ -178,7 +180,7 @@ def _compare_with_controls(methods: dict, runs: list, metrics: tuple[str, ...]) 
         if control is None:
             continue
         for metric in metrics:
-            pending.append((name, metric, compare(metric, name, control, methods, runs)))
+            pending.append((name, metric, compare(metric, name, control, methods, runs, fixed_test)))
     corrected = stats.holm([c for _, _, c in pending])
     for (name, metric, _), comparison in zip(pending, corrected):
         methods[name].setdefault("vs_control", {})[metric] = comparison
@@ -188,9 +190,13 @@ def _compare_with_controls(methods: dict, runs: list, metrics: tuple[str, ...]) 
         ]
 
 
-def compare(metric: str, name: str, control: str, methods: dict, runs: list[RunResult]) -> dict:
-    """Method ``name`` against ``control`` on ``metric``: paired over runs, or within the one run
-    (an accuracy by which test rows each got right, another metric over the class probabilities)."""
+def compare(metric: str, name: str, control: str, methods: dict, runs: list[RunResult], fixed_test: bool) -> dict:
+    """Method ``name`` against ``control`` on ``metric``: paired over runs (over runs and test rows
+    where every run scores the same test file), or within the one run (an accuracy by which test
+    rows each got right, another metric over the class probabilities)."""
+    if len(runs) > 1 and fixed_test:
+        ratio = float(np.mean([r.n_val / r.n_train for r in runs]))
+        return stats.fixed_test_paired_t(_row_values(metric, name, runs), _row_values(metric, control, runs), ratio)
     if len(runs) > 1:
         ratio = float(np.mean([r.n_test / r.n_train for r in runs]))
         return stats.corrected_paired_t(methods[name]["test"][metric]["values"], methods[control]["test"][metric]["values"], ratio)
@@ -200,10 +206,25 @@ def compare(metric: str, name: str, control: str, methods: dict, runs: list[RunR
     return stats.paired_bootstrap(METRIC_FUNCTIONS[metric], run.y_test, run.probabilities[name], run.probabilities[control])
 
 
+def _row_values(metric: str, name: str, runs: list[RunResult]) -> np.ndarray:
+    """(R, N) each test row's contribution to ``metric`` of method ``name`` in each run: 1/0 for
+    an accuracy, the negative log-probability of the true class for log loss."""
+    if metric.endswith("accuracy"):
+        return np.stack([run.correct[name] for run in runs]).astype(np.float64)
+    if metric == "log_loss":
+        return np.stack([_true_class_loss(run.y_test, run.probabilities[name]) for run in runs])
+    raise ValueError(f"{metric} is not a mean over test rows; a fixed test file compares accuracy and log_loss")
+
+
+def _true_class_loss(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """(N,) negative log-probability of each row's true class, with scikit-learn's clipping."""
+    return -np.log(np.clip(probs[np.arange(len(y)), y], np.finfo(probs.dtype).eps, None))
+
+
 def fast_log_loss(y: np.ndarray, probs: np.ndarray) -> float:
     """Mean negative log-probability of the true class (what scikit-learn's log_loss computes,
     with its clipping), without its input checks: a bootstrap calls it thousands of times."""
-    return float(-np.log(np.clip(probs[np.arange(len(y)), y], np.finfo(probs.dtype).eps, None)).mean())
+    return float(_true_class_loss(y, probs).mean())
 
 
 METRIC_FUNCTIONS = {
