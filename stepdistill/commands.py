@@ -13,12 +13,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from stepdistill.config import ExperimentConfig, load_config
 from stepdistill.data.io import read_frame
 from stepdistill.errors import StepDistillError
 from stepdistill.experiment.checkpoints import CHECKPOINTS_DIR, RESUME_COMMAND, Checkpoints
+from stepdistill.experiment.evidence import write_evidence
 from stepdistill.experiment.lm import LMTrack
 from stepdistill.experiment.loop import Experiment, Track, run_fractions
 from stepdistill.experiment.summary import divergence_lines
@@ -256,13 +258,14 @@ def run_job(job: Job, out: Path, progress: Progress = SILENT, overwrite: bool = 
 
 def _write(job: Job, experiment: Experiment, study: dict | None, out: Path) -> list[Path]:
     """The job's files: a study's pages and report, or a run's report and students."""
+    evidence = partial(write_evidence, experiment=experiment)
     if job.study == ABLATION:
-        return write_ablation(experiment.results, study, out)
+        return write_ablation(experiment.results, study, out, evidence)
     if job.study == SWEEP:
         # The teacher and the runs are the same at every fraction.
-        return write_sweep(study, experiment.results, out)
+        return write_sweep(study, experiment.results, out, evidence)
     results = experiment.results
-    return write_report(results, out, lambda staging_dir: job.track.write_students(staging_dir, results, experiment.students))
+    return write_report(results, out, lambda staging_dir: job.track.write_students(staging_dir, results, experiment.students) + evidence(staging_dir))
 
 
 def resume(run_dir: Path, teacher_store: TeacherStore | None) -> tuple[Job, Checkpoints]:

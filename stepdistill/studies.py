@@ -16,9 +16,8 @@ scheduler and early stopping, so with all its labels a low-label result would be
 
 from __future__ import annotations
 
-import numpy as np
-
 from stepdistill.config import ExperimentConfig
+from stepdistill.data.repeats import fraction_key
 from stepdistill.errors import StepDistillError
 from stepdistill.lm.config import LM_METHODS, LMTrainConfig
 
@@ -110,11 +109,6 @@ def parse_fractions(text: str) -> list[float]:
     if len(set(fractions)) != len(fractions):
         raise StepDistillError(f"--fractions {text!r} repeats a value; give each fraction once")
     return sorted(fractions)
-
-
-def fraction_key(fraction: float) -> str:
-    """The fraction as written in decimal, without a trailing ``.0``: 0.05 -> "0.05", 1.0 -> "1"."""
-    return np.format_float_positional(fraction, trim="-")
 
 
 def summarize_sweep(results_by_fraction: dict[float, dict]) -> dict:

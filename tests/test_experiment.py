@@ -1,6 +1,8 @@
 """The experiment's runs: what varies between them, what never reaches training, and what the
 results say about each student."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +11,10 @@ from sklearn.datasets import make_classification
 
 import stepdistill.experiment.loop as loop
 import stepdistill.experiment.tabular as tabular
+from stepdistill import stats
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import linear_binary
+from stepdistill.experiment.evidence import write_evidence
 
 FAST = {"epochs": 3, "lr": 0.05}
 
@@ -105,15 +109,34 @@ def test_a_fixed_test_file_is_the_test_split_of_every_run(spied):
     assert trains[0] != trains[1]
 
 
-def test_over_a_fixed_test_file_comparisons_carry_the_test_rows_variance():
-    frame = linear_binary(1000, 4, seed=1)
-    config = ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 3}, "data": {"test_path": "test.csv"}})
-    results = run_experiment(config, frame.iloc[:700], test_frame=frame.iloc[700:])
+def test_over_a_fixed_test_file_comparisons_carry_the_test_rows_variance_and_the_run_keeps_what_they_rest_on(tmp_path):
+    frame = linear_binary(1000, 4, seed=1).assign(key=lambda f: 5000 + np.arange(len(f)))
+    config = ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 3}, "data": {"test_path": "test.csv", "id_column": "key"}})
+    experiment = tabular.run_tabular(config, frame.iloc[:700], test_frame=frame.iloc[700:])
+    results = experiment.results
     assert "fixed test file" in results["evaluation"]["test"]
+    assert write_evidence(tmp_path, experiment) == ["test_predictions.csv", "splits.json"]
+    predictions = pd.read_csv(tmp_path / "test_predictions.csv", dtype=str)
+    methods = list(results["methods"])
+    assert list(predictions.columns) == ["run", "id", "label", "teacher", *methods]
+    splits = json.loads((tmp_path / "splits.json").read_text())["runs"]
+    assert len(splits) == 3 and all(run["test"] == [str(5000 + i) for i in range(700, 1000)] for run in splits)
+    for run in splits:
+        assert not set(run["train"]) & set(run["validation"]) and len(run["train"]) + len(run["validation"]) == 700
+        assert sorted(run["labelled"]) == sorted(run["train"] + run["validation"])
+    by_run = [rows for _, rows in predictions.groupby(predictions["run"].astype(int))]
+    correct = {name: np.stack([(rows[name] == rows["label"]).to_numpy(float) for rows in by_run]) for name in ["teacher", *methods]}
+    assert results["teacher"]["test"]["accuracy"]["values"] == pytest.approx(correct["teacher"].mean(1).tolist())
     for name, entry in results["methods"].items():
-        for metric, comparison in entry.get("vs_control", {}).items():
-            assert comparison["n"] == 3 and comparison["n_rows"] == 300, (name, metric)
-            assert comparison["diff"] == pytest.approx(entry["test"][metric]["mean"] - results["methods"][entry["control"]]["test"][metric]["mean"], abs=1e-6)
+        assert entry["test"]["accuracy"]["values"] == pytest.approx(correct[name].mean(1).tolist())
+        if entry["control"] is None:
+            continue
+        # Every accuracy comparison is recomputed from the file: over runs and test rows.
+        comparison = entry["vs_control"]["accuracy"]
+        assert comparison["n"] == 3 and comparison["n_rows"] == 300
+        ratio = np.mean([len(run["validation"]) / len(run["train"]) for run in splits])
+        recomputed = stats.fixed_test_paired_t(correct[name], correct[entry["control"]], ratio)
+        assert {k: comparison[k] for k in recomputed} == pytest.approx(recomputed)
 
 
 def test_validation_sees_only_the_labelled_share_of_its_rows(spied):

@@ -102,3 +102,8 @@ def labelled_mask(y: np.ndarray, rank: np.ndarray, fraction: float) -> np.ndarra
         in_class = y == c
         mask |= in_class & (rank < math.ceil(round(fraction * in_class.sum(), 9)))
     return mask
+
+
+def fraction_key(fraction: float) -> str:
+    """The fraction as written in decimal, without a trailing ``.0``: 0.05 -> "0.05", 1.0 -> "1"."""
+    return np.format_float_positional(fraction, trim="-")

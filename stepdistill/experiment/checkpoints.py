@@ -152,6 +152,7 @@ class Checkpoints:
             "students": track.saved_students(run.students),
             "teacher": _fields(run.teacher),
             "seconds": run.seconds,
+            "split": run.split,
         }
         self._save(_run_file(run.index), _saveable(saved))
         if self.writes:
@@ -164,7 +165,7 @@ class Checkpoints:
             return None
         saved = _restored(_load(path))
         results = [RunResult(**fields) for fields in saved["results"]]
-        return FinishedRun(index, results, track.students_from(saved["students"], index), TeacherFacts(**saved["teacher"]), saved["seconds"])
+        return FinishedRun(index, results, track.students_from(saved["students"], index), TeacherFacts(**saved["teacher"]), saved["seconds"], saved["split"])
 
     def remove(self) -> None:
         """Remove the folder: the experiment is over. Its description goes first, so that a

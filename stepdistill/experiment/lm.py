@@ -37,7 +37,7 @@ from stepdistill.experiment.loop import Experiment, Track, run_fractions
 from stepdistill.experiment.records import Labelled, RunResult, TeacherFacts, Trained
 from stepdistill.experiment.summary import Setup
 from stepdistill.lm.config import LMDataConfig, LMTrainConfig
-from stepdistill.lm.evaluate import evaluate_generative_student, generate, label_correct
+from stepdistill.lm.evaluate import answer_of, evaluate_generative_student, generate, label_correct
 from stepdistill.lm.models import is_seq2seq, new_student, student_tokenizer, token_teacher_model
 from stepdistill.lm.predict import LM_MANIFEST, LM_STUDENT_KIND
 from stepdistill.lm.prompts import LMRecord, input_cut, lm_records, prompt_formats, target_cut
@@ -230,6 +230,9 @@ class LMTrack(Track):
         # Written before the experiment, the same in every run; its rationales are text, with no width.
         return TeacherFacts(None, None, None, None)
 
+    def split_ids(self, context: LMRun) -> tuple[list[str], list[str], list[str]]:
+        return [e.record.id for e in context.train], [e.record.id for e in context.val], [record.id for record in self.data.test]
+
     def strata(self, context: LMRun) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(len(context.train), dtype=np.int64), np.zeros(len(context.val), dtype=np.int64)
 
@@ -268,6 +271,11 @@ class LMTrack(Track):
             n_val=len(at.val),
             n_test=len(data.test),
         )
+        result.test_rows = {
+            "id": [record.id for record in data.test],
+            "label": [record.label for record in data.test],
+            "teacher": [answer_of(data.task, label or "", record) or "" for label, record in zip(data.test_teacher_labels, data.test)],
+        }
         for name, t in trained.items():
             state = t.state
             scores = evaluate_generative_student(
@@ -286,6 +294,7 @@ class LMTrack(Track):
                 "history": state.history,
             }
             result.correct[name] = np.asarray(scores.correct)
+            result.test_rows[name] = scores.answers
         return result
 
     def kept(self, context: LMRun, trained: dict[str, Trained], run: RunRows) -> RunStudents:

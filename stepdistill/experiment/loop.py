@@ -74,6 +74,10 @@ class Track:
     def teacher_facts(self, context) -> TeacherFacts:
         raise NotImplementedError
 
+    def split_ids(self, context) -> tuple[list[str], list[str], list[str]]:
+        """The ids of the run's training, validation and test rows, in ``strata``'s order."""
+        raise NotImplementedError
+
     def settle(self, config: MethodsConfig, teacher: TeacherFacts, compare_with: str | None) -> tuple[MethodsConfig, dict, list[str]]:
         """The methods that run, given run 0's teacher, with the control each is compared with,
         and warnings: by default ``settle_controls``."""
@@ -142,10 +146,15 @@ class Track:
 @dataclass
 class Experiment:
     """What ``run_fractions`` produced: the results dict at each labelled fraction (ascending),
-    and each run's students (of the largest fraction)."""
+    and each run as it finished."""
 
     results_by_fraction: dict[float, dict]
-    students: list[RunStudents]
+    runs: list[FinishedRun]
+
+    @property
+    def students(self) -> list[RunStudents]:
+        """Each run's students (of the largest fraction)."""
+        return [run.students for run in self.runs]
 
     @property
     def results(self) -> dict:
@@ -209,7 +218,7 @@ def run_fractions(
         "setup": track.setup(),
     }
     by_fraction = {f: summarize_experiment([run.results[i] for run in finished_runs], fraction=f, **context) for i, f in enumerate(fractions)}
-    return Experiment(by_fraction, [f.students for f in finished_runs])
+    return Experiment(by_fraction, finished_runs)
 
 
 def settle_controls(config: MethodsConfig, compare_with: str | None) -> tuple[MethodsConfig, dict[str, str | None]]:
@@ -237,9 +246,12 @@ def _train_and_test(
     speed of every model."""
     train_strata, val_strata = track.strata(context)
     train_rank, val_rank = labelled_order(train_strata, run.seed), labelled_order(val_strata, run.seed + 1)
+    train_ids, val_ids, test_ids = track.split_ids(context)
+    split = {"train": train_ids, "validation": val_ids, "test": test_ids, "labelled": {}}
     results, seconds = [], {}
     for fraction in fractions:
         labelled = Labelled(_mask(train_strata, train_rank, fraction), _mask(val_strata, val_rank, fraction))
+        split["labelled"][fraction] = [i for mask, ids in ((labelled.train, train_ids), (labelled.val, val_ids)) for i, seen in zip(ids, _all_if_none(mask, ids)) if seen]
         at = track.at_fraction(context, run, labelled, progress)
         saved = None if checkpoints is None else checkpoints.epoch_states(run.index, fraction)
         checkpoint = None if checkpoints is None else partial(checkpoints.save_epoch, run.index, fraction)
@@ -248,7 +260,11 @@ def _train_and_test(
         if measured:  # training ends before the test split is read
             seconds = time_alone(track, config, at, trained, run.seed, progress)
         results.append(track.test(at, trained, measure=measured))
-    return FinishedRun(run.index, results, track.kept(context, trained, run), teacher, seconds)
+    return FinishedRun(run.index, results, track.kept(context, trained, run), teacher, seconds, split)
+
+
+def _all_if_none(mask: np.ndarray | None, ids: list[str]) -> np.ndarray:
+    return np.ones(len(ids), dtype=bool) if mask is None else mask
 
 
 def _mask(strata: np.ndarray, rank: np.ndarray, fraction: float) -> np.ndarray | None:

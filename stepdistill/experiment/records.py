@@ -48,7 +48,9 @@ class RunResult:
     of the majority-class rule (None where labels are free text) and of each method (its test
     and validation metrics, flags and history); for comparisons within one split, whether each
     method got each test row right (``correct``) and, for classifiers, its class probabilities
-    and the rows' labels."""
+    and the rows' labels; and what every model predicted for each test row (``test_rows``:
+    columns ``id``, ``label``, ``teacher`` and one per method, as strings, "" where a model gave
+    no answer), what the run directory's test_predictions.csv holds."""
 
     teacher: dict
     majority: dict | None
@@ -56,6 +58,7 @@ class RunResult:
     correct: dict[str, np.ndarray] = field(default_factory=dict)
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)
     y_test: np.ndarray | None = None
+    test_rows: dict[str, list[str]] = field(default_factory=dict)
     n_train: int = 0
     n_val: int = 0
     n_test: int = 0
@@ -66,11 +69,14 @@ class RunResult:
 @dataclass
 class FinishedRun:
     """What a run leaves for the summary: its results at each labelled fraction (in order), the
-    students of the last fraction, its teacher's facts, and, in run 0 only, the seconds each
-    method's student takes to train alone."""
+    students of the last fraction, its teacher's facts, in run 0 only the seconds each method's
+    student takes to train alone, and its rows (``split``: the ids of its ``train``,
+    ``validation`` and ``test`` rows, and of the rows whose labels students see at each
+    fraction, ``labelled``), what the run directory's splits.json holds."""
 
     index: int
     results: list[RunResult]
     students: RunStudents
     teacher: TeacherFacts
     seconds: dict[str, float]
+    split: dict

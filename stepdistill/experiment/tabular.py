@@ -60,7 +60,8 @@ class Dataset:
     user's fixed test file. Text records also keep how their features were made (``text``),
     each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by), for
     multiple choice its choices (``choices``), and which rows have a text longer than the
-    sentence encoder's window of ``window`` tokens (``cut``: their features saw its beginning)."""
+    sentence encoder's window of ``window`` tokens (``cut``: their features saw its beginning).
+    ``named``: whether the ids come from the data's id column (else they are row positions)."""
 
     features: pd.DataFrame
     y: np.ndarray
@@ -72,6 +73,15 @@ class Dataset:
     choices: tuple[tuple[str, ...], ...] | None = None
     cut: np.ndarray | None = None
     window: int | None = None
+    named: bool = False
+
+    def row_names(self, ids: np.ndarray) -> list[str]:
+        """What the run directory calls the rows of sample ``ids``: their value in the id column,
+        else their row number from 0 in their file (the data's, or the test file's)."""
+        if self.named:
+            return [self.record_ids[i] for i in ids] if self.record_ids is not None else [str(i) for i in ids]
+        n_data = len(self.y) - self.n_fixed_test
+        return [str(i - n_data if i >= n_data else i) for i in ids]
 
     def long_text_notes(self, refuse: bool) -> list[str]:
         """What the user should know of texts cut to the encoder's window (one line, the data's
@@ -111,7 +121,7 @@ def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.Data
         features, y, classes, ids, extra = _text_parts(frame, d.label, d.id_column, text, say)
     if n_test and (missing := sorted(set(range(len(classes))) - set(y[-n_test:].tolist()))):
         raise StepDistillError(f"the test file has no rows of class {classes[missing[0]]!r}; give it rows of every class")
-    return Dataset(features, y, classes, ids, n_test, text, **extra)
+    return Dataset(features, y, classes, ids, n_test, text, **extra, named=d.id_column is not None)
 
 
 def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: TextInputs, say) -> tuple:
@@ -388,8 +398,19 @@ class TabularTrack(Track):
     def validation_metrics(self, at: TabularFraction, state: TrainState) -> dict[str, float]:
         return classification_metrics(split_logits(state.model, at.val), at.val.y)
 
+    def split_ids(self, context: TabularRun) -> tuple[list[str], list[str], list[str]]:
+        splits = context.data.splits
+        return tuple(self.data.row_names(table.ids.numpy()) for table in (splits.train, splits.val, splits.test))
+
     def test(self, at: TabularFraction, trained: dict[str, Trained], measure: bool) -> RunResult:
         result = test_run(at, trained)
+        classes, test = self.data.classes, at.data.splits.test
+        predicted = {"teacher": predicted_classes(result.teacher["logits"]).numpy()} | {name: p.argmax(1) for name, p in result.probabilities.items()}
+        result.test_rows = {
+            "id": self.data.row_names(test.ids.numpy()),
+            "label": [classes[i] for i in test.y.tolist()],
+            **{name: [classes[i] for i in indices.tolist()] for name, indices in predicted.items()},
+        }
         if measure:
             students = {name: t.state.model for name, t in trained.items()}
             test_ids = at.data.splits.test.ids.numpy()

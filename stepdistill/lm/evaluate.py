@@ -103,17 +103,28 @@ def numeric_value(text: str) -> float | None:
         return None
 
 
-def label_correct(dataset: str, generated: str, record: LMRecord) -> bool:
-    """Whether a generated label matches ``record.label``: cqa the choice it names, e-SNLI the label
-    word (case and a final period ignored), svamp the value within ``NUMERIC_TOLERANCE``."""
+def answer_of(dataset: str, generated: str, record: LMRecord) -> str | None:
+    """The answer a generated label gives, as labels are written: cqa the choice it names, e-SNLI
+    the label word (case and a final period ignored), svamp the value; None when it gives none
+    (an unparsed answer, which is a wrong one)."""
     if dataset == "cqa":
-        return chosen_answer(generated, record.choices) == record.label
+        return chosen_answer(generated, record.choices)
     if dataset == "esnli":
-        return matching_name(generated, ESNLI_CLASSES, ignore_case=True) == record.label
+        return matching_name(generated, ESNLI_CLASSES, ignore_case=True)
+    if dataset == "svamp":
+        value = numeric_value(generated)
+        return None if value is None else format(value, ".12g")
+    raise StepDistillError(f"unknown dataset {dataset!r} for scoring generations; choose one of cqa, svamp, esnli")
+
+
+def label_correct(dataset: str, generated: str, record: LMRecord) -> bool:
+    """Whether a generated label's answer (``answer_of``) is ``record.label``: svamp's value
+    within ``NUMERIC_TOLERANCE`` of the label's, the others exactly."""
     if dataset == "svamp":
         value, expected = numeric_value(generated), numeric_value(record.label)
         return value is not None and expected is not None and abs(value - expected) <= NUMERIC_TOLERANCE
-    raise StepDistillError(f"unknown dataset {dataset!r} for scoring generations; choose one of cqa, svamp, esnli")
+    answer = answer_of(dataset, generated, record)
+    return answer is not None and answer == record.label
 
 
 def labels_correct(dataset: str, generations: Sequence[str], records: Sequence[LMRecord]) -> list[bool]:
@@ -145,9 +156,11 @@ def rouge_l(generations: Sequence[str], references: Sequence[str]) -> float:
 @dataclass(frozen=True)
 class GenerativeScores:
     """A generative student's test scores (``label_accuracy``, and ``rationale_rouge_l`` when
-    rationales were generated) and whether each record's generated label was right."""
+    rationales were generated), each record's answer (``answer_of``, "" where it gave none) and
+    whether it was right."""
 
     metrics: dict[str, float]
+    answers: list[str]
     correct: list[bool]
 
 
@@ -170,8 +183,9 @@ def evaluate_generative_student(
     generator = generator or generate
     labels = generator(model, tokenizer, records, LABEL_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
     correct = labels_correct(dataset, labels, records)
+    answers = [answer_of(dataset, text, record) or "" for text, record in zip(labels, records)]
     metrics = {"label_accuracy": sum(correct) / len(correct)}
     if rationales:
         explanations = generator(model, tokenizer, records, RATIONALE_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
         metrics["rationale_rouge_l"] = rouge_l(explanations, [record.rationale for record in records])
-    return GenerativeScores(metrics, correct)
+    return GenerativeScores(metrics, answers, correct)

@@ -7,6 +7,7 @@ results dict (see results.py) that it was computed from.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
@@ -191,9 +192,10 @@ def plot_ablation(ablation: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_ablation(results: dict, ablation: dict, out_dir: Path) -> list[Path]:
+def write_ablation(results: dict, ablation: dict, out_dir: Path, more: Callable[[Path], list[str]] | None = None) -> list[Path]:
     """ablation.json, ablation.md, ablation.html and ablation.png, with the experiment's usual
-    report files, into ``out_dir``: all of them, or none if anything fails."""
+    report files and what ``more(staging_dir)`` writes, into ``out_dir``: all of them, or none if
+    anything fails."""
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / ABLATION_JSON).write_text(json.dumps(ablation, indent=2) + "\n", encoding="utf-8")
@@ -202,6 +204,6 @@ def write_ablation(results: dict, ablation: dict, out_dir: Path) -> list[Path]:
         (staging_dir / ABLATION_MD).write_text(render_ablation_markdown(results, ablation, ABLATION_PNG, REPORT_MD), encoding="utf-8")
         plot = (staging_dir / ABLATION_PNG).read_bytes()
         (staging_dir / ABLATION_HTML).write_text(render_ablation_html(results, ablation, plot, REPORT_HTML), encoding="utf-8")
-        return [ABLATION_JSON, ABLATION_MD, ABLATION_HTML, ABLATION_PNG, *report_files]
+        return [ABLATION_JSON, ABLATION_MD, ABLATION_HTML, ABLATION_PNG, *report_files, *(more(staging_dir) if more else [])]
 
     return write_staged(out_dir, write_files)

@@ -9,6 +9,7 @@ it sees every training label) and how the runs were made.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,9 @@ def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
     plt.close(fig)
 
 
-def write_sweep(sweep: dict, results: dict, out_dir: Path) -> list[Path]:
-    """sweep.json, sweep.md, sweep.html and sweep.png into ``out_dir``: all of them, or none if anything fails."""
+def write_sweep(sweep: dict, results: dict, out_dir: Path, more: Callable[[Path], list[str]] | None = None) -> list[Path]:
+    """sweep.json, sweep.md, sweep.html and sweep.png, with what ``more(staging_dir)`` writes, into
+    ``out_dir``: all of them, or none if anything fails."""
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / SWEEP_JSON).write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
@@ -168,6 +170,6 @@ def write_sweep(sweep: dict, results: dict, out_dir: Path) -> list[Path]:
         (staging_dir / SWEEP_MD).write_text(render_sweep_markdown(sweep, results, SWEEP_PNG), encoding="utf-8")
         plot = (staging_dir / SWEEP_PNG).read_bytes()
         (staging_dir / SWEEP_HTML).write_text(render_sweep_html(sweep, results, plot), encoding="utf-8")
-        return [SWEEP_JSON, SWEEP_MD, SWEEP_HTML, SWEEP_PNG]
+        return [SWEEP_JSON, SWEEP_MD, SWEEP_HTML, SWEEP_PNG, *(more(staging_dir) if more else [])]
 
     return write_staged(out_dir, write_files)
