@@ -39,7 +39,7 @@ from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher
 from stepdistill.teachers.build import build_teacher
 from stepdistill.teachers.collect import cache_teacher
-from stepdistill.teachers.common import torch_thread_count
+from stepdistill.teachers.common import classes_of_indices, torch_thread_count
 from stepdistill.teachers.config import TeacherConfig
 from stepdistill.teachers.module import ModuleTeacher
 from stepdistill.teachers.scikit import SklearnTeacher
@@ -71,16 +71,19 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
         ``{"kind": "mlp", "hidden": [32], "training": {"epochs": 40}}``; its seed is
         ``random_state`` unless the dict sets one. Or a scikit-learn, LightGBM or XGBoost
         classifier, read on X as given to ``fit`` (a clone is fitted on the training rows when
-        it is not fitted yet), or a torch module that maps the numeric X to logits. Cloning this
-        estimator (as cross-validation and grid searches do) clones a fitted teacher unfitted:
-        wrap it in ``sklearn.frozen.FrozenEstimator`` to keep it as it is. For the methods that
+        it is not fitted yet; a fitted one's ``classes_`` must be y's labels, compared by value),
+        or a torch module that maps the numeric X to logits, one per class of y in sorted order
+        (one, class 1's, for two classes). Cloning this estimator (as cross-validation and grid
+        searches do) clones a fitted teacher unfitted: wrap it in
+        ``sklearn.frozen.FrozenEstimator`` to keep it as it is. For the methods that
         learn from a rationale, a scikit-learn classifier is explained as
         ``stepdistill.teachers.SklearnTeacher`` does by default: a linear model by its
         coefficients, a tree model (a Pipeline's included) by TreeSHAP, anything else (k-NN, say)
         by SHAP values sampled within the default budget of model evaluations; past it, or
         without shap (``stepdistill[explain]``), ``fit`` fails and says why. To choose the
-        explanation or its budget, save the model with joblib and pass
-        ``{"kind": "sklearn", "path": ..., "explain": ..., "explain_budget": ...}``.
+        explanation or its budget, or to map the classes of a model fitted on encoded labels to
+        y's, save the model with joblib and pass ``{"kind": "sklearn", "path": ..., "explain":
+        ..., "explain_budget": ..., "classes": {0: ..., 1: ...}}``.
     student : str or dict, default "logistic"
         "logistic" or "mlp", or a dict of the student's settings, e.g. ``{"kind": "mlp", "hidden": [16]}``.
     method : str, default "enhanced"
@@ -243,16 +246,19 @@ class StepDistillClassifier(ClassifierMixin, BaseEstimator):
             return ModuleTeacher(self.teacher), Samples(train.ids, raw)
         # Unwrapped, so that the adapter sees the model itself (a boosting model's, say).
         model = self.teacher.estimator if isinstance(self.teacher, FrozenEstimator) else self.teacher
+        fitted_here = False
         try:
             check_is_fitted(model)
         except NotFittedError:
-            model = _fitted_clone(model, data.raw.loc[train.ids.numpy()], train.y.numpy())
+            model, fitted_here = _fitted_clone(model, data.raw.loc[train.ids.numpy()], train.y.numpy()), True
         except TypeError as err:
             raise StepDistillError(
                 f"teacher must be a kind name ('logistic', 'mlp'), a dict of its settings, a classifier or a torch nn.Module, not a {type(model).__name__}"
             ) from err
         boosting = _BOOSTING_ADAPTERS.get(type(model).__module__.split(".")[0])
         teacher = boosting(model, "frame") if boosting else SklearnTeacher(model, "frame", explain="auto" if needs_rationale else "none")
+        if fitted_here:  # on class indices, which name the data's classes in order
+            teacher.classes = classes_of_indices(model.classes_, data.classes)
         # A model fitted without feature names is handed positional columns: scikit-learn reads
         # string column names as feature names and warns that they were not seen in fit.
         raw = data.raw if hasattr(model, "feature_names_in_") else data.raw.set_axis(range(data.raw.shape[1]), axis=1)

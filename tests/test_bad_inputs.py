@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +18,9 @@ import yaml
 from conftest import one_error_line, raises_one_line
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from stepdistill import StepDistillClassifier
@@ -101,6 +105,30 @@ def _questions(answer_of_the_third: str) -> list[str]:
     return [json.dumps({"id": f"q{i + 1}", "question": f"which {i}?", "choices": ["a", "b"], "label": answer}) for i, answer in enumerate(answers)]
 
 
+def _named_classes() -> pd.DataFrame:
+    return _frame().assign(label=lambda f: np.where(f.label == 1, "benign", "malignant"))
+
+
+def _joblib_teacher(tmp_path, labels_of, **settings) -> list[str]:
+    """``run CONFIG`` arguments with a scikit-learn Pipeline teacher, fitted on ``labels_of`` the
+    data's labels (benign, malignant) and saved with joblib; ``settings`` extend the teacher's."""
+    frame = _named_classes()
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame.drop(columns="label"), labels_of(frame["label"]))
+    joblib.dump(pipeline, tmp_path / "teacher.joblib")
+    return _config(tmp_path, frame, teacher={"kind": "sklearn", "path": "teacher.joblib", "trust_pickle": True, **settings})
+
+
+def _is_benign(labels: pd.Series) -> pd.Series:
+    return (labels == "benign").astype(int)
+
+
+def _file_teacher(tmp_path, n_extra: int, **settings) -> list[str]:
+    """``run CONFIG`` arguments with a file teacher holding outputs for the data's 200 sample ids
+    and ``n_extra`` more."""
+    pd.DataFrame({"id": np.arange(200 + n_extra), "logit_0": np.zeros(200 + n_extra, np.float32)}).to_parquet(tmp_path / "teacher.parquet")
+    return _config(tmp_path, _frame(), teacher={"kind": "file", "path": "teacher.parquet", **settings})
+
+
 def _earlier_run(tmp_path) -> None:
     """An --out directory that an earlier run wrote."""
     (tmp_path / "out").mkdir()
@@ -182,6 +210,11 @@ CASES = {
         None,
         "the label 'z' of record 3 (id q3) is none of its choices",
     ),
+    "a class spelt two ways": (
+        lambda p: _config(p, _frame().assign(label=["yes", "no", "Yes "] * 66 + ["no", "yes"])),
+        None,
+        "label column 'label' spells one class 2 ways, 'Yes ' and 'yes', which differ only by case or surrounding spaces",
+    ),
     # --- the config ----------------------------------------------------------------------------
     "a YAML syntax error": (lambda p: _yaml_file(p, "data:\n  path: data.csv\n  label: [a\nteacher: {}\n"), None, "line 4, column"),
     "a config that is not a mapping": (lambda p: _yaml_file(p, "- data\n- teacher\n"), None, "must be a YAML mapping"),
@@ -212,6 +245,42 @@ CASES = {
         lambda p: _config(p, _frame(), data={"test_path": "data.csv"}, evaluation={"scheme": "cv", "repeats": 1}),
         None,
         "scheme cv",
+    ),
+    # --- the teacher ---------------------------------------------------------------------------
+    "a teacher fitted on encoded labels": (
+        lambda p: _joblib_teacher(p, _is_benign),
+        None,
+        "teacher classes ('0', '1') do not match the data's ('benign', 'malignant')",
+    ),
+    "teacher classes spelt with capitals": (
+        lambda p: _joblib_teacher(p, lambda labels: labels.str.title()),
+        None,
+        "only by case or surrounding spaces: 'Benign' and 'benign', 'Malignant' and 'malignant'",
+    ),
+    "a teacher.classes naming classes the teacher lacks": (
+        lambda p: _joblib_teacher(p, _is_benign, classes={1: "benign", 2: "malignant"}),
+        None,
+        "teacher.classes maps ('1', '2') but the teacher's classes are ('0', '1')",
+    ),
+    "a teacher.classes mapping two classes to one": (
+        lambda p: _joblib_teacher(p, _is_benign, classes={0: "benign", 1: "benign"}),
+        None,
+        "maps more than one teacher class to 'benign'",
+    ),
+    "a teacher.classes of unquoted yes and no": (
+        lambda p: _joblib_teacher(p, _is_benign, classes={0: False, 1: True}),
+        None,
+        "False is neither a class name nor an integer (YAML reads yes, no, true and false unquoted as booleans: quote class names)",
+    ),
+    "a teacher.classes for a teacher trained here": (
+        lambda p: _config(p, _named_classes(), teacher={"kind": "lightgbm", "classes": {0: "benign", 1: "malignant"}}),
+        None,
+        "trained here on the data's own (remove classes, or set path)",
+    ),
+    "a strict teacher file with ids the data lacks": (
+        lambda p: _file_teacher(p, 5, strict=True),
+        None,
+        "holds outputs for 5 ids the data lacks (e.g. 200, 201, 202); drop them",
     ),
     # --- the model libraries -------------------------------------------------------------------
     "LightGBM n_estimators -5": (lambda p: _config(p, _frame(), teacher={"kind": "lightgbm", "params": {"n_estimators": -5}}), None, "LightGBM could not train the teacher"),

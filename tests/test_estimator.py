@@ -103,6 +103,20 @@ def test_an_unfitted_teacher_is_fitted_on_a_clone(breast_cancer):
     assert not hasattr(teacher, "coef_") and hasattr(model.teacher_.estimator, "coef_")
 
 
+def test_a_fitted_teacher_is_matched_to_y_by_class_value_not_position(breast_cancer, tmp_path):
+    """A teacher fitted on 0/1 is refused for y named benign/malignant; the same model saved and
+    given with its classes mapped teaches as well as one fitted on the names."""
+    X_train, X_test, y_train, _ = breast_cancer
+    names = np.array(["malignant", "benign"])  # load_breast_cancer's target_names: 0 is malignant
+    encoded = LogisticRegression(max_iter=1000).fit(X_train, y_train)
+    with raises_one_line(r"teacher classes \('0', '1'\) do not match the data's \('benign', 'malignant'\)"):
+        StepDistillClassifier(teacher=encoded, method="traditional").fit(X_train, names[y_train])
+    joblib.dump(encoded, tmp_path / "teacher.joblib")
+    mapped = {"kind": "sklearn", "path": str(tmp_path / "teacher.joblib"), "trust_pickle": True, "classes": {0: "malignant", 1: "benign"}}
+    model = StepDistillClassifier(teacher=mapped, method="traditional", epochs=50, lr=0.5).fit(X_train, names[y_train])
+    assert fidelity(model, names[encoded.predict(X_test)], X_test) > 0.95
+
+
 def test_a_frozen_teacher_stays_fitted_through_cross_validation(breast_cancer):
     X_train, _, y_train, _ = breast_cancer
     teacher = LogisticRegression(max_iter=1000).fit(X_train, y_train)

@@ -12,8 +12,11 @@ import torch
 import yaml
 from conftest import one_error_line
 from safetensors.torch import save_file
+from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
@@ -94,8 +97,7 @@ def _fitted_teachers():
     """The commonest fitted classifiers, none of which gives a rationale of its own."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder
 
     columns = ColumnTransformer([("numbers", StandardScaler(), ["x0", "x1", "x2", "x3"]), ("city", OneHotEncoder(), ["city"])])
     return {
@@ -196,6 +198,60 @@ def test_file_teacher(tmp_path):
     assert results["teacher"]["params"] is None
     assert results["methods"]["traditional"]["test"]["fidelity"]["mean"] > 0.97  # pure soft targets: the teacher's own
     assert results["methods"]["step_by_step"]["test"]["fidelity"]["mean"] > 0.9
+
+
+def test_a_file_teacher_with_ids_the_data_lacks_warns_with_their_count(tmp_path):
+    frame = linear_binary(400, 3, seed=1)
+    logits = frame[["x0", "x1", "x2"]].sum(axis=1).to_numpy(np.float32)
+    pd.DataFrame({"id": np.arange(405), "logit_0": np.concatenate([logits, np.zeros(5, np.float32)])}).to_parquet(tmp_path / "teacher.parquet")
+    results = _run(tmp_path, frame, {"kind": "file", "path": "teacher.parquet"}, methods={"traditional": FAST})
+    assert (
+        f"teacher file {tmp_path / 'teacher.parquet'} holds outputs for 5 of its 405 ids that the data lacks (e.g. 400, 401, 402);"
+        " they were ignored (teacher.strict: true refuses them)"
+    ) in results["warnings"]
+    assert "of its 405 ids that the data lacks" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _breast_cancer_and_encoded_label_teacher(tmp_path):
+    """The user audit's case: breast cancer rows labelled benign or malignant (469 as data, 100 as
+    a fixed test file in test.csv) and a Pipeline teacher fitted on the data's rows with
+    (y == 'benign') as its labels 0 and 1, saved with joblib."""
+    dataset = load_breast_cancer(as_frame=True)
+    rows = dataset.data.assign(label=np.asarray(dataset.target_names)[dataset.target])
+    test = rows.sample(100, random_state=0)
+    frame = rows.drop(test.index)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(frame.drop(columns="label"), (frame["label"] == "benign").astype(int))
+    joblib.dump(pipeline, tmp_path / "teacher.joblib")
+    return frame, test, pipeline
+
+
+def _encoded_label_run(tmp_path, classes):
+    frame, test, pipeline = _breast_cancer_and_encoded_label_teacher(tmp_path)
+    teacher = {"kind": "sklearn", "path": "teacher.joblib", "trust_pickle": True, "classes": classes}
+    results = _run(tmp_path, frame, teacher, methods={"traditional": FAST}, data={"test_path": "test.csv"})
+    return results, pipeline.score(test.drop(columns="label"), (test["label"] == "benign").astype(int))
+
+
+def test_a_teacher_fitted_on_encoded_labels_is_as_accurate_as_itself_once_its_classes_are_mapped(tmp_path):
+    results, pipeline_accuracy = _encoded_label_run(tmp_path, {0: "malignant", 1: "benign"})
+    assert pipeline_accuracy > 0.9
+    assert results["teacher"]["test"]["accuracy"]["values"] == [pytest.approx(pipeline_accuracy)] * 2
+    assert _accuracy(results, "traditional") > 0.9
+    assert not any("majority-class rule" in warning for warning in results["warnings"])
+
+
+def test_a_teacher_below_the_majority_rule_on_validation_is_named_in_a_warning(tmp_path):
+    """The same teacher with its classes mapped the wrong way round: the run goes on, but the
+    warning (and the report) say the teacher is worse than predicting the majority class."""
+    results, pipeline_accuracy = _encoded_label_run(tmp_path, {0: "benign", 1: "malignant"})
+    assert results["teacher"]["test"]["accuracy"]["values"] == [pytest.approx(1 - pipeline_accuracy)] * 2
+    validation = results["teacher"]["accuracy_on"]["validation"]
+    assert validation < 0.1
+    [warning] = [w for w in results["warnings"] if "majority-class rule" in w]
+    assert warning.startswith(f"the teacher is below the majority-class rule on validation in 2 of 2 runs ({validation:.3f} against 0.6")
+    assert warning.endswith("check its classes (teacher.classes maps them to the data's) and its input")
+    assert f"- Warning: {warning}" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_cnn_teacher_and_cnn_student_on_digits(tmp_path):

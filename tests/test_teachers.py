@@ -23,7 +23,9 @@ from stepdistill.students.mlp import MLPModel
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher, as_categorical_frame, train_lightgbm, train_xgboost
 from stepdistill.teachers.cache import TeacherOutputs
-from stepdistill.teachers.collect import cache_teacher, check_teacher_classes
+from stepdistill.teachers.classes import check_teacher_classes, relabelled
+from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.common import class_names
 from stepdistill.teachers.file import FileTeacher
 from stepdistill.teachers.module import ModuleTeacher, load_module_weights
 from stepdistill.teachers.scikit import SklearnTeacher
@@ -51,6 +53,11 @@ def multiclass():
 
 def cached(teacher: Teacher, samples: Samples, classes: tuple[str, ...]) -> TeacherOutputs:
     return cache_teacher(teacher, [samples], classes).take(samples.ids)
+
+
+def by_index(classes: tuple[str, ...]) -> dict[str, str]:
+    """``teacher.classes`` of a model fitted on class indices in the data's order."""
+    return {str(k): name for k, name in enumerate(classes)}
 
 
 def numeric(samples: Samples) -> Samples:
@@ -215,9 +222,10 @@ def test_xgboost_teacher_binary_margins_and_contributions(binary):
     y = np.searchsorted(classes, names)
     model = train_xgboost(samples.frame, y, {"n_estimators": 30, "max_depth": 3}, seed=0)
     teacher = XGBoostTeacher(model)
-    assert teacher.classes is None and teacher.reads_raw_columns and teacher.rationale_style == "contributions_with_bias"
+    assert teacher.classes == ("0", "1") and teacher.reads_raw_columns and teacher.rationale_style == "contributions_with_bias"
+    assert XGBoostTeacher(model.get_booster()).classes is None
     frame = as_categorical_frame(samples.frame)
-    out = cached(teacher, samples, classes)
+    out = cached(relabelled(teacher, by_index(classes), classes), samples, classes)
     assert np.allclose(out.logits[:, 0].numpy(), model.predict(frame, output_margin=True), atol=1e-4)
     assert np.allclose(torch.sigmoid(out.logits[:, 0]).numpy(), model.predict_proba(frame)[:, 1], atol=1e-5)
     assert out.rationale.shape == (len(samples), frame.shape[1] + 1)
@@ -231,7 +239,7 @@ def test_xgboost_teacher_multiclass(multiclass):
     samples, names, classes = multiclass
     y = np.searchsorted(classes, names)
     model = xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(samples.X.numpy(), y)
-    out = cached(XGBoostTeacher(model, input="X"), samples, classes)
+    out = cached(relabelled(XGBoostTeacher(model, input="X"), by_index(classes), classes), samples, classes)
     assert np.array_equal(out.logits.argmax(1).numpy(), model.predict(samples.X.numpy()))
     K, d = len(classes), samples.X.shape[1]
     assert out.rationale.shape == (len(samples), K * (d + 1))
@@ -314,12 +322,80 @@ def test_file_teacher_errors(tmp_path):
 def test_check_teacher_classes():
     check_teacher_classes(("a", "b"), ("a", "b"))
     check_teacher_classes(None, ("a", "b"))
-    with raises_one_line(r"teacher classes \('b', 'a'\) are ordered differently from the data's \('a', 'b'\)"):
+    with raises_one_line(r"teacher classes \('b', 'a'\) are ordered differently from the data's \('a', 'b'\); map them .* \(\{'b': 'b', 'a': 'a'\}\)"):
         check_teacher_classes(("b", "a"), ("a", "b"))
     with raises_one_line("names classes the data lacks: 'c'"):
         check_teacher_classes(("a", "b", "c"), ("a", "b"))
     with raises_one_line("lacks classes the data has: 'b'"):
         check_teacher_classes(("a",), ("a", "b"))
+
+
+def test_integer_classes_are_names_not_positions():
+    """A model fitted on class indices names 0..K-1, which are the data's classes only where its
+    labels are those numbers; anywhere else the fix is a mapping, not the order."""
+    check_teacher_classes(class_names(np.array([0, 1])), ("0", "1"))
+    check_teacher_classes(class_names(np.array([1.0, 2.0])), ("1", "2"))  # whole floats, as the data names them
+    with raises_one_line(
+        r"teacher classes \('0', '1'\) do not match the data's \('benign', 'malignant'\): the teacher names classes the data lacks: '0', '1'"
+        r" and lacks classes the data has: 'benign', 'malignant'; if it was fitted on encoded labels, .* teacher.classes \(\{0: <data class>, 1: <data class>, ...\}\)"
+    ):
+        check_teacher_classes(class_names(np.array([0, 1])), ("benign", "malignant"))
+    with raises_one_line(r"only by case or surrounding spaces: 'No' and 'no', 'yes ' and 'yes'"):
+        check_teacher_classes(("No", "yes "), ("no", "yes"))
+
+
+def test_a_mapped_binary_teacher_is_the_model_fitted_on_the_data_labels(binary):
+    """A model fitted on (y == 'benign') has benign as its class 1, the data's class 0: mapped,
+    its logit and its contributions are negated and it predicts as the model fitted on the names."""
+    samples, names, classes = binary
+    X = samples.X.numpy()
+    encoded = LogisticRegression(max_iter=1000).fit(X, (names == "benign").astype(int))
+    named = LogisticRegression(max_iter=1000).fit(X, names)
+    teacher = SklearnTeacher(encoded)
+    assert classes == ("benign", "malignant") and teacher.classes == ("0", "1")
+    mapped = relabelled(teacher, {"0": "malignant", "1": "benign"}, classes)
+    assert mapped.classes == classes and mapped.order == (1, 0)
+    out, own = cached(mapped, samples, classes), teacher.outputs(samples)
+    assert torch.equal(out.logits, -own.logits) and torch.equal(out.rationale, -own.rationale)
+    assert np.array_equal(np.asarray(classes)[(out.logits[:, 0] > 0).long().numpy()], named.predict(X))
+    assert torch.equal(mapped.predict_logits(samples), out.logits)
+    assert mapped.fingerprint() not in (None, teacher.fingerprint(), relabelled(teacher, {"0": "benign", "1": "malignant"}, classes).fingerprint())
+
+
+def test_a_mapped_multiclass_teacher_reorders_its_logits_and_rationale_blocks(multiclass):
+    samples, names, classes = multiclass
+    X = samples.X.numpy()
+    codes = {"class_0": 2, "class_1": 0, "class_2": 1}  # an encoding other than the data's order
+    model = LogisticRegression(max_iter=1000).fit(X, [codes[name] for name in names])
+    mapped = relabelled(SklearnTeacher(model), {str(code): name for name, code in codes.items()}, classes)
+    assert mapped.order == (2, 0, 1)
+    out, own = cached(mapped, samples, classes), SklearnTeacher(model).outputs(samples)
+    name_of = {code: name for name, code in codes.items()}
+    assert np.array_equal(np.asarray(classes)[out.logits.argmax(1).numpy()], [name_of[code] for code in model.predict(X)])
+    assert torch.equal(out.logits, own.logits[:, [2, 0, 1]])
+    d = X.shape[1]
+    assert torch.equal(out.rationale.reshape(-1, 3, d), own.rationale.reshape(-1, 3, d)[:, [2, 0, 1]])
+
+
+def test_a_teacher_naming_no_classes_is_mapped_by_output_position():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1))
+    samples = Samples(torch.arange(30), torch.randn(30, 4))
+    mapped = relabelled(ModuleTeacher(net, rationale_layer="1"), {"0": "yes", "1": "no"}, ("no", "yes"))
+    own = ModuleTeacher(net, rationale_layer="1").outputs(samples)
+    out = cached(mapped, samples, ("no", "yes"))
+    assert torch.equal(out.logits, -own.logits) and torch.equal(out.rationale, own.rationale)  # a representation is kept
+
+
+def test_a_mapping_that_does_not_fit_the_teacher_or_the_data_is_one_line(binary):
+    samples, names, classes = binary
+    teacher = SklearnTeacher(LogisticRegression().fit(samples.X.numpy(), (names == "benign").astype(int)))
+    with raises_one_line(r"teacher.classes maps \('1', '2'\) but the teacher's classes are \('0', '1'\); give one entry for each of them"):
+        relabelled(teacher, {"1": "benign", "2": "malignant"}, classes)
+    with raises_one_line(r"teacher's output positions \(it names no classes\) are \('0', '1'\)"):
+        relabelled(ModuleTeacher(nn.Linear(3, 1)), {"a": "benign", "b": "malignant"}, classes)
+    with raises_one_line(r"maps to \('Benign', 'malignant'\) but the data's classes are \('benign', 'malignant'\) \(differing only by case or surrounding spaces: 'Benign' and 'benign'\)"):
+        relabelled(teacher, {"0": "Benign", "1": "malignant"}, classes)
 
 
 class FixedTeacher(Teacher):

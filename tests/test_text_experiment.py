@@ -97,12 +97,14 @@ def esnli_jsonl(tmp_path_factory, dsbs_dir):
     return directory, lines
 
 
-def write_case(directory: Path, lines: list[dict], tiny_sentence_model) -> Path:
+def write_case(directory: Path, lines: list[dict], tiny_sentence_model, **teacher) -> Path:
+    """The config of a run on the records in ``directory``'s data.csv, taught by ``lines`` as
+    JSONL; ``teacher`` extends the teacher's settings."""
     with (directory / "teacher.jsonl").open("w") as file:
         file.writelines(json.dumps(line) + "\n" for line in lines)
     config = {
         "data": {"path": "data.csv", "label": "label", "id_column": "id", "text": ["premise", "hypothesis"], "text_encoder": str(tiny_sentence_model)},
-        "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
+        "teacher": {"kind": "llm", "outputs": "teacher.jsonl", **teacher},
         "student": {"kind": "mlp", "hidden": [8]},
         "training": {"lr": 0.01, "epochs": 1},
         "evaluation": {"repeats": 1},
@@ -117,8 +119,12 @@ def write_case(directory: Path, lines: list[dict], tiny_sentence_model) -> Path:
         (lambda lines: lines[:-1], "lack 1 of 200 record ids"),
         (lambda lines: [{**lines[0], "label": "maybe"}, *lines[1:]], "teacher label 'maybe'"),
         (lambda lines: [{**lines[0], "rationale": ""}, *lines[1:]], "empty or missing rationale"),
+        (
+            lambda lines: [{**lines[0], "label": "Neutral "}, *lines[1:]],
+            "teacher label 'Neutral ' of record 'valid-0' and the data's class 'neutral' differ only by case or surrounding spaces",
+        ),
     ],
-    ids=["missing record", "unknown label", "empty rationale"],
+    ids=["missing record", "unknown label", "empty rationale", "label spelt with a capital and a space"],
 )
 def test_bad_teacher_outputs_are_one_line_errors_and_write_nothing(esnli_jsonl, tiny_sentence_model, tmp_path, break_it, says):
     directory, lines = esnli_jsonl
@@ -127,6 +133,19 @@ def test_bad_teacher_outputs_are_one_line_errors_and_write_nothing(esnli_jsonl, 
     result = runner.invoke(app, ["--quiet", "run", str(config), "--out", str(tmp_path / "out")])
     assert says in one_error_line(result, alone=True)
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_llm_outputs_for_records_the_data_lacks_are_named_in_a_warning_or_refused_when_strict(esnli_jsonl, tiny_sentence_model, tmp_path):
+    directory, lines = esnli_jsonl
+    (tmp_path / "data.csv").write_bytes((directory / "data.csv").read_bytes())
+    elsewhere = [{**lines[0], "id": f"elsewhere-{i}"} for i in range(4)]
+    refused = runner.invoke(app, ["--quiet", "run", str(write_case(tmp_path, lines + elsewhere, tiny_sentence_model, strict=True)), "--out", str(tmp_path / "out")])
+    assert "holds outputs for 4 ids the data lacks (e.g. 'elsewhere-0', 'elsewhere-1', 'elsewhere-2'); drop them" in one_error_line(refused, alone=True)
+    assert not (tmp_path / "out").exists()
+    result = runner.invoke(app, ["--quiet", "run", str(write_case(tmp_path, lines + elsewhere, tiny_sentence_model)), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((tmp_path / "out" / "results.json").read_text())["warnings"]
+    assert f"the LLM teacher ({tmp_path / 'teacher.jsonl'}) holds outputs for 4 of its 204 ids that the data lacks (e.g. 'elsewhere-0', 'elsewhere-1', 'elsewhere-2'); they were ignored (teacher.strict: true refuses them)" in warnings
 
 
 def test_multiple_choice_with_a_shared_scorer_and_palm_answers(tiny_sentence_model, tmp_path, dsbs_dir):

@@ -252,12 +252,33 @@ def _encode_labels(values: pd.Series, label: str) -> tuple[np.ndarray, list[str]
             " — make all labels one type"
         ) from err
     classes = [str(c) for c in encoder.classes_]
+    _refuse_classes_spelt_two_ways(classes, label)
     if len(classes) < 2:
         raise StepDistillError(
             f"label column {label!r} has a single class ({classes[0]!r});"
             " distillation needs at least two"
         )
     return y.astype(np.int64), classes
+
+
+def spelling_key(name: str) -> str:
+    """A class name without its case and surrounding spaces: two names with the same key are one
+    class spelt two ways ('Yes', 'yes '), not two classes."""
+    return name.strip().casefold()
+
+
+def _refuse_classes_spelt_two_ways(classes: list[str], label: str) -> None:
+    """Labels such as 'Yes' and 'yes ' are a typing slip, not two classes: refused here, naming
+    both, rather than later as a rare class (or silently learned as two)."""
+    spellings: dict[str, list[str]] = {}
+    for name in classes:
+        spellings.setdefault(spelling_key(name), []).append(name)
+    twins = next((names for names in spellings.values() if len(names) > 1), None)
+    if twins:
+        raise StepDistillError(
+            f"label column {label!r} spells one class {len(twins)} ways, {' and '.join(map(repr, twins))},"
+            " which differ only by case or surrounding spaces — write each class one way"
+        )
 
 
 # A float label with more distinct values than this, some not whole, is a measurement, not classes.

@@ -16,6 +16,7 @@ from typing import Literal
 import pandas as pd
 
 from stepdistill.data.arithmetic import evaluate_arithmetic
+from stepdistill.data.io import spelling_key
 from stepdistill.errors import StepDistillError
 
 # The distilling-step-by-step release, beside the project's folder by default.
@@ -93,7 +94,8 @@ class LLMOutputs:
 
     def check_against(self, ids: Iterable[str], classes: Iterable[str]) -> None:
         """Raise a ``StepDistillError`` unless every id in ``ids`` has an answer whose label (and
-        label distribution) uses only ``classes``."""
+        label distribution) uses only ``classes``; a label that spells a class with another case
+        or surrounding spaces is named with that class, not matched to it."""
         ids = list(ids)
         missing = [record_id for record_id in ids if record_id not in self.answers]
         if missing:
@@ -106,11 +108,18 @@ class LLMOutputs:
             answer = self.answers[record_id]
             labels = [answer.label] if answer.label is not None else []
             for label in labels + list(answer.label_distribution or {}):
-                if label not in known:
+                if label in known:
+                    continue
+                twin = next((name for name in sorted(known) if spelling_key(name) == spelling_key(label)), None)
+                if twin is not None:
                     raise StepDistillError(
-                        f"teacher label {reprlib.repr(label)} of record {record_id!r} is not a class "
-                        f"({_named(sorted(known))}); map the teacher's labels to the class names"
+                        f"teacher label {reprlib.repr(label)} of record {record_id!r} and the data's class {twin!r} differ only by case or"
+                        " surrounding spaces; write the teacher's labels as the data spells its classes"
                     )
+                raise StepDistillError(
+                    f"teacher label {reprlib.repr(label)} of record {record_id!r} is not a class "
+                    f"({_named(sorted(known))}); map the teacher's labels to the class names"
+                )
 
 
 def parse_continuation(text: str, pattern: str | re.Pattern[str], block_starts: Sequence[str] = BLOCK_STARTS) -> tuple[str, str | None]:

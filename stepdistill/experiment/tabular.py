@@ -41,6 +41,7 @@ from stepdistill.teachers.base import Samples
 from stepdistill.teachers.build import BuiltTeacher, build_teacher
 from stepdistill.teachers.cache import TeacherCache
 from stepdistill.teachers.collect import cache_teacher
+from stepdistill.teachers.config import LoadedTeacher
 from stepdistill.teachers.store import TeacherStore
 from stepdistill.terms import Method
 from stepdistill.text.inputs import TextInputs, choice_labels
@@ -275,11 +276,17 @@ def test_run(at: TabularFraction, trained: dict[str, Trained]) -> RunResult:
     teacher_pred = predicted_classes(teacher_logits)
     y_labelled = train.y if labelled is None else train.y[labelled]
     # The teacher's accuracy against the human labels of the other splits too: for a teacher that
-    # did not train on them (an LLM), a check of its labels where students learn from them.
+    # did not train on them (an LLM), a check of its labels where students learn from them. The
+    # majority rule's on the same validation rows tells a teacher that is worse than no model
+    # (one whose classes are not what they seem) before any student learns from it.
     accuracy_on = {name: _accuracy(cache.take(table.ids).logits, table.y) for name, table in (("train", train), ("validation", data.splits.val))}
+    majority_on_validation = _accuracy(majority_logits(y_labelled, train.n_classes, len(data.splits.val)), data.splits.val.y)
     result = RunResult(
         teacher={"test": classification_metrics(teacher_logits, test.y), "logits": teacher_logits, "accuracy_on": accuracy_on},
-        majority={"test": classification_metrics(majority_logits(y_labelled, train.n_classes, len(test)), test.y)},
+        majority={
+            "test": classification_metrics(majority_logits(y_labelled, train.n_classes, len(test)), test.y),
+            "accuracy_on": {"validation": majority_on_validation},
+        },
         y_test=test.y.numpy(),
         n_train=len(train),
         n_val=len(data.splits.val),
@@ -503,4 +510,23 @@ def _teacher_warnings(config: ExperimentConfig, refit: bool, results: list[RunRe
     perfect = sum(r.teacher["test"]["accuracy"] == 1.0 for r in results)
     if perfect and not refit:
         warnings.append(f"the loaded teacher is perfect on the test split in {perfect} of {len(results)} runs: it was probably trained on those rows")
+    if below := _below_majority(results):
+        teacher, majority = np.mean([t for t, _ in below]), np.mean([m for _, m in below])
+        if refit:
+            check = "how it is trained"
+        elif isinstance(config.teacher, LoadedTeacher):
+            check = "its classes (teacher.classes maps them to the data's) and its input"
+        else:
+            check = "its outputs"
+        warnings.append(
+            f"the teacher is below the majority-class rule on validation in {len(below)} of {len(results)} runs"
+            f" ({teacher:.3f} against {majority:.3f}), worse than always predicting the commonest class: check {check}"
+        )
     return warnings
+
+
+def _below_majority(results: list[RunResult]) -> list[tuple[float, float]]:
+    """The teacher's and the majority-class rule's validation accuracy in each run where the
+    teacher's is the lower."""
+    pairs = [(r.teacher["accuracy_on"]["validation"], r.majority["accuracy_on"]["validation"]) for r in results]
+    return [(teacher, majority) for teacher, majority in pairs if teacher < majority]

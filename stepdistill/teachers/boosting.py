@@ -186,9 +186,11 @@ class XGBoostTeacher(TreeTeacher):
     """An ``xgboost.Booster`` or fitted ``XGBClassifier``. Logits: margins, (N, 1) binary or
     (N, K). Rationale: contributions, (N, d+1) binary or (N, K*(d+1)) class-major. A classifier
     trained with early stopping predicts with its best iteration, as its own ``predict`` does.
-    ``classes`` is None: XGBoost trains on class indices and keeps no names. Predicts on the
-    classifier's thread count when its settings name one, else on torch's, with a copy of the
-    booster, so that the caller's keeps its own."""
+    ``classes``: the classifier's, the indices 0..K-1 XGBoost trains on (a Booster knows none),
+    so they name the data's classes only where the data's labels are those numbers; otherwise
+    whoever fitted it says what they stand for (``teacher.classes``, or stepdistill for the
+    teachers it trains). Predicts on the classifier's thread count when its settings name one,
+    else on torch's, with a copy of the booster, so that the caller's keeps its own."""
 
     library = "XGBoost"
 
@@ -198,6 +200,7 @@ class XGBoostTeacher(TreeTeacher):
         if isinstance(model, xgboost.XGBClassifier):
             require_fitted(model, self.library)
             self.booster = model.get_booster().copy()
+            self.classes = class_names(model.classes_)
             self._threads = user_threads(model.get_params(), XGBOOST_THREAD_PARAMS)
             self._missing = model.missing
             try:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from stepdistill.data.llm_outputs import LLMOutputs, read_dsbs_outputs, read_llm_jsonl
+from stepdistill.data.llm_outputs import NAMED_IN_ERRORS, LLMOutputs, read_dsbs_outputs, read_llm_jsonl
 from stepdistill.data.prepared import PreparedData
 from stepdistill.data.table import Table
 from stepdistill.engines.base import fit, new_state
@@ -26,11 +26,14 @@ from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.boosting import LightGBMTeacher, XGBoostTeacher, train_lightgbm, train_xgboost
+from stepdistill.teachers.classes import relabelled
+from stepdistill.teachers.common import classes_of_indices
 from stepdistill.teachers.config import (
     CNNTeacher,
     FileTeacherConfig,
     LightGBMTeacherConfig,
     LLMTeacherConfig,
+    LoadedTeacher,
     LogisticTeacher,
     MLPTeacher,
     SklearnTeacherConfig,
@@ -51,7 +54,7 @@ class BuiltTeacher:
     teacher: Teacher
     train_seconds: float | None  # None: trained elsewhere
     params: int | None  # None: not a parameter count (trees, a file)
-    notes: tuple[str, ...] = ()  # what the user should know about its outputs (parse failures)
+    notes: tuple[str, ...] = ()  # what the user should know about its outputs (parse failures, ids the data lacks)
 
 
 @singledispatch
@@ -119,7 +122,7 @@ def _torch(config: TorchTeacher, data: PreparedData, device) -> BuiltTeacher:
     if config.weights is not None:
         load_module_weights(module, config.weights)
     module.to(device).eval()
-    return BuiltTeacher(ModuleTeacher(module, config.rationale_layer, config.pool), None, count_parameters(module))
+    return BuiltTeacher(_mapped(ModuleTeacher(module, config.rationale_layer, config.pool), config, data), None, count_parameters(module))
 
 
 @build_teacher.register
@@ -135,7 +138,7 @@ def _sklearn(config: SklearnTeacherConfig, data: PreparedData, device) -> BuiltT
         estimator = joblib.load(config.path)
     except Exception as err:  # unpickling raises anything
         raise StepDistillError(f"cannot load teacher.path {config.path} with joblib ({type(err).__name__}: {err}); save it with joblib.dump") from err
-    return BuiltTeacher(SklearnTeacher(estimator, config.input, config.explain, config.explain_budget), None, None)
+    return BuiltTeacher(_mapped(SklearnTeacher(estimator, config.input, config.explain, config.explain_budget), config, data), None, None)
 
 
 @build_teacher.register
@@ -162,19 +165,42 @@ def _xgboost(config: XGBoostTeacherConfig, data: PreparedData, device) -> BuiltT
 
 def _tree_ensemble(config, data: PreparedData, load, train, adapter) -> BuiltTeacher:
     """A gradient-boosted ensemble loaded from ``config.path``, or trained here on the raw
-    training columns with ``config.params``."""
+    training columns with ``config.params``, on class indices: its classes are the data's."""
     if config.path is not None:
         _require_file(config.path, "teacher.path")
-        return BuiltTeacher(adapter(load(config.path)), None, None)
+        return BuiltTeacher(_mapped(adapter(load(config.path)), config, data), None, None)
     rows = data.splits.train
     started = time.perf_counter()
     model = train(data.raw.loc[rows.ids.numpy()], rows.y.numpy(), config.params, config.seed)
-    return BuiltTeacher(adapter(model), time.perf_counter() - started, None)
+    teacher = adapter(model)
+    teacher.classes = classes_of_indices(model.classes_, data.classes)
+    return BuiltTeacher(teacher, time.perf_counter() - started, None)
 
 
 @build_teacher.register
 def _file(config: FileTeacherConfig, data: PreparedData, device) -> BuiltTeacher:
-    return BuiltTeacher(FileTeacher(config.path, config.id_column), None, None)
+    teacher = FileTeacher(config.path, config.id_column)
+    beyond = teacher.ids_beyond(data.raw.index.to_numpy())
+    notes = _outputs_beyond_data(beyond, teacher.n_ids, f"teacher file {config.path}", config.strict)
+    return BuiltTeacher(_mapped(teacher, config, data), None, None, notes)
+
+
+def _mapped(teacher: Teacher, config: LoadedTeacher, data: PreparedData) -> Teacher:
+    """A loaded teacher with its classes mapped to the data's by ``teacher.classes``, when set;
+    else as it is, for ``cache_teacher`` to check its classes against the data's."""
+    return teacher if config.classes is None else relabelled(teacher, config.classes, data.classes)
+
+
+def _outputs_beyond_data(beyond: list, total: int, where: str, strict: bool) -> tuple[str, ...]:
+    """Outputs for ``beyond``, ids (of ``total``) the data lacks: a warning that they are ignored,
+    or with ``teacher.strict`` an error. Such outputs are often a sign that the teacher was run on
+    other data, or that the ids of one of the two were renumbered."""
+    if not beyond:
+        return ()
+    examples = ", ".join(map(repr, beyond[:NAMED_IN_ERRORS]))
+    if strict:
+        raise StepDistillError(f"{where} holds outputs for {len(beyond)} ids the data lacks (e.g. {examples}); drop them, or set teacher.strict: false to ignore them")
+    return (f"{where} holds outputs for {len(beyond)} of its {total} ids that the data lacks (e.g. {examples}); they were ignored (teacher.strict: true refuses them)",)
 
 
 # --- an LLM's answers ------------------------------------------------------------------------
@@ -197,7 +223,8 @@ def _llm(config: LLMTeacherConfig, data: PreparedData, device) -> BuiltTeacher:
     if data.choices is not None:
         outputs = answers_as_choice_letters(outputs, dict(zip(data.record_ids, data.choices)))
     llm = LLMTeacher(outputs, data.classes, data.text.sentence_encoder(), data.record_ids, config.eps)
-    notes = outputs_notes(outputs, llm)
+    beyond = sorted(set(outputs.answers) - set(data.record_ids))
+    notes = outputs_notes(outputs, llm) + _outputs_beyond_data(beyond, len(outputs.answers), f"the LLM teacher ({config.outputs})", config.strict)
     if config.privileged is None:
         return BuiltTeacher(llm, None, None, notes)
     started = time.perf_counter()

@@ -1,5 +1,5 @@
-"""Checking a teacher against the data, then caching its outputs by sample id (and, given a
-store, on disk across runs)."""
+"""Checking a teacher against the data (its classes by name: teachers/classes.py), then caching
+its outputs by sample id (and, given a store, on disk across runs)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,9 @@ import torch
 from stepdistill.errors import StepDistillError
 from stepdistill.teachers.base import Samples, Teacher
 from stepdistill.teachers.cache import InMemoryTeacherCache, TeacherOutputs
+from stepdistill.teachers.classes import check_teacher_classes
 from stepdistill.teachers.common import nonfinite_rows
 from stepdistill.teachers.store import Say, TeacherStore
-
-
-def check_teacher_classes(teacher_classes: tuple[str, ...] | None, data_classes: tuple[str, ...]) -> None:
-    """Raise unless the teacher's classes are the data's, in the same order. A teacher that
-    does not name its classes (None) passes; only its number of logits can be checked."""
-    if teacher_classes is None:
-        return
-    teacher, data = tuple(teacher_classes), tuple(data_classes)
-    if teacher == data:
-        return
-    extra = [repr(c) for c in teacher if c not in data]
-    lacking = [repr(c) for c in data if c not in teacher]
-    if not extra and not lacking:
-        raise StepDistillError(
-            f"teacher classes {teacher} are ordered differently from the data's {data};"
-            " retrain or export the teacher with its classes in the data's (sorted) order"
-        )
-    problems = ([f"names classes the data lacks: {', '.join(extra)}"] if extra else []) + ([f"lacks classes the data has: {', '.join(lacking)}"] if lacking else [])
-    raise StepDistillError(f"teacher classes {teacher} do not match the data's {data}: the teacher {' and '.join(problems)}; train the teacher on the same labels as the data")
 
 
 def cache_teacher(

@@ -4,7 +4,7 @@ libraries on torch's thread count, and reporting a library's failure on one line
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -71,15 +71,21 @@ def torch_thread_count() -> Iterator[None]:
         yield
 
 
-def class_names(classes: np.ndarray) -> tuple[str, ...] | None:
-    """A fitted model's ``classes_`` as names, or None when they are just the indices 0..K-1.
+def class_names(classes: np.ndarray) -> tuple[str, ...]:
+    """A fitted model's ``classes_`` named as the data names its classes (``frame_parts``): each
+    value as text, whole floats as integers (1.0 is '1'). They are compared with the data's by
+    these names, never matched by position: a model fitted on class indices (XGBoost always is)
+    names 0..K-1, which are the data's classes only where its labels are those numbers."""
+    values = np.asarray(classes)
+    if np.issubdtype(values.dtype, np.floating) and np.all(np.mod(values, 1) == 0):
+        values = values.astype(np.int64)
+    return tuple(str(c) for c in values)
 
-    Such a model was trained on class indices (XGBoost always is): the indices follow the data's
-    class order but say nothing about the names, so only the number of classes can be checked.
-    """
-    if np.issubdtype(np.asarray(classes).dtype, np.integer) and np.array_equal(classes, np.arange(len(classes))):
-        return None
-    return tuple(str(c) for c in classes)
+
+def classes_of_indices(indices: np.ndarray, data_classes: Sequence[str]) -> tuple[str, ...]:
+    """The names of the classes of a model stepdistill fitted on class indices, as it fits the
+    teachers it trains (index k is the data's k-th class)."""
+    return tuple(data_classes[int(k)] for k in indices)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from stepdistill.errors import StepDistillError, validation_message
 from stepdistill.files import StrictModel
@@ -94,7 +94,41 @@ class CNNTeacher(TrainedHereTeacher):
         return {"epochs": 6, "optimizer": "adam", "lr": 0.001, "batch_size": 64}
 
 
-class _CodeRunningTeacher(_Teacher):
+class LoadedTeacher(_Teacher):
+    """A teacher stepdistill can load, fitted elsewhere, whose classes it did not choose. They are
+    matched to the data's by name, never by position: a teacher that names its classes (a
+    fitted classifier's ``classes_``, a file's class names) must name the data's, in the data's
+    order, unless ``classes`` maps each of them to the data's class it stands for (a teacher
+    fitted on encoded labels: ``{0: malignant, 1: benign}``). A teacher that names none (a torch
+    module, a LightGBM or XGBoost model file, a file without class names) gives its outputs in
+    the data's class order; ``classes`` then maps its output positions 0..K-1."""
+
+    classes: dict[str, str] | None = Field(
+        None,
+        description="the data's class each teacher class stands for, e.g. {0: malignant, 1: benign}; keys are the teacher's classes,"
+        " or its output positions 0..K-1 when it names none",
+    )
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _one_class_each(cls, classes: object) -> object:
+        """Names or integers, as the data names classes (a number as its digits), each teacher
+        class once and each data class at most once: two teacher classes cannot be one."""
+        if not isinstance(classes, dict):
+            return classes  # None, or not a mapping: pydantic says so
+        for name in (*classes, *classes.values()):
+            if isinstance(name, bool) or not isinstance(name, (int, str)):
+                raise ValueError(f"{name!r} is neither a class name nor an integer (YAML reads yes, no, true and false unquoted as booleans: quote class names)")
+        named = {str(key): str(value) for key, value in classes.items()}
+        if len(named) < len(classes):
+            raise ValueError("names a teacher class twice, as a number and as text")
+        values = list(named.values())
+        if repeated := sorted({value for value in values if values.count(value) > 1}):
+            raise ValueError(f"maps more than one teacher class to {repeated[0]!r} (each stands for a different class of the data)")
+        return named
+
+
+class _CodeRunningTeacher(LoadedTeacher):
     """A teacher whose loading runs code from outside stepdistill (unpickling, importing a module):
     only with the user's consent, ``trust_pickle: true`` here or ``--trust-pickle``."""
 
@@ -135,9 +169,10 @@ class SklearnTeacherConfig(_CodeRunningTeacher):
         return [self.path]
 
 
-class _TreeEnsembleTeacher(_Teacher):
+class _TreeEnsembleTeacher(LoadedTeacher):
     """A gradient-boosted ensemble: loaded from ``path``, or trained here on the raw training
-    columns with ``params`` when there is none."""
+    columns with ``params`` when there is none (then on the data's own classes, so ``classes``
+    has nothing to map)."""
 
     path: Path | None = Field(None, description="a saved model; trained here on the raw columns when absent")
     params: dict = Field(default_factory=dict, description="the classifier's settings when trained here")
@@ -158,6 +193,12 @@ class _TreeEnsembleTeacher(_Teacher):
             check_parameter_names(get_args(cls.model_fields["kind"].annotation)[0], params)
         return params
 
+    @model_validator(mode="after")
+    def _classes_of_a_loaded_model(self) -> _TreeEnsembleTeacher:
+        if self.classes is not None and self.path is None:
+            raise ValueError("classes maps a loaded model's classes, and without path the teacher is trained here on the data's own (remove classes, or set path)")
+        return self
+
 
 class LightGBMTeacherConfig(_TreeEnsembleTeacher):
     kind: Literal["lightgbm"]
@@ -167,10 +208,17 @@ class XGBoostTeacherConfig(_TreeEnsembleTeacher):
     kind: Literal["xgboost"]
 
 
-class FileTeacherConfig(_Teacher):
+# Outputs for ids the data lacks most often mean a teacher run on other data, or ids renumbered
+# on one side; they may also be a file covering more data than this run's on purpose, so by
+# default they are a warning, and ``strict: true`` makes them an error.
+STRICT_DESCRIPTION = "refuse outputs for ids the data lacks (by default they are ignored, with a warning giving their count)"
+
+
+class FileTeacherConfig(LoadedTeacher):
     kind: Literal["file"]
     path: Path = Field(..., description="Parquet or NPZ: sample id, logits or probabilities, optional rationale")
     id_column: str = "id"
+    strict: bool = Field(False, description=STRICT_DESCRIPTION)
 
     def files(self) -> list[Path]:
         return [self.path]
@@ -200,7 +248,8 @@ class LLMTeacherConfig(_Teacher):
     (``datasets/<task>/``), every split of ``task`` read. Multiple choice: a label may be the
     choice's text or its letter. With ``privileged``, the teacher's labels come from a model
     trained here on the human labels that also reads the rationale's embedding (generalized
-    distillation); without, from the LLM's own answers."""
+    distillation); without, from the LLM's own answers. Outputs for records the data lacks are
+    ignored with a warning, or refused with ``strict``."""
 
     kind: Literal["llm"]
     outputs: Path = Field(..., description="teacher outputs: a JSONL file, or the distilling-step-by-step data folder (format: dsbs)")
@@ -212,6 +261,7 @@ class LLMTeacherConfig(_Teacher):
     rationale_field: str = "rationale"
     distribution_field: str | None = "label_distribution"
     eps: float = Field(0.01, gt=0, lt=0.5, description="label distributions are clipped to [eps, 1 - eps] so logits stay finite")
+    strict: bool = Field(False, description=STRICT_DESCRIPTION)
     privileged: PrivilegedModel | None = None
     seed: int = 0
 

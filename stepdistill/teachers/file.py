@@ -30,7 +30,7 @@ PROBABILITY_FLOOR = 1e-6
 
 class FileTeacher(Teacher):
     """Outputs read once from ``path`` and looked up by sample id; rows for ids the samples do
-    not ask for are ignored, so one file may cover more data.
+    not ask for are not read (the builder warns of those the whole data lacks, ``ids_beyond``).
 
     Parquet (``.parquet``, ``.pq``): the ``id_column``; logits as a list column ``logits`` or
     columns ``logit_0..logit_{K-1}``, or probabilities as ``probs`` or ``prob_0..`` (logits win
@@ -75,6 +75,15 @@ class FileTeacher(Teacher):
             examples = ", ".join(str(int(i)) for i in missing[:3])
             raise StepDistillError(f"teacher file {self.path} lacks {len(missing)} of the data's sample ids (e.g. {examples}); it must hold one row per sample id")
         return self._outputs.take(ids)
+
+    @property
+    def n_ids(self) -> int:
+        return len(self._ids)
+
+    def ids_beyond(self, data_ids: np.ndarray) -> list[int]:
+        """The sample ids the file holds and ``data_ids`` (the data's) lack, sorted."""
+        ids = self._ids.numpy()
+        return np.sort(ids[~np.isin(ids, data_ids)]).tolist()
 
     def predict_logits(self, samples: Samples) -> torch.Tensor:
         raise StepDistillError(f"teacher file {self.path} holds outputs computed elsewhere, and a file of outputs cannot predict new rows; predict with the model that wrote it")

@@ -25,7 +25,10 @@ class ModuleTeacher(Teacher):
     ``batch_size``, on the module's device.
 
     Logits: the forward output when it is a tensor, else its ``.logits`` (as in ``Outputs``); a
-    1-D output is one logit per sample. Rationale: the output of the submodule named
+    1-D output is one logit per sample. A module names no classes (``classes`` is None), so its
+    outputs are, by contract, the data's classes in the data's order (one logit, class 1's, for
+    two classes): as the teachers trained here are, and as ``teacher.classes`` can make a loaded
+    one whose outputs are in another order (``RelabelledTeacher``). Rationale: the output of the submodule named
     ``rationale_layer`` in ``module.named_modules()``, captured by a forward hook; a 4-D feature
     map (N, C, H, W) is averaged over H and W (``pool="mean"``) or flattened (``pool="none"``),
     any other shape is flattened per sample. Without ``rationale_layer`` the rationale is
