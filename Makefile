@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/stepdistill demo --out runs/demo
+	$(BIN)/stepdistill demo --out runs/demo --overwrite
 
 # The layers of the package (import-linter, pyproject.toml), then the tests. The HTML report tests
 # open the pages in headless Chromium, installed here when missing. Two workers, one thread each:

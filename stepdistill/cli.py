@@ -226,33 +226,35 @@ def predict(
     input: Path = typer.Argument(..., help="CSV, Parquet or JSONL file with the columns the student was trained on (a text student: its text columns)."),
     method: str | None = METHOD_OPTION,
     run: int = RUN_OPTION,
-    out: Path | None = typer.Option(None, help="CSV file for the predictions; default: standard output."),
+    out: Path | None = typer.Option(None, help="CSV file for the predictions (new, unless --overwrite); default: standard output."),
     rationale: bool = typer.Option(False, "--rationale", help="An lm-train student: also write each row's generated rationale."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file if it exists."),
 ) -> None:
     """Classes and class probabilities of a saved student for every row of INPUT (an lm-train student: its generated label)."""
     from stepdistill.commands import predict_into
 
-    written = predict_into(run_dir, input, method, run, rationale, out)
+    written = predict_into(run_dir, input, method, run, rationale, out, overwrite)
     if out is None:
         sys.stdout.write(written)
     else:
-        err_console.print(f"wrote {written} predictions to {out}")
+        _say(f"wrote {written} predictions to {out}")
 
 
 @app.command()
 @_guarded
 def export(
     run_dir: Path = RUN_DIR_ARGUMENT,
-    format: str = typer.Option(..., help="onnx (the student with its preprocessing: one input per raw column, double or string; outputs probabilities and label; an unseen category is an error, a NaN number gives NaN), sklearn (a logistic student as a pipeline on the raw columns, skops), or safetensors."),
+    format: str = typer.Option(..., help="onnx (the student with its preprocessing: one input per raw column, double or string; outputs probabilities and label; an unseen category is an error, a NaN number gives NaN unless trained with data.missing: impute), sklearn (a logistic student as a pipeline on the raw columns, skops), or safetensors."),
     method: str | None = METHOD_OPTION,
     run: int = RUN_OPTION,
-    out: Path | None = typer.Option(None, help="The file to write; default: RUN_DIR/exports/<student or method>.<suffix>."),
+    out: Path | None = typer.Option(None, help="The file to write (new, unless --overwrite); default: RUN_DIR/exports/<student or method>.<suffix>."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the file if it exists."),
 ) -> None:
     """The saved student in a format other tools load, checked against the student before it is written."""
     from stepdistill.commands import export_from
 
-    checked = export_from(run_dir, format, method, run, out)
-    err_console.print(
+    checked = export_from(run_dir, format, method, run, out, overwrite)
+    _say(
         f"wrote {checked['path']}; largest difference from the student on {checked['probe_rows']} probe rows: "
         f"{checked['max_abs_difference']:.2e} (at most {checked['tolerance']:g})"
     )
@@ -272,7 +274,7 @@ def lm_teach(
 
 
 def _say(message: str) -> None:
-    """A progress line on standard error."""
+    """A line on standard error, whole (not wrapped to a width) and as written (no markup)."""
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
 

@@ -25,7 +25,7 @@ from stepdistill.experiment.lm import LMTrack
 from stepdistill.experiment.loop import Experiment, Track, run_fractions
 from stepdistill.experiment.summary import divergence_lines
 from stepdistill.experiment.tabular import TabularTrack
-from stepdistill.files import read_yaml_mapping
+from stepdistill.files import read_yaml_mapping, write_atomically
 from stepdistill.lm.config import LMTrainConfig, load_lm_train_config
 from stepdistill.progress import SILENT, Progress
 from stepdistill.report.ablation import render_ablation_table, write_ablation
@@ -66,6 +66,15 @@ def check_out(out: Path) -> None:
     """Fail before any work, not after, when the output path cannot be a directory."""
     if out.exists() and not out.is_dir():
         raise StepDistillError(f"--out {out} is a file; pass a directory")
+
+
+def check_out_file(out: Path, overwrite: bool, example: str) -> None:
+    """Fail before any work when the file a command would write cannot be written as asked: a
+    directory, or a file that exists and ``overwrite`` (``--overwrite``) does not replace."""
+    if out.is_dir():
+        raise StepDistillError(f"--out {out} is a directory; pass a file name such as {example}")
+    if out.exists() and not overwrite:
+        raise StepDistillError(f"{out} exists; pass --overwrite to replace it, or another --out")
 
 
 def _require_writable(path: Path) -> None:
@@ -308,15 +317,18 @@ def _path_or_none(value: str | None) -> Path | None:
 # --- predictions, exports and an LLM teacher ---------------------------------------------------
 
 
-def predict_into(run_dir: Path, rows: Path, method: str | None, run: int, rationale: bool, out: Path | None) -> str | int:
+def predict_into(run_dir: Path, rows: Path, method: str | None, run: int, rationale: bool, out: Path | None, overwrite: bool = False) -> str | int:
     """A saved student's predictions for every row of the file ``rows`` (read once the student
     is found; for a classifier, with the reading options of its training data): a classifier's
     class and class probabilities (the chosen student, or ``method``'s of run ``run``), or a
     generative student's label (and with ``rationale`` its rationale) as it generates them.
-    Written as CSV to ``out`` (then: how many rows), else returned as CSV text."""
+    Written as CSV to ``out``, new or with ``overwrite`` replaced whole (then: how many rows),
+    else returned as CSV text."""
     from stepdistill.lm.predict import lm_manifest, lm_predictions
     from stepdistill.run_dir import classifier_predictions, load_student, student_directory
 
+    if out is not None:
+        check_out_file(out, overwrite, "preds.csv")
     if lm_manifest(run_dir) is not None:
         if method is not None:
             raise StepDistillError("an lm-train run keeps its chosen student only; drop --method")
@@ -328,23 +340,23 @@ def predict_into(run_dir: Path, rows: Path, method: str | None, run: int, ration
         table = classifier_predictions(student, read_frame(rows, **student.read_options))
     if out is None:
         return table.to_csv(index=False)
-    if out.is_dir():
-        raise StepDistillError(f"--out {out} is a directory; pass a file name such as preds.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    write_atomically(out, table.to_csv(index=False).encode())
     return len(table)
 
 
-def export_from(run_dir: Path, format: str, method: str | None, run: int, out: Path | None) -> dict:
+def export_from(run_dir: Path, format: str, method: str | None, run: int, out: Path | None, overwrite: bool = False) -> dict:
     """The saved student (the chosen one, or ``method``'s of run ``run``) exported in ``format``
-    to ``out`` (default: ``exports/`` in the run directory), checked against the student."""
+    to ``out`` (default: ``exports/`` in the run directory), new or with ``overwrite`` replaced
+    whole, checked against the student."""
     from stepdistill.export import FORMATS, SUFFIXES, export_student
     from stepdistill.run_dir import load_student, student_directory
 
     if format not in FORMATS:
         raise StepDistillError(f"unknown --format '{format}'; choose one of {', '.join(FORMATS)}")
+    path = out or run_dir / "exports" / f"{method or 'student'}{SUFFIXES[format]}"
+    check_out_file(path, overwrite, f"student{SUFFIXES[format]}")
     student = load_student(student_directory(run_dir, method, run))
-    return export_student(student, format, out or run_dir / "exports" / f"{method or 'student'}{SUFFIXES[format]}")
+    return export_student(student, format, path)
 
 
 def teach_from(config: Path, out: Path | None, say) -> list[str]:

@@ -10,9 +10,10 @@ The ONNX model takes the raw columns, preprocessing included: one input per colu
 double for a numeric column and string for a categorical one (a missing category as
 ``"<missing>"``); its outputs are ``probabilities`` (N, C), in the order of the classes, and
 ``label`` (N,), the most probable class. Like the student, it refuses a category it never saw
-(onnxruntime raises); unlike the student, it does not refuse a NaN number but returns NaN
-probabilities. The column types and class names are in the model's metadata, so onnxruntime and
-pandas are all it takes to use it::
+(onnxruntime raises), and a student trained with ``data.missing: impute`` fills a NaN number
+with its training mean; unlike the student, one trained without imputation does not refuse a NaN
+number but returns NaN probabilities. The column types and class names are in the model's
+metadata, so onnxruntime and pandas are all it takes to use it::
 
     import json
 
@@ -41,12 +42,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stepdistill.data.encode import MISSING_CATEGORY
 from stepdistill.errors import StepDistillError
+from stepdistill.files import write_atomically
+from stepdistill.progress import quiet_logger
 from stepdistill.run_dir import SavedStudent
 from stepdistill.students.logistic import LogisticModel
 
@@ -57,34 +60,51 @@ ONNX_TOLERANCE = 1e-5
 # The pipeline computes in float64 where the student computes in float32.
 SKLEARN_TOLERANCE = 1e-5
 PROBE_ROWS = 1024
+# The share of a probe's numbers left missing, for a student that fills them (data.missing: impute).
+PROBE_MISSING_SHARE = 0.1
 PROBABILITIES, LABEL = "probabilities", "label"
 ROWS_DIM = "rows"
 ONNX_USAGE = (
     "one input per raw column, shape (N, 1): numbers as double, categories as strings (a missing one as"
     f" '{MISSING_CATEGORY}'); outputs {PROBABILITIES} (N, C) float in the order of classes and {LABEL} (N,);"
-    " an unseen category is an error, as with the student; a NaN number gives NaN probabilities where the student refuses it"
+    " an unseen category is an error, as with the student; a NaN number gives NaN probabilities where the student refuses it,"
+    " and the training mean where the student was trained with data.missing: impute"
 )
 
 
-def probe_frame(student: SavedStudent, n: int = PROBE_ROWS, seed: int = 0) -> pd.DataFrame:
+def probe_frame(student: SavedStudent, n: int = PROBE_ROWS, seed: int = 0, missing: bool = True) -> pd.DataFrame:
     """``n`` raw rows like the training rows: each number drawn around its training mean with its
-    spread, each category among the student's."""
+    spread, each category among the student's (its missing level, where it has one, as a missing
+    value). With ``missing``, a student that imputes (``data.missing: impute``) also gets missing
+    numbers, a share ``PROBE_MISSING_SHARE`` of each column."""
     rng = np.random.default_rng(seed)
     encoder = student.encoder
     columns = {c: encoder.mean_[i] + encoder.scale_[i] * rng.standard_normal(n) for i, c in enumerate(encoder.numeric_)}
-    columns |= {c: rng.choice(categories, n) for c, categories in zip(encoder.categorical_, encoder.categories_)}
+    if missing and encoder.missing == "impute":
+        columns = {c: np.where(rng.random(n) < PROBE_MISSING_SHARE, np.nan, values) for c, values in columns.items()}
+    for column, categories in zip(encoder.categorical_, encoder.categories_):
+        drawn = rng.choice(np.asarray(categories, dtype=object), n)
+        columns[column] = np.where(drawn == MISSING_CATEGORY, np.nan, drawn) if missing else drawn
     return pd.DataFrame(columns)[encoder.columns_]
 
 
 class _Probabilities(nn.Module):
     """The student's class probabilities, (N, C) like ``class_probabilities``, from encoded rows
-    in float64 (what the preprocessing graph gives), rounded to float32 as ``FeatureEncoder`` does."""
+    in float64 (what the preprocessing graph gives), rounded to float32 as ``FeatureEncoder`` does.
 
-    def __init__(self, model: nn.Module):
+    With ``fills`` (a student that imputes), a missing number, NaN after scaling, becomes its
+    column's scaled training mean first: the ``FeatureEncoder``'s imputation, in float64 as there.
+    It is done here rather than in the preprocessing graph because onnxruntime runs the ONNX
+    imputation operator (ai.onnx.ml Imputer) on float32 only, which would round the raw numbers."""
+
+    def __init__(self, model: nn.Module, fills: torch.Tensor | None = None):
         super().__init__()
         self.model = model
+        self.fills = fills
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.fills is not None:
+            features = torch.where(torch.isnan(features), self.fills, features)
         logits = self.model(features.float()).logits
         if logits.shape[1] == 1:
             p1 = torch.sigmoid(logits)
@@ -99,27 +119,22 @@ def export_student(student: SavedStudent, format: str, path: Path) -> dict:
     if student.text is not None and format != "safetensors":
         # Its preprocessing starts with a transformer sentence encoder, which is not in these graphs.
         raise StepDistillError(f"a text student exports as safetensors only ({format} would leave out its sentence encoder); pass --format safetensors")
-    if student.encoder.missing == "impute" and format != "safetensors":
-        # The converted preprocessing has no imputation step: the graph would pass NaN on.
-        raise StepDistillError(f"a student trained with data.missing: impute exports as safetensors only ({format} would not fill missing values); pass --format safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     return {"onnx": _onnx, "sklearn": _sklearn, "safetensors": _safetensors}[format](student, path)
 
 
 def _onnx(student: SavedStudent, path: Path) -> dict:
     _require("onnxruntime", "onnxscript", "onnx", "skl2onnx")
-    import onnx
     import onnxruntime
 
-    staged = path.with_name(path.name + ".partial")
-    onnx.save(onnx_model(student), str(staged))
+    exported = onnx_model(student).SerializeToString()
     probe = probe_frame(student)
     encoder = student.encoder
-    feed = {c: probe[[c]].to_numpy(np.float64) for c in encoder.numeric_} | {c: probe[[c]].astype(str).to_numpy() for c in encoder.categorical_}
-    session = onnxruntime.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
-    [exported] = session.run([PROBABILITIES], feed)
-    difference = float(np.abs(exported - student.predict_proba(probe)).max())
-    return _accept(staged, path, difference, ONNX_TOLERANCE, "ONNX (onnxruntime)")
+    # Fed as the module's docstring says to: a missing category as its level's name.
+    feed = {c: probe[[c]].to_numpy(np.float64) for c in encoder.numeric_} | {c: probe[[c]].fillna(MISSING_CATEGORY).astype(str).to_numpy() for c in encoder.categorical_}
+    session = onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"])
+    [probabilities] = session.run([PROBABILITIES], feed)
+    difference = float(np.abs(probabilities - student.predict_proba(probe)).max())
+    return _accept(exported, path, difference, ONNX_TOLERANCE, "ONNX (onnxruntime)")
 
 
 def onnx_model(student: SavedStudent):
@@ -166,12 +181,21 @@ def onnx_model(student: SavedStudent):
 
 
 def _network_graph(student: SavedStudent):
-    """The student's network as ONNX: encoded rows ``features`` (N, d) float64 to ``probabilities``."""
-    with warnings.catch_warnings():  # the exporter's deprecation notices are about torch's internals, not the user's model
+    """The student's network as ONNX: encoded rows ``features`` (N, d) float64 to ``probabilities``,
+    a missing number filled first where the student imputes."""
+    encoder = student.encoder
+    fills = None
+    if encoder.missing == "impute":
+        # Each number's training mean, scaled as the encoder scales it; the one-hot columns are never NaN.
+        scaled = np.concatenate([(encoder.fill_ - encoder.mean_) / encoder.scale_, np.zeros(len(encoder.feature_names) - len(encoder.numeric_))])
+        fills = torch.from_numpy(scaled)
+    # The exporter's deprecation notices and its log lines about torchvision's operators (absent
+    # here) are about torch's internals, not the user's model.
+    with warnings.catch_warnings(), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            _Probabilities(student.model).eval(),
-            (torch.zeros(2, len(student.encoder.feature_names), dtype=torch.float64),),
+            _Probabilities(student.model, fills).eval(),
+            (torch.zeros(2, len(encoder.feature_names), dtype=torch.float64),),
             input_names=["features"],
             output_names=[PROBABILITIES],
             dynamic_shapes=({0: torch.export.Dim(ROWS_DIM)},),
@@ -189,17 +213,16 @@ def _sklearn(student: SavedStudent, path: Path) -> dict:
     _require("skops")
     import skops.io
 
-    pipeline = sklearn_pipeline(student)
-    staged = path.with_name(path.name + ".partial")
-    skops.io.dump(pipeline, staged)
-    loaded = skops.io.load(staged, trusted=skops.io.get_untrusted_types(file=staged))
+    exported = skops.io.dumps(sklearn_pipeline(student))
+    loaded = skops.io.loads(exported, trusted=skops.io.get_untrusted_types(data=exported))
     probe = probe_frame(student)
     difference = float(np.abs(loaded.predict_proba(probe) - student.predict_proba(probe)).max())
-    return _accept(staged, path, difference, SKLEARN_TOLERANCE, "scikit-learn pipeline")
+    return _accept(exported, path, difference, SKLEARN_TOLERANCE, "scikit-learn pipeline")
 
 
 def sklearn_pipeline(student: SavedStudent):
-    """The fitted Pipeline(ColumnTransformer, LogisticRegression) equal to a logistic student."""
+    """The fitted Pipeline(ColumnTransformer, LogisticRegression) equal to a logistic student; it
+    imputes missing values (NaN) as the student does where the student was trained to."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
@@ -210,29 +233,35 @@ def sklearn_pipeline(student: SavedStudent):
     classifier.coef_, classifier.intercept_ = weight, bias
     classifier.n_features_in_ = weight.shape[1]
     classifier.n_iter_ = np.zeros(1, dtype=np.int32)
-    return Pipeline([("columns", column_transformer(student)), ("classifier", classifier)])
+    return Pipeline([("columns", column_transformer(student, impute=student.encoder.missing == "impute")), ("classifier", classifier)])
 
 
-def column_transformer(student: SavedStudent):
+def column_transformer(student: SavedStudent, impute: bool = False):
     """The student's preprocessing as a fitted scikit-learn ColumnTransformer: standardized numbers
-    then one-hot categories, in the encoder's order, refusing unseen categories as the student does."""
+    then one-hot categories, in the encoder's order, refusing unseen categories as the student does.
+    With ``impute``, missing values (NaN) are filled first as the encoder fills them: a number with
+    its training mean, a category with its own level. (The ONNX model does without: its string
+    inputs carry that level themselves, and its network graph fills the numbers.)"""
     from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     encoder = student.encoder
-    columns = ColumnTransformer(
-        [
-            ("numeric", StandardScaler(), encoder.numeric_),
-            ("categorical", OneHotEncoder(categories=[list(c) for c in encoder.categories_], handle_unknown="error"), encoder.categorical_),
-        ],
-        verbose_feature_names_out=False,
-    )
-    # Fitting on probe rows sets every fitted attribute; the scaler's statistics are then the
-    # student's own (the categories were given explicitly above).
-    probe = probe_frame(student, n=max(2, max((len(c) for c in encoder.categories_), default=2)))
+    numeric, categorical = StandardScaler(), OneHotEncoder(categories=[list(c) for c in encoder.categories_], handle_unknown="error")
+    if impute:
+        numeric = make_pipeline(SimpleImputer(strategy="mean"), numeric)
+        categorical = make_pipeline(SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY), categorical)
+    columns = ColumnTransformer([("numeric", numeric, encoder.numeric_), ("categorical", categorical, encoder.categorical_)], verbose_feature_names_out=False)
+    # Fitting on probe rows sets every fitted attribute; the scaler's statistics (and the imputer's)
+    # are then the student's own (the categories were given explicitly above).
+    probe = probe_frame(student, n=max(2, max((len(c) for c in encoder.categories_), default=2)), missing=False)
     columns.fit(probe.assign(**{c: probe[c].astype(object) for c in encoder.categorical_}))
-    scaler = columns.named_transformers_["numeric"]
+    fitted = columns.named_transformers_["numeric"]
+    scaler = fitted[-1] if impute else fitted
     scaler.mean_, scaler.scale_, scaler.var_ = encoder.mean_.copy(), encoder.scale_.copy(), encoder.scale_**2
+    if impute:
+        fitted[0].statistics_ = encoder.fill_.copy()
     return columns
 
 
@@ -242,19 +271,17 @@ def _safetensors(student: SavedStudent, path: Path) -> dict:
     if student.text is not None:
         metadata["text"] = json.dumps(student.text.to_json())
     tensors = {name: t.detach().contiguous() for name, t in student.model.state_dict().items()}
-    staged = path.with_name(path.name + ".partial")
-    save_file(tensors, staged, metadata=metadata)
-    reloaded = load_file(staged)
+    exported = safetensors.torch.save(tensors, metadata=metadata)
+    reloaded = safetensors.torch.load(exported)
     difference = max(float((reloaded[name] - t).abs().max()) for name, t in tensors.items()) if tensors else 0.0
-    return _accept(staged, path, difference, 0.0, "safetensors")
+    return _accept(exported, path, difference, 0.0, "safetensors")
 
 
-def _accept(staged: Path, path: Path, difference: float, tolerance: float, what: str) -> dict:
-    """Move the checked file into place, or remove it and refuse."""
+def _accept(exported: bytes, path: Path, difference: float, tolerance: float, what: str) -> dict:
+    """Write the checked file, replacing any file at ``path`` whole, or refuse it."""
     if not difference <= tolerance:
-        staged.unlink(missing_ok=True)
         raise StepDistillError(f"the {what} export differs from the student by {difference:.2e} (over {tolerance:g}); nothing was written")
-    staged.replace(path)
+    write_atomically(path, exported)
     return {"path": str(path), "max_abs_difference": difference, "tolerance": tolerance, "probe_rows": PROBE_ROWS}
 
 

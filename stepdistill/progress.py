@@ -3,10 +3,13 @@
 The experiment code reports through a ``Progress`` and never prints; the command line chooses how
 it shows: progress bars on a terminal (``Bars``), one plain line per note and per task started
 when the output is a log (``Lines``), or nothing (``SILENT``, for ``--quiet`` and library use).
+What libraries would print on their own (their log lines, their bars) is kept off for the calls
+that would print it (``quiet_logger``, ``without_transformers_bars``).
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager, contextmanager
 from typing import Callable, Iterator, Protocol, TextIO
 
@@ -88,3 +91,31 @@ class Bars:
             yield lambda steps=1: self.bars.advance(task_id, steps)
         finally:
             self.bars.remove_task(task_id)
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """The log records of the logger ``name`` and its children below errors dropped for the
+    block: a library's notices about its own workings, which are not the user's concern."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def without_transformers_bars() -> Iterator[None]:
+    """transformers' own progress bars (loading weights) off for the block, as they were after:
+    stepdistill says what it does itself, and ``--quiet`` means quiet."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -71,6 +72,23 @@ def test_demo_nonlinear_runs_end_to_end(tmp_path, monkeypatch):
     assert results["teacher"]["kind"] == "mlp"
     # an MLP teacher beats the logistic control on data a linear model cannot fit
     assert results["teacher"]["test"]["accuracy"]["mean"] > results["methods"]["baseline"]["test"]["accuracy"]["mean"] + 0.05
+
+
+def test_make_demo_twice_replaces_the_earlier_demo(tmp_path, monkeypatch):
+    """The Makefile's demo command, run twice where make runs it (the project folder, here a
+    temporary one): the second replaces what the first wrote."""
+    import stepdistill.presets as presets
+
+    [recipe] = [line.split() for line in (Path(__file__).parents[1] / "Makefile").read_text().splitlines() if line.startswith("\t$(BIN)/stepdistill demo")]
+    monkeypatch.setattr(presets, "DEMO_ROWS", 3000)
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, ["--quiet", *recipe[1:]])
+    assert first.exit_code == 0, first.output
+    (tmp_path / "runs" / "demo" / "notes.png").write_bytes(b"left by the first demo")
+    second = runner.invoke(app, ["--quiet", *recipe[1:]])
+    assert second.exit_code == 0, second.output
+    assert json.loads((tmp_path / "runs" / "demo" / "results.json").read_text())["config"]["preset"] == "article"
+    assert not (tmp_path / "runs" / "demo" / "notes.png").exists()
 
 
 def test_the_cli_names_the_presets_as_they_are_defined():

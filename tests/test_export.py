@@ -2,6 +2,7 @@
 scikit-learn pipeline through skops (both usable without stepdistill), safetensors with its description."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -31,23 +32,25 @@ from stepdistill.students.logistic import LogisticModel
 from tests.test_run_dir import _mixed
 
 runner = CliRunner()
+STUDENTS = {"logistic": {"kind": "logistic"}, "mlp": {"kind": "mlp", "hidden": [8]}}
+
+
+def _saved_run(directory, frame, student: dict, data: dict | None = None):
+    """``frame`` trained on (one run, 3 epochs) and its students saved in ``directory``."""
+    config = ExperimentConfig.model_validate(
+        {"data": {"id_column": "sample", **(data or {})}, "student": student, "training": {"epochs": 3, "lr": 0.05}, "evaluation": {"repeats": 1}}
+    )
+    experiment = run_tabular(config, frame)
+    results, runs = experiment.results, experiment.students
+    write_report(results, directory, lambda staging: write_students(staging, results, runs, fingerprint(frame), config.data.read_options()))
+    return directory
 
 
 @pytest.fixture(scope="module")
 def saved_runs(tmp_path_factory):
     """A run directory per student kind, trained on mixed data, and rows it never saw."""
-    out = {}
     frame = _mixed(1500)
-    for kind, student in {"logistic": {"kind": "logistic"}, "mlp": {"kind": "mlp", "hidden": [8]}}.items():
-        config = ExperimentConfig.model_validate(
-            {"data": {"id_column": "sample"}, "student": student, "training": {"epochs": 3, "lr": 0.05}, "evaluation": {"repeats": 1}}
-        )
-        experiment = run_tabular(config, frame)
-        results, runs = experiment.results, experiment.students
-        run_dir = tmp_path_factory.mktemp(kind)
-        write_report(results, run_dir, lambda staging: write_students(staging, results, runs, fingerprint(frame), config.data.read_options()))
-        out[kind] = run_dir
-    return out, _mixed(500, seed=11).drop(columns="label")
+    return {kind: _saved_run(tmp_path_factory.mktemp(kind), frame, student) for kind, student in STUDENTS.items()}, _mixed(500, seed=11).drop(columns="label")
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +175,85 @@ def test_safetensors_carries_the_students_description(saved_runs, tmp_path):
     encoded = torch.from_numpy(student.encoder.transform(rows))
     with torch.no_grad():
         assert np.array_equal(class_probabilities(rebuilt(encoded).logits), student.predict_proba(rows))
+
+
+def _with_gaps(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``frame`` with x0, on which the label depends, moved to a mean of 5, and about a tenth of x0
+    and of city missing: a number filled with anything but its training mean, scaled as the
+    student scales it, changes the probabilities."""
+    rng = np.random.default_rng(seed)
+    return frame.assign(x0=(frame["x0"] + 5).mask(rng.random(len(frame)) < 0.1), city=frame["city"].mask(rng.random(len(frame)) < 0.1))
+
+
+@pytest.mark.parametrize("kind", ["logistic", "mlp"])
+def test_a_student_trained_with_missing_impute_exports_to_onnx_and_fills_gaps_as_it_does(tmp_path, kind):
+    run_dir = _saved_run(tmp_path / "run", _with_gaps(_mixed(1500), seed=0), STUDENTS[kind], {"missing": "impute"})
+    student = load_student(student_directory(run_dir))
+    assert student.encoder.missing == "impute" and "<missing>" in student.encoder.categories_[0]
+    # The check before writing covers rows with gaps, in numbers and categories.
+    probe = export.probe_frame(student)
+    assert probe["x0"].isna().mean() == pytest.approx(export.PROBE_MISSING_SHARE, abs=0.03) and probe["city"].isna().any()
+    result = runner.invoke(app, ["export", str(run_dir), "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    rows = _with_gaps(_mixed(400, seed=5).drop(columns=["label", "sample"]), seed=6)
+    gaps = rows.isna().any(axis=1).to_numpy()
+    assert 40 < gaps.sum() < 120
+    session = onnxruntime.InferenceSession(str(run_dir / "exports" / "student.onnx"), providers=["CPUExecutionProvider"])
+    # Fed as the module's docstring says: numbers as float64 (NaN where missing), categories as strings, "<missing>" where missing.
+    feed = {c: rows[[c]].to_numpy("float64") for c in ["x0", "x1", "x2"]} | {"city": rows[["city"]].fillna("<missing>").astype(str).to_numpy()}
+    [probabilities] = session.run(["probabilities"], feed)
+    expected = student.predict_proba(rows)
+    assert np.abs(probabilities[gaps] - expected[gaps]).max() <= 1e-5 and np.abs(probabilities - expected).max() <= 1e-5
+    # As the student fills them: a missing x0 is x0 at its training mean (about 5).
+    assert student.encoder.fill_[0] == pytest.approx(5, abs=0.2)
+    assert np.abs(probabilities - student.predict_proba(rows.assign(x0=rows["x0"].fillna(student.encoder.fill_[0])))).max() <= 1e-5
+
+
+def test_a_logistic_student_trained_with_missing_impute_exports_as_a_pipeline_that_fills_gaps(tmp_path):
+    run_dir = _saved_run(tmp_path / "run", _with_gaps(_mixed(1500), seed=0), {"kind": "logistic"}, {"missing": "impute"})
+    path = tmp_path / "student.skops"
+    result = runner.invoke(app, ["export", str(run_dir), "--format", "sklearn", "--out", str(path)])
+    assert result.exit_code == 0, result.output
+    import skops.io
+
+    pipeline = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    rows = _with_gaps(_mixed(400, seed=5).drop(columns=["label", "sample"]), seed=6)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    read_back = pd.read_csv(tmp_path / "rows.csv")  # gaps as a CSV gives them: NaN in numbers and in text
+    assert read_back.isna().any(axis=1).sum() > 40
+    student = load_student(student_directory(run_dir))
+    assert np.abs(pipeline.predict_proba(read_back) - student.predict_proba(read_back)).max() <= 1e-5
+
+
+def test_an_existing_export_is_refused_without_overwrite_and_replaced_with_it(saved_runs, onnx_exports, tmp_path):
+    run_dirs, _ = saved_runs
+    default = run_dirs["logistic"] / "exports" / "student.onnx"
+    assert onnx_exports["logistic"].exit_code == 0
+    before = default.read_bytes()
+    again = runner.invoke(app, ["export", str(run_dirs["logistic"]), "--format", "onnx"])
+    assert "student.onnx exists; pass --overwrite" in one_error_line(again, alone=True)
+    assert default.read_bytes() == before and sorted(p.name for p in default.parent.iterdir()) == ["student.onnx"]
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"an earlier file")
+    arguments = ["export", str(run_dirs["mlp"]), "--format", "safetensors", "--out", str(path)]
+    assert "--overwrite" in one_error_line(runner.invoke(app, arguments), alone=True)
+    assert path.read_bytes() == b"an earlier file"
+    replaced = runner.invoke(app, [*arguments, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["classes"]) == ["no", "yes"]
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left beside it
+    assert "is a directory; pass a file name such as student.safetensors" in one_error_line(runner.invoke(app, [*arguments[:-1], str(tmp_path), "--overwrite"]))
+
+
+def test_export_prints_its_one_line_and_nothing_else(saved_runs, tmp_path):
+    """In a process of its own, as a user runs it: torch's exporter logs through handlers made
+    when torch is imported, which a CliRunner in this process (torch imported) does not capture."""
+    run_dirs, _ = saved_runs
+    path = tmp_path / "student.onnx"
+    done = subprocess.run([sys.executable, "-m", "stepdistill", "export", str(run_dirs["mlp"]), "--format", "onnx", "--out", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert re.fullmatch(rf"wrote {re.escape(str(path))}; largest difference from the student on 1024 probe rows: \d\.\d\de-\d\d \(at most 1e-05\)", line), line

@@ -95,6 +95,7 @@ def test_two_processes_reproduce_one_and_write_each_file_once(runs):
 
 def test_predict_writes_the_students_generations_for_new_records(runs, tmp_path, dsbs_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     from stepdistill.data.llm_outputs import read_dsbs
     from stepdistill.lm.evaluate import generate
@@ -105,8 +106,14 @@ def test_predict_writes_the_students_generations_for_new_records(runs, tmp_path,
     new = tmp_path / "new.jsonl"
     frame[["id", "question", "choices"]].to_json(new, orient="records", lines=True)
     out = tmp_path / "predictions.csv"
-    result = CliRunner().invoke(app, ["predict", str(runs[1]), str(new), "--rationale", "--out", str(out)])
+    # transformers' bars on, as in a process of its own (lm-train, run in this one, turned them off).
+    transformers_logging.enable_progress_bar()
+    try:
+        result = CliRunner().invoke(app, ["predict", str(runs[1]), str(new), "--rationale", "--out", str(out)])
+    finally:
+        transformers_logging.disable_progress_bar()
     assert result.exit_code == 0, result.output
+    assert result.stderr == f"wrote {N_TEST} predictions to {out}\n"  # its own line: no bar of the model's loading
     predictions = pd.read_csv(out, keep_default_na=False)
     assert list(predictions.columns) == ["id", "prediction", "generated", "rationale"]
     assert list(predictions["id"]) == list(frame["id"])

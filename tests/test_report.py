@@ -1,5 +1,7 @@
 import json
 
+import matplotlib.colors
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -182,3 +184,42 @@ def test_plot_failure_leaves_existing_out_dir_untouched(results, tmp_path, monke
     assert [path.name for path in out_dir.iterdir()] == ["results.json"]
     assert (out_dir / "results.json").read_text() == "previous run"
     assert list(tmp_path.iterdir()) == [out_dir]
+
+
+@pytest.mark.parametrize("latencies_ms", [(0.2, 0.22, 0.25), (0.15, 0.3, 0.45), (2.8, 3.0, 3.4), (0.2, 3.0, 27.3)])
+def test_the_latency_axis_labels_its_ticks_as_plain_distinct_numbers(results, latencies_ms):
+    """Narrow ranges below 1 once read "2e-01" on every tick; each label must now be the number
+    at its tick, written plainly, and no two alike."""
+    for entry, latency in zip((results["teacher"], *results["methods"].values()), latencies_ms, strict=True):
+        entry["speed"] = {"one_row_ms": latency}
+    fig = plots.tradeoff_figure(results)
+    fig.canvas.draw()
+    [ax] = [ax for ax in fig.axes if ax.get_xscale() == "log"]
+    low, high = ax.get_xlim()
+    ticks = [(label.get_position()[0], label.get_text()) for label in ax.get_xticklabels() + ax.get_xticklabels(minor=True)]
+    shown = [(at, text) for at, text in ticks if text and low <= at <= high]
+    plots.plt.close(fig)
+    assert len(shown) >= 2, ticks
+    texts = [text for _, text in shown]
+    assert len(set(texts)) == len(texts), texts
+    for at, text in shown:
+        assert "e" not in text and float(text) == pytest.approx(at, rel=1e-9), (at, text)
+
+
+def test_terms_with_the_same_weight_schedule_each_show_their_weight_line(results):
+    """step_by_step's three terms share one weight schedule (``epoch_history``), so their weight
+    lines coincide: each term's color must still show on its panel's weight axis."""
+    fig = plots.history_figure(results)
+    [weight_ax] = [ax for ax in fig.axes if ax.get_ylabel() == "weight" and len(ax.get_lines()) == 3]
+    for ax in fig.axes:  # the weight lines alone: no loss lines, no legend
+        ax.set_visible(ax is weight_ax)
+    fig.legends.clear()
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    colors = [line.get_color() for line in weight_ax.get_lines()]
+    plots.plt.close(fig)
+    assert len(set(colors)) == 3
+    for color in colors:
+        rgb = np.array(matplotlib.colors.to_rgb(color)) * 255
+        drawn = (np.abs(pixels - rgb).max(axis=-1) <= 30).sum()
+        assert drawn >= 50, (color, drawn)  # measured: about 170 each; drawn over, 0 (the last one alone: 500)

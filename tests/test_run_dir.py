@@ -102,6 +102,23 @@ def test_predict_writes_the_class_and_probabilities_with_ids(tmp_path, cli_run):
     assert result.exit_code == 0 and result.stdout.startswith("sample,prediction,p_no,p_yes")
 
 
+def test_predict_refuses_an_existing_out_file_and_replaces_it_with_overwrite(tmp_path, cli_run):
+    _mixed(50, seed=3).to_csv(tmp_path / "new.csv", index=False)
+    preds = tmp_path / "preds.csv"
+    preds.write_text("an earlier file\n")
+    arguments = ["predict", str(cli_run), str(tmp_path / "new.csv"), "--out", str(preds)]
+    assert f"{preds} exists; pass --overwrite to replace it" in one_error_line(runner.invoke(app, arguments), alone=True)
+    assert preds.read_text() == "an earlier file\n"
+    replaced = runner.invoke(app, [*arguments, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    # Only its own line on standard error, whole however long the path.
+    assert replaced.stderr == f"wrote 50 predictions to {preds}\n" and replaced.stdout == ""
+    assert pd.read_csv(preds)["sample"].tolist() == _mixed(50, seed=3)["sample"].tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv", "preds.csv"]  # no temporary file left beside it
+    into_directory = runner.invoke(app, [*arguments[:-1], str(tmp_path), "--overwrite"])
+    assert "is a directory; pass a file name such as preds.csv" in one_error_line(into_directory, alone=True)
+
+
 BAD_INPUTS = {
     "missing column": (lambda f: f.drop(columns="x1"), "feature columns missing: x1"),
     "extra column": (lambda f: f.assign(surprise=1), "not trained on: surprise"),

@@ -70,10 +70,12 @@ def test_text_run_reports_the_teachers_accuracy_against_human_labels(esnli_run, 
 
 def test_a_text_student_predicts_from_text_and_exports_as_safetensors_only(esnli_run):
     directory, results, test = esnli_run
-    rows = test.iloc[:7]
+    # Hypotheses it has not embedded before: the sentence encoder loads, and shows no bar.
+    rows = test.iloc[:7].assign(hypothesis=lambda frame: frame["hypothesis"] + " Really.")
     rows.to_csv(directory / "new.csv", index=False)
     result = runner.invoke(app, ["predict", str(directory / "out"), str(directory / "new.csv")])
     assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # the predictions are on standard output
     predictions = pd.read_csv(pd.io.common.StringIO(result.stdout))
     assert list(predictions["id"]) == list(rows["id"])
     probabilities = predictions[[f"p_{c}" for c in results["config"]["data"]["classes"]]].to_numpy()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from stepdistill.errors import StepDistillError
+from stepdistill.progress import without_transformers_bars
 from stepdistill.run_dir import CHOSEN_DIR
 
 # How an lm-train student says what it is, in its manifest (student/manifest.json).
@@ -108,7 +109,8 @@ def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False)
             f"writes ({expected['label']!r}); train it again with stepdistill lm-train"
         )
     loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    model, tokenizer = loader.from_pretrained(directory).to(default_device()).eval(), AutoTokenizer.from_pretrained(directory)
+    with without_transformers_bars():  # predict prints the predictions or one line, nothing else
+        model, tokenizer = loader.from_pretrained(directory).to(default_device()).eval(), AutoTokenizer.from_pretrained(directory)
     settings = manifest.get("generation", {})
     max_new_tokens, max_prompt_tokens = settings.get("max_new_tokens", 64), settings.get("max_prompt_tokens", MAX_PROMPT_TOKENS)
 

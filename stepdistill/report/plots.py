@@ -32,16 +32,27 @@ def _term_colors(methods: dict) -> dict[str, str]:
     return {name: palette[index % len(palette)] for index, name in enumerate(names)}
 
 
+# The length of a dash of a weight line, in points (scaled by the line width, as matplotlib's dashes are).
+WEIGHT_DASH_PT = 4.0
+
+
+def _interleaved_dashes(index: int, count: int) -> tuple[float, tuple[float, float]]:
+    """The dash pattern of the ``index``-th of ``count`` weight lines: one dash, then room for the
+    others' dashes, started where the ones before leave off. Terms with the same weight schedule
+    draw the same line; so dashed, it shows each term's color in turn instead of the last one drawn."""
+    return (index * WEIGHT_DASH_PT, (WEIGHT_DASH_PT, count * WEIGHT_DASH_PT))
+
+
 def _plot_method_history(ax, history: list[dict], term_colors: dict[str, str]) -> None:
-    """Weighted terms and val_loss on ``ax``; term weights dashed on a twin axis."""
+    """Weighted terms and val_loss on ``ax``; term weights dashed on a twin axis, each term's
+    dashes between the others' (``_interleaved_dashes``)."""
     epochs = [record["epoch"] for record in history]
     weight_ax = ax.twinx()
-    for name, color in term_colors.items():
-        if name not in history[0]["terms"]:
-            continue
+    present = [name for name in term_colors if name in history[0]["terms"]]
+    for index, name in enumerate(present):
         terms = [record["terms"][name] for record in history]
-        ax.plot(epochs, [term["weighted"] for term in terms], color=color)
-        weight_ax.plot(epochs, [term["weight"] for term in terms], color=color, linestyle="--")
+        ax.plot(epochs, [term["weighted"] for term in terms], color=term_colors[name])
+        weight_ax.plot(epochs, [term["weight"] for term in terms], color=term_colors[name], linestyle=_interleaved_dashes(index, len(present)))
     ax.plot(epochs, [record["val_loss"] for record in history], color=VAL_LOSS_COLOR, linewidth=2)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -80,6 +91,11 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_history(results: dict, path: Path) -> None:
+    """``history_figure`` as a PNG file."""
+    _save(history_figure(results), path)
+
+
+def history_figure(results: dict):
     """One subplot per method, run 0: each term's weighted value and weight per epoch, and val_loss."""
     methods = results["methods"]
     term_colors = _term_colors(methods)
@@ -93,7 +109,7 @@ def plot_history(results: dict, path: Path) -> None:
             ax.text(0.5, 0.5, "no history recorded", ha="center", va="center", transform=ax.transAxes)
     fig.legend(handles=_history_legend(term_colors), loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, LEGEND_HEIGHT_IN / fig.get_figheight(), 1, 1))
-    _save(fig, path)
+    return fig
 
 
 def _score_axis_bottom(lowest: float) -> float:
@@ -200,7 +216,21 @@ def _student_style(index: int) -> dict:
     return {"color": palette[index % len(palette)], "marker": STUDENT_MARKERS[index % len(STUDENT_MARKERS)]}
 
 
+class _PlainLogFormatter(LogFormatter):
+    """``LogFormatter``'s choice of the ticks to label (every tick of a narrow axis, fewer as it
+    widens, decades only past two), each as a plain number with the digits it needs ("0.2",
+    "0.21", "30"); its own labels read "2e-01" below 1, alike on every tick of a narrow axis."""
+
+    def __call__(self, x, pos=None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
 def plot_tradeoff(results: dict, path: Path) -> None:
+    """``tradeoff_figure`` as a PNG file."""
+    _save(tradeoff_figure(results), path)
+
+
+def tradeoff_figure(results: dict):
     """Test accuracy (± std over runs) against the one-row latency (log scale), a labelled point
     per timed model, the teacher in black."""
     timed = timed_models(results)
@@ -215,12 +245,12 @@ def plot_tradeoff(results: dict, path: Path) -> None:
                     label=f"{name}: {one_row_ms(entry):.3g} ms, {accuracy['mean']:.3f}", **style)
     ax.set_xscale("log")
     # Plain numbers on the log axis (0.5, 2), not powers of ten.
-    ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.xaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax.margins(x=0.15)
     ax.set_xlabel("time to predict one row (ms, log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy against latency, mean ± std over runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    return fig

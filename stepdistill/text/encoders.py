@@ -24,6 +24,7 @@ import torch
 
 from stepdistill.errors import StepDistillError
 from stepdistill.files import cache_root, write_atomically
+from stepdistill.progress import without_transformers_bars
 
 # Part of every key: raise it when what a shard holds, or how, changes, so old entries miss.
 FORMAT_VERSION = 1
@@ -159,7 +160,8 @@ class SentenceEncoder:
 
         logging.disable_progress_bar()  # stepdistill reports its own progress: no loading bars
         try:
-            return SentenceTransformer(str(self.model_directory), device=self.device, local_files_only=True)
+            with without_transformers_bars():  # stepdistill reports its own progress
+                return SentenceTransformer(str(self.model_directory), device=self.device, local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
             raise StepDistillError(f"cannot load a sentence encoder from {self.model_directory} ({type(err).__name__}); pass a sentence-transformers model directory") from err
 
