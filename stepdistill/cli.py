@@ -263,16 +263,17 @@ def export(
 def lm_teach(
     config: Path = typer.Argument(..., metavar="CONFIG", help="YAML file: data, template, classes, parse, samples, backend (hf or openai).", show_default=False),
     out: Path | None = typer.Option(None, help="The teacher-output JSONL to write. Default: the config's out, else CONFIG's name with .teacher.jsonl.", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
 ) -> None:
     """A large language model as the teacher: a rationale and a label per record, by few-shot chain of thought, as JSONL."""
     from stepdistill.commands import teach_from
 
-    for line in teach_from(config, out, None if _options["quiet"] else _say):
+    for line in teach_from(config, out, overwrite, _say, _options["quiet"]):
         _say(line)
 
 
 def _say(message: str) -> None:
-    """A progress line on standard error."""
+    """A line on standard error: progress, a warning or a summary line."""
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
 
