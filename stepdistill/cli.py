@@ -232,7 +232,7 @@ def predict(
     """Classes and class probabilities of a saved student for every row of INPUT (an lm-train student: its generated label)."""
     from stepdistill.commands import predict_into
 
-    written = predict_into(run_dir, input, method, run, rationale, out, overwrite)
+    written = predict_into(run_dir, input, method, run, rationale, out, overwrite, lambda line: _say(f"warning: {line}"))
     if out is None:
         sys.stdout.write(written)
     else:

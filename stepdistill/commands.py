@@ -317,27 +317,30 @@ def _path_or_none(value: str | None) -> Path | None:
 # --- predictions, exports and an LLM teacher ---------------------------------------------------
 
 
-def predict_into(run_dir: Path, rows: Path, method: str | None, run: int, rationale: bool, out: Path | None, overwrite: bool = False) -> str | int:
+def predict_into(run_dir: Path, rows: Path, method: str | None, run: int, rationale: bool, out: Path | None, overwrite: bool = False, warn=None) -> str | int:
     """A saved student's predictions for every row of the file ``rows`` (read once the student
     is found; for a classifier, with the reading options of its training data): a classifier's
     class and class probabilities (the chosen student, or ``method``'s of run ``run``), or a
     generative student's label (and with ``rationale`` its rationale) as it generates them.
     Written as CSV to ``out``, new or with ``overwrite`` replaced whole (then: how many rows),
-    else returned as CSV text."""
+    else returned as CSV text. ``warn`` hears of texts longer than the student reads."""
     from stepdistill.lm.predict import lm_manifest, lm_predictions
-    from stepdistill.run_dir import classifier_predictions, load_student, student_directory
+    from stepdistill.run_dir import classifier_predictions, load_student, long_text_note, student_directory
 
     if out is not None:
         check_out_file(out, overwrite, "preds.csv")
     if lm_manifest(run_dir) is not None:
         if method is not None:
             raise StepDistillError("an lm-train run keeps its chosen student only; drop --method")
-        table = lm_predictions(run_dir, read_frame(rows), rationale)
+        table = lm_predictions(run_dir, read_frame(rows), rationale, warn)
     elif rationale:
         raise StepDistillError("--rationale is for an lm-train run's student, which writes one; drop it")
     else:
         student = load_student(student_directory(run_dir, method, run))
-        table = classifier_predictions(student, read_frame(rows, **student.read_options))
+        frame = read_frame(rows, **student.read_options)
+        table = classifier_predictions(student, frame)
+        if warn is not None and (note := long_text_note(student, frame)):
+            warn(note)
     if out is None:
         return table.to_csv(index=False)
     write_atomically(out, table.to_csv(index=False).encode())

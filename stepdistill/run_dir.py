@@ -17,6 +17,7 @@ Loading runs no code from the directory: weights are safetensors, everything els
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -83,8 +84,9 @@ class SavedStudent:
         """The columns the student reads."""
         return list(self.text.input_columns) if self.text is not None else list(self.encoder.columns_)
 
-    def _sentence_encoder(self):
-        """The sentence encoder the student was trained with, checked to be the same model."""
+    @functools.cached_property
+    def sentence_encoder(self):
+        """A text student's sentence encoder, checked to be the model it was trained with."""
         encoder = self.text.sentence_encoder()
         if encoder.identity != self.about["text_encoder_identity"]:
             raise StepDistillError(
@@ -99,13 +101,24 @@ class SavedStudent:
         if self.text is not None:
             id_column = self.about["id_column"]
             ids = features[id_column].tolist() if id_column in features.columns else None
-            features = self.text.features(features, self._sentence_encoder(), ids)
+            features = self.text.features(features, self.sentence_encoder, ids)
         encoded = self.encoder.transform(features, unseen="error")
         if not np.isfinite(encoded).all():
             bad = [c for c in self.encoder.numeric_ if not np.isfinite(pd.to_numeric(features[c], errors="coerce")).all()]
             raise StepDistillError(f"column{'s' if len(bad) > 1 else ''} {', '.join(bad)} hold NaN or infinite values; fill or drop those rows")
         with torch.no_grad():
             return class_probabilities(self.model(torch.from_numpy(encoded)).logits)
+
+
+def long_text_note(student: SavedStudent, frame: pd.DataFrame) -> str | None:
+    """For a text student, a line saying how many of ``frame``'s rows have a text longer than its
+    sentence encoder's window, which it reads cut; None when none has (or it reads no text)."""
+    if student.text is None:
+        return None
+    encoder = student.sentence_encoder
+    if not (cut := student.text.cut_rows(frame, encoder)).any():
+        return None
+    return f"{int(cut.sum())} of {len(frame)} rows have a text longer than the sentence encoder's {encoder.window}-token window, predicted from its first {encoder.window} tokens"
 
 
 def classifier_predictions(student: SavedStudent, frame: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from conftest import one_error_line
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
-from stepdistill.lm.predict import predicted_label
+from stepdistill.lm.evaluate import answer_of
 from stepdistill.lm.prompts import LMRecord
 
 N_TEST = 6
@@ -123,6 +123,13 @@ def test_predict_writes_the_students_generations_for_new_records(runs, tmp_path,
     expected = generate(student, AutoTokenizer.from_pretrained(runs[1] / "student"), records, LABEL_TASK, max_new_tokens=8, max_prompt_tokens=512)
     assert list(predictions["generated"]) == expected
 
+    # A question longer than the student's prompt budget (512 tokens) is predicted cut, and said so.
+    long = frame.head(2).assign(question=lambda f: [q + " and" * 600 if i == 0 else q for i, q in enumerate(f["question"])])
+    long[["id", "question", "choices"]].to_json(new, orient="records", lines=True)
+    result = CliRunner().invoke(app, ["predict", str(runs[1]), str(new)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "warning: 1 of 2 rows have an input longer than the student's 512-token prompt budget, predicted from it cut\n"
+
     missing = tmp_path / "missing.csv"
     frame[["id", "question"]].to_csv(missing, index=False)
     refused = CliRunner().invoke(app, ["predict", str(runs[1]), str(missing)])
@@ -140,5 +147,5 @@ def test_predict_writes_the_students_generations_for_new_records(runs, tmp_path,
         ("svamp", "many", (), None),
     ],
 )
-def test_a_prediction_is_the_label_a_generation_names(task, generated, choices, expected):
-    assert predicted_label(task, generated, LMRecord("0", "", "", "", choices)) == expected
+def test_an_answer_is_the_label_a_generation_names(task, generated, choices, expected):
+    assert answer_of(task, generated, LMRecord("0", "", "", "", choices)) == expected

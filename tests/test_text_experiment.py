@@ -277,6 +277,15 @@ def test_texts_longer_than_the_encoders_window_are_counted_or_refused(tmp_path, 
     assert warning.startswith("3 of 120 records (and 1 of 30 of the test file) have a text longer than the sentence encoder's 64-token window")
     assert f"e.g. record {train['id'].iloc[0]!r}" in warning and warning in (tmp_path / "out" / "report.md").read_text()
 
+    # predict says the same of the rows it reads cut, once, beside the predictions
+    held_out[["id", "premise", "hypothesis"]].to_csv(tmp_path / "new.csv", index=False)
+    predicted = runner.invoke(app, ["predict", str(tmp_path / "out"), str(tmp_path / "new.csv"), "--out", str(tmp_path / "preds.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    assert predicted.stderr.splitlines() == [
+        "warning: 1 of 30 rows have a text longer than the sentence encoder's 64-token window, predicted from its first 64 tokens",
+        f"wrote 30 predictions to {tmp_path / 'preds.csv'}",
+    ]
+
     config["data"]["long_texts"] = "refuse"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     refused = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "refused")])

@@ -69,30 +69,17 @@ def _choices(value, position: int) -> list[str]:
     return list(value)
 
 
-def predicted_label(task: str, generated: str, record) -> str | None:
-    """The label a generation names, as the test split is scored: the cqa choice (by text or
-    letter), the e-SNLI label word, the svamp value written as a number; None when it names none."""
-    from stepdistill.data.llm_outputs import ESNLI_CLASSES, matching_name
-    from stepdistill.lm.evaluate import chosen_answer, numeric_value
-
-    if task == "cqa":
-        return chosen_answer(generated, record.choices)
-    if task == "esnli":
-        return matching_name(generated, ESNLI_CLASSES, ignore_case=True)
-    value = numeric_value(generated)
-    return None if value is None else f"{value:g}"
-
-
-def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False) -> pd.DataFrame:
+def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False, warn=None) -> pd.DataFrame:
     """Each row's id (its ``id`` column, else ``row``: its position), ``prediction`` (empty where
     the generation names no label), ``generated`` (the raw label generation) and, with
-    ``rationales``, ``rationale``: greedy generations of the student in ``run_dir``."""
+    ``rationales``, ``rationale``: greedy generations of the student in ``run_dir``. ``warn``
+    hears how many inputs are longer than the student's prompt budget, which it reads cut."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from stepdistill.device import default_device
     from stepdistill.lm.config import MAX_PROMPT_TOKENS
-    from stepdistill.lm.evaluate import generate
-    from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, prompt_formats
+    from stepdistill.lm.evaluate import answer_of, generate
+    from stepdistill.lm.prompts import LABEL_TASK, RATIONALE_TASK, input_cut, prompt_formats
 
     manifest = lm_manifest(run_dir)
     if manifest is None:
@@ -118,10 +105,12 @@ def lm_predictions(run_dir: Path, frame: pd.DataFrame, rationales: bool = False)
         return generate(model, tokenizer, records, task_id, GENERATION_BATCH, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
 
     labels = written(LABEL_TASK)
+    if warn is not None and (cut := sum(input_cut(tokenizer, record, seq2seq, max_prompt_tokens) for record in records)):
+        warn(f"{cut} of {len(records)} rows have an input longer than the student's {max_prompt_tokens}-token prompt budget, predicted from it cut")
     ids = frame[ID_COLUMN].to_numpy() if ID_COLUMN in frame.columns else range(len(frame))
     columns = {
         ID_COLUMN if ID_COLUMN in frame.columns else "row": list(ids),
-        "prediction": [predicted_label(task, text, record) or "" for text, record in zip(labels, records, strict=True)],
+        "prediction": [answer_of(task, text, record) or "" for text, record in zip(labels, records, strict=True)],
         "generated": labels,
     }
     if rationales:
