@@ -16,6 +16,14 @@ from stepdistill.errors import StepDistillError
 # Metrics where lower is better; the others are better higher.
 LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
 
+# A model's prediction for a row it gave no answer for (an LLM teacher's unparsed label): a class
+# index no label has, so that it counts as wrong everywhere a prediction is compared with a label.
+NO_ANSWER = -1
+
+# Equal-width confidence bins of the expected calibration error, the one ECE the results report
+# (the table's, and the reliability diagrams' bins).
+ECE_BINS = 10
+
 
 def is_worse(metric: str, diff: float) -> bool:
     """Whether a change of ``metric`` by ``diff`` is for the worse."""
@@ -50,15 +58,23 @@ def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
+def predictions(logits: torch.Tensor, answered: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
+    """(N,) int64 predicted classes, ``NO_ANSWER`` where ``answered`` (N,) bool is False."""
+    predicted = predicted_classes(logits).cpu().numpy()
+    return predicted if answered is None else np.where(_as_numpy(answered), predicted, NO_ANSWER)
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS, predicted: np.ndarray | None = None) -> float:
     """Top-label expected calibration error over ``n_bins`` equal-width confidence bins.
 
     Bins are right-closed, (lo, hi], so a confidence of exactly 1 falls in the last bin.
-    ECE = sum over bins of (bin count / N) * |accuracy(bin) - mean confidence(bin)|.
+    ECE = sum over bins of (bin count / N) * |accuracy(bin) - mean confidence(bin)|, a row
+    correct when ``predicted`` (default: the most probable class) is its label.
     """
     probs = np.asarray(probs)
     confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == np.asarray(y)).astype(np.float64)
+    predicted = probs.argmax(axis=1) if predicted is None else predicted
+    correct = (predicted == np.asarray(y)).astype(np.float64)
     inner_edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
     bin_of_sample = np.searchsorted(inner_edges, confidence, side="left")
 
@@ -74,15 +90,20 @@ def classification_metrics(
     logits: torch.Tensor,
     y: torch.Tensor | np.ndarray,
     reference_pred: torch.Tensor | np.ndarray | None = None,
+    answered: torch.Tensor | np.ndarray | None = None,
 ) -> dict[str, float]:
     """Accuracy, log loss, ROC AUC (binary) or macro F1 (multi-class), ECE, and fidelity.
 
-    ``fidelity`` is reported only when ``reference_pred`` (the teacher's predicted classes)
-    is given: the share of samples where this model predicts the same class.
+    ``fidelity`` is reported only when ``reference_pred`` (the teacher's predictions, NO_ANSWER
+    where it gave none) is given: the share of samples where this model predicts the same class.
+    ``answered`` (N,) bool: the rows the model answered (an LLM teacher's parsed labels); an
+    unanswered row is a wrong prediction in accuracy, F1, ECE and fidelity, whatever its logits
+    (log loss and ROC AUC read the probabilities, a uniform row's for an unparsed label), and
+    ``coverage``, the share answered, is reported.
     """
     labels = _as_numpy(y)
     probs = class_probabilities(logits)
-    pred = predicted_classes(logits).cpu().numpy()
+    pred = predictions(logits, answered)
     n_classes = probs.shape[1]
 
     metrics = {
@@ -98,8 +119,10 @@ def classification_metrics(
         metrics["roc_auc"] = float(roc_auc_score(labels, probs[:, 1]))
     else:
         # zero_division=0: a class never predicted (or never present) counts as F1 0, not skipped.
-        metrics["macro_f1"] = float(f1_score(labels, pred, average="macro", zero_division=0))
-    metrics["ece"] = expected_calibration_error(probs, labels)
+        metrics["macro_f1"] = float(f1_score(labels, pred, average="macro", labels=list(range(n_classes)), zero_division=0))
+    metrics["ece"] = expected_calibration_error(probs, labels, predicted=pred)
+    if answered is not None:
+        metrics["coverage"] = float(np.mean(_as_numpy(answered)))
     if reference_pred is not None:
         metrics["fidelity"] = float(np.mean(pred == _as_numpy(reference_pred)))
     return metrics
@@ -126,14 +149,11 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 
-def per_class_metrics(runs: list[tuple[torch.Tensor, np.ndarray]], classes: tuple[str, ...]) -> dict[str, dict]:
-    """Precision, recall and F1 of each class, summarized over runs (each run's test logits and
-    labels), with the class's support per run (the mean, rounded)."""
+def per_class_metrics(runs: list[tuple[np.ndarray, np.ndarray]], classes: tuple[str, ...]) -> dict[str, dict]:
+    """Precision, recall and F1 of each class, summarized over runs (each run's test predictions,
+    NO_ANSWER a miss, and labels), with the class's support per run (the mean, rounded)."""
     labels = list(range(len(classes)))
-    scores = [
-        precision_recall_fscore_support(np.asarray(y), predicted_classes(logits).numpy(), labels=labels, zero_division=0)
-        for logits, y in runs
-    ]
+    scores = [precision_recall_fscore_support(np.asarray(y), predicted, labels=labels, zero_division=0) for predicted, y in runs]
     return {
         name: {
             "precision": summarize([float(p[c]) for p, _, _, _ in scores]),

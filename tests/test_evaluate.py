@@ -11,6 +11,7 @@ from stepdistill.evaluate import (
     count_parameters,
     expected_calibration_error,
     predicted_classes,
+    predictions,
     summarize,
     summarize_runs,
 )
@@ -95,8 +96,19 @@ def test_multiclass_metrics_by_hand():
     assert metrics["log_loss"] == pytest.approx(-(math.log(0.7) + math.log(0.28) + math.log(0.65)) / 3)
     # F1 per class: 0 -> 1, 1 -> 0 (predicted once, never true), 2 -> 2/3 (precision 1, recall 1/2)
     assert metrics["macro_f1"] == pytest.approx((1 + 0 + 2 / 3) / 3)
-    # bin (10/15, 11/15]: confidence 0.70, accuracy 1; bin (9/15, 10/15]: confidence 0.635, accuracy 0.5
-    assert metrics["ece"] == pytest.approx(abs(1 - 0.7) / 3 + 2 * abs(0.5 - 0.635) / 3)
+    # one bin of the ten, (0.6, 0.7]: confidence (0.70 + 0.62 + 0.65) / 3, accuracy 2/3
+    assert metrics["ece"] == pytest.approx(abs(2 / 3 - (0.70 + 0.62 + 0.65) / 3))
+
+
+def test_an_unanswered_row_is_a_miss_whatever_its_logits_and_coverage_says_how_many():
+    # Uniform rows (an LLM's unparsed label) predict class 0 by argmax: once unanswered, they miss.
+    logits = logits_from_probabilities([[1 / 3] * 3, [1 / 3] * 3, [0.1, 0.8, 0.1], [0.8, 0.1, 0.1]])
+    y = np.array([0, 0, 1, 0])
+    answered = np.array([False, False, True, True])
+    assert classification_metrics(logits, y)["accuracy"] == 1.0
+    metrics = classification_metrics(logits, y, answered=answered)
+    assert metrics["accuracy"] == 0.5 and metrics["coverage"] == 0.5
+    assert classification_metrics(logits, y, reference_pred=predictions(logits, answered))["fidelity"] == 0.5
 
 
 def test_fidelity_counts_agreement_with_reference():

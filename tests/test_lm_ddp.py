@@ -31,7 +31,7 @@ CONFIG = {
 }
 # Several processes add up the same numbers in another order: float32 rounding, far below this.
 RELATIVE_TOLERANCE = 1e-3
-RUN_FILES = {"results.json", "report.md", "report.html", "history.png", "metrics.png", "student"}
+RUN_FILES = {"results.json", "report.md", "report.html", "history.png", "metrics.png", "student", "test_predictions.csv", "splits.json"}
 
 
 def free_port() -> int:

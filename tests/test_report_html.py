@@ -20,8 +20,8 @@ import pytest
 from stepdistill import studies
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import linear_binary
-from stepdistill.evaluate import expected_calibration_error
-from stepdistill.experiment.summary import calibration_summary, confusion_counts
+from stepdistill.evaluate import ECE_BINS, NO_ANSWER, expected_calibration_error
+from stepdistill.experiment.summary import calibration_summary, confusion_counts, prediction_summary
 from stepdistill.experiment.tabular import run_tabular
 from stepdistill.report.ablation import write_ablation
 from stepdistill.report.figures import shown_figures
@@ -238,14 +238,19 @@ def test_without_speed_numbers_the_trade_off_is_a_note(multiclass_ablation, page
     assert re.findall(r'<img src="[^"]*" alt="([^"]*)"', text) == [HISTORY, METRICS, RELIABILITY, CONFUSION]
 
 
-def test_calibration_and_confusion_pool_the_runs():
+def test_calibration_and_confusion_pool_the_runs_and_an_unanswered_row_is_a_miss():
     rng = np.random.default_rng(0)
-    outputs = [(rng.dirichlet(np.ones(3), size=n), rng.integers(0, 3, size=n)) for n in (200, 150)]
+    runs = [(rng.dirichlet(np.ones(3), size=n), rng.integers(0, 3, size=n)) for n in (200, 150)]
+    # The first run's first 20 rows unanswered (an LLM teacher's unparsed labels).
+    predicted = [np.where(np.arange(len(y)) < (20 if i == 0 else 0), NO_ANSWER, p.argmax(1)) for i, (p, y) in enumerate(runs)]
+    outputs = [(pred, p, y) for pred, (p, y) in zip(predicted, runs)]
     calibration = calibration_summary(outputs)
-    probs = np.concatenate([p for p, _ in outputs])
-    y = np.concatenate([labels for _, labels in outputs])
-    confidence, correct = probs.max(1), probs.argmax(1) == y
+    probs = np.concatenate([p for p, _ in runs])
+    y = np.concatenate([labels for _, labels in runs])
+    pred = np.concatenate(predicted)
+    confidence, correct = probs.max(1), pred == y
     edges = calibration["bin_edges"]
+    assert len(edges) == ECE_BINS + 1
     for index, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
         rows = (confidence > low) & (confidence <= high)
         assert calibration["count"][index] == rows.sum()
@@ -254,14 +259,16 @@ def test_calibration_and_confusion_pool_the_runs():
             assert calibration["accuracy"][index] == pytest.approx(correct[rows].mean())
         else:
             assert calibration["confidence"][index] is None and calibration["accuracy"][index] is None
-    # one run's ECE from its bins is expected_calibration_error over the same 10 bins
+    # one run's ECE from its bins is the ECE the metrics report: one ECE
     single = calibration_summary(outputs[:1])
     gaps = [n * abs(a - c) for n, a, c in zip(single["count"], single["accuracy"], single["confidence"]) if n]
-    assert sum(gaps) / 200 == pytest.approx(expected_calibration_error(*outputs[0], n_bins=10))
-    assert calibration["ece"]["values"] == [pytest.approx(expected_calibration_error(p, labels, n_bins=10)) for p, labels in outputs]
+    assert sum(gaps) / 200 == pytest.approx(expected_calibration_error(runs[0][0], runs[0][1], predicted=predicted[0]))
     expected = np.zeros((3, 3), dtype=int)
-    np.add.at(expected, (y, probs.argmax(1)), 1)
+    np.add.at(expected, (y[pred != NO_ANSWER], pred[pred != NO_ANSWER]), 1)
     assert confusion_counts(outputs) == expected.tolist()
+    summary = prediction_summary(outputs)
+    assert summary["no_answer"] == np.bincount(runs[0][1][:20], minlength=3).tolist()
+    assert np.sum(summary["confusion"]) + sum(summary["no_answer"]) == len(y)
 
 
 def test_the_results_record_calibration_and_confusion_of_every_model(multiclass_ablation):

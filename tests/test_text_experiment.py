@@ -25,12 +25,10 @@ runner = CliRunner()
 
 def palm_accuracy(data_dir: Path, task: str, split: str, ids) -> float:
     """PaLM's label accuracy on records ``ids`` of a split, computed from the release directly.
-    An unparsed answer teaches the uniform distribution, whose argmax is the first class (the
-    first choice, for multiple choice)."""
+    An unparsed answer is a wrong one (though it teaches the uniform distribution)."""
     frame, outputs = read_dsbs(data_dir, task, split)
     human = dict(zip(frame["id"], frame["label"]))
-    first = dict(zip(frame["id"], frame["choices"])) if task == "cqa" else {i: ["contradiction"] for i in frame["id"]}
-    return float(np.mean([(outputs.answers[i].label or first[i][0]) == human[i] for i in ids]))
+    return float(np.mean([outputs.answers[i].label == human[i] for i in ids]))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +61,9 @@ def test_text_run_reports_the_teachers_accuracy_against_human_labels(esnli_run, 
     # 32 sentence features per text: [u, v, |u - v|, u * v].
     assert results["config"]["data"]["n_features"] == 4 * 32
     assert results["teacher"]["test"]["accuracy"]["mean"] == pytest.approx(palm_accuracy(dsbs_dir, "esnli", "test", test["id"]))
+    _, outputs = read_dsbs(dsbs_dir, "esnli", "test")
+    parsed = np.mean([outputs.answers[i].label is not None for i in test["id"]])
+    assert results["teacher"]["test"]["coverage"]["mean"] == pytest.approx(parsed)
     accuracy_on = results["teacher"]["accuracy_on"]
     assert 0.5 < accuracy_on["train"] < 0.95 and 0.4 < accuracy_on["validation"] <= 1
     assert "Teacher accuracy against the human labels" in (directory / "out" / "report.md").read_text()

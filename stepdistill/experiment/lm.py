@@ -65,9 +65,14 @@ class LMDataset:
     test_teacher_labels: list[str | None]
     warnings: list[str]
 
-    def teacher_test_accuracy(self) -> float:
-        """The share of test records whose teacher label is the human one (an unparsed answer is wrong)."""
-        return float(np.mean([label_correct(self.task, label or "", record) for label, record in zip(self.test_teacher_labels, self.test)]))
+    def teacher_test_metrics(self) -> dict[str, float]:
+        """``label_accuracy``, the share of test records whose teacher label is the human one (an
+        unparsed answer is wrong), and ``coverage``, the share whose label gives an answer."""
+        pairs = list(zip(self.test_teacher_labels, self.test))
+        return {
+            "label_accuracy": float(np.mean([label_correct(self.task, label or "", record) for label, record in pairs])),
+            "coverage": float(np.mean([answer_of(self.task, label or "", record) is not None for label, record in pairs])),
+        }
 
     def fingerprint(self) -> str:
         """sha256 of every record the experiment reads, in order: the same records give the same print."""
@@ -265,7 +270,7 @@ class LMTrack(Track):
     def test(self, at: LMFraction, trained: dict[str, Trained], measure: bool) -> RunResult:
         config, data = self.config, self.data
         result = RunResult(
-            teacher={"test": {"label_accuracy": data.teacher_test_accuracy()}},
+            teacher={"test": data.teacher_test_metrics()},
             majority=None,
             n_train=len(at.train),
             n_val=len(at.val),

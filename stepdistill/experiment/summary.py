@@ -23,7 +23,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 from stepdistill import stats
-from stepdistill.evaluate import class_probabilities, expected_calibration_error, is_worse, per_class_metrics, summarize, summarize_runs
+from stepdistill.evaluate import ECE_BINS, NO_ANSWER, class_probabilities, expected_calibration_error, is_worse, per_class_metrics, predictions, summarize_runs
 from stepdistill.experiment.records import RunResult
 
 # The metric that picks the method to deploy, and a method's candidate, on the validation split:
@@ -68,7 +68,7 @@ def summarize_experiment(
         methods[name] = {
             "test": summarize_runs([e["test"] for e in entries]),
             "validation": summarize_runs([e["validation"] for e in entries]),
-            **(_classifier_summary([(e["logits"], r.probabilities[name], r.y_test) for e, r in zip(entries, runs)], classes) if classifier else {}),
+            **(_classifier_summary([(predictions(e["logits"]), r.probabilities[name], r.y_test) for e, r in zip(entries, runs)], classes) if classifier else {}),
             "params": entries[0]["params"],
             "train_seconds": seconds.get(name),
             "speed": speed.get(name),
@@ -103,7 +103,9 @@ def summarize_experiment(
                 else {}
             ),
             **(
-                _classifier_summary([(r.teacher["logits"], class_probabilities(r.teacher["logits"]), r.y_test) for r in runs], classes)
+                _classifier_summary(
+                    [(predictions(r.teacher["logits"], r.teacher.get("answered")), class_probabilities(r.teacher["logits"]), r.y_test) for r in runs], classes
+                )
                 if classifier
                 else {}
             ),
@@ -146,11 +148,8 @@ def summarize_experiment(
 
 def _classifier_summary(outputs: list[tuple], classes) -> dict:
     """A classifier's per-class metrics, reliability bins and confusion counts over the runs,
-    from each run's test logits, class probabilities and labels."""
-    return {
-        "per_class": per_class_metrics([(logits, y) for logits, _, y in outputs], classes),
-        **prediction_summary([(probabilities, y) for _, probabilities, y in outputs]),
-    }
+    from each run's test predictions (NO_ANSWER where it gave none), class probabilities and labels."""
+    return {"per_class": per_class_metrics([(predicted, y) for predicted, _, y in outputs], classes), **prediction_summary(outputs)}
 
 
 def _count_runs(names: list[str]) -> dict[str, int]:
@@ -235,42 +234,43 @@ METRIC_FUNCTIONS = {
 }
 
 
-# Equal-width bins of the predicted class's probability, for the reliability diagrams.
-RELIABILITY_BINS = 10
+def prediction_summary(outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """``calibration`` and ``confusion`` of a model's test predictions, and ``no_answer`` where it
+    left some rows unanswered; ``outputs`` holds per run the (N,) predictions (NO_ANSWER where
+    it gave none), the (N, K) class probabilities and the labels."""
+    no_answer = sum(np.bincount(y[predicted == NO_ANSWER], minlength=probs.shape[1]) for predicted, probs, y in outputs)
+    return {
+        "calibration": calibration_summary(outputs),
+        "confusion": confusion_counts(outputs),
+        **({"no_answer": no_answer.tolist()} if no_answer.any() else {}),
+    }
 
 
-def prediction_summary(outputs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """``calibration`` and ``confusion`` of a model's test predictions; ``outputs`` holds per run
-    the (N, K) class probabilities and the labels."""
-    return {"calibration": calibration_summary(outputs), "confusion": confusion_counts(outputs)}
-
-
-def calibration_summary(outputs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """Reliability bins of the predicted class's probability over the runs' test rows pooled:
-    ``bin_edges``, and per bin the mean ``confidence``, the ``accuracy`` (None for an empty bin)
-    and the ``count``; with ``ece``, each run's expected calibration error over the same bins."""
-    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
-    counts, confidence_sums, correct_sums = np.zeros((3, RELIABILITY_BINS))
-    for probs, y in outputs:
+def calibration_summary(outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """Reliability bins of the predicted class's probability over the runs' test rows pooled, the
+    ECE's bins (``ECE_BINS``): ``bin_edges``, and per bin the mean ``confidence``, the
+    ``accuracy`` (None for an empty bin; an unanswered row is wrong) and the ``count``."""
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    counts, confidence_sums, correct_sums = np.zeros((3, ECE_BINS))
+    for predicted, probs, y in outputs:
         confidence = probs.max(axis=1)
         # Right-closed bins, (lo, hi], as expected_calibration_error bins rows.
         bin_of_row = np.searchsorted(edges[1:-1], confidence, side="left")
-        counts += np.bincount(bin_of_row, minlength=RELIABILITY_BINS)
-        confidence_sums += np.bincount(bin_of_row, weights=confidence, minlength=RELIABILITY_BINS)
-        correct_sums += np.bincount(bin_of_row, weights=probs.argmax(axis=1) == y, minlength=RELIABILITY_BINS)
+        counts += np.bincount(bin_of_row, minlength=ECE_BINS)
+        confidence_sums += np.bincount(bin_of_row, weights=confidence, minlength=ECE_BINS)
+        correct_sums += np.bincount(bin_of_row, weights=predicted == y, minlength=ECE_BINS)
     return {
         "bin_edges": edges.tolist(),
         "confidence": [float(total / n) if n else None for total, n in zip(confidence_sums, counts)],
         "accuracy": [float(total / n) if n else None for total, n in zip(correct_sums, counts)],
         "count": counts.astype(int).tolist(),
-        "ece": summarize([expected_calibration_error(probs, y, RELIABILITY_BINS) for probs, y in outputs]),
     }
 
 
-def confusion_counts(outputs: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
-    """Test rows by true class (rows) and predicted class (columns), summed over runs."""
-    n_classes = outputs[0][0].shape[1]
-    return sum(confusion_matrix(y, probs.argmax(axis=1), labels=list(range(n_classes))) for probs, y in outputs).tolist()
+def confusion_counts(outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[list[int]]:
+    """Answered test rows by true class (rows) and predicted class (columns), summed over runs."""
+    classes = list(range(outputs[0][1].shape[1]))
+    return sum(confusion_matrix(y, predicted, labels=classes) for predicted, _, y in outputs).tolist()
 
 
 def package_versions() -> dict[str, str]:

@@ -29,7 +29,7 @@ from stepdistill.device import default_device
 from stepdistill.engines.base import TrainingData, TrainState, new_state
 from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError
-from stepdistill.evaluate import class_probabilities, classification_metrics, count_parameters, predicted_classes
+from stepdistill.evaluate import NO_ANSWER, class_probabilities, classification_metrics, count_parameters, predicted_classes, predictions
 from stepdistill.experiment.loop import Experiment, Track, run_fractions, settle_controls
 from stepdistill.experiment.records import Labelled, RunResult, TeacherFacts, Trained
 from stepdistill.experiment.summary import Setup
@@ -272,19 +272,26 @@ def test_run(at: TabularFraction, trained: dict[str, Trained]) -> RunResult:
     """The test split, read once: every model's metrics on it."""
     data, cache, labelled, val = at.data, at.cache, at.labelled, at.val
     train, test = data.splits.train, data.splits.test
+    teacher = at.teacher.teacher
     teacher_logits = cache.take(test.ids).logits
-    teacher_pred = predicted_classes(teacher_logits)
-    y_labelled = train.y if labelled is None else train.y[labelled]
+    answered = teacher.answered(Samples(test.ids, test.X))  # an LLM's unparsed answers are wrong ones
+    teacher_pred = predictions(teacher_logits, answered)
+    seen = train if labelled is None else train.take(labelled)  # the labels students see, no others
     # The teacher's accuracy against the human labels of the other splits too: for a teacher that
     # did not train on them (an LLM), a check of its labels where students learn from them. The
     # majority rule's on the same validation rows tells a teacher that is worse than no model
     # (one whose classes are not what they seem) before any student learns from it.
-    accuracy_on = {name: _accuracy(cache.take(table.ids).logits, table.y) for name, table in (("train", train), ("validation", data.splits.val))}
-    majority_on_validation = _accuracy(majority_logits(y_labelled, train.n_classes, len(data.splits.val)), data.splits.val.y)
+    accuracy_on = {name: _teacher_accuracy(teacher, cache, table) for name, table in (("train", seen), ("validation", val))}
+    majority_on_validation = float((predicted_classes(majority_logits(seen.y, train.n_classes, len(val))) == val.y).double().mean())
     result = RunResult(
-        teacher={"test": classification_metrics(teacher_logits, test.y), "logits": teacher_logits, "accuracy_on": accuracy_on},
+        teacher={
+            "test": classification_metrics(teacher_logits, test.y, answered=answered),
+            "logits": teacher_logits,
+            "answered": None if answered is None else answered.numpy(),
+            "accuracy_on": accuracy_on,
+        },
         majority={
-            "test": classification_metrics(majority_logits(y_labelled, train.n_classes, len(test)), test.y),
+            "test": classification_metrics(majority_logits(seen.y, train.n_classes, len(test)), test.y),
             "accuracy_on": {"validation": majority_on_validation},
         },
         y_test=test.y.numpy(),
@@ -313,8 +320,10 @@ def test_run(at: TabularFraction, trained: dict[str, Trained]) -> RunResult:
     return result
 
 
-def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float((predicted_classes(logits) == y).double().mean())
+def _teacher_accuracy(teacher, cache: TeacherCache, table: Table) -> float:
+    """The teacher's accuracy on ``table``'s rows, an unanswered row wrong."""
+    predicted = predictions(cache.take(table.ids).logits, teacher.answered(Samples(table.ids, table.X)))
+    return float(np.mean(predicted == table.y.numpy()))
 
 
 # --- the track -------------------------------------------------------------------------------
@@ -412,11 +421,11 @@ class TabularTrack(Track):
     def test(self, at: TabularFraction, trained: dict[str, Trained], measure: bool) -> RunResult:
         result = test_run(at, trained)
         classes, test = self.data.classes, at.data.splits.test
-        predicted = {"teacher": predicted_classes(result.teacher["logits"]).numpy()} | {name: p.argmax(1) for name, p in result.probabilities.items()}
+        predicted = {"teacher": predictions(result.teacher["logits"], result.teacher["answered"])} | {name: p.argmax(1) for name, p in result.probabilities.items()}
         result.test_rows = {
             "id": self.data.row_names(test.ids.numpy()),
             "label": [classes[i] for i in test.y.tolist()],
-            **{name: [classes[i] for i in indices.tolist()] for name, indices in predicted.items()},
+            **{name: [classes[i] if i != NO_ANSWER else "" for i in indices.tolist()] for name, indices in predicted.items()},
         }
         if measure:
             students = {name: t.state.model for name, t in trained.items()}

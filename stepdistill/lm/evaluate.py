@@ -155,8 +155,9 @@ def rouge_l(generations: Sequence[str], references: Sequence[str]) -> float:
 
 @dataclass(frozen=True)
 class GenerativeScores:
-    """A generative student's test scores (``label_accuracy``, and ``rationale_rouge_l`` when
-    rationales were generated), each record's answer (``answer_of``, "" where it gave none) and
+    """A generative student's test scores (``label_accuracy``; ``coverage``, the share of labels
+    that give an answer at all; and ``rationale_rouge_l`` when rationales were generated), each
+    record's answer (``answer_of``, "" where it gave none) and
     whether it was right."""
 
     metrics: dict[str, float]
@@ -184,7 +185,7 @@ def evaluate_generative_student(
     labels = generator(model, tokenizer, records, LABEL_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
     correct = labels_correct(dataset, labels, records)
     answers = [answer_of(dataset, text, record) or "" for text, record in zip(labels, records)]
-    metrics = {"label_accuracy": sum(correct) / len(correct)}
+    metrics = {"label_accuracy": sum(correct) / len(correct), "coverage": sum(map(bool, answers)) / len(answers)}
     if rationales:
         explanations = generator(model, tokenizer, records, RATIONALE_TASK, batch_size, max_new_tokens, max_prompt_tokens=max_prompt_tokens)
         metrics["rationale_rouge_l"] = rouge_l(explanations, [record.rationale for record in records])

@@ -178,7 +178,8 @@ class TeachSummary:
         made = f"{self.generated} generations made, {self.reused} reused from {self.store}"
         lines = [f"wrote {self.out}: {self.records} records, {self.parse_failures} parse failures ({made})"]
         if self.accuracy is not None:
-            lines.append(f"teacher label accuracy {self.accuracy:.3f} on {self.labelled} records with a human label")
+            coverage = 1 - self.parse_failures / self.records
+            lines.append(f"teacher label accuracy {self.accuracy:.3f} on {self.labelled} records with a human label (an unparsed answer wrong; coverage {coverage:.3f})")
         return lines
 
 

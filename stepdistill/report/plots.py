@@ -170,7 +170,7 @@ def plot_reliability(results: dict, path: Path) -> None:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
-        ece = calibration["ece"]
+        ece = entry["test"]["ece"]
         ax.set_title(f"{name}\nECE {ece['mean']:.3f} ± {ece['std']:.3f}", fontsize=9)
         ax.set_xlabel("confidence (predicted class)", fontsize=8)
         ax.set_ylabel("share correct", fontsize=8)
@@ -185,19 +185,23 @@ MAX_ANNOTATED_CLASSES = 12
 
 def plot_confusion(results: dict, path: Path) -> None:
     """A confusion matrix per model (teacher, then each method), shaded by the share of each true
-    class, with the counts written in the cells."""
+    class, with the counts written in the cells; a model that left rows unanswered (an LLM
+    teacher's unparsed labels) has a last column of them."""
     labelled = models_with(results, "confusion")
     classes = class_names(results)
     fig, axes = _panels(len(labelled), PANELS_PER_ROW, PANEL_SIZE_IN, shared=True)
     for ax, (name, entry) in zip(axes, labelled):
         counts = np.array(entry["confusion"])
+        columns = classes
+        if "no_answer" in entry:
+            counts, columns = np.column_stack([counts, entry["no_answer"]]), [*classes, "no answer"]
         shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         if len(classes) <= MAX_ANNOTATED_CLASSES:
             for (row, column), count in np.ndenumerate(counts):
                 ax.text(column, row, str(count), ha="center", va="center", fontsize=7,
                         color="white" if shares[row, column] > 0.5 else "black")
-        ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 5 else 0)
+        ax.set_xticks(range(len(columns)), columns, rotation=90 if len(columns) > 5 else 0)
         ax.set_yticks(range(len(classes)), classes)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("predicted", fontsize=8)

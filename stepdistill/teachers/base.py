@@ -74,6 +74,12 @@ class Teacher:
         whose rationale costs work of its own (an explanation) skip that work."""
         return self.outputs(samples).logits
 
+    def answered(self, samples: Samples) -> torch.Tensor | None:
+        """(N,) bool: which samples the teacher named a class for (an LLM's answer can name none);
+        None: every one, as a model always does. An unanswered sample counts as wrong in the
+        teacher's accuracy, whatever its logits."""
+        return None
+
     def fingerprint(self) -> str | None:
         """A hash of everything that decides this teacher's outputs (its fitted model, and the
         settings and background its rationale is computed with), the same on any machine, so

@@ -25,7 +25,8 @@ class LLMTeacher(Teacher):
 
     Logits: the log of the teacher's label distribution over ``classes`` (the data's class names,
     in order): its ``label_distribution`` where given, else one-hot on its label, and uniform for
-    a record with neither (a label that could not be parsed; ``unparsed`` counts them). Each row
+    a record with neither (a label that could not be parsed; ``unparsed`` counts them; such a
+    record, or one whose distribution ties for the most likely class, is ``answered`` False). Each row
     is clipped to ``[eps, 1 - eps]`` and renormalized so the logits stay finite; two classes give
     one logit, log p1 - log p0. Rationale: ``encoder``'s embedding (D,) of the record's rationale,
     the mean embedding when it has several.
@@ -52,7 +53,10 @@ class LLMTeacher(Teacher):
             raise StepDistillError(f"{len(without_rationale)} teacher outputs hold no rationale (e.g. {named}); drop those records or give each a rationale")
         self.encoder = encoder
         self.eps = eps
-        probabilities, self.unparsed = _label_distributions(self.answers, self.classes)
+        probabilities, parsed = _label_distributions(self.answers, self.classes)
+        self.unparsed = int((~parsed).sum())
+        top = probabilities.max(axis=1, keepdims=True)
+        self._answered = torch.from_numpy(parsed & ((probabilities == top).sum(axis=1) == 1))
         self._logits = torch.as_tensor(logits_from_probabilities(probabilities, eps), dtype=torch.float32)
         self._identity: tuple | None = None
 
@@ -70,6 +74,10 @@ class LLMTeacher(Teacher):
     def predict_logits(self, samples: Samples) -> torch.Tensor:
         """The logits of ``outputs``, without embedding any rationale."""
         return self._logits[self._rows(samples)]
+
+    def answered(self, samples: Samples) -> torch.Tensor:
+        """Which samples' records hold a parsed label naming one most likely class."""
+        return self._answered[self._rows(samples)]
 
     def _rows(self, samples: Samples) -> torch.Tensor:
         """The positions in ``record_ids`` (N,) of the samples' ids, checked."""
@@ -89,21 +97,21 @@ class LLMTeacher(Teacher):
         return self._identity
 
 
-def _label_distributions(answers: Sequence[LLMAnswer], classes: tuple[str, ...]) -> tuple[np.ndarray, int]:
-    """The teacher's label distributions (N, K) over ``classes`` and how many answers had neither
-    a label nor a distribution (they get the uniform distribution)."""
+def _label_distributions(answers: Sequence[LLMAnswer], classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's label distributions (N, K) over ``classes`` and which answers (N,) had a
+    label or a distribution (the others get the uniform distribution)."""
     index = {name: k for k, name in enumerate(classes)}
     probabilities = np.full((len(answers), len(classes)), 1 / len(classes))
-    unparsed = 0
+    parsed = np.ones(len(answers), dtype=bool)
     for row, answer in enumerate(answers):
         shares = answer.label_distribution or ({answer.label: 1.0} if answer.label is not None else None)
         if shares is None:
-            unparsed += 1
+            parsed[row] = False
             continue
         probabilities[row] = 0
         for label, share in shares.items():
             probabilities[row, index[label]] = share
-    return probabilities, unparsed
+    return probabilities, parsed
 
 
 def answers_as_choice_letters(outputs: LLMOutputs, choices: Mapping[str, Sequence[str]]) -> LLMOutputs:
