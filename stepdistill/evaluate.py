@@ -128,6 +128,17 @@ def classification_metrics(
     return metrics
 
 
+def selection_metrics(logits: torch.Tensor, y: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """Accuracy and log loss: what a validation split chooses by (``tune.metric``, the chosen
+    method), defined on however few labelled rows it has, of whichever classes."""
+    labels = _as_numpy(y)
+    probs = class_probabilities(logits)
+    return {
+        "accuracy": float(np.mean(predictions(logits) == labels)),
+        "log_loss": float(log_loss(labels, probs, labels=list(range(probs.shape[1])))),
+    }
+
+
 def summarize(values: list[float]) -> dict:
     """``{"mean", "std", "values"}`` as plain floats; std is the sample std (ddof=1), 0 for one value."""
     if not values:

@@ -16,6 +16,7 @@ scheduler and early stopping, so with all its labels a low-label result would be
 
 from __future__ import annotations
 
+from stepdistill import stats
 from stepdistill.config import ExperimentConfig
 from stepdistill.data.repeats import fraction_key
 from stepdistill.errors import StepDistillError
@@ -111,19 +112,31 @@ def parse_fractions(text: str) -> list[float]:
     return sorted(fractions)
 
 
+# The sweep's row of the teacher's test metrics.
+TEACHER_ROW = "teacher"
+
+
 def summarize_sweep(results_by_fraction: dict[float, dict]) -> dict:
-    """``{method: {fraction: {metric: {"mean", "std"}, "vs_control": {metric: comparison}}}}``,
-    fractions as ``fraction_key`` writes them, from the sweep's results by fraction, for the
-    metrics the experiment compared."""
-    summary: dict[str, dict] = {}
+    """``{model: {fraction: {metric: {"mean", "std"}, "vs_control": {metric: comparison}}}}``,
+    the teacher first (a teacher that learns from labels here learns from each fraction's), then
+    each method, fractions as ``fraction_key`` writes them, from the sweep's results by fraction,
+    for the metrics the experiment compared; the p-values Holm-corrected over every comparison
+    of the sweep."""
+    summary: dict[str, dict] = {TEACHER_ROW: {}}
     for fraction, results in sorted(results_by_fraction.items()):
         key = fraction_key(fraction)
         metrics = results["evaluation"]["compared"]
+        summary[TEACHER_ROW][key] = {metric: _mean_std(results["teacher"]["test"][metric]) for metric in metrics}
         for name, entry in results["methods"].items():
             cell = {metric: _mean_std(entry["test"][metric]) for metric in metrics}
             if entry.get("vs_control"):
                 cell["vs_control"] = {metric: entry["vs_control"][metric] for metric in metrics}
             summary.setdefault(name, {})[key] = cell
+    # One Holm family for the sweep: every comparison at every fraction, on every metric.
+    cells = [cell["vs_control"] for by_fraction in summary.values() for cell in by_fraction.values() if "vs_control" in cell]
+    pending = [(comparisons, metric) for comparisons in cells for metric in comparisons]
+    for (comparisons, metric), corrected in zip(pending, stats.holm([comparisons[metric] for comparisons, metric in pending])):
+        comparisons[metric] = corrected
     return summary
 
 

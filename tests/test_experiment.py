@@ -30,7 +30,7 @@ def run_experiment(config: ExperimentConfig, frame: pd.DataFrame, **options) -> 
 @pytest.fixture
 def spied(monkeypatch):
     """Every call of the experiment loop's ``fit`` and the tabular track's ``run_teacher`` and
-    ``test_run``, in order: ``("fit", train ids, val ids)``, ``("teacher", train ids, run seed)``,
+    ``test_run``, in order: ``("fit", train ids, val ids)``, ``("teacher", the ids it learns from, run seed)``,
     ``("test", test ids)``."""
     calls = []
     fit, run_teacher, test_run = loop.fit, tabular.run_teacher, tabular.test_run
@@ -40,7 +40,7 @@ def spied(monkeypatch):
         return fit(states, data, **kwargs)
 
     def spy_teacher(config, data, run, loaded, *args, **kwargs):
-        calls.append(("teacher", set(data.splits.train.ids.tolist()), run.seed))
+        calls.append(("teacher", set((kwargs.get("fit_on") or data).splits.train.ids.tolist()), run.seed))
         return run_teacher(config, data, run, loaded, *args, **kwargs)
 
     def spy_test(at, trained):
@@ -146,22 +146,30 @@ def test_validation_sees_only_the_labelled_share_of_its_rows(spied):
     assert len(val_ids) == 40  # ceil(0.2 * each class's rows) of 200 validation rows
 
 
-def test_labelled_subsets_are_nested_across_fractions():
-    from stepdistill.data.repeats import labelled_mask, labelled_order
+def test_labelled_subsets_are_nested_across_fractions_and_read_no_label():
+    from stepdistill.data.repeats import RunRows
+    from stepdistill.experiment.loop import labelled_rows
 
-    y = np.repeat([0, 1, 2], [50, 30, 20])
-    rank = labelled_order(y, seed=3)
-    masks = [labelled_mask(y, rank, f) for f in (0.01, 0.1, 0.5, 1.0)]
+    run = RunRows(0, 3, np.arange(100), np.arange(100, 120), np.arange(120, 130))
+    masks = [labelled_rows(run, f) for f in (0.01, 0.1, 0.5)]
     for small, large in zip(masks, masks[1:]):
-        assert not (small & ~large).any()
-    assert [int(masks[1][y == c].sum()) for c in range(3)] == [5, 3, 2]
-    assert all(masks[0][y == c].any() for c in range(3))  # every class keeps a labelled row
+        assert not (small.train & ~large.train).any() and not (small.val & ~large.val).any()
+    assert [int(m.train.sum()) for m in masks] == [1, 10, 50] and [int(m.val.sum()) for m in masks] == [1, 2, 10]
+    assert labelled_rows(run, 1.0).train is None
 
 
-def test_a_sweep_builds_one_teacher_per_run_for_every_fraction(spied):
-    results = tabular.run_tabular(_config(evaluation={"repeats": 2}), linear_binary(2000, 4, seed=0), fractions=[0.05, 1.0]).results_by_fraction
-    assert [c[0] for c in spied].count("teacher") == 2
+def test_a_sweep_teacher_learns_each_fractions_labels_or_with_sees_all_every_label(spied):
+    frame = linear_binary(2000, 4, seed=0)
+    results = tabular.run_tabular(_config(evaluation={"repeats": 2}), frame, fractions=[0.05, 1.0]).results_by_fraction
+    teachers = [c for c in spied if c[0] == "teacher"]
+    assert len(teachers) == 4  # per run: one on all training rows (fraction 1), one on the 5%
+    assert [len(ids) for _, ids, _ in teachers] == [1600, 80] * 2
     assert list(results) == [0.05, 1.0]
+    assert results[0.05]["teacher"]["test"] != results[1.0]["teacher"]["test"]
+    spied.clear()
+    config = _config(evaluation={"repeats": 2}, teacher={"kind": "logistic", "sees": "all"})
+    results = tabular.run_tabular(config, frame, fractions=[0.05, 1.0]).results_by_fraction
+    assert [len(call[1]) for call in spied if call[0] == "teacher"] == [1600] * 2  # one per run, for every fraction
     assert results[0.05]["teacher"]["test"] == results[1.0]["teacher"]["test"]
 
 

@@ -57,7 +57,8 @@ def test_ablate_takes_an_lm_train_config(tmp_path, dsbs_dir):
     result = runner.invoke(app, ["--quiet", "ablate", str(config), "--repeats", "2", "--out", str(out), "--data-dir", str(dsbs_dir)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "ablation.html", "ablation.json", "ablation.md", "ablation.png", "history.png", "metrics.png", "report.html", "report.md", "results.json"
+        "ablation.html", "ablation.json", "ablation.md", "ablation.png", "history.png", "metrics.png", "report.html", "report.md", "results.json",
+        "splits.json", "test_predictions.csv",
     ]
     ablation = json.loads((out / "ablation.json").read_text())
     assert list(ablation) == ["full", "no_weight_ramp", "no_rationale", "baseline", "traditional", "step_by_step"]
@@ -84,9 +85,9 @@ def test_sweep_data_takes_an_lm_train_config(tmp_path, dsbs_dir):
     args = ["--quiet", "sweep-data", str(config), "--fractions", "0.25,1", "--repeats", "2", "--out", str(out), "--data-dir", str(dsbs_dir)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["sweep.html", "sweep.json", "sweep.md", "sweep.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["splits.json", "sweep.html", "sweep.json", "sweep.md", "sweep.png", "test_predictions.csv"]
     sweep = json.loads((out / "sweep.json").read_text())
-    assert list(sweep) == ["baseline", "traditional"] and list(sweep["baseline"]) == ["0.25", "1"]
+    assert list(sweep) == ["teacher", "baseline", "traditional"] and list(sweep["baseline"]) == ["0.25", "1"]
     assert sweep["traditional"]["0.25"]["vs_control"]["label_accuracy"]["verdict"] == "too few repeats"
     assert "Test label accuracy (mean ± std over runs)" in (out / "sweep.md").read_text()
 

@@ -133,18 +133,21 @@ def test_sweep_data_on_the_article_preset_writes_every_fraction_and_the_teacher_
     result = runner.invoke(app, ["sweep-data", "--preset", "article", "--fractions", "1,0.02", "--out", str(out)])
     assert result.exit_code == 0, result.output
     sweep = json.loads((out / "sweep.json").read_text())
-    assert set(sweep) == {"baseline", "traditional", "step_by_step", "enhanced", "baseline@enhanced"}
+    assert list(sweep) == ["teacher", "baseline", "traditional", "step_by_step", "enhanced", "baseline@enhanced"]
     for name, by_fraction in sweep.items():
         assert list(by_fraction) == ["0.02", "1"]
         for cell in by_fraction.values():
             assert SHOWN <= set(cell) and all(set(cell[m]) == {"mean", "std"} for m in SHOWN)
-            assert ("vs_control" in cell) == (name not in ("baseline", "baseline@enhanced"))
+            assert ("vs_control" in cell) == (name not in ("teacher", "baseline", "baseline@enhanced"))
+    # The preset's teacher saw every training label (teacher.sees: all): the same at each fraction.
+    assert sweep["teacher"]["0.02"] == sweep["teacher"]["1"]
     accuracy = {name: by_fraction["0.02"]["accuracy"]["mean"] for name, by_fraction in sweep.items()}
     assert accuracy["traditional"] > accuracy["baseline"]
     assert sweep["baseline"]["1"]["accuracy"]["mean"] > accuracy["baseline"]
     assert sweep["enhanced"]["0.02"]["vs_control"]["accuracy"]["verdict"] in ("difference", "no detectable difference")
     text = (out / "sweep.md").read_text()
-    assert (out / "sweep.png").is_file() and "| enhanced |" in text and "Holm" in text
+    assert (out / "sweep.png").is_file() and "| enhanced |" in text and "Holm-corrected over every comparison of the sweep" in text
+    assert "trained on every training label, those the students lack too (teacher.sees: all)" in text
 
 
 @pytest.mark.parametrize("fractions", ["0,0.5", "0.1,abc", "1.5", "0.1,0.1", ""])

@@ -3,6 +3,7 @@
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -333,3 +334,61 @@ def test_adult_and_mnist_presets_print_their_tables(tmp_path, monkeypatch):
         results = json.loads((tmp_path / preset / "results.json").read_text())
         assert len(results["methods"]["baseline"]["test"]["accuracy"]["values"]) == 2
         assert all(len(m["tuning"]) == 2 and all(m["tuning"]) for m in results["methods"].values())  # chosen on validation, every run
+
+
+def _comparable(results: dict) -> dict:
+    """results.json without what differs between two identical runs: timings, date, machine."""
+    results = json.loads(json.dumps(results))
+    for entry in [results["teacher"], *results["methods"].values()]:
+        entry.pop("train_seconds", None)
+        entry.pop("speed", None)
+    for key in ("date", "machine", "versions"):
+        results.pop(key)
+    return results
+
+
+def test_flipping_every_hidden_training_label_changes_nothing(tmp_path):
+    """At labelled_fraction 0.05 with a LightGBM teacher trained here: the rows whose labels no run
+    reads (never labelled, never tested) get the other class, and results.json (apart from
+    timings), every saved student and test_predictions.csv stay the same."""
+    frame = _mixed_frame(1200, seed=4)
+    config = {
+        "data": {"path": "data.csv", "label": "label", "labelled_fraction": 0.05},
+        "teacher": {"kind": "lightgbm", "params": {"n_estimators": 30, "min_child_samples": 5}},
+        "student": {"kind": "logistic"},
+        "methods": {name: {"epochs": 5, "lr": 0.05} for name in ["baseline", "traditional", "step_by_step", "enhanced"]},
+        "evaluation": {"repeats": 3},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def run(data: pd.DataFrame, out: str) -> Path:
+        data.to_csv(tmp_path / "data.csv", index=False)
+        result = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        return tmp_path / out
+
+    first = run(frame, "first")
+    runs = json.loads((first / "splits.json").read_text())["runs"]
+    read = {int(i) for run_rows in runs for i in run_rows["labelled"] + run_rows["test"]}
+    hidden = np.array(sorted(set(range(len(frame))) - read))
+    assert len(hidden) > len(frame) / 3  # most rows: hidden in every run
+    flipped = frame.copy()
+    flipped.loc[hidden, "label"] = np.where(frame.loc[hidden, "label"] == "yes", "no", "yes")
+    second = run(flipped, "second")
+
+    results = [json.loads((out / "results.json").read_text()) for out in (first, second)]
+    assert _comparable(results[0]) == _comparable(results[1])
+    assert (first / "test_predictions.csv").read_bytes() == (second / "test_predictions.csv").read_bytes()
+    assert (first / "splits.json").read_bytes() == (second / "splits.json").read_bytes()
+    weights = sorted(first.glob("student*/**/model.safetensors"))
+    assert len(weights) == 4 * 3 + 1
+    for path in weights:
+        assert path.read_bytes() == (second / path.relative_to(first)).read_bytes(), path
+    # The labelled rows are few: each run's teacher learned from its 5% alone.
+    assert all(len(run_rows["labelled"]) < 0.06 * (len(run_rows["train"]) + len(run_rows["validation"])) + 2 for run_rows in runs)
+
+    # The check can fail: a teacher that sees every training label passes the flip on.
+    config["teacher"]["sees"] = "all"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    seen_all = [json.loads((run(data, out) / "results.json").read_text()) for data, out in ((frame, "all_first"), (flipped, "all_second"))]
+    assert seen_all[0]["teacher"]["test"] != seen_all[1]["teacher"]["test"]

@@ -6,9 +6,11 @@ train/validation/test split per repeat), or repeated stratified k-fold (each fol
 once per repetition, validation carved from the other folds). With a fixed test file, only the
 train/validation split of the other rows varies.
 
-Labelled subsets are nested: per run, the rows of each class are put in a random order once, and
-a fraction ``f`` labels the first ``ceil(f * n_class)`` of them, so a smaller fraction's labelled
-rows are always among a larger one's.
+Labelled subsets are drawn without reading any label, and nested: per run, the rows are put in a
+random order once, and a fraction ``f`` labels the first ``ceil(f * n)`` of them, so a smaller
+fraction's labelled rows are always among a larger one's. The runs of an experiment with hidden
+labels are drawn without reading labels too (every row in one stratum): a hidden label decides
+nothing.
 """
 
 from __future__ import annotations
@@ -81,27 +83,17 @@ def fixed_test_runs(
     return runs
 
 
-def labelled_order(y: np.ndarray, seed: int) -> np.ndarray:
-    """(N,) a rank for every row within its class, random for ``seed``: the order in which rows
-    of each class become labelled as the fraction grows."""
-    rng = np.random.default_rng(seed)
-    rank = np.empty(len(y), dtype=np.int64)
-    for c in np.unique(y):
-        rows = np.flatnonzero(y == c)
-        rank[rows[rng.permutation(len(rows))]] = np.arange(len(rows))
+def labelled_order(n_rows: int, seed: int) -> np.ndarray:
+    """(n_rows,) a rank for every row, random for ``seed``: the order in which rows become
+    labelled as the fraction grows."""
+    rank = np.empty(n_rows, dtype=np.int64)
+    rank[np.random.default_rng(seed).permutation(n_rows)] = np.arange(n_rows)
     return rank
 
 
-def labelled_mask(y: np.ndarray, rank: np.ndarray, fraction: float) -> np.ndarray:
-    """(N,) bool: the first ``ceil(fraction * n_class)`` rows of each class by ``rank``, so every
-    class keeps at least one labelled row."""
-    if fraction >= 1.0:
-        return np.ones(len(y), dtype=bool)
-    mask = np.zeros(len(y), dtype=bool)
-    for c in np.unique(y):
-        in_class = y == c
-        mask |= in_class & (rank < math.ceil(round(fraction * in_class.sum(), 9)))
-    return mask
+def labelled_mask(rank: np.ndarray, fraction: float) -> np.ndarray:
+    """(N,) bool: the first ``ceil(fraction * N)`` rows by ``rank`` (at least one)."""
+    return rank < max(1, math.ceil(round(fraction * len(rank), 9)))
 
 
 def fraction_key(fraction: float) -> str:

@@ -207,7 +207,7 @@ class LMTrack(Track):
         if self.data is None:
             with progress.task("reading the records"):
                 self.data = load_lm_data(config.data)
-        self.runs()  # before any model loads: a split too small is an error
+        lm_runs(config, self.data)  # before any model loads: a split too small is an error
         _without_library_progress_bars()
         if self.accelerator is None:
             self.accelerator = lm_accelerator()
@@ -225,10 +225,10 @@ class LMTrack(Track):
             self.data = load_lm_data(self.config.data)
         return {"records": self.data.fingerprint()}
 
-    def runs(self) -> list[RunRows]:
-        return lm_runs(self.config, self.data)
+    def runs(self, hidden_labels: bool) -> list[RunRows]:
+        return lm_runs(self.config, self.data)  # one stratum: no label decides a split
 
-    def start_run(self, run: RunRows, progress: Progress) -> LMRun:
+    def start_run(self, run: RunRows, labelled: Labelled, progress: Progress) -> LMRun:
         return LMRun([self.data.train[i] for i in run.train], [self.data.train[i] for i in run.val])
 
     def teacher_facts(self, context: LMRun) -> TeacherFacts:
@@ -237,9 +237,6 @@ class LMTrack(Track):
 
     def split_ids(self, context: LMRun) -> tuple[list[str], list[str], list[str]]:
         return [e.record.id for e in context.train], [e.record.id for e in context.val], [record.id for record in self.data.test]
-
-    def strata(self, context: LMRun) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(len(context.train), dtype=np.int64), np.zeros(len(context.val), dtype=np.int64)
 
     def at_fraction(self, context: LMRun, run: RunRows, labelled: Labelled, progress: Progress) -> LMFraction:
         val_seen = [example.record for i, example in enumerate(context.val) if labelled.val is None or labelled.val[i]]

@@ -64,18 +64,21 @@ class Track:
         """What identifies the data, so that a resumed experiment runs on the same."""
         raise NotImplementedError
 
-    def runs(self) -> list[RunRows]:
+    def runs(self, hidden_labels: bool) -> list[RunRows]:
+        """The runs; with ``hidden_labels`` (a labelled fraction below 1), drawn without reading
+        any label, so that a hidden label cannot decide which rows a run trains on."""
         raise NotImplementedError
 
-    def start_run(self, run: RunRows, progress: Progress):
-        """The run's ``context``: its data and its teacher."""
+    def start_run(self, run: RunRows, labelled: Labelled, progress: Progress):
+        """The run's ``context``: its data and its teacher (one that learns from labels here
+        learns from the ``labelled`` rows, those of the largest fraction)."""
         raise NotImplementedError
 
     def teacher_facts(self, context) -> TeacherFacts:
         raise NotImplementedError
 
     def split_ids(self, context) -> tuple[list[str], list[str], list[str]]:
-        """The ids of the run's training, validation and test rows, in ``strata``'s order."""
+        """The ids of the run's training, validation and test rows, in the order of ``run``'s."""
         raise NotImplementedError
 
     def settle(self, config: MethodsConfig, teacher: TeacherFacts, compare_with: str | None) -> tuple[MethodsConfig, dict, list[str]]:
@@ -83,10 +86,6 @@ class Track:
         and warnings: by default ``settle_controls``."""
         config, control_of = settle_controls(config, compare_with)
         return config, control_of, []
-
-    def strata(self, context) -> tuple[np.ndarray, np.ndarray]:
-        """What the labelled shares of the run's training and validation rows are stratified by."""
-        raise NotImplementedError
 
     def at_fraction(self, context, run: RunRows, labelled: Labelled, progress: Progress):
         """What the students train and are tested on at a labelled fraction (``at``)."""
@@ -181,20 +180,21 @@ def run_fractions(
     if checkpoints is not None:
         checkpoints.begin(track, description or {}, fractions, compare_with)
     track.read(progress)
-    runs = track.runs()
+    runs = track.runs(hidden_labels=fractions[0] < 1)
     finished_runs: list[FinishedRun] = []
     with progress.task(f"{len(runs)} runs ({track.setup().scheme})", len(runs)) as advance:
         for run in runs:
             finished = None if checkpoints is None else checkpoints.finished_run(run.index, track)
+            labelled = {fraction: labelled_rows(run, fraction) for fraction in fractions}
             if finished is None:
-                context = track.start_run(run, progress)
+                context = track.start_run(run, labelled[fractions[-1]], progress)
                 teacher = track.teacher_facts(context)
             else:
                 teacher = finished.teacher
             if run.index == 0:  # before any student trains, from run 0's teacher whether live or read back
                 config, control_of, warnings = track.settle(asked, teacher, compare_with)
             if finished is None:
-                finished = _train_and_test(track, config, context, run, fractions, teacher, progress, checkpoints)
+                finished = _train_and_test(track, config, context, run, labelled, teacher, progress, checkpoints)
                 if checkpoints is not None:
                     checkpoints.save_run(finished, track)
             finished_runs.append(finished)
@@ -236,21 +236,19 @@ def _train_and_test(
     config: MethodsConfig,
     context,
     run: RunRows,
-    fractions: list[float],
+    labelled_at: dict[float, Labelled],
     teacher: TeacherFacts,
     progress: Progress,
     checkpoints: Checkpoints | None,
 ) -> FinishedRun:
-    """The run's students at each fraction, trained (or resumed from ``checkpoints``) and tested;
-    in run 0, also what a method costs and buys: its student's training time alone, and the
-    speed of every model."""
-    train_strata, val_strata = track.strata(context)
-    train_rank, val_rank = labelled_order(train_strata, run.seed), labelled_order(val_strata, run.seed + 1)
+    """The run's students at each fraction (``labelled_at``: the rows whose labels they see),
+    trained (or resumed from ``checkpoints``) and tested; in run 0, also what a method costs and
+    buys: its student's training time alone, and the speed of every model."""
     train_ids, val_ids, test_ids = track.split_ids(context)
     split = {"train": train_ids, "validation": val_ids, "test": test_ids, "labelled": {}}
+    fractions = list(labelled_at)
     results, seconds = [], {}
-    for fraction in fractions:
-        labelled = Labelled(_mask(train_strata, train_rank, fraction), _mask(val_strata, val_rank, fraction))
+    for fraction, labelled in labelled_at.items():
         split["labelled"][fraction] = [i for mask, ids in ((labelled.train, train_ids), (labelled.val, val_ids)) for i, seen in zip(ids, _all_if_none(mask, ids)) if seen]
         at = track.at_fraction(context, run, labelled, progress)
         saved = None if checkpoints is None else checkpoints.epoch_states(run.index, fraction)
@@ -267,8 +265,13 @@ def _all_if_none(mask: np.ndarray | None, ids: list[str]) -> np.ndarray:
     return np.ones(len(ids), dtype=bool) if mask is None else mask
 
 
-def _mask(strata: np.ndarray, rank: np.ndarray, fraction: float) -> np.ndarray | None:
-    return None if fraction >= 1 else labelled_mask(strata, rank, fraction)
+def labelled_rows(run: RunRows, fraction: float) -> Labelled:
+    """The run's training and validation rows whose labels the students see at ``fraction``:
+    drawn at random for the run's seed, without reading any label, and nested (a smaller
+    fraction's are among a larger one's)."""
+    if fraction >= 1:
+        return Labelled(None, None)
+    return Labelled(*(labelled_mask(labelled_order(len(rows), run.seed + k), fraction) for k, rows in enumerate((run.train, run.val))))
 
 
 def train_students(

@@ -29,7 +29,7 @@ from stepdistill.device import default_device
 from stepdistill.engines.base import TrainingData, TrainState, new_state
 from stepdistill.engines.tabular import TabularData
 from stepdistill.errors import StepDistillError
-from stepdistill.evaluate import NO_ANSWER, class_probabilities, classification_metrics, count_parameters, predicted_classes, predictions
+from stepdistill.evaluate import NO_ANSWER, class_probabilities, classification_metrics, count_parameters, predicted_classes, predictions, selection_metrics
 from stepdistill.experiment.loop import Experiment, Track, run_fractions, settle_controls
 from stepdistill.experiment.records import Labelled, RunResult, TeacherFacts, Trained
 from stepdistill.experiment.summary import Setup
@@ -155,14 +155,16 @@ def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: Te
     return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices, "cut": text.cut_rows(frame, encoder), "window": encoder.window}
 
 
-def runs_of(config: ExperimentConfig, data: Dataset) -> list[RunRows]:
-    """The runs of ``config.evaluation`` on ``data``."""
+def runs_of(config: ExperimentConfig, data: Dataset, hidden_labels: bool = False) -> list[RunRows]:
+    """The runs of ``config.evaluation`` on ``data``, stratified by class unless some labels are
+    ``hidden_labels`` (then every row is in one stratum, so that no label decides a split)."""
     e, d = config.evaluation, config.data
+    y, classes = (np.zeros_like(data.y), ["rows"]) if hidden_labels else (data.y, data.classes)
     if data.n_fixed_test:
-        return fixed_test_runs(data.y, data.classes, data.n_fixed_test, e.repeats, d.val_fraction, e.seed)
+        return fixed_test_runs(y, classes, data.n_fixed_test, e.repeats, d.val_fraction, e.seed)
     if e.scheme == "cv":
-        return cv_runs(data.y, data.classes, e.repeats, e.folds, d.val_fraction, e.seed)
-    return holdout_runs(data.y, data.classes, e.repeats, d.val_fraction, d.test_fraction, e.seed)
+        return cv_runs(y, classes, e.repeats, e.folds, d.val_fraction, e.seed)
+    return holdout_runs(y, classes, e.repeats, d.val_fraction, d.test_fraction, e.seed)
 
 
 def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> PreparedData:
@@ -218,11 +220,13 @@ def rationale_width(cache: TeacherCache, data: PreparedData) -> int | None:
 
 @dataclass
 class TabularRun:
-    """A run's encoded data, its teacher and the teacher's outputs."""
+    """A run's encoded data, its teacher and the teacher's outputs, and the rows whose labels
+    that teacher may have learned from (``labelled``, those of the largest fraction)."""
 
     data: PreparedData
     teacher: BuiltTeacher
     cache: TeacherCache
+    labelled: Labelled
 
 
 @dataclass
@@ -305,7 +309,7 @@ def test_run(at: TabularFraction, trained: dict[str, Trained]) -> RunResult:
         predicted = set(predicted_classes(logits).tolist())
         result.methods[name] = {
             "test": classification_metrics(logits, test.y, teacher_pred),
-            "validation": classification_metrics(split_logits(t.state.model, val), val.y),
+            "validation": selection_metrics(split_logits(t.state.model, val), val.y),
             "logits": logits,
             "params": count_parameters(t.state.model),
             "method": t.state.method.describe(),
@@ -361,19 +365,33 @@ class TabularTrack(Track):
     def fingerprints(self) -> dict:
         return data_fingerprints(self.frame, self.test_frame)
 
-    def runs(self) -> list[RunRows]:
-        return runs_of(self.config, self.data)
+    def runs(self, hidden_labels: bool) -> list[RunRows]:
+        return runs_of(self.config, self.data, hidden_labels)
 
-    def start_run(self, run: RunRows, progress: Progress) -> TabularRun:
+    def start_run(self, run: RunRows, labelled: Labelled, progress: Progress) -> TabularRun:
         prepared = prepare_run(self.config, self.data, run)
-        built, cache = run_teacher(self.config, prepared, run, self.loaded, progress, self.teacher_store)
+        built, cache = run_teacher(self.config, prepared, run, self.loaded, progress, self.teacher_store, fit_on=self._teacher_rows(prepared, run, labelled))
         self.loaded = None if self.config.teacher.trains_here else built
         if run.index == 0:
             splits = prepared.splits
             progress.note(
                 f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features"
             )
-        return TabularRun(prepared, built, cache)
+        return TabularRun(prepared, built, cache, labelled)
+
+    def _teacher_rows(self, data: PreparedData, run: RunRows, labelled: Labelled) -> PreparedData | None:
+        """The rows a teacher trained here learns from: those whose labels the students see,
+        unless it sees every one (``teacher.sees: all``); None: all of ``data``'s."""
+        if labelled.train is None or not self.config.teacher.learns_from_labels:
+            return None
+        splits = data.splits
+        seen = replace(data, splits=replace(splits, train=splits.train.take(torch.from_numpy(labelled.train)), val=splits.val.take(torch.from_numpy(labelled.val))))
+        if missing := sorted(set(range(len(data.classes))) - set(seen.splits.train.y.tolist())):
+            raise StepDistillError(
+                f"run {run.index + 1}'s {len(seen.splits.train)} labelled training rows (drawn at random, without reading labels) hold no row of class"
+                f" {data.classes[missing[0]]!r} for the teacher to learn; raise data.labelled_fraction, or set teacher.sees: all"
+            )
+        return seen
 
     def teacher_facts(self, context: TabularRun) -> TeacherFacts:
         built = context.teacher
@@ -385,19 +403,14 @@ class TabularTrack(Track):
         config, control_of = settle_controls(config, compare_with)
         return config, control_of, warnings
 
-    def strata(self, context: TabularRun) -> tuple[np.ndarray, np.ndarray]:
-        splits = context.data.splits
-        return splits.train.y.numpy(), splits.val.y.numpy()
-
     def at_fraction(self, context: TabularRun, run: RunRows, labelled: Labelled, progress: Progress) -> TabularFraction:
         splits = context.data.splits
         train_mask = None if labelled.train is None else torch.from_numpy(labelled.train)
         val = splits.val if labelled.val is None else splits.val.take(torch.from_numpy(labelled.val))
         built, cache = context.teacher, context.cache
-        if train_mask is not None and self.config.teacher.learns_from_labels:
-            # A teacher that learns from the human labels (a privileged-information model) sees
-            # those the students see, no more: else it would pass them the hidden labels.
-            seen = replace(context.data, splits=replace(splits, train=splits.train.take(train_mask), val=val))
+        if labelled is not context.labelled and (seen := self._teacher_rows(context.data, run, labelled)) is not None:
+            # A teacher that learns from labels here sees those the students see, no more: else
+            # it would pass them the hidden labels. The run's teacher learned the largest fraction's.
             built, cache = run_teacher(self.config, context.data, run, None, progress, self.teacher_store, fit_on=seen)
         return TabularFraction(context.data, built, cache, train_mask, val)
 
@@ -412,7 +425,7 @@ class TabularTrack(Track):
         return TabularData(train, at.val, at.cache.take(train.ids), at.labelled)
 
     def validation_metrics(self, at: TabularFraction, state: TrainState) -> dict[str, float]:
-        return classification_metrics(split_logits(state.model, at.val), at.val.y)
+        return selection_metrics(split_logits(state.model, at.val), at.val.y)
 
     def split_ids(self, context: TabularRun) -> tuple[list[str], list[str], list[str]]:
         splits = context.data.splits

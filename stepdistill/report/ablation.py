@@ -43,7 +43,7 @@ def ablation_rows(ablation: dict) -> tuple[list[str], list[list[str]]]:
     headers = ["variant"]
     for metric in metrics:
         label = metric.replace("_", " ")
-        headers += [label, f"Δ {label}{points_label(metric)} [{percent}% CI] Holm p"]
+        headers += [label, f"Δ {label}{points_label(metric)} [{percent}% CI, unadjusted] Holm p"]
     rows = []
     for name, entry in ablation.items():
         cells = [name]

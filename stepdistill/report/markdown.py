@@ -76,7 +76,8 @@ def comparison_note(results: dict) -> str:
     evaluation = results.get("evaluation", {})
     confidence = round(100 * evaluation.get("confidence", 0.95))
     return (
-        f"Tested with: {evaluation.get('test', 'paired comparison')}; {confidence}% intervals; p-values Holm-corrected over the "
+        f"Tested with: {evaluation.get('test', 'paired comparison')}; {confidence}% intervals, each unadjusted (its own comparison's);"
+        " p-values Holm-corrected over the "
         f"{sum(len(e.get('vs_control', {})) for e in results['methods'].values())} comparisons of this table; {SIGNIFICANT_MARK}: "
         "significant after correction. A control is the baseline trained with the same recipe (optimizer, schedule, budget, tuning)."
     )

@@ -1,9 +1,9 @@
 """The labelled-fraction sweep as a terminal table, a markdown and an HTML page, a plot and a directory of files.
 
-``sweep`` is ``stepdistill.studies.summarize_sweep``'s dict, ``{method: {fraction: {metric:
-{"mean", "std"}, "vs_control": {metric: comparison}}}}`` with fractions as strings in ascending
-order; ``results`` is one fraction's results dict, for the teacher (the same at every fraction:
-it sees every training label) and how the runs were made.
+``sweep`` is ``stepdistill.studies.summarize_sweep``'s dict, ``{model: {fraction: {metric:
+{"mean", "std"}, "vs_control": {metric: comparison}}}}``, the teacher's row first, with fractions
+as strings in ascending order; ``results`` is the largest fraction's results dict, for what the
+teacher is and how the runs were made.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from stepdistill.report.plots import DPI, plt  # pyplot with the headless backen
 from stepdistill.report.results import SIGNIFICANT_MARK, format_comparison, format_mean_std, page_subtitle, runs_word
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
+from stepdistill.studies import TEACHER_ROW
 
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
@@ -72,7 +73,7 @@ def render_sweep_table(sweep: dict, results: dict) -> Table:
     return rich_table(
         f"Test {metric.replace('_', ' ')} by labelled fraction (mean ± std over {runs_word(results)})",
         *sweep_rows(sweep, metric),
-        caption=f"{SIGNIFICANT_MARK}: differs from its control after Holm's correction over that fraction's table",
+        caption=f"{SIGNIFICANT_MARK}: differs from its control after Holm's correction over every comparison of the sweep",
     )
 
 
@@ -82,15 +83,19 @@ PLOT_CAPTION = "Test {metric} (mean ± std band over runs) against the labelled 
 
 
 def _introduction(sweep: dict, results: dict) -> list[str]:
-    """What a fraction means and how the runs were made, then the teacher's headline metric."""
-    teacher, metric = results["teacher"], shown_metrics(sweep)[0]
-    trained = "is trained on every training label and annotates" if teacher.get("refit") else "annotates"
+    """What a fraction means, what the teacher learned from, and how the runs were made."""
+    teacher = results["teacher"]
+    if not teacher.get("refit"):
+        trained = "was trained elsewhere and annotates every row"
+    elif results["config"]["teacher"].get("sees") == "all":
+        trained = "is trained on every training label, those the students lack too (teacher.sees: all), and annotates every row"
+    else:
+        trained = "is trained on the labels the students see at each fraction, no others, and annotates every row"
     return [
-        "Students see the labels of a share of the training rows (the fraction), and validation uses the labels "
-        f"of the same share of its rows; the teacher ({teacher['kind']}) {trained} every row. Every fraction runs on the same "
-        f"{runs_word(results)} ({results['evaluation']['runs_vary']}), and the labelled rows of a smaller fraction are among "
-        "those of a larger one. All numbers are on the held-out test split.",
-        f"Teacher test {metric.replace('_', ' ')}: {format_mean_std(teacher['test'][metric])}.",
+        "Students see the labels of a share of the training rows (the fraction), drawn at random without reading any label, "
+        f"and validation uses the labels of the same share of its rows; the teacher ({teacher['kind']}) {trained}. Every fraction "
+        f"runs on the same {runs_word(results)} ({results['evaluation']['runs_vary']}), and the labelled rows of a smaller "
+        "fraction are among those of a larger one. All numbers are on the held-out test split."
     ]
 
 
@@ -106,7 +111,8 @@ def _metric_sections(sweep: dict, results: dict) -> list[tuple[str, tuple, str, 
         (
             f"Test {metric.replace('_', ' ')} (mean ± std over runs)",
             sweep_rows(sweep, metric),
-            f"Difference from the control ({results['evaluation']['test']}; p Holm-corrected within each fraction):",
+            f"Difference from the control ({results['evaluation']['test']}; 95% intervals unadjusted; p Holm-corrected over every"
+            " comparison of the sweep, all fractions and metrics):",
             difference_rows(sweep, metric),
         )
         for metric in shown_metrics(sweep)
@@ -133,9 +139,9 @@ def render_sweep_html(sweep: dict, results: dict, plot: bytes) -> str:
     return html_page(SWEEP_TITLE, page_subtitle(results), [*parts, heading(title), html_figure(plot, title, caption)])
 
 
-def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
+def plot_sweep(sweep: dict, path: Path) -> None:
     """Test accuracy (the headline metric) against the labelled fraction (log scale): a line
-    per method with a ± std band, and the teacher's as a dashed horizontal line."""
+    per method with a ± std band, and the teacher's dashed."""
     metric = shown_metrics(sweep)[0]
     keys = fractions_of(sweep)
     fractions = [float(key) for key in keys]
@@ -143,9 +149,9 @@ def plot_sweep(sweep: dict, teacher_accuracy: float, path: Path) -> None:
     for name, by_fraction in sweep.items():
         means = np.array([by_fraction[key][metric]["mean"] for key in keys])
         stds = np.array([by_fraction[key][metric]["std"] for key in keys])
-        (line,) = ax.plot(fractions, means, marker="o", label=name)
-        ax.fill_between(fractions, means - stds, means + stds, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.axhline(teacher_accuracy, color="black", linestyle="--", linewidth=1.2, label=f"teacher ({teacher_accuracy:.3f})")
+        style = {"color": "black", "linestyle": "--", "marker": "s"} if name == TEACHER_ROW else {"marker": "o"}
+        (line,) = ax.plot(fractions, means, label=name, **style)
+        ax.fill_between(fractions, means - stds, means + stds, color=line.get_color(), alpha=0.2 if name != TEACHER_ROW else 0.08, linewidth=0)
     ax.set_xscale("log")
     # Ticks at the swept fractions only: the log axis's own decades would hide which were run.
     ax.xaxis.set_minor_locator(NullLocator())
@@ -166,7 +172,7 @@ def write_sweep(sweep: dict, results: dict, out_dir: Path, more: Callable[[Path]
 
     def write_files(staging_dir: Path) -> list[str]:
         (staging_dir / SWEEP_JSON).write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
-        plot_sweep(sweep, results["teacher"]["test"][shown_metrics(sweep)[0]]["mean"], staging_dir / SWEEP_PNG)
+        plot_sweep(sweep, staging_dir / SWEEP_PNG)
         (staging_dir / SWEEP_MD).write_text(render_sweep_markdown(sweep, results, SWEEP_PNG), encoding="utf-8")
         plot = (staging_dir / SWEEP_PNG).read_bytes()
         (staging_dir / SWEEP_HTML).write_text(render_sweep_html(sweep, results, plot), encoding="utf-8")

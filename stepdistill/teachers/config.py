@@ -33,13 +33,25 @@ DEFAULT_EXPLAIN_BUDGET = 200_000
 
 
 class _Teacher(StrictModel):
+    sees: Literal["labelled", "all"] = Field(
+        "labelled",
+        description="a teacher trained here, with data.labelled_fraction below 1: learns from the labels the students see (labelled),"
+        " or from every training label (all: a teacher trained on labels the students lack, as one trained elsewhere on more data)",
+    )
+
+    @model_validator(mode="after")
+    def _sees_only_where_it_learns(self):
+        if "sees" in self.model_fields_set and not self.trains_here:
+            raise ValueError("teacher.sees is for a teacher trained here, which learns from labels; this one is loaded: drop teacher.sees")
+        if self.sees == "all" and getattr(self, "privileged", None) is not None:
+            raise ValueError("a privileged teacher learns from the labels the students see, no others; drop teacher.sees")
+        return self
+
     @property
     def learns_from_labels(self) -> bool:
-        """Whether the teacher learns from the human labels of the rows students learn from, so
-        that with a labelled fraction it must see only those: a privileged-information model. A
-        tabular teacher trained here stands for one trained on all the labels there are, and
-        annotates the rows whose labels the students do not see (see ``sweep-data``)."""
-        return False
+        """Whether, at a labelled fraction below 1, the teacher learns from the labelled rows only
+        (the labels the students see): one trained here, unless ``sees: all``."""
+        return self.trains_here and self.sees == "labelled"
 
     @property
     def trains_here(self) -> bool:
@@ -267,10 +279,6 @@ class LLMTeacherConfig(_Teacher):
 
     @property
     def trains_here(self) -> bool:
-        return self.privileged is not None
-
-    @property
-    def learns_from_labels(self) -> bool:
         return self.privileged is not None
 
     def files(self) -> list[Path]:
