@@ -333,9 +333,10 @@ def auto_batch_size(n_train: int) -> int:
 
 
 class TuneConfig(StrictModel):
-    """Hyper-parameters chosen per method on the validation split (never the test split): every
-    combination of ``grid`` values that the method accepts is trained with the first seed, and
-    the one with the best validation ``metric`` is then trained with every seed."""
+    """Hyper-parameters chosen per method on the validation split (never the test split): in
+    each run, every combination of ``grid`` values that the method accepts is trained with the
+    run's seed, and the one with the best validation ``metric`` is that run's student. A method
+    compared with another gets as many candidates as it (``MethodsConfig.tuning_draws``)."""
 
     grid: dict[str, list] = Field(default_factory=dict, description="method setting -> candidate values")
     metric: Literal["log_loss", "accuracy"] = "log_loss"
@@ -422,6 +423,23 @@ class MethodsConfig(StrictModel):
         base = {k: v for k, v in self.base_settings(name, n_train).items() if v != AUTO}
         grid = self.tuning_grid(name)
         return [{**base, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
+
+    def tuning_draws(self, control_of: dict[str, str | None]) -> dict[str, int]:
+        """How many candidates each method trains so that every method and the one it is compared
+        with (``control_of``) choose from as many validation draws: the most that any method
+        compared with it, directly or through others, has (its grid's candidates repeated with
+        other seeds where it has fewer). Choosing the best of more draws is an advantage of its
+        own, which a comparison must not credit to the method."""
+        draws = {name: len(self.candidates(name, None)) for name in self.methods}
+        pairs = [(name, control) for name, control in control_of.items() if control is not None]
+        changed = True
+        while changed:
+            changed = False
+            for a, b in pairs:
+                if draws[a] != draws[b]:
+                    draws[a] = draws[b] = max(draws[a], draws[b])
+                    changed = True
+        return draws
 
     def recipe(self, name: str) -> dict:
         """How method ``name``'s students are optimized, as compared between a method and its

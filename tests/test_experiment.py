@@ -197,6 +197,20 @@ def test_an_auto_learning_rate_is_chosen_on_validation_from_the_candidates():
     assert results["methods"]["baseline"]["settings"][0]["lr"] == best["settings"]["lr"]
 
 
+def test_a_control_chooses_among_as_many_validation_draws_as_its_method():
+    # traditional tunes temperature (2 values x 3 learning rates); the baseline takes no
+    # temperature, so its 3 learning rates are each drawn twice, with another seed.
+    config = ExperimentConfig.model_validate(
+        {"training": {"epochs": 2}, "methods": {"baseline": {}, "traditional": {}}, "tune": {"grid": {"temperature": [1.0, 4.0]}}, "evaluation": {"repeats": 1}}
+    )
+    results = run_experiment(config, linear_binary(1500, 4, seed=0))
+    [traditional], [baseline] = results["methods"]["traditional"]["tuning"], results["methods"]["baseline"]["tuning"]
+    assert len(traditional) == len(baseline) == 6
+    assert [(t["settings"]["lr"], t["settings"].get("draw")) for t in baseline] == [(lr, draw) for draw in (None, 1) for lr in (0.003, 0.01, 0.03)]
+    # another seed: the same settings drawn again score differently
+    assert baseline[0]["log_loss"] != baseline[3]["log_loss"]
+
+
 def test_a_diverged_candidate_is_never_chosen_over_one_that_trained():
     config = ExperimentConfig.model_validate(
         {"training": {"epochs": 3, "optimizer": "sgd"}, "methods": {"baseline": {}}, "tune": {"grid": {"lr": [1e6, 0.05]}}, "evaluation": {"repeats": 1}}

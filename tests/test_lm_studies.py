@@ -127,3 +127,24 @@ def test_hidden_human_labels_never_reach_training(records):
             torch.testing.assert_close(before, after)
     # With every label visible, the rewritten labels are read, and training changes.
     assert _trained(config, tokenizer, train, val, None, "baseline", {}).history != _trained(config, tokenizer, rewritten, val, None, "baseline", {}).history
+
+
+def test_a_terms_epoch_value_is_its_mean_over_tokens_whatever_the_batches(records):
+    """With weights that do not move (a learning rate of 1e-12), a term's epoch value is the mean
+    of its token losses: the same from one batch of every record as from batches of two, some of
+    which hold no labelled record (they add nothing to the hard term, not a zero)."""
+    config, data = records
+    tokenizer = student_tokenizer(config.student)
+    train, val = data.train[:10], [example.record for example in data.train[10:]]
+    labelled = [True, False, False, False, True, False, False, False, True, False]
+
+    def epoch_terms(batch_size: int) -> dict:
+        method = build_method("traditional", {"alpha": 0.5, "lr": 1e-12, "epochs": 1, "batch_size": batch_size, "early_stopping_patience": None})
+        state = new_state("traditional", method, lambda: new_student(config.student, tokenizer, seed=0), seed=0)
+        fit([state], LMData(tokenizer, train, val, LMOptions(max_target_tokens=24), labelled=labelled))
+        return {name: term["raw"] for name, term in state.history[0]["terms"].items()}
+
+    whole, in_pairs = epoch_terms(10), epoch_terms(2)
+    assert set(whole) == {"hard", "soft"}
+    for name in whole:
+        assert in_pairs[name] == pytest.approx(whole[name], rel=1e-4), name

@@ -291,9 +291,11 @@ def _train_epoch(
 ) -> dict[str, float]:
     """One epoch over ``batches`` (lists of positions in ``data.train``, the same on every
     process) of the ``active`` terms (their indices) with ``epoch_weights`` (term -> weight,
-    unless a step-level balancer updates them each step); returns the mean raw value of each
-    term trained this epoch. ``term_sums``: the prepared ``TermTokenSums`` (DDP-wrapped with
-    several processes), ``optimizer`` the prepared one."""
+    unless a step-level balancer updates them each step); returns each term's raw value over the
+    epoch, the mean over all of its tokens (a batch without a term's tokens, such as one of
+    unlabelled records for the hard term, adds nothing to it rather than a zero).
+    ``term_sums``: the prepared ``TermTokenSums`` (DDP-wrapped with several processes),
+    ``optimizer`` the prepared one."""
     accelerator, options = data.accelerator, data.options
     model, terms, balancer = state.model, state.method.terms, state.balancer
     device = model.device
@@ -301,7 +303,7 @@ def _train_epoch(
     stepwise = balancer is not None and balancer.observes_steps
     if not active:  # every weight 0 this epoch (a schedule that starts late): nothing to train
         return {}
-    sums = torch.zeros(len(terms))
+    totals, tokens = torch.zeros(len(terms), dtype=torch.float64), torch.zeros(len(terms), dtype=torch.float64)
     optimizer.zero_grad(set_to_none=True)
     for position, indices in enumerate(batches):
         mine, counted = _share(indices, accelerator)
@@ -315,7 +317,8 @@ def _train_epoch(
             if not counted:
                 token_sums, counts = token_sums * 0, counts * 0
             # Each term's mean over the whole batch's tokens; this process holds part of the sum.
-            losses = token_sums / sum_across(accelerator, counts).clamp(min=1)
+            batch_tokens = sum_across(accelerator, counts)
+            losses = token_sums / batch_tokens.clamp(min=1)
             values = sum_across(accelerator, losses.detach())
             raw = {terms[j].name: losses[j] for j in active}
             weights = current_weights(state) if stepwise else epoch_weights
@@ -323,15 +326,31 @@ def _train_epoch(
             if processes > 1:  # DDP averages the processes' gradients: their sum is the batch's
                 loss = loss * processes
             (loss / options.grad_accumulation).backward()
-        sums += values.float().cpu()
+        totals += (values * batch_tokens).double().cpu()
+        tokens += batch_tokens.double().cpu()
         if stepping:
             if options.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if stepwise:
-                balancer.observe_step({terms[j].name: values[j] for j in active})
-    return {terms[j].name: float(sums[j]) / max(1, len(batches)) for j in active}
+            if stepwise and (observed := _observed(values, batch_tokens, totals, tokens, active)) is not None:
+                balancer.observe_step({terms[j].name: value for j, value in observed.items()})
+    return {terms[j].name: float(totals[j] / tokens[j]) if tokens[j] else 0.0 for j in active}
+
+
+def _observed(values: torch.Tensor, batch_tokens: torch.Tensor, totals: torch.Tensor, tokens: torch.Tensor, active: list[int]) -> dict | None:
+    """What a step-level balancer observes of the ``active`` terms after a batch: each term's
+    mean on the batch, or, for a term without tokens in it, its mean over the epoch so far; None
+    until every term has had tokens (a term never seen has no value to balance by)."""
+    observed = {}
+    for j in active:
+        if batch_tokens[j] > 0:
+            observed[j] = values[j]
+        elif tokens[j] > 0:
+            observed[j] = (totals[j] / tokens[j]).to(values.dtype)
+        else:
+            return None
+    return observed
 
 
 def _share(indices: list[int], accelerator) -> tuple[list[int], bool]:

@@ -22,6 +22,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -248,11 +249,8 @@ class LMTrack(Track):
     def n_train(self, at: LMFraction) -> int:
         return len(at.train)
 
-    def new_states(self, at: LMFraction, methods: list[Method], seed: int) -> list[TrainState]:
-        def make():
-            return new_student(self.config.student, self.tokenizer, seed)
-
-        return [new_state(m.name, m, make, seed, device=self.device) for m in methods]
+    def new_states(self, at: LMFraction, methods: list[Method], seeds: list[int]) -> list[TrainState]:
+        return [new_state(m.name, m, partial(new_student, self.config.student, self.tokenizer, seed), seed, device=self.device) for m, seed in zip(methods, seeds, strict=True)]
 
     def training_data(self, at: LMFraction) -> TrainingData:
         return at.data

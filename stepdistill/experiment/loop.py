@@ -94,8 +94,8 @@ class Track:
     def n_train(self, at) -> int:
         raise NotImplementedError
 
-    def new_states(self, at, methods: list[Method], seed: int) -> list[TrainState]:
-        """A fresh student for every method, initialized from ``seed``."""
+    def new_states(self, at, methods: list[Method], seeds: list[int]) -> list[TrainState]:
+        """A fresh student for every method, initialized from its seed (``seeds``, in order)."""
         raise NotImplementedError
 
     def training_data(self, at) -> TrainingData:
@@ -194,7 +194,7 @@ def run_fractions(
             if run.index == 0:  # before any student trains, from run 0's teacher whether live or read back
                 config, control_of, warnings = track.settle(asked, teacher, compare_with)
             if finished is None:
-                finished = _train_and_test(track, config, context, run, labelled, teacher, progress, checkpoints)
+                finished = _train_and_test(track, config, context, run, labelled, teacher, progress, checkpoints, config.tuning_draws(control_of))
                 if checkpoints is not None:
                     checkpoints.save_run(finished, track)
             finished_runs.append(finished)
@@ -240,10 +240,12 @@ def _train_and_test(
     teacher: TeacherFacts,
     progress: Progress,
     checkpoints: Checkpoints | None,
+    draws: dict[str, int],
 ) -> FinishedRun:
     """The run's students at each fraction (``labelled_at``: the rows whose labels they see),
-    trained (or resumed from ``checkpoints``) and tested; in run 0, also what a method costs and
-    buys: its student's training time alone, and the speed of every model."""
+    trained (or resumed from ``checkpoints``) and tested, each method choosing among ``draws``
+    candidates; in run 0, also what a method costs and buys: its student's training time alone,
+    and the speed of every model."""
     train_ids, val_ids, test_ids = track.split_ids(context)
     split = {"train": train_ids, "validation": val_ids, "test": test_ids, "labelled": {}}
     fractions = list(labelled_at)
@@ -253,7 +255,7 @@ def _train_and_test(
         at = track.at_fraction(context, run, labelled, progress)
         saved = None if checkpoints is None else checkpoints.epoch_states(run.index, fraction)
         checkpoint = None if checkpoints is None else partial(checkpoints.save_epoch, run.index, fraction)
-        trained = train_students(track, config, at, run.seed, progress, saved, checkpoint)
+        trained = train_students(track, config, at, run.seed, progress, saved, checkpoint, draws)
         measured = run.index == 0 and fraction == fractions[-1]  # what a method costs and buys, measured once
         if measured:  # training ends before the test split is read
             seconds = time_alone(track, config, at, trained, run.seed, progress)
@@ -282,15 +284,17 @@ def train_students(
     progress: Progress = SILENT,
     saved: list[dict] | None = None,
     checkpoint: Callable[[list[TrainState]], None] | None = None,
+    draws: dict[str, int] | None = None,
 ) -> dict[str, Trained]:
-    """Every method's candidates (its settings times its tuning grid), trained together with
-    ``seed``; per method, the candidate with the best validation metric is kept. The test split
-    plays no part. ``saved``: the candidates' states (``TrainState.state_dict``, in order) to
-    resume from; ``checkpoint(states)`` is called after every epoch."""
+    """Every method's candidates (its settings times its tuning grid, repeated with other seeds
+    up to its ``draws``), trained together from ``seed``; per method, the candidate with the
+    best validation metric is kept. The test split plays no part. ``saved``: the candidates'
+    states (``TrainState.state_dict``, in order) to resume from; ``checkpoint(states)`` is called
+    after every epoch."""
     n_train = track.n_train(at)
-    candidates = {name: config.candidates(name, n_train) for name in config.methods}
-    methods = [method_of(config.method_spec(name, c)) for name, cs in candidates.items() for c in cs]
-    states = track.new_states(at, methods, seed)
+    candidates = {name: _drawn(config.candidates(name, n_train), (draws or {}).get(name, 1)) for name in config.methods}
+    methods = [method_of(config.method_spec(name, _settings(c))) for name, cs in candidates.items() for c in cs]
+    states = track.new_states(at, methods, [seed + DRAW_SEED_STEP * c.get(DRAW, 0) for cs in candidates.values() for c in cs])
     if saved is not None:
         for state, state_dict in zip(states, saved, strict=True):
             state.load_state_dict(state_dict)
@@ -308,13 +312,30 @@ def train_students(
     return trained
 
 
+# A repeated candidate's number (from 1) among its settings' draws, in its record, and how far
+# apart the seeds of its draws are.
+DRAW = "draw"
+DRAW_SEED_STEP = 7919
+
+
+def _drawn(candidates: list[dict], draws: int) -> list[dict]:
+    """``candidates`` repeated in turn up to ``draws`` of them (at least each once), a repeat
+    marked with its draw number."""
+    n = max(draws, len(candidates))
+    return [{**candidates[i % len(candidates)], **({DRAW: i // len(candidates)} if i >= len(candidates) else {})} for i in range(n)]
+
+
+def _settings(candidate: dict) -> dict:
+    return {k: v for k, v in candidate.items() if k != DRAW}
+
+
 def time_alone(track: Track, config: MethodsConfig, at, trained: dict[str, Trained], seed: int, progress: Progress = SILENT) -> dict[str, float]:
     """Seconds to train each method's chosen student alone (what the method costs), measured
     anew for students that trained stacked with others (whose shared time is not theirs)."""
     seconds = {}
     for name, chosen in trained.items():
         if chosen.state.seconds is None:
-            [state] = track.new_states(at, [method_of(config.method_spec(name, chosen.settings))], seed)
+            [state] = track.new_states(at, [method_of(config.method_spec(name, _settings(chosen.settings)))], [seed + DRAW_SEED_STEP * chosen.settings.get(DRAW, 0)])
             fit_with_progress([state], track.training_data(at), progress, f"timing {name} alone")
             seconds[name] = state.seconds
         else:

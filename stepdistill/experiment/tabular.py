@@ -243,9 +243,9 @@ class TabularFraction:
 
 
 def student_states(
-    config: ExperimentConfig, methods: list[Method], data: PreparedData, teacher: BuiltTeacher, cache: TeacherCache, seed: int
+    config: ExperimentConfig, methods: list[Method], data: PreparedData, teacher: BuiltTeacher, cache: TeacherCache, seeds: list[int]
 ) -> list[TrainState]:
-    """A fresh student for every method, checked against what the teacher offers."""
+    """A fresh student for every method, from its seed, checked against what the teacher offers."""
     train, width = data.splits.train, rationale_width(cache, data)
     shape = StudentShape(
         train.n_features, train.n_classes, data.encoder.feature_groups, data.image_shape, teacher.teacher.rationale_style, teacher.teacher.reads_raw_columns
@@ -253,7 +253,7 @@ def student_states(
     make = student_factory(config.student, shape)
     check_student_rationale(config.student, make, [m.name for m in methods if m.needs_rationale], width)
     device = default_device()
-    return [new_state(m.name, m, make, seed, width, device) for m in methods]
+    return [new_state(m.name, m, make, seed, width, device) for m, seed in zip(methods, seeds, strict=True)]
 
 
 @torch.no_grad()
@@ -417,8 +417,8 @@ class TabularTrack(Track):
     def n_train(self, at: TabularFraction) -> int:
         return len(at.data.splits.train)
 
-    def new_states(self, at: TabularFraction, methods: list[Method], seed: int) -> list[TrainState]:
-        return student_states(self.config, methods, at.data, at.teacher, at.cache, seed)
+    def new_states(self, at: TabularFraction, methods: list[Method], seeds: list[int]) -> list[TrainState]:
+        return student_states(self.config, methods, at.data, at.teacher, at.cache, seeds)
 
     def training_data(self, at: TabularFraction) -> TrainingData:
         train = at.data.splits.train

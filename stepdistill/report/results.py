@@ -55,10 +55,12 @@ def class_names(results: dict) -> list[str]:
 
 
 def metric_columns(results: dict) -> list[str]:
-    """Test metrics shown per model, in display order: a classifier's, or the test metrics the
-    models have, in the order they come."""
+    """Test metrics shown per model, in display order: a classifier's (with ``coverage`` beside
+    accuracy when the teacher can leave a row unanswered, as an LLM's can), or the test metrics
+    the models have, in the order they come."""
     if is_classifier(results):
-        return ["accuracy", "log_loss", secondary_metric(results), "ece", "fidelity"]
+        coverage = ["coverage"] if "coverage" in results["teacher"]["test"] else []
+        return ["accuracy", *coverage, "log_loss", secondary_metric(results), "ece", "fidelity"]
     return list(dict.fromkeys(metric for _, entry in models(results) for metric in entry["test"]))
 
 

@@ -272,7 +272,7 @@ class LLMTeacherConfig(_Teacher):
     label_field: str = "label"
     rationale_field: str = "rationale"
     distribution_field: str | None = "label_distribution"
-    eps: float = Field(0.01, gt=0, lt=0.5, description="label distributions are clipped to [eps, 1 - eps] so logits stay finite")
+    eps: float = Field(0.01, gt=0, lt=0.5, description="label distributions are clipped to [eps, 1 - eps] and renormalized, so logits stay finite")
     strict: bool = Field(False, description=STRICT_DESCRIPTION)
     privileged: PrivilegedModel | None = None
     seed: int = 0
