@@ -102,10 +102,14 @@ def test_scores_of_generations_like_the_teacher(tokenizer, tiny_llama, monkeypat
     from stepdistill.lm import evaluate as lm_eval
 
     records = [SVAMP, SVAMP]
-    written = {LABEL_TASK: ["( 84.0 / 2.0 )", "41"], RATIONALE_TASK: [record.rationale for record in records]}
-    monkeypatch.setattr(lm_eval, "generate", lambda model, tok, given, task, *args, **kwargs: written[task])
-    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", max_prompt_tokens=512).metrics == {"label_accuracy": 0.5, "rationale_rouge_l": pytest.approx(1.0)}
-    assert evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", rationales=False, max_prompt_tokens=512).metrics == {"label_accuracy": 0.5}
+    written = {LABEL_TASK: ["( 84.0 / 2.0 )", "41", "many"], RATIONALE_TASK: [record.rationale for record in records]}
+    monkeypatch.setattr(lm_eval, "generate", lambda model, tok, given, task, *args, **kwargs: written[task][: len(given)])
+    scores = evaluate_generative_student(tiny_llama, tokenizer, records, "svamp", max_prompt_tokens=512)
+    assert scores.metrics == {"label_accuracy": 0.5, "coverage": 1.0, "rationale_rouge_l": pytest.approx(1.0)}
+    assert scores.answers == ["42", "41"]
+    # An answer that names no value is a wrong one, and lowers the coverage.
+    unparsed = evaluate_generative_student(tiny_llama, tokenizer, [SVAMP] * 3, "svamp", rationales=False, max_prompt_tokens=512)
+    assert unparsed.metrics == {"label_accuracy": pytest.approx(1 / 3), "coverage": pytest.approx(2 / 3)} and unparsed.answers[2] == ""
 
 
 def test_evaluation_runs_end_to_end_on_a_tiny_model(tokenizer, tiny_llama):  # noqa: F811
