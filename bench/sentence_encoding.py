@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,6 +100,7 @@ def main() -> None:
         "max_abs_difference_from_plain": float((cold - plain.cpu()).abs().max()),
         "machine": machine(),
         "date": datetime.date.today().isoformat(),
+        "command": " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
     }
     print(f"{len(texts)} distinct e-SNLI premises, {results['threads']} thread(s), batch {BATCH_SIZE}")
     for name, value in seconds.items():
