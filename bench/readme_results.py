@@ -8,7 +8,7 @@ the table is drawn from it, and is exactly what that file says:
     <!-- /results -->
 
 A paragraph that quotes measured numbers follows a marker naming its files, and every decimal
-number in it is one of theirs (as printed: rounded, in points or percent, or without its sign):
+number in it is one of theirs (as printed: rounded, in points, percent or thousands, or without its sign):
 
     <!-- numbers docs/results/adult.json -->
 
@@ -44,7 +44,8 @@ NUMBERS = re.compile(r"<!-- numbers ([^>]+?) -->\n(.*?)(?:\n\n|\Z)", re.S)
 DECIMAL = re.compile(r"(?<![\w.])[-+]?\d[\d,]*\.\d+(?!\.?\d)")
 
 # What the README shows of a run's results.json: the tables' cells and the setup, not the
-# training histories, tuning records, calibration bins or per-class metrics.
+# training histories, tuning records, calibration bins, per-class metrics or warnings (which quote
+# records of the data).
 METHOD_KEYS = ("test", "control", "vs_control", "params", "train_seconds", "speed", "flags")
 TEACHER_KEYS = ("kind", "test", "accuracy_on", "params", "train_seconds", "speed", "refit")
 
@@ -58,17 +59,17 @@ def compact(results: dict) -> dict:
         "chosen": results["chosen"],
         "evaluation": results["evaluation"],
         "config": {"data": {k: v for k, v in results["config"]["data"].items() if k.startswith("n_") or k == "classes"}},
-        "warnings": results["warnings"],
         "machine": results["machine"],
         "date": results["date"],
     }
 
 
 def collect(name: str, run_dir: Path, command: list[str]) -> Path:
-    """docs/results/NAME.json from RUN_DIR: a study's ablation.json or sweep.json with the compact
-    results beside it, or a run's compact results; with the command that made them."""
-    results = compact(json.loads((run_dir / "results.json").read_text()))
-    record: dict = {"command": " ".join(command), "results": results}
+    """docs/results/NAME.json from RUN_DIR: a run's compact results, and a study's ablation.json
+    or sweep.json; with the command that made them."""
+    record: dict = {"command": " ".join(command)}
+    if (run_dir / "results.json").is_file():  # a sweep keeps its runs in sweep.json only
+        record["results"] = compact(json.loads((run_dir / "results.json").read_text()))
     for study in ("ablation", "sweep"):
         if (run_dir / f"{study}.json").is_file():
             record[study] = json.loads((run_dir / f"{study}.json").read_text())
@@ -124,8 +125,8 @@ def leaves(value) -> Iterator[float]:
 
 def printed_forms(value: float, decimals: int) -> set[str]:
     """How ``value`` may be printed with ``decimals`` decimals: as is, in points or percent
-    (x100), and without its sign."""
-    return {f"{abs(v):.{decimals}f}" for v in (value, 100 * value)}
+    (x100), in thousands (bytes as kB), and without its sign."""
+    return {f"{abs(v):.{decimals}f}" for v in (value, 100 * value, value / 1000)}
 
 
 def unsupported_numbers(text: str) -> list[tuple[str, str]]:

@@ -1,6 +1,9 @@
 """What a student buys: sizes and latencies measured beside the teacher's, from raw columns."""
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -92,3 +95,15 @@ def test_the_reports_show_the_speed_table(results):
 
 def test_bytes_read_as_people_read_file_sizes():
     assert [format_bytes(n) for n in (640, 1_500, 2_345_678, 3_000_000_000)] == ["640 B", "1.5 kB", "2.3 MB", "3.0 GB"]
+
+
+def test_the_article_benchmark_runs_and_records_its_command(tmp_path):
+    """`make bench`'s comparison, on a few rows: both paths train, accuracies agree, the file says how it was made."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    import article_speed
+
+    output = tmp_path / "article_speed.json"
+    article_speed.main(["--rows", "6000", "--threads", "1", "--timings", "1", "--output", str(output)])
+    record = json.loads(output.read_text())
+    assert record["command"] == f"python bench/article_speed.py --rows 6000 --threads 1 --timings 1 --output {output}"
+    assert record["ratio"] > 0 and abs(record["stepdistill_accuracy"] - record["baseline_accuracy"]) < 0.02

@@ -2,6 +2,8 @@
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,9 @@ from stepdistill.stats import (
     mcnemar_test,
     paired_bootstrap,
 )
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+import fixed_test_simulation  # noqa: E402
 
 # Five repeats; differences d = [.02, .04, .01, .04, .01], mean .024, sample variance 2.3e-4.
 VALUES = [0.82, 0.85, 0.80, 0.84, 0.83]
@@ -165,34 +170,16 @@ def test_fixed_test_t_rejects_bad_input():
         fixed_test_paired_t(np.zeros((3, 4)), np.zeros((3, 4)), -1.0)
 
 
-def _simulated_rejections(n_runs: int, n_rows: int, run_sd: float, shift_in_row_sds: float, rng, n_comparisons: int = 2000):
-    """Share of ``n_comparisons`` simulated comparisons over a fixed test file that each test
-    rejects at 0.05: (fixed-test t, the repeats' corrected t alone). Each row's contribution to the
-    difference is a row effect shared by every run (the test file's draw: its mean has sd 0.004,
-    as the issue's CQA-sized audit found) plus a run effect (sd ``run_sd``) plus per-run row noise;
-    the true difference is ``shift_in_row_sds`` test-row sds."""
-    row_sd = 0.004
-    rejected = np.zeros(2)
-    for _ in range(n_comparisons):
-        rows = rng.normal(shift_in_row_sds * row_sd, row_sd * math.sqrt(n_rows), n_rows)
-        runs = rng.normal(0.0, run_sd, n_runs)
-        differences = rows + runs[:, None] + rng.normal(0.0, 0.001 * math.sqrt(n_rows), (n_runs, n_rows))
-        zeros = np.zeros_like(differences)
-        tests = fixed_test_paired_t(differences, zeros, 0.11), corrected_paired_t(differences.mean(1), zeros.mean(1), 0.11)
-        rejected += [t["p_value"] is not None and t["p_value"] < 0.05 for t in tests]  # no spread: no claim
-    return rejected / n_comparisons
-
-
 @pytest.mark.parametrize("n_runs", [3, 5])
-@pytest.mark.parametrize("n_rows", [500, 2000])
-def test_over_a_fixed_test_file_no_difference_is_found_at_the_nominal_rate_and_a_real_one_is(n_runs, n_rows):
-    rng = np.random.default_rng(n_runs * n_rows)
-    for run_sd in (0.001, 0.004):
-        false_positives, repeats_only = _simulated_rejections(n_runs, n_rows, run_sd, 0.0, rng)
-        assert false_positives <= 0.07, (run_sd, false_positives)
+def test_over_a_fixed_test_file_no_difference_is_found_at_the_nominal_rate_and_a_real_one_is(n_runs):
+    for runs, n_rows, run_sd, rng in fixed_test_simulation.settings():
+        if runs != n_runs:
+            continue
+        false_positives, repeats_only = fixed_test_simulation.simulated_rejections(n_runs, n_rows, run_sd, 0.0, rng)
+        assert false_positives <= 0.07, (n_rows, run_sd, false_positives)
         assert repeats_only > 0.10  # the runs' variance alone misses the shared test draw
-        power, _ = _simulated_rejections(n_runs, n_rows, run_sd, 3.0, rng, n_comparisons=500)
-        assert power > 0.5, (run_sd, power)
+        power, _ = fixed_test_simulation.simulated_rejections(n_runs, n_rows, run_sd, fixed_test_simulation.SHIFT_IN_ROW_SDS, rng, n_comparisons=500)
+        assert power > 0.5, (n_rows, run_sd, power)
 
 
 # ---------------------------------------------------------------- holm

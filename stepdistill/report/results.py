@@ -230,7 +230,8 @@ SIGNIFICANT_MARK = "*"
 
 def comparison_rows(results: dict, metrics: list[str]) -> tuple[list[str], list[list[str]]]:
     """Headers and one row per method with a control: each metric's difference from it."""
-    headers = ["method", "compared with", *[f"Δ {m.replace('_', ' ')}{points_label(m)}" for m in metrics]]
+    percent = round(100 * results["evaluation"]["confidence"])
+    headers = ["method", "compared with", *[f"Δ {m.replace('_', ' ')}{points_label(m)} [{percent}% CI, unadjusted] Holm p" for m in metrics]]
     rows = [
         [name, entry["control"], *[format_comparison(m, entry["vs_control"][m]) for m in metrics]]
         for name, entry in results["methods"].items()
