@@ -141,11 +141,12 @@ def lm_track(path: Path, data_dir: Path | None = None) -> LMTrack:
 
 
 def tabular_track(config: ExperimentConfig, teacher_store: TeacherStore | None) -> TabularTrack:
-    """The tabular track of ``config``, its data file (and fixed test file) read once."""
+    """The tabular track of ``config``, its data file (and fixed test file, and unlabelled pool) read once."""
     options = config.data.read_options()
     frame = read_frame(config.data.path, **options)
     test_frame = None if config.data.test_path is None else read_frame(config.data.test_path, **options)
-    return TabularTrack(config, frame, test_frame, teacher_store)
+    pool = None if config.data.unlabelled_path is None else read_frame(config.data.unlabelled_path, **options)
+    return TabularTrack(config, frame, test_frame, teacher_store, pool=pool)
 
 
 def preset_track(preset: str, repeats: int, data_dir: Path | None, teacher_store: TeacherStore | None) -> tuple[TabularTrack, dict]:

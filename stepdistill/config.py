@@ -37,6 +37,11 @@ class DataConfig(StrictModel):
     test_path: Path | None = Field(
         None, description="a fixed test file with the same columns: every repeat tests on it, and only train/validation vary"
     )
+    unlabelled_path: Path | None = Field(
+        None,
+        description="an unlabelled pool: rows with the data's feature columns (CSV, Parquet or JSONL; a label column is ignored) that the teacher labels"
+        " and the students that learn from it train on; never validation or test rows",
+    )
     scale_numeric: bool = Field(True, description="standardize numeric columns (off for pixels already in [0, 1])")
     image_shape: tuple[int, int, int] | None = Field(None, description="(C, H, W) when each row is a flattened image")
     labelled_fraction: float = Field(
@@ -86,6 +91,24 @@ class DataConfig(StrictModel):
         return TextInputs(columns, self.choices, None if self.text_encoder is None else str(self.text_encoder))
 
 
+class TransferConfig(StrictModel):
+    """A synthetic transfer set (Hinton et al. 2015; Bucilua et al. 2006): rows made from each
+    run's training rows only, ``size`` times as many, which the teacher labels and every term
+    that reads the teacher learns from (the hard term never: they have no label).
+
+    ``munge``: MUNGE as published (Bucilua, Caruana & Niculescu-Mizil 2006, "Model compression"):
+    each row's nearest neighbour in the encoded space; per attribute, with probability ``p``, a
+    category is taken from the neighbour and a number drawn from a normal centred on the
+    neighbour's value with standard deviation |difference| / ``spread``. ``gaussian``: each
+    numeric column plus normal noise of ``noise`` times its standard deviation, categories kept."""
+
+    kind: Literal["munge", "gaussian"] = "munge"
+    size: float = Field(5.0, gt=0, le=1000, description="synthetic rows per training row")
+    p: float = Field(0.5, gt=0, le=1, description="munge: the chance each attribute is swapped or redrawn")
+    spread: float = Field(1.0, gt=0, description="munge: s, the local spread divisor (sd = |a - b| / s)")
+    noise: float = Field(0.1, gt=0, description="gaussian: the noise's standard deviation in each numeric column's own")
+
+
 class EvaluationConfig(StrictModel):
     """How results are repeated. Each repeat is a full rerun on other data: its own stratified
     train/validation/test split (``holdout``) or one fold of repeated stratified k-fold (``cv``:
@@ -120,6 +143,7 @@ class ExperimentConfig(MethodsConfig):
     )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tune: TuneConfig | None = None
+    transfer: TransferConfig | None = Field(None, description="a synthetic transfer set the teacher labels for the distilled students")
 
     @model_validator(mode="before")
     @classmethod
@@ -145,12 +169,26 @@ class ExperimentConfig(MethodsConfig):
             raise StepDistillError("data.choices needs data.text, the question column; set both")
         if self.data.text is not None and (self.data.image_shape is not None or not self.data.scale_numeric):
             raise StepDistillError("data.text makes sentence features, which are neither images nor pixels; drop data.image_shape and data.scale_numeric")
+        if self.transfer is not None or self.data.unlabelled_path is not None:
+            self._check_unlabelled()
         if self.data.test_path is not None and self.evaluation.scheme == "cv":
             raise StepDistillError("evaluation.scheme cv moves the test split, but data.test_path fixes it; use scheme holdout with a test file")
 
+    def _check_unlabelled(self) -> None:
+        """An unlabelled pool or transfer set: rows of a table for a teacher that labels new rows."""
+        pool = self.data.unlabelled_path is not None
+        what, drop = ("an unlabelled pool (data.unlabelled_path)", "data.unlabelled_path") if pool else ("a transfer set", "transfer")
+        if self.data.text is not None:
+            raise StepDistillError(f"{what} is made of a table's rows here, and data.text records are read through sentence features; drop {drop}")
+        if self.teacher.kind in ("file", "llm") or getattr(self.teacher, "privileged", None) is not None:
+            raise StepDistillError(
+                f"{what} needs a teacher that labels new rows, and a teacher of kind {self.teacher.kind!r} gives outputs for the data's rows only;"
+                f" drop {drop} or use a teacher model"
+            )
+
     def relative_paths(self) -> list[Path]:
         """The config's file paths that are relative to the working directory."""
-        paths = [self.data.path, self.data.test_path, *self.teacher.files()]
+        paths = [self.data.path, self.data.test_path, self.data.unlabelled_path, *self.teacher.files()]
         return [path for path in paths if path is not None and not path.is_absolute()]
 
 
@@ -167,7 +205,7 @@ def _data_file(config_path: Path, value: Path, setting: str) -> Path:
 
 
 def load_config(path: Path) -> ExperimentConfig:
-    keys = "data, teacher, student, methods, training, evaluation"
+    keys = "data, teacher, student, methods, training, evaluation, tune, transfer"
     config = read_yaml_config(path, ExperimentConfig, keys, union_tags=KIND_TAGS, model=ExperimentConfig)
     if config.data.path is None:
         raise StepDistillError(f"config {path} has no data.path; set it to a CSV, Parquet or JSONL file")
@@ -175,6 +213,8 @@ def load_config(path: Path) -> ExperimentConfig:
     config.data.path = _data_file(path, config.data.path, "data.path")
     if config.data.test_path is not None:
         config.data.test_path = _data_file(path, config.data.test_path, "data.test_path")
+    if config.data.unlabelled_path is not None:
+        config.data.unlabelled_path = _data_file(path, config.data.unlabelled_path, "data.unlabelled_path")
     if config.data.text_encoder is not None:
         config.data.text_encoder = path.parent / config.data.text_encoder
     for field in ("path", "weights", "outputs"):

@@ -296,6 +296,39 @@ CASES = {
         "unknown xgboost parameter 'max_dept' (did you mean 'max_depth'?)",
     ),
     "an XGBoost value out of range": (lambda p: _config(p, _frame(), teacher={"kind": "xgboost", "params": {"max_depth": -3}}), None, "XGBoost could not train the teacher"),
+    # --- transfer sets ---------------------------------------------------------------------------
+    "a transfer size of 0": (lambda p: _config(p, _frame(), transfer={"size": 0}), None, "transfer.size"),
+    "a transfer kind that does not exist": (lambda p: _config(p, _frame(), transfer={"kind": "smote"}), None, "transfer.kind"),
+    "gaussian transfer rows without numeric columns": (
+        lambda p: _config(p, pd.DataFrame({"city": ["a", "b", "c", "d"] * 50, "label": [0, 1] * 100}), transfer={"kind": "gaussian"}),
+        None,
+        "transfer kind gaussian adds noise to numeric columns, and the data has none; use transfer kind munge",
+    ),
+    "transfer rows for a file of teacher outputs": (
+        lambda p: _config(p, _frame(), teacher={"kind": "file", "path": "outputs.csv"}, transfer={"size": 1}),
+        None,
+        "a transfer set needs a teacher that labels new rows, and a teacher of kind 'file' gives outputs for the data's rows only",
+    ),
+    "an unlabelled pool with other columns": (
+        lambda p: _frame().drop(columns="x1").to_csv(p / "pool.csv", index=False) or _config(p, _frame(), data={"unlabelled_path": "pool.csv"}),
+        None,
+        "the unlabelled pool's columns differ from the data's features: it lacks x1; give it the data's feature columns",
+    ),
+    "an empty unlabelled pool": (
+        lambda p: ((p / "pool.csv").write_text("x0,x1,x2\n"), _config(p, _frame(), data={"unlabelled_path": "pool.csv"}))[1],
+        None,
+        "has no rows",
+    ),
+    "text in an unlabelled pool's numeric column": (
+        lambda p: _with_cell("x1", 3, "abc").drop(columns="label").to_csv(p / "pool.csv", index=False) or _config(p, _frame(), data={"unlabelled_path": "pool.csv"}),
+        None,
+        "the unlabelled pool's column 'x1' holds text where the data has numbers (e.g. 'abc'); fix those rows",
+    ),
+    "an unlabelled pool for text records": (
+        lambda p: _config(p, _frame(), data={"unlabelled_path": "data.csv", "text": "x0"}),
+        None,
+        "an unlabelled pool (data.unlabelled_path) is made of a table's rows here, and data.text records are read through sentence features",
+    ),
     # --- the output directory and the command line ---------------------------------------------
     "--out on a read-only file system": (lambda p: _config(p, _frame()), "/proc/stepdistill-test/out", "cannot write --out"),
     "--out under a file": (lambda p: _config(p, _frame()), "data.csv/out", "cannot write --out"),

@@ -60,32 +60,41 @@ class TabularData:
     """A training and a validation table, and the teacher's outputs on the training rows, aligned
     with them row by row (None when no method uses the teacher). ``labelled`` (N,) bool marks the
     training rows whose labels students may use (None: all); the labels of the other rows play no
-    part in training, while the teacher's outputs serve on every row."""
+    part in training, while the teacher's outputs serve on every row. ``unlabelled``: rows that
+    have no label at all (an unlabelled pool, a synthetic transfer set) with the teacher's outputs
+    on them (``unlabelled_teacher``), which students that learn from the teacher train on besides
+    the training rows, and students that do not never see."""
 
     train: Table
     val: Table
     teacher: TeacherRows | None = None
     labelled: torch.Tensor | None = None
+    unlabelled: Table | None = None
+    unlabelled_teacher: TeacherRows | None = None
 
     def plan(self, states: list[TrainState]) -> list[Group]:
         """Groups of students trained together, each with its engine: logistic students the
         linear engine accepts are stacked by ``LinearEngine.key``, the rest go to the autograd
-        engine; a group shares its curriculum (its epochs' rows), and within a group a term name
-        always means the same objective."""
+        engine; a group shares its curriculum (its epochs' rows) and its rows (with the unlabelled
+        rows, for students that learn from the teacher), and within a group a term name always
+        means the same objective."""
         device = next(states[0].model.parameters()).device
-        rows = TrainingRows.build(self, any(s.method.uses_teacher for s in states), device)
+        rows = {}
         groups: dict[tuple, list[TrainState]] = {}
         for state in states:
+            with_unlabelled = self.unlabelled is not None and state.method.uses_teacher
             if LinearEngine.accepts(state):
-                key = ("linear", *LinearEngine.key(state), state.method.curriculum)
+                key = ("linear", *LinearEngine.key(state), state.method.curriculum, with_unlabelled)
             else:
-                key = ("autograd", state.method.training.batch_size, state.method.curriculum)
+                key = ("autograd", state.method.training.batch_size, state.method.curriculum, with_unlabelled)
             groups.setdefault(key, []).append(state)
         plan = []
         for key, group in groups.items():
             engine = LinearEngine if key[0] == "linear" else AutogradEngine
-            curriculum = group[0].method.curriculum
-            paced_rows = rows.paced(curriculum)
+            curriculum, with_unlabelled = group[0].method.curriculum, key[-1]
+            if with_unlabelled not in rows:
+                rows[with_unlabelled] = TrainingRows.build(self, any(s.method.uses_teacher for s in states), device, with_unlabelled)
+            paced_rows = rows[with_unlabelled].paced(curriculum)
             plan += [Group(part, partial(engine, data=paced_rows), curriculum is not None) for part in _split_conflicting_terms(group)]
         return plan
 
@@ -103,7 +112,9 @@ class TrainingRows:
     order: torch.Tensor | None = None
 
     @classmethod
-    def build(cls, data: TabularData, needs_teacher: bool, device: torch.device) -> TrainingRows:
+    def build(cls, data: TabularData, needs_teacher: bool, device: torch.device, with_unlabelled: bool = False) -> TrainingRows:
+        """``data``'s training rows (and, ``with_unlabelled``, its unlabelled rows after them) on
+        ``device``; the teacher's outputs aligned with them when ``needs_teacher``."""
         train, labelled = data.train, data.labelled
         if needs_teacher:
             if data.teacher is None:
@@ -115,8 +126,17 @@ class TrainingRows:
             logits, rationale = torch.zeros(len(train), 0), None
         # Hidden labels are replaced before training sees them, so no term or curriculum can read them.
         y = train.y if labelled is None else torch.where(labelled, train.y, 0)
-        batch = Batch(train.X, y, logits, rationale, labelled)
         seen = train.y if labelled is None else train.y[labelled]
+        X = train.X
+        if with_unlabelled:
+            extra, outputs = data.unlabelled, data.unlabelled_teacher
+            if outputs is None or len(outputs.logits) != len(extra):
+                raise ValueError("unlabelled rows need the teacher's outputs on them, one row each")
+            X, logits = torch.cat([X, extra.X]), torch.cat([logits, outputs.logits])
+            rationale = None if rationale is None else torch.cat([rationale, outputs.rationale])
+            y = torch.cat([y, torch.zeros(len(extra), dtype=y.dtype)])
+            labelled = torch.cat([torch.ones(len(train), dtype=torch.bool) if labelled is None else labelled, torch.zeros(len(extra), dtype=torch.bool)])
+        batch = Batch(X, y, logits, rationale, labelled)
         threshold = DIVERGENCE_FACTOR * _prior_log_loss(seen, data.val.y, train.n_classes)
         return cls(batch.map(lambda t: t.to(device)), data.val.to(device), threshold)
 

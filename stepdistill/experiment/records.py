@@ -62,6 +62,7 @@ class RunResult:
     n_train: int = 0
     n_val: int = 0
     n_test: int = 0
+    n_unlabelled: int = 0  # rows without labels (pool, transfer set) the distilled students learned from besides n_train
     n_features: int | None = None
     speed: dict[str, dict] | None = None  # measured in run 0 only (speed.py)
 

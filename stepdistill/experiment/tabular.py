@@ -25,6 +25,7 @@ from stepdistill.data.io import frame_parts
 from stepdistill.data.prepared import PreparedData, encode_splits
 from stepdistill.data.repeats import RunRows, cv_runs, fixed_test_runs, holdout_runs
 from stepdistill.data.table import Table
+from stepdistill.data.transfer import gaussian_noise, munge
 from stepdistill.device import default_device
 from stepdistill.engines.base import TrainingData, TrainState, new_state
 from stepdistill.engines.tabular import TabularData
@@ -39,7 +40,7 @@ from stepdistill.speed import measure_speed
 from stepdistill.students.build import StudentShape, check_student_rationale, student_factory
 from stepdistill.teachers.base import Samples
 from stepdistill.teachers.build import BuiltTeacher, build_teacher
-from stepdistill.teachers.cache import TeacherCache
+from stepdistill.teachers.cache import TeacherCache, TeacherOutputs
 from stepdistill.teachers.collect import cache_teacher
 from stepdistill.teachers.config import LoadedTeacher
 from stepdistill.teachers.store import TeacherStore
@@ -178,6 +179,83 @@ def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> Prepar
     return PreparedData(splits, encoder, raw, shape, data.text, data.record_ids, data.choices)
 
 
+@dataclass(frozen=True)
+class UnlabelledRows:
+    """Rows without a label that the teacher labels for the students that learn from it: a run's
+    unlabelled pool and synthetic transfer set. ``table``: encoded as students see them (sample ids
+    after every id of the data, labels 0 and never read); ``raw``: as read, indexed by sample id,
+    for the teacher."""
+
+    table: Table
+    raw: pd.DataFrame
+
+
+# Apart from the runs' own seeds, so that transfer rows are not drawn from the students' streams.
+TRANSFER_SEED = 104_729
+
+
+def transfer_frame(config: ExperimentConfig, data: PreparedData, run: RunRows) -> pd.DataFrame:
+    """``config.transfer``'s rows in the raw columns, made from the run's training rows only
+    (never its validation or test rows), seeded by the run."""
+    t, train = config.transfer, data.splits.train
+    raw = data.raw.loc[train.ids.numpy()]
+    rng = np.random.default_rng(TRANSFER_SEED + run.seed)
+    numeric = data.encoder.numeric_
+    return munge(raw, train.X.numpy(), numeric, t.size, t.p, t.spread, rng) if t.kind == "munge" else gaussian_noise(raw, numeric, t.size, t.noise, rng)
+
+
+def unlabelled_rows(config: ExperimentConfig, data: PreparedData, run: RunRows, pool: pd.DataFrame | None, first_id: int) -> UnlabelledRows | None:
+    """The run's unlabelled rows: the ``pool``'s (checked feature columns), then its transfer
+    set's, encoded by the run's encoder, with sample ids from ``first_id``; None without either."""
+    parts = ([] if pool is None else [pool]) + ([] if config.transfer is None else [transfer_frame(config, data, run)])
+    if not parts:
+        return None
+    made = pd.concat(parts, ignore_index=True)
+    ids = torch.arange(first_id, first_id + len(made))
+    train = data.splits.train
+    table = Table(ids, torch.from_numpy(data.encoder.transform(made)), torch.zeros(len(made), dtype=torch.int64), train.classes, train.feature_names)
+    return UnlabelledRows(table, made.set_index(pd.Index(ids.numpy(), name="id")))
+
+
+def annotate_unlabelled(built: BuiltTeacher, rows: UnlabelledRows, classes: tuple[str, ...], store: TeacherStore | None, progress: Progress) -> TeacherOutputs:
+    """The teacher's outputs on the unlabelled rows (kept in ``store`` like its other outputs)."""
+    if not built.teacher.can_predict:
+        raise StepDistillError(
+            "an unlabelled pool or transfer set needs a teacher that labels new rows, and this teacher gives outputs for the data's rows only;"
+            " drop data.unlabelled_path and transfer"
+        )
+    with progress.task(f"teacher outputs on {len(rows.table)} unlabelled rows"):
+        cache = cache_teacher(built.teacher, [Samples.of(rows.table, rows.raw)], classes, store=store, say=progress.note)
+    return cache.take(rows.table.ids)
+
+
+def checked_pool(config: ExperimentConfig, pool: pd.DataFrame, features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The unlabelled pool's feature columns in the data's order, and what to say of it (its
+    label column, if it has one, is ignored); a pool that is empty, whose columns differ from the
+    data's features, or that holds text where the data has numbers is refused in one line."""
+    d, notes = config.data, []
+    if d.label in pool.columns:
+        notes.append(f"the unlabelled pool's label column {d.label!r} is ignored: its rows teach through the teacher's outputs only")
+        pool = pool.drop(columns=d.label)
+    if d.id_column is not None and d.id_column in pool.columns:
+        pool = pool.drop(columns=d.id_column)
+    if pool.empty:
+        raise StepDistillError(f"data.unlabelled_path {d.unlabelled_path} has no rows; point it at a file of rows, or drop it")
+    wanted, given = [str(c) for c in features.columns], [str(c) for c in pool.columns]
+    if set(wanted) != set(given):
+        missing, extra = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
+        said = "; ".join(part for part in (f"lacks {', '.join(missing)}" if missing else "", f"has {', '.join(extra)} besides" if extra else "") if part)
+        raise StepDistillError(f"the unlabelled pool's columns differ from the data's features: it {said}; give it the data's feature columns")
+    pool = pool[wanted]
+    for column in wanted:
+        if pd.api.types.is_numeric_dtype(features[column]) and not pd.api.types.is_numeric_dtype(pool[column]):
+            text = pool[column][pd.to_numeric(pool[column], errors="coerce").isna() & pool[column].notna()]
+            raise StepDistillError(f"the unlabelled pool's column {column!r} holds text where the data has numbers (e.g. {text.iloc[0]!r}); fix those rows")
+    if d.missing == "error" and (gaps := [c for c in wanted if pool[c].isna().any()]):
+        raise StepDistillError(f"the unlabelled pool has missing values in columns: {', '.join(gaps)}; fill or drop them, or set data.missing: impute")
+    return pool, notes
+
+
 # --- teacher ---------------------------------------------------------------------------------
 
 
@@ -227,19 +305,24 @@ class TabularRun:
     teacher: BuiltTeacher
     cache: TeacherCache
     labelled: Labelled
+    unlabelled: UnlabelledRows | None = None
+    unlabelled_outputs: TeacherOutputs | None = None
 
 
 @dataclass
 class TabularFraction:
     """What students train on at a labelled fraction: the run's data, the teacher and its outputs
     (refit on the labelled rows for a teacher that learns from them), which training rows are
-    labelled (None: all), and the validation rows whose labels students see."""
+    labelled (None: all), and the validation rows whose labels students see; the run's unlabelled
+    rows with this teacher's outputs on them, if any."""
 
     data: PreparedData
     teacher: BuiltTeacher
     cache: TeacherCache
     labelled: torch.Tensor | None
     val: Table
+    unlabelled: Table | None = None
+    unlabelled_outputs: TeacherOutputs | None = None
 
 
 def student_states(
@@ -302,6 +385,7 @@ def test_run(at: TabularFraction, trained: dict[str, Trained]) -> RunResult:
         n_train=len(train),
         n_val=len(data.splits.val),
         n_test=len(test),
+        n_unlabelled=0 if at.unlabelled is None else len(at.unlabelled),
         n_features=train.n_features,
     )
     for name, t in trained.items():
@@ -347,10 +431,13 @@ class TabularTrack(Track):
         test_frame: pd.DataFrame | None = None,
         teacher_store: TeacherStore | None = None,
         compared_metrics: tuple[str, ...] = COMPARED_METRICS,
+        pool: pd.DataFrame | None = None,
     ):
         self.config = config
         self.frame = frame
         self.test_frame = test_frame
+        self.pool = pool  # the unlabelled pool as read (data.unlabelled_path)
+        self.pool_features: pd.DataFrame | None = None  # its feature columns, checked against the data's
         self.teacher_store = teacher_store
         self.compared_metrics = compared_metrics
         self.data: Dataset | None = None
@@ -361,9 +448,12 @@ class TabularTrack(Track):
         with progress.task("reading the data" if self.config.data.text is None else "reading the data and encoding its texts (cached)"):
             self.data = load_data(self.config, self.frame, self.test_frame, progress.note)
         self.data_notes = self.data.long_text_notes(self.config.data.long_texts == "refuse")
+        if self.pool is not None:
+            self.pool_features, notes = checked_pool(self.config, self.pool, self.data.features)
+            self.data_notes += notes
 
     def fingerprints(self) -> dict:
-        return data_fingerprints(self.frame, self.test_frame)
+        return data_fingerprints(self.frame, self.test_frame) | ({} if self.pool is None else {"unlabelled": fingerprint(self.pool)})
 
     def runs(self, hidden_labels: bool) -> list[RunRows]:
         return runs_of(self.config, self.data, hidden_labels)
@@ -372,12 +462,15 @@ class TabularTrack(Track):
         prepared = prepare_run(self.config, self.data, run)
         built, cache = run_teacher(self.config, prepared, run, self.loaded, progress, self.teacher_store, fit_on=self._teacher_rows(prepared, run, labelled))
         self.loaded = None if self.config.teacher.trains_here else built
+        unlabelled = unlabelled_rows(self.config, prepared, run, self.pool_features, int(self.data.ids.max()) + 1)
+        outputs = None if unlabelled is None else annotate_unlabelled(built, unlabelled, prepared.classes, self.teacher_store, progress)
         if run.index == 0:
             splits = prepared.splits
             progress.note(
                 f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features"
+                + (f", {len(unlabelled.table)} unlabelled rows" if unlabelled is not None else "")
             )
-        return TabularRun(prepared, built, cache, labelled)
+        return TabularRun(prepared, built, cache, labelled, unlabelled, outputs)
 
     def _teacher_rows(self, data: PreparedData, run: RunRows, labelled: Labelled) -> PreparedData | None:
         """The rows a teacher trained here learns from: those whose labels the students see,
@@ -407,12 +500,15 @@ class TabularTrack(Track):
         splits = context.data.splits
         train_mask = None if labelled.train is None else torch.from_numpy(labelled.train)
         val = splits.val if labelled.val is None else splits.val.take(torch.from_numpy(labelled.val))
-        built, cache = context.teacher, context.cache
+        built, cache, outputs = context.teacher, context.cache, context.unlabelled_outputs
         if labelled is not context.labelled and (seen := self._teacher_rows(context.data, run, labelled)) is not None:
             # A teacher that learns from labels here sees those the students see, no more: else
             # it would pass them the hidden labels. The run's teacher learned the largest fraction's.
             built, cache = run_teacher(self.config, context.data, run, None, progress, self.teacher_store, fit_on=seen)
-        return TabularFraction(context.data, built, cache, train_mask, val)
+            if context.unlabelled is not None:
+                outputs = annotate_unlabelled(built, context.unlabelled, context.data.classes, self.teacher_store, progress)
+        unlabelled = None if context.unlabelled is None else context.unlabelled.table
+        return TabularFraction(context.data, built, cache, train_mask, val, unlabelled, outputs)
 
     def n_train(self, at: TabularFraction) -> int:
         return len(at.data.splits.train)
@@ -422,7 +518,7 @@ class TabularTrack(Track):
 
     def training_data(self, at: TabularFraction) -> TrainingData:
         train = at.data.splits.train
-        return TabularData(train, at.val, at.cache.take(train.ids), at.labelled)
+        return TabularData(train, at.val, at.cache.take(train.ids), at.labelled, at.unlabelled, at.unlabelled_outputs)
 
     def validation_metrics(self, at: TabularFraction, state: TrainState) -> dict[str, float]:
         return selection_metrics(split_logits(state.model, at.val), at.val.y)
