@@ -1,7 +1,7 @@
 """The command line: parse the arguments, call commands.py (or lm-teach, export), print the tables.
 
 ``stepdistill demo``, ``run CONFIG.yaml`` (a run config or an lm-train config), ``lm-train``, the
-studies ``ablate`` and ``sweep-data`` (on a config or a preset), ``run --resume RUN_DIR`` after an
+studies ``ablate``, ``sweep-data`` and ``sweep-size`` (on a config or a preset), ``run --resume RUN_DIR`` after an
 interruption of any of them, and ``predict`` and ``export`` for saved students."""
 
 from __future__ import annotations
@@ -86,10 +86,10 @@ def _guarded(command):
     return guarded
 
 
-DATA_DIR_HELP = f"The released distilling-step-by-step data (the folder holding datasets/), for the esnli and cqa presets and lm-train configs. Default: {DSBS_DEFAULT_DIR} when present."
-DATA_DIR_OPTION = typer.Option(None, help=DATA_DIR_HELP, show_default=False)
-OVERWRITE_HELP = "Replace the results of an earlier run in --out (its other files are removed once the new ones are written)."
-OVERWRITE_OPTION = typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
+DATA_DIR_OPTION = typer.Option(
+    None, show_default=False, help=f"The released distilling-step-by-step data (the folder holding datasets/), for the esnli and cqa presets and lm-train configs. Default: {DSBS_DEFAULT_DIR} when present."
+)
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace the results of an earlier run in --out (its other files are removed once the new ones are written).")
 RUN_FILES = "results.json, report.md, report.html, plots and the trained students (student/ is the one to deploy)"
 STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation), a run's or lm-train's; or leave it out and pass --preset."
 STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(PRESET_NAMES)}."
@@ -171,11 +171,7 @@ def ablate(
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """The enhanced method with each component removed in turn, compared seed by seed with the full one."""
-    from stepdistill import commands
-
-    track, description = commands.study_source(config, preset, repeats, data_dir, 5, _teacher_store(), _options["trust_pickle"])
-    out_dir = commands.new_out(out, overwrite, ("ablation.json",))
-    _run(commands.study_job(track, description, commands.ABLATION, repeats, default_repeats=5), out_dir, overwrite)
+    _study("ablation", config, preset, repeats, data_dir, out, overwrite)
 
 
 @app.command("sweep-data")
@@ -190,13 +186,36 @@ def sweep_data(
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Every method at each labelled fraction: how much the teacher helps when labels are scarce."""
-    from stepdistill import commands
     from stepdistill.studies import parse_fractions
 
-    shares = parse_fractions(fractions)
-    track, description = commands.study_source(config, preset, repeats, data_dir, 3, _teacher_store(), _options["trust_pickle"])
-    out_dir = commands.new_out(out, overwrite, ("sweep.json",))
-    _run(commands.study_job(track, description, commands.SWEEP, repeats, default_repeats=3, fractions=shares), out_dir, overwrite)
+    _study("sweep-data", config, preset, repeats, data_dir, out, overwrite, fractions=parse_fractions(fractions))
+
+
+@app.command("sweep-size")
+@_guarded
+def sweep_size(
+    config: Path | None = typer.Argument(None, help=STUDY_SOURCE, show_default=False),
+    preset: str | None = typer.Option(None, help=STUDY_PRESET, show_default=False),
+    sizes: str = typer.Option("8;32;128;64,64", help="Student MLPs' hidden layer widths: commas within a size, semicolons between sizes."),
+    repeats: int | None = typer.Option(None, help="Runs (evaluation.repeats) for every size. Default: the config's if it sets them, else 3.", show_default=False),
+    out: str = typer.Option("runs/sizes", help="Directory for sizes.json, sizes.md, sizes.html and sizes.png; new or empty, unless --overwrite."),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+) -> None:
+    """The control and every method at each student size: how small a student can be and keep the teacher's knowledge."""
+    from stepdistill.studies import parse_sizes
+
+    _study("sweep-size", config, preset, repeats, data_dir, out, overwrite, sizes=parse_sizes(sizes))
+
+
+def _study(study: str, config: Path | None, preset: str | None, repeats: int | None, data_dir: Path | None, out: str, overwrite: bool, **grid) -> None:
+    """Run ``study`` (``commands.STUDY_FILES``' names) on a config or a preset into ``out``."""
+    from stepdistill import commands
+
+    default_repeats = 5 if study == commands.ABLATION else 3
+    track, description = commands.study_source(config, preset, repeats, data_dir, default_repeats, _teacher_store(), _options["trust_pickle"])
+    out_dir = commands.new_out(out, overwrite, (commands.STUDY_FILES[study],))
+    _run(commands.study_job(track, description, study, repeats, default_repeats, **grid), out_dir, overwrite)
 
 
 def _run(job, out: Path, overwrite: bool = False, checkpoints=None) -> None:

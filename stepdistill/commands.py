@@ -29,14 +29,18 @@ from stepdistill.files import read_yaml_mapping, write_atomically
 from stepdistill.lm.config import LMTrainConfig, load_lm_train_config
 from stepdistill.progress import SILENT, Progress
 from stepdistill.report.ablation import render_ablation_table, write_ablation
+from stepdistill.report.size import render_size_table, write_sizes
 from stepdistill.report.sweep import render_sweep_table, write_sweep
 from stepdistill.report.table import render_speed_table, render_table
 from stepdistill.report.write import write_report
 from stepdistill.run_dir import CHOSEN_DIR
-from stepdistill.studies import FULL, ablation_config, summarize_ablation, summarize_sweep
+from stepdistill.students.config import MLPStudent
+from stepdistill.studies import FULL, ablation_config, size_key, summarize_ablation, summarize_grid, summarize_sweep
 from stepdistill.teachers.store import TeacherStore, default_store_directory
 
-ABLATION, SWEEP = "ablation", "sweep-data"
+ABLATION, SWEEP, SIZES = "ablation", "sweep-data", "sweep-size"
+# The file by which --overwrite recognizes an earlier study's directory.
+STUDY_FILES = {ABLATION: "ablation.json", SWEEP: "sweep.json", SIZES: "sizes.json"}
 # The files by which --overwrite recognizes an earlier run's directory.
 RESULTS_FILES = ("results.json", "manifest.json")
 
@@ -104,13 +108,15 @@ def remove_stale(out: Path, written: list[Path]) -> None:
 @dataclass
 class Job:
     """An experiment to run: its ``track``, where it came from (``description``, kept in the
-    results), the study it is (None: a plain run, ``ABLATION`` or ``SWEEP``) and its labelled
-    fractions (a plain run's and an ablation's: the config's one)."""
+    results), the study it is (None: a plain run, ``ABLATION``, ``SWEEP`` or ``SIZES``), its labelled
+    fractions (a plain run's, an ablation's and a size sweep's: the config's one) and a size
+    sweep's sizes."""
 
     track: Track
     description: dict
     study: str | None = None
     fractions: list[float] = field(default_factory=list)
+    sizes: list[tuple[int, ...]] = field(default_factory=list)  # a size sweep's students' hidden layers
 
     def __post_init__(self):
         if not self.fractions:
@@ -184,17 +190,38 @@ def with_consent(config: ExperimentConfig, trust_pickle: bool) -> ExperimentConf
     return config
 
 
-def study_job(track: Track, description: dict, study: str, repeats: int | None, default_repeats: int, fractions: list[float] | None = None) -> Job:
+def study_job(
+    track: Track, description: dict, study: str, repeats: int | None, default_repeats: int, fractions: list[float] | None = None, sizes: list | None = None
+) -> Job:
     """A study of ``track``'s config: ``repeats`` runs (else the config's if it sets them, else
-    ``default_repeats``); an ablation's variants as methods, or a sweep's ``fractions``."""
+    ``default_repeats``); an ablation's variants as methods, a sweep's ``fractions`` or ``sizes``."""
     config = track.config
     evaluation = config.evaluation
     runs = repeats if repeats is not None else evaluation.repeats if "repeats" in evaluation.model_fields_set else default_repeats
     config = config.model_copy(update={"evaluation": evaluation.model_copy(update={"repeats": runs})})
     if study == ABLATION:
         config = ablation_config(config)
+    if study == SIZES and (not isinstance(track, TabularTrack) or config.student.kind not in ("logistic", "mlp")):
+        raise StepDistillError("sweep-size sizes MLP students of a table or of text records' features; give a run config whose student is logistic or mlp")
     track.config = config
-    return Job(track, {**description, "study": study}, study, fractions or [])
+    return Job(track, {**description, "study": study}, study, fractions or [], sizes or [])
+
+
+def size_sweep(job: Job, progress: Progress) -> tuple[Experiment, dict]:
+    """The job's experiment once per student size (an MLP with those hidden layers), on the same
+    runs (the same splits, teachers and seeds), and their summary, one Holm family for the
+    sweep; the last size's experiment stands for how the runs were made."""
+    track, base = job.track, job.track.config
+    by_size, experiment = {}, None
+    try:
+        for hidden in job.sizes:
+            track.config = base.model_copy(update={"student": MLPStudent(kind="mlp", hidden=hidden)})
+            progress.note(f"students with hidden layers {size_key(hidden)}")
+            experiment = run_fractions(track, job.fractions, progress, None, None, job.description)
+            by_size[size_key(hidden)] = experiment.results
+    finally:
+        track.config = base
+    return experiment, summarize_grid(by_size)
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -217,6 +244,8 @@ class Outcome:
             return [render_ablation_table(results, self.study)]
         if self.job.study == SWEEP:
             return [render_sweep_table(self.study, results)]
+        if self.job.study == SIZES:
+            return [render_size_table(self.study, results)]
         return [table for table in (render_table(results), render_speed_table(results)) if table is not None]
 
     def lines(self, out: Path) -> list[str]:
@@ -247,13 +276,11 @@ def run_job(job: Job, out: Path, progress: Progress = SILENT, overwrite: bool = 
     checkpoints = checkpoints or Checkpoints.start(out, writes=main, source=_config_file_mapping(job.description))
     compare_with = FULL if job.study == ABLATION else None
     try:
-        experiment = run_fractions(track, job.fractions, progress, checkpoints, compare_with, job.description)
-        if job.study == ABLATION:
-            study = summarize_ablation(experiment.results)
-        elif job.study == SWEEP:
-            study = summarize_sweep(experiment.results_by_fraction)
+        if job.study == SIZES:  # one experiment per size, not checkpointed
+            experiment, study = size_sweep(job, progress)
         else:
-            study = None
+            experiment = run_fractions(track, job.fractions, progress, checkpoints, compare_with, job.description)
+            study = _study_summary(job.study, experiment)
         written = _write(job, experiment, study, out) if main else []
         track.barrier()
         if overwrite and main:
@@ -266,6 +293,15 @@ def run_job(job: Job, out: Path, progress: Progress = SILENT, overwrite: bool = 
     return Outcome(job, experiment, study, written)
 
 
+def _study_summary(study: str | None, experiment: Experiment) -> dict | None:
+    """An ablation's or a labelled-fraction sweep's summary; None for a plain run."""
+    if study == ABLATION:
+        return summarize_ablation(experiment.results)
+    if study == SWEEP:
+        return summarize_sweep(experiment.results_by_fraction)
+    return None
+
+
 def _write(job: Job, experiment: Experiment, study: dict | None, out: Path) -> list[Path]:
     """The job's files: a study's pages and report, or a run's report and students."""
     evidence = partial(write_evidence, experiment=experiment)
@@ -274,6 +310,8 @@ def _write(job: Job, experiment: Experiment, study: dict | None, out: Path) -> l
     if job.study == SWEEP:
         # The teacher and the runs are the same at every fraction.
         return write_sweep(study, experiment.results, out, evidence)
+    if job.study == SIZES:
+        return write_sizes(study, experiment.results, out)
     results = experiment.results
     return write_report(results, out, lambda staging_dir: job.track.write_students(staging_dir, results, experiment.students) + evidence(staging_dir))
 

@@ -1,7 +1,8 @@
-"""Studies made of experiments: an ablation of the enhanced method, and a sweep over the share
-of training rows whose labels the students see. This module defines them (the ablation's
-variants, the sweep's fractions) and summarizes their results; both run as one experiment
-(experiment/loop.py), of either track.
+"""Studies made of experiments: an ablation of the enhanced method, a sweep over the share of
+training rows whose labels the students see, and a sweep over student sizes. This module defines
+them (the ablation's variants, the sweep's fractions, the students' sizes) and summarizes their
+results; the first two run as one experiment (experiment/loop.py), of either track, the size
+sweep as one experiment per size on the same runs.
 
 An ablation is one experiment whose methods are the variants, so every variant trains on the
 same runs (splits, teachers, seeds), with the same recipe, and students that fit together train
@@ -122,15 +123,24 @@ def summarize_sweep(results_by_fraction: dict[float, dict]) -> dict:
     each method, fractions as ``fraction_key`` writes them, from the sweep's results by fraction,
     for the metrics the experiment compared; the p-values Holm-corrected over every comparison
     of the sweep."""
+    return summarize_grid({fraction_key(fraction): results for fraction, results in sorted(results_by_fraction.items())})
+
+
+def summarize_grid(results_by_key: dict[str, dict]) -> dict:
+    """``summarize_sweep``'s dict over any keys (fractions, student sizes), in the order given;
+    a student's cells also hold its parameters and its latency on 1,024 rows (run 0's)."""
     summary: dict[str, dict] = {TEACHER_ROW: {}}
-    for fraction, results in sorted(results_by_fraction.items()):
-        key = fraction_key(fraction)
+    for key, results in results_by_key.items():
         metrics = results["evaluation"]["compared"]
         summary[TEACHER_ROW][key] = {metric: _mean_std(results["teacher"]["test"][metric]) for metric in metrics}
         for name, entry in results["methods"].items():
             cell = {metric: _mean_std(entry["test"][metric]) for metric in metrics}
             if entry.get("vs_control"):
                 cell["vs_control"] = {metric: entry["vs_control"][metric] for metric in metrics}
+            if entry.get("params") is not None:
+                cell["params"] = entry["params"]
+            if (entry.get("speed") or {}).get("batch_ms") is not None:
+                cell["batch_ms"] = entry["speed"]["batch_ms"]
             summary.setdefault(name, {})[key] = cell
     # One Holm family for the sweep: every comparison at every fraction, on every metric.
     cells = [cell["vs_control"] for by_fraction in summary.values() for cell in by_fraction.values() if "vs_control" in cell]
@@ -138,6 +148,28 @@ def summarize_sweep(results_by_fraction: dict[float, dict]) -> dict:
     for (comparisons, metric), corrected in zip(pending, stats.holm([comparisons[metric] for comparisons, metric in pending])):
         comparisons[metric] = corrected
     return summary
+
+
+def parse_sizes(text: str) -> list[tuple[int, ...]]:
+    """``"8;32;64,64"`` -> [(8,), (32,), (64, 64)]: student MLPs' hidden layers, smallest first
+    as given, each a comma-separated list of positive widths, sizes apart by semicolons."""
+    sizes = []
+    for part in text.split(";"):
+        try:
+            widths = tuple(int(width) for width in part.split(","))
+        except ValueError:
+            raise StepDistillError(f"--sizes {text!r}: {part!r} is not a list of layer widths; pass e.g. 8;32;64,64 (semicolons between sizes)") from None
+        if not widths or min(widths) < 1:
+            raise StepDistillError(f"--sizes {text!r}: every width must be a positive whole number; pass e.g. 8;32;64,64")
+        sizes.append(widths)
+    if len(set(sizes)) != len(sizes):
+        raise StepDistillError(f"--sizes {text!r} repeats a size; give each once")
+    return sizes
+
+
+def size_key(hidden: tuple[int, ...]) -> str:
+    """How a student size is named in the study's files: its hidden widths, e.g. ``64x64``."""
+    return "x".join(map(str, hidden))
 
 
 def _mean_std(summary: dict) -> dict:

@@ -158,7 +158,33 @@ def test_bad_fractions_are_one_line_exit_2(tmp_path, fractions):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", ["ablate", "sweep-data"])
+def test_sweep_size_trains_every_method_at_each_size_on_the_same_runs(tmp_path):
+    """Each size is a run of its own on the same splits and teachers: the teacher's row is the same
+    at every size, students grow with their hidden layers, and one Holm family covers the sweep."""
+    config = _csv_config(tmp_path, teacher={"kind": "mlp", "hidden": [16], "training": {"epochs": 2}}, methods={"baseline": {}, "traditional": {}})
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["--quiet", "sweep-size", config, "--sizes", "2;16,16", "--repeats", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert list(sizes) == ["teacher", "baseline", "traditional"] and all(list(by_size) == ["2", "16x16"] for by_size in sizes.values())
+    assert sizes["teacher"]["2"] == sizes["teacher"]["16x16"]
+    assert sizes["baseline"]["2"]["params"] < sizes["baseline"]["16x16"]["params"] == sizes["traditional"]["16x16"]["params"]
+    comparisons = [sizes["traditional"][key]["vs_control"][metric] for key in ("2", "16x16") for metric in SHOWN]
+    expected = stats.holm([{"p_value": c["p_value"]} for c in comparisons])
+    assert [c["p_holm"] for c in comparisons] == pytest.approx([c["p_holm"] for c in expected])
+    text = (out / "sizes.md").read_text()
+    assert (out / "sizes.png").is_file() and (out / "sizes.html").is_file() and "| hidden 16x16 |" in text and "all sizes and metrics" in text
+
+
+@pytest.mark.parametrize("sizes", ["0", "8;abc", "8;8", "8,,4"])
+def test_bad_sizes_are_one_line_exit_2(tmp_path, sizes):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sweep-size", "--preset", "article", "--sizes", sizes, "--out", str(out)])
+    assert "--sizes" in one_error_line(result)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["ablate", "sweep-data", "sweep-size"])
 @pytest.mark.parametrize("source", [["config.yaml", "--preset", "article"], []])
 def test_a_study_needs_exactly_one_of_config_and_preset(tmp_path, command, source):
     result = runner.invoke(app, [command, *source, "--out", str(tmp_path / "out")])

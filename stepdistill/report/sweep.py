@@ -38,14 +38,15 @@ def fractions_of(sweep: dict) -> list[str]:
 def shown_metrics(sweep: dict) -> list[str]:
     """The metrics the sweep compared (``summarize_sweep``'s), the headline one first."""
     first_cell = next(iter(next(iter(sweep.values())).values()))
-    return [metric for metric in first_cell if metric != "vs_control"]
+    return [metric for metric, value in first_cell.items() if isinstance(value, dict) and "mean" in value]
 
 
-def sweep_rows(sweep: dict, metric: str) -> tuple[list[str], list[list[str]]]:
-    """Headers (one column per fraction) and one row per method of ``metric``'s mean ± std,
-    with the mark of a significant difference from the method's control."""
+def sweep_rows(sweep: dict, metric: str, column: str = "labelled {}") -> tuple[list[str], list[list[str]]]:
+    """Headers (one column per fraction, or other key, named by ``column``) and one row per
+    method of ``metric``'s mean ± std, with the mark of a significant difference from the
+    method's control."""
     fractions = fractions_of(sweep)
-    headers = ["method", *[f"labelled {fraction}" for fraction in fractions]]
+    headers = ["method", *[column.format(fraction) for fraction in fractions]]
     rows = [[name, *[_cell(by_fraction[f], metric) for f in fractions]] for name, by_fraction in sweep.items()]
     return headers, rows
 
@@ -56,10 +57,10 @@ def _cell(cell: dict, metric: str) -> str:
     return format_mean_std(cell[metric]) + mark
 
 
-def difference_rows(sweep: dict, metric: str) -> tuple[list[str], list[list[str]]]:
-    """Each method's difference from its control at each fraction, with interval and Holm p."""
+def difference_rows(sweep: dict, metric: str, column: str = "labelled {}") -> tuple[list[str], list[list[str]]]:
+    """Each method's difference from its control at each fraction (or other key), with interval and Holm p."""
     fractions = fractions_of(sweep)
-    headers = ["method", *[f"labelled {fraction}" for fraction in fractions]]
+    headers = ["method", *[column.format(fraction) for fraction in fractions]]
     rows = [
         [name, *[format_comparison(metric, by_fraction[f]["vs_control"][metric]) for f in fractions]]
         for name, by_fraction in sweep.items()
