@@ -2,12 +2,14 @@
 from by the terms that read the teacher and never by the hard term."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import one_error_line
 from typer.testing import CliRunner
 
 import stepdistill.experiment.loop as loop
@@ -136,3 +138,14 @@ def test_run_learns_from_an_unlabelled_pool_through_the_command_line(tmp_path):
         assert pool["methods"]["traditional"]["test"][metric] == flipped["methods"]["traditional"]["test"][metric]  # the pool's labels play no part
         assert pool["methods"]["baseline"]["test"][metric] == none["methods"]["baseline"]["test"][metric]  # nor its rows, for the control
     assert pool["methods"]["traditional"]["test"]["log_loss"] != none["methods"]["traditional"]["test"]["log_loss"]
+
+
+def test_unlabelled_rows_the_cache_disk_has_no_room_for_are_refused_before_any_work(tmp_path, monkeypatch):
+    _frame().to_csv(tmp_path / "data.csv", index=False)
+    config = {"data": {"path": "data.csv"}, "training": FAST, "evaluation": {"repeats": 1}, "transfer": {"size": 3}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(tabular.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    outcome = CliRunner().invoke(app, ["--quiet", "--cache-dir", str(tmp_path / "cache"), "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    line = one_error_line(outcome, alone=True)
+    assert "the teacher's outputs on the unlabelled rows need about" in line and "pass --no-cache" in line
+    assert not (tmp_path / "out").exists()

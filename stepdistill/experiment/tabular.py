@@ -12,7 +12,9 @@ after training; in run 0 every model's size and prediction latency are measured 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,16 +219,32 @@ def unlabelled_rows(config: ExperimentConfig, data: PreparedData, run: RunRows, 
     return UnlabelledRows(table, made.set_index(pd.Index(ids.numpy(), name="id")))
 
 
-def annotate_unlabelled(built: BuiltTeacher, rows: UnlabelledRows, classes: tuple[str, ...], store: TeacherStore | None, progress: Progress) -> TeacherOutputs:
-    """The teacher's outputs on the unlabelled rows (kept in ``store`` like its other outputs)."""
+def annotate_unlabelled(
+    built: BuiltTeacher, rows: UnlabelledRows, classes: tuple[str, ...], store: TeacherStore | None, progress: Progress, row_values: int
+) -> TeacherOutputs:
+    """The teacher's outputs on the unlabelled rows (kept in ``store`` like its other outputs,
+    ``row_values`` numbers a row: logits and rationale)."""
     if not built.teacher.can_predict:
         raise StepDistillError(
             "an unlabelled pool or transfer set needs a teacher that labels new rows, and this teacher gives outputs for the data's rows only;"
             " drop data.unlabelled_path and transfer"
         )
+    if store is not None:
+        _check_room(store.directory, len(rows.table) * (row_values + 1) * 4)  # float32 values and an int64 id, roughly
     with progress.task(f"teacher outputs on {len(rows.table)} unlabelled rows"):
         cache = cache_teacher(built.teacher, [Samples.of(rows.table, rows.raw)], classes, store=store, say=progress.note)
     return cache.take(rows.table.ids)
+
+
+def _check_room(directory: Path, needed: int) -> None:
+    """Refuse, before any work, outputs that the teacher cache's disk has no room for."""
+    where = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    free = shutil.disk_usage(where).free if where is not None else needed
+    if needed > free:
+        raise StepDistillError(
+            f"the teacher's outputs on the unlabelled rows need about {needed / 1e6:,.1f} MB in the teacher cache {directory}, which has"
+            f" {free / 1e6:,.1f} MB free; free space, point --cache-dir elsewhere, or pass --no-cache"
+        )
 
 
 def checked_pool(config: ExperimentConfig, pool: pd.DataFrame, features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -285,6 +303,12 @@ def run_teacher(
         samples = [Samples.of(t, data.raw) for t in (splits.train, splits.val, splits.test)]
         cache = cache_teacher(built.teacher, samples, data.classes, store=teacher_store, say=progress.note)
     return built, cache
+
+
+def _row_values(cache: TeacherCache, data: PreparedData) -> int:
+    """How many numbers the teacher's outputs hold per row: its logits and its rationale."""
+    outputs = cache.take(data.splits.train.ids[:1])
+    return outputs.logits.shape[-1] + (0 if outputs.rationale is None else outputs.rationale[0].numel())
 
 
 def rationale_width(cache: TeacherCache, data: PreparedData) -> int | None:
@@ -463,7 +487,7 @@ class TabularTrack(Track):
         built, cache = run_teacher(self.config, prepared, run, self.loaded, progress, self.teacher_store, fit_on=self._teacher_rows(prepared, run, labelled))
         self.loaded = None if self.config.teacher.trains_here else built
         unlabelled = unlabelled_rows(self.config, prepared, run, self.pool_features, int(self.data.ids.max()) + 1)
-        outputs = None if unlabelled is None else annotate_unlabelled(built, unlabelled, prepared.classes, self.teacher_store, progress)
+        outputs = None if unlabelled is None else annotate_unlabelled(built, unlabelled, prepared.classes, self.teacher_store, progress, _row_values(cache, prepared))
         if run.index == 0:
             splits = prepared.splits
             progress.note(
@@ -506,7 +530,7 @@ class TabularTrack(Track):
             # it would pass them the hidden labels. The run's teacher learned the largest fraction's.
             built, cache = run_teacher(self.config, context.data, run, None, progress, self.teacher_store, fit_on=seen)
             if context.unlabelled is not None:
-                outputs = annotate_unlabelled(built, context.unlabelled, context.data.classes, self.teacher_store, progress)
+                outputs = annotate_unlabelled(built, context.unlabelled, context.data.classes, self.teacher_store, progress, _row_values(cache, context.data))
         unlabelled = None if context.unlabelled is None else context.unlabelled.table
         return TabularFraction(context.data, built, cache, train_mask, val, unlabelled, outputs)
 
