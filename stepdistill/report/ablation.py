@@ -16,7 +16,7 @@ from rich.table import Table
 from stepdistill.evaluate import is_worse
 from stepdistill.report.html import html_figure, html_page, html_table, paragraph
 from stepdistill.report.markdown import markdown_table
-from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
+from stepdistill.report.plots import plt, save_figure  # pyplot with the headless backend already chosen
 from stepdistill.report.results import SIGNIFICANT_MARK, format_change, format_comparison, format_mean_std, in_points, page_subtitle, points_label, runs_word
 from stepdistill.report.rows import rich_table
 from stepdistill.report.staged import write_staged
@@ -187,9 +187,7 @@ def plot_ablation(ablation: dict, path: Path) -> None:
     label = metric.replace("_", " ")
     ax.set_xlabel(f"test {label} minus full's (points), {round(100 * CONFIDENCE)}% interval paired over runs")
     ax.set_title(f"Ablation: test {label} against full")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    save_figure(fig, path, tight=True)
 
 
 def write_ablation(results: dict, ablation: dict, out_dir: Path, more: Callable[[Path], list[str]] | None = None) -> list[Path]:

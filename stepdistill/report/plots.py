@@ -85,14 +85,17 @@ def _panels(n_panels: int, max_cols: int, panel_size_in: tuple[float, float], ex
     return fig, used
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path, tight: bool = False) -> None:
+    """``fig`` as a PNG at ``path`` (laid out tightly first with ``tight``), then closed."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
 def plot_history(results: dict, path: Path) -> None:
     """``history_figure`` as a PNG file."""
-    _save(history_figure(results), path)
+    save_figure(history_figure(results), path)
 
 
 def history_figure(results: dict):
@@ -147,7 +150,7 @@ def plot_metrics(results: dict, path: Path) -> None:
     ax.set_title("Test metrics, mean ± std over runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 PANEL_SIZE_IN = (3.6, 3.4)
@@ -176,7 +179,7 @@ def plot_reliability(results: dict, path: Path) -> None:
         ax.set_ylabel("share correct", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # Above this many classes the cells are too small for their counts to be written in them.
@@ -208,7 +211,7 @@ def plot_confusion(results: dict, path: Path) -> None:
         ax.set_ylabel("true", fontsize=8)
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 TEACHER_STYLE = {"color": "black", "marker": "s"}
@@ -231,7 +234,7 @@ class _PlainLogFormatter(LogFormatter):
 
 def plot_tradeoff(results: dict, path: Path) -> None:
     """``tradeoff_figure`` as a PNG file."""
-    _save(tradeoff_figure(results), path)
+    save_figure(tradeoff_figure(results), path)
 
 
 def tradeoff_figure(results: dict):

@@ -9,7 +9,6 @@ results dict, for what the teacher is and how the runs were made.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,17 +17,14 @@ from rich.table import Table
 
 from stepdistill.report.html import heading, html_figure, html_page, html_table, paragraph
 from stepdistill.report.markdown import markdown_table
-from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
+from stepdistill.report.plots import plt, save_figure  # pyplot with the headless backend already chosen
 from stepdistill.report.results import SIGNIFICANT_MARK, page_subtitle, runs_word
 from stepdistill.report.rows import rich_table
-from stepdistill.report.staged import write_staged
+from stepdistill.report.staged import write_study_pages
 from stepdistill.report.sweep import difference_rows, fractions_of, shown_metrics, sweep_rows
 from stepdistill.studies import TEACHER_ROW
 
-SIZE_JSON = "sizes.json"
-SIZE_MD = "sizes.md"
-SIZE_HTML = "sizes.html"
-SIZE_PNG = "sizes.png"
+SIZE_STEM = "sizes"  # sizes.json, sizes.md, sizes.html, sizes.png
 SIZE_TITLE = "Student-size sweep"
 COLUMN = "hidden {}"
 
@@ -109,20 +105,10 @@ def plot_sizes(sizes: dict, path: Path) -> None:
     axes[0].set_ylabel(f"test {metric.replace('_', ' ')}")
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     fig.suptitle(_plot_title(sizes))
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    save_figure(fig, path, tight=True)
 
 
 def write_sizes(sizes: dict, results: dict, out_dir: Path, more: Callable[[Path], list[str]] | None = None) -> list[Path]:
     """sizes.json, sizes.md, sizes.html and sizes.png (and what ``more(staging_dir)`` writes) into
     ``out_dir``: all of them, or none if anything fails."""
-
-    def write_files(staging_dir: Path) -> list[str]:
-        (staging_dir / SIZE_JSON).write_text(json.dumps(sizes, indent=2) + "\n", encoding="utf-8")
-        plot_sizes(sizes, staging_dir / SIZE_PNG)
-        (staging_dir / SIZE_MD).write_text(render_size_markdown(sizes, results, SIZE_PNG), encoding="utf-8")
-        (staging_dir / SIZE_HTML).write_text(render_size_html(sizes, results, (staging_dir / SIZE_PNG).read_bytes()), encoding="utf-8")
-        return [SIZE_JSON, SIZE_MD, SIZE_HTML, SIZE_PNG, *(more(staging_dir) if more else [])]
-
-    return write_staged(out_dir, write_files)
+    return write_study_pages(out_dir, SIZE_STEM, sizes, results, plot_sizes, render_size_markdown, render_size_html, more)

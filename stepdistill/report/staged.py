@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -42,3 +43,28 @@ def write_staged(out_dir: Path, write_files: Callable[[Path], list[str]]) -> lis
 def _unwritable(out_dir: Path, err: OSError) -> StepDistillError:
     """The one-line error for files that could not be written into ``out_dir``."""
     return StepDistillError(f"cannot write into {out_dir}: {err.strerror or err}; choose a directory you can write to, with room to spare")
+
+
+def write_study_pages(
+    out_dir: Path,
+    stem: str,
+    study: dict,
+    results: dict,
+    plot: Callable[[dict, Path], None],
+    markdown: Callable[[dict, dict, str], str],
+    html: Callable[[dict, dict, bytes], str],
+    more: Callable[[Path], list[str]] | None = None,
+) -> list[Path]:
+    """A study's STEM.json (``study``), STEM.png (``plot(study, path)``), STEM.md
+    (``markdown(study, results, png name)``) and STEM.html (``html(study, results, png bytes)``),
+    with what ``more(staging_dir)`` writes, into ``out_dir``: all of them, or none if anything fails."""
+
+    def write_files(staging_dir: Path) -> list[str]:
+        names = [f"{stem}.json", f"{stem}.md", f"{stem}.html", f"{stem}.png"]
+        (staging_dir / names[0]).write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
+        plot(study, staging_dir / names[3])
+        (staging_dir / names[1]).write_text(markdown(study, results, names[3]), encoding="utf-8")
+        (staging_dir / names[2]).write_text(html(study, results, (staging_dir / names[3]).read_bytes()), encoding="utf-8")
+        return [*names, *(more(staging_dir) if more else [])]
+
+    return write_staged(out_dir, write_files)

@@ -8,7 +8,6 @@ teacher is and how the runs were made.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,16 +17,13 @@ from rich.table import Table
 
 from stepdistill.report.html import heading, html_figure, html_page, html_table, paragraph
 from stepdistill.report.markdown import markdown_table
-from stepdistill.report.plots import DPI, plt  # pyplot with the headless backend already chosen
+from stepdistill.report.plots import plt, save_figure  # pyplot with the headless backend already chosen
 from stepdistill.report.results import SIGNIFICANT_MARK, format_comparison, format_mean_std, page_subtitle, runs_word
 from stepdistill.report.rows import rich_table
-from stepdistill.report.staged import write_staged
+from stepdistill.report.staged import write_study_pages
 from stepdistill.studies import TEACHER_ROW
 
-SWEEP_JSON = "sweep.json"
-SWEEP_MD = "sweep.md"
-SWEEP_HTML = "sweep.html"
-SWEEP_PNG = "sweep.png"
+SWEEP_STEM = "sweep"  # sweep.json, sweep.md, sweep.html, sweep.png
 
 
 def fractions_of(sweep: dict) -> list[str]:
@@ -162,21 +158,10 @@ def plot_sweep(sweep: dict, path: Path) -> None:
     ax.set_ylabel(f"test {label}")
     ax.set_title(f"Test {label} by labelled fraction, mean ± std over runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    save_figure(fig, path, tight=True)
 
 
 def write_sweep(sweep: dict, results: dict, out_dir: Path, more: Callable[[Path], list[str]] | None = None) -> list[Path]:
     """sweep.json, sweep.md, sweep.html and sweep.png, with what ``more(staging_dir)`` writes, into
     ``out_dir``: all of them, or none if anything fails."""
-
-    def write_files(staging_dir: Path) -> list[str]:
-        (staging_dir / SWEEP_JSON).write_text(json.dumps(sweep, indent=2) + "\n", encoding="utf-8")
-        plot_sweep(sweep, staging_dir / SWEEP_PNG)
-        (staging_dir / SWEEP_MD).write_text(render_sweep_markdown(sweep, results, SWEEP_PNG), encoding="utf-8")
-        plot = (staging_dir / SWEEP_PNG).read_bytes()
-        (staging_dir / SWEEP_HTML).write_text(render_sweep_html(sweep, results, plot), encoding="utf-8")
-        return [SWEEP_JSON, SWEEP_MD, SWEEP_HTML, SWEEP_PNG, *(more(staging_dir) if more else [])]
-
-    return write_staged(out_dir, write_files)
+    return write_study_pages(out_dir, SWEEP_STEM, sweep, results, plot_sweep, render_sweep_markdown, render_sweep_html, more)
