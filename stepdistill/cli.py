@@ -194,7 +194,7 @@ def sweep_data(
 @app.command("sweep-size")
 @_guarded
 def sweep_size(
-    config: Path | None = typer.Argument(None, help=STUDY_SOURCE, show_default=False),
+    config: Path | None = typer.Argument(None, help="CONFIG.yaml, a run's (data, teacher, student, ...); or leave it out and pass --preset.", show_default=False),
     preset: str | None = typer.Option(None, help=STUDY_PRESET, show_default=False),
     sizes: str = typer.Option("8;32;128;64,64", help="Student MLPs' hidden layer widths: commas within a size, semicolons between sizes."),
     repeats: int | None = typer.Option(None, help="Runs (evaluation.repeats) for every size. Default: the config's if it sets them, else 3.", show_default=False),

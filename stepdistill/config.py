@@ -180,7 +180,7 @@ class ExperimentConfig(MethodsConfig):
         what, drop = ("an unlabelled pool (data.unlabelled_path)", "data.unlabelled_path") if pool else ("a transfer set", "transfer")
         if self.data.text is not None:
             raise StepDistillError(f"{what} is made of a table's rows here, and data.text records are read through sentence features; drop {drop}")
-        if self.teacher.kind in ("file", "llm") or getattr(self.teacher, "privileged", None) is not None:
+        if not self.teacher.labels_new_rows:
             raise StepDistillError(
                 f"{what} needs a teacher that labels new rows, and a teacher of kind {self.teacher.kind!r} gives outputs for the data's rows only;"
                 f" drop {drop} or use a teacher model"

@@ -79,6 +79,7 @@ class TabularData:
         rows, for students that learn from the teacher), and within a group a term name always
         means the same objective."""
         device = next(states[0].model.parameters()).device
+        needs_teacher = any(s.method.uses_teacher for s in states)
         rows = {}
         groups: dict[tuple, list[TrainState]] = {}
         for state in states:
@@ -93,7 +94,7 @@ class TabularData:
             engine = LinearEngine if key[0] == "linear" else AutogradEngine
             curriculum, with_unlabelled = group[0].method.curriculum, key[-1]
             if with_unlabelled not in rows:
-                rows[with_unlabelled] = TrainingRows.build(self, any(s.method.uses_teacher for s in states), device, with_unlabelled)
+                rows[with_unlabelled] = TrainingRows.build(self, needs_teacher, device, with_unlabelled)
             paced_rows = rows[with_unlabelled].paced(curriculum)
             plan += [Group(part, partial(engine, data=paced_rows), curriculum is not None) for part in _split_conflicting_terms(group)]
         return plan

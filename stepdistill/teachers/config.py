@@ -59,6 +59,12 @@ class _Teacher(StrictModel):
         seeded with ``seed``) rather than loading it (its training rows then unknown here)."""
         return False
 
+    @property
+    def labels_new_rows(self) -> bool:
+        """Whether the teacher can label rows other than the data's (an unlabelled pool, a
+        transfer set): a model can; outputs computed elsewhere for the data's rows cannot."""
+        return True
+
     def files(self) -> list[Path]:
         """The files the teacher is read from, as configured."""
         return []
@@ -232,6 +238,10 @@ class FileTeacherConfig(LoadedTeacher):
     id_column: str = "id"
     strict: bool = Field(False, description=STRICT_DESCRIPTION)
 
+    @property
+    def labels_new_rows(self) -> bool:
+        return False
+
     def files(self) -> list[Path]:
         return [self.path]
 
@@ -280,6 +290,10 @@ class LLMTeacherConfig(_Teacher):
     @property
     def trains_here(self) -> bool:
         return self.privileged is not None
+
+    @property
+    def labels_new_rows(self) -> bool:
+        return False  # the LLM's answers, and the privileged model's rationale embeddings, exist for the data's records only
 
     def files(self) -> list[Path]:
         return [self.outputs]
