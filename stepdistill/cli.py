@@ -22,7 +22,7 @@ from stepdistill.progress import SILENT, Bars, Lines
 # torch, pandas, scikit-learn and the rest are imported where a command needs them, so that
 # `--help` and argument errors answer at once. The demos' names and the released data's default
 # folder are spelled here as presets.py and data/llm_outputs.py define them (a test checks).
-PRESET_NAMES = ("article", "nonlinear", "adult", "adult_transfer", "mnist", "esnli", "cqa")
+PRESET_NAMES = ("article", "nonlinear", "adult", "adult_logistic", "mnist", "esnli", "cqa")
 DSBS_DEFAULT_DIR = "../shared/data/dsbs"
 
 app = typer.Typer(
@@ -100,8 +100,8 @@ STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(PRESET_NAMES
 def demo(
     preset: str = typer.Option(
         "article",
-        help="article (the reference setting), nonlinear (MLP teacher), adult (LightGBM teacher; adult_transfer: MLP students and a MUNGE"
-        " transfer set), mnist (CNN teacher), esnli and cqa (PaLM's labels and rationales, text students; need --data-dir).",
+        help="article (the reference setting), nonlinear (MLP teacher), adult (LightGBM teacher, MLP students, a MUNGE transfer set;"
+        " adult_logistic: logistic students, no transfer set), mnist (CNN teacher), esnli and cqa (PaLM's labels and rationales, text students; need --data-dir).",
     ),
     repeats: int = typer.Option(3, help="Runs, each with its own split, teacher fit and seed."),
     out: str = typer.Option("runs/demo", help=f"Directory for {RUN_FILES}; new or empty, unless --overwrite."),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from stepdistill.config import ExperimentConfig, load_config
 from stepdistill.data.io import read_frame
+from stepdistill.data.pool_file import PoolFile
 from stepdistill.errors import StepDistillError
 from stepdistill.experiment.checkpoints import CHECKPOINTS_DIR, RESUME_COMMAND, Checkpoints
 from stepdistill.experiment.evidence import write_evidence
@@ -151,7 +152,7 @@ def tabular_track(config: ExperimentConfig, teacher_store: TeacherStore | None) 
     options = config.data.read_options()
     frame = read_frame(config.data.path, **options)
     test_frame = None if config.data.test_path is None else read_frame(config.data.test_path, **options)
-    pool = None if config.data.unlabelled_path is None else read_frame(config.data.unlabelled_path, **options)
+    pool = None if config.data.unlabelled_path is None else PoolFile(config.data.unlabelled_path, options)
     return TabularTrack(config, frame, test_frame, teacher_store, pool=pool)
 
 

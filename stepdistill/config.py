@@ -42,6 +42,14 @@ class DataConfig(StrictModel):
         description="an unlabelled pool: rows with the data's feature columns (CSV, Parquet or JSONL; a label column is ignored) that the teacher labels"
         " and the students that learn from it train on; never validation or test rows",
     )
+    stream_unlabelled: bool | Literal["auto"] = Field(
+        "auto",
+        description="keep the unlabelled pool and transfer set on disk and stream them through the teacher and every epoch (true), hold them in"
+        " memory (false), or stream them when they would take more than 1 GB in memory (auto)",
+    )
+    shuffle_buffer: int = Field(
+        1_048_576, ge=1, description="streamed rows shuffled together in an epoch; rows that fit in one buffer are shuffled as a whole, as in memory"
+    )
     scale_numeric: bool = Field(True, description="standardize numeric columns (off for pixels already in [0, 1])")
     image_shape: tuple[int, int, int] | None = Field(None, description="(C, H, W) when each row is a flattened image")
     labelled_fraction: float = Field(

@@ -40,7 +40,7 @@ def nonlinear() -> tuple[ExperimentConfig, pd.DataFrame]:
     return config, nonlinear_binary(DEMO_ROWS, DEMO_FEATURES, seed=0)
 
 
-def adult() -> tuple[ExperimentConfig, pd.DataFrame]:
+def adult_logistic() -> tuple[ExperimentConfig, pd.DataFrame]:
     """UCI Adult (32,561 people, mixed types, income above 50K): a LightGBM teacher trained on the
     raw columns, distilled into logistic students that learn its TreeSHAP explanations (their
     own contributions summed per raw column, plus the bias). Every method trains with the shared
@@ -55,12 +55,12 @@ def adult() -> tuple[ExperimentConfig, pd.DataFrame]:
     return config, bundled.adult()
 
 
-def adult_transfer() -> tuple[ExperimentConfig, pd.DataFrame]:
-    """Adult's teacher distilled where distillation can pay: into MLP students (two layers of 64)
-    that the teacher also teaches on a MUNGE transfer set five times the training rows (made from
-    each run's training rows only, labelled by the teacher; the control learns from the labels
-    alone, as it would without one)."""
-    config, frame = adult()
+def adult() -> tuple[ExperimentConfig, pd.DataFrame]:
+    """Adult's teacher (``adult_logistic``) distilled where distillation can pay: into MLP students
+    (two layers of 64) that the teacher also teaches on a MUNGE transfer set five times the
+    training rows (made from each run's training rows only, labelled by the teacher; the control
+    learns from the labels alone, as it would without one)."""
+    config, frame = adult_logistic()
     update = {"student": MLPStudent(kind="mlp", hidden=(64, 64)), "transfer": TransferConfig(kind="munge", size=5.0)}
     return config.model_copy(update=update), frame
 
@@ -129,7 +129,7 @@ def cqa(data_dir: Path) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame]:
     return config, frame, test_frame
 
 
-DEMOS = {"article": article, "nonlinear": nonlinear, "adult": adult, "adult_transfer": adult_transfer, "mnist": mnist, "esnli": esnli, "cqa": cqa}
+DEMOS = {"article": article, "nonlinear": nonlinear, "adult": adult, "adult_logistic": adult_logistic, "mnist": mnist, "esnli": esnli, "cqa": cqa}
 # Presets of released data, found with --data-dir.
 DATA_DIR_PRESETS = ("esnli", "cqa")
 

@@ -45,6 +45,12 @@ class Batch:
         """The same rows of every field, e.g. ``batch.map(lambda t: t[rows])``."""
         return Batch(**{name: None if t is None else fn(t) for name, t in vars(self).items()})
 
+    @staticmethod
+    def concat(batches: list[Batch]) -> Batch:
+        """The rows of ``batches``, one after the other (every batch has the same fields)."""
+        first = vars(batches[0])
+        return Batch(**{name: None if t is None else torch.cat([getattr(b, name) for b in batches]) for name, t in first.items()})
+
     def split(self, size: int, dim: int) -> list[Batch]:
         """Consecutive batches of ``size`` rows along ``dim`` (views, one split per field)."""
         pieces = {name: None if t is None else t.split(size, dim) for name, t in vars(self).items()}

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import stepdistill.experiment.loop as loop
 import stepdistill.experiment.tabular as tabular
+import stepdistill.experiment.unlabelled as unlabelled
 from stepdistill.cli import app
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import linear_binary
@@ -35,9 +36,9 @@ def test_munge_draws_each_attribute_from_the_row_or_its_nearest_neighbour():
     encoded = raw[["x"]].to_numpy()
     assert nearest_neighbours(encoded).tolist() == [1, 0, 3, 2]
     rng = np.random.default_rng(0)
-    kept = munge(raw, encoded, ["x"], 2.0, 1e-12, 1.0, rng)  # (almost) nothing changes
+    kept = pd.concat(munge(raw, encoded, ["x"], 2.0, 1e-12, 1.0, rng))  # (almost) nothing changes
     pd.testing.assert_frame_equal(kept, pd.concat([raw, raw], ignore_index=True))
-    swapped = munge(raw, encoded, ["x"], 250.0, 1.0, 1.0, np.random.default_rng(1))  # everything does
+    swapped = pd.concat(munge(raw, encoded, ["x"], 250.0, 1.0, 1.0, np.random.default_rng(1)), ignore_index=True)  # everything does
     partner = {"a": "b", "b": "a", "c": "d", "d": "c"}
     assert (swapped["city"] == pd.concat([raw["city"]] * 250, ignore_index=True).map(partner)).all()
     # a number is drawn around the neighbour's value with sd |a - b| / spread = 1
@@ -52,15 +53,17 @@ def test_transfer_sizes_are_multiples_of_the_rows_and_seeded():
     assert len(rows) == 25 and (np.bincount(rows, minlength=10) >= 2).all() and len(set(rows[20:])) == 5
     raw = _frame(50)
     encoded = raw[["x0", "x1", "x2"]].to_numpy()
-    first, again = (munge(raw.drop(columns="label"), encoded, ["x0", "x1", "x2", "grade"], 3, 0.5, 1.0, np.random.default_rng(7)) for _ in range(2))
+    first, again = (pd.concat(munge(raw.drop(columns="label"), encoded, ["x0", "x1", "x2", "grade"], 3, 0.5, 1.0, np.random.default_rng(7))) for _ in range(2))
     pd.testing.assert_frame_equal(first, again)
-    noisy = gaussian_noise(raw.drop(columns="label"), ["x0"], 1, 0.5, np.random.default_rng(0))
+    chunked = list(munge(raw.drop(columns="label"), encoded, ["x0", "x1", "x2", "grade"], 3, 0.5, 1.0, np.random.default_rng(7), chunk_rows=40))
+    assert [len(c) for c in chunked] == [40, 40, 40, 30] and pd.concat(chunked).columns.tolist() == first.columns.tolist()
+    (noisy,) = gaussian_noise(raw.drop(columns="label"), ["x0"], 1, 0.5, np.random.default_rng(0))
     assert (noisy["city"] == raw["city"]).all() and not np.allclose(noisy["x0"], raw["x0"])
     assert (noisy["x0"] - raw["x0"]).std() == pytest.approx(0.5 * raw["x0"].std(), rel=0.25)
 
 
 def test_transfer_rows_come_from_training_rows_only_and_never_reach_validation_or_test(monkeypatch):
-    made, fit = tabular.munge, loop.fit
+    made, fit = unlabelled.munge, loop.fit
     sources, fitted = [], []
 
     def spy_munge(raw, *args, **kwargs):
@@ -71,7 +74,7 @@ def test_transfer_rows_come_from_training_rows_only_and_never_reach_validation_o
         fitted.append(data)
         return fit(states, data, **kwargs)
 
-    monkeypatch.setattr(tabular, "munge", spy_munge)
+    monkeypatch.setattr(unlabelled, "munge", spy_munge)
     monkeypatch.setattr(loop, "fit", spy_fit)
     config = ExperimentConfig.model_validate({"training": FAST, "evaluation": {"repeats": 2}, "transfer": {"size": 2}})
     experiment = tabular.run_tabular(config, _frame())
@@ -144,7 +147,7 @@ def test_unlabelled_rows_the_cache_disk_has_no_room_for_are_refused_before_any_w
     _frame().to_csv(tmp_path / "data.csv", index=False)
     config = {"data": {"path": "data.csv"}, "training": FAST, "evaluation": {"repeats": 1}, "transfer": {"size": 3}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setattr(tabular.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(unlabelled.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     outcome = CliRunner().invoke(app, ["--quiet", "--cache-dir", str(tmp_path / "cache"), "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
     line = one_error_line(outcome, alone=True)
     assert "the teacher's outputs on the unlabelled rows need about" in line and "pass --no-cache" in line

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset
 from pandas.api.types import (
     is_bool_dtype,
     is_complex_dtype,
@@ -50,24 +54,84 @@ def read_frame(
     holds a number whose ``thousands`` separator does not stand between groups of three digits.
     """
     path = Path(path)
+    file_format = _file_format(path)
+    with _reading(path, file_format, encoding):
+        if file_format == "CSV":
+            frame = _read_csv(path, sep=sep, decimal=decimal, thousands=thousands, encoding=encoding)
+        elif file_format == "Parquet":
+            frame = _read_parquet(path)
+        else:
+            frame = _read_jsonl(path, encoding)
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise StepDistillError(
+            f"data file {path} has no rows — point the data path at a file with data"
+        )
+    _refuse_duplicate_columns(frame.columns, path)
+    return frame
+
+
+def read_chunks(
+    path: str | Path, rows: int, *, sep: str = ",", decimal: str = ".", thousands: str | None = None, encoding: str = "utf-8"
+) -> Iterator[pd.DataFrame]:
+    """The file of ``read_frame`` as frames of at most ``rows`` rows each, read one at a time, so
+    that a file larger than memory never is: Parquet through a pyarrow dataset's record batches,
+    CSV and JSON Lines through pandas' chunked readers with the same options as ``read_frame``.
+    A chunk's columns take the types of its own values (as ``read_frame``'s take the file's)."""
+    path = Path(path)
+    file_format = _file_format(path)
+    with _reading(path, file_format, encoding):
+        if file_format == "Parquet":
+            for batch in pyarrow.dataset.dataset(path, format="parquet").to_batches(batch_size=rows):
+                if batch.num_rows:
+                    yield batch.to_pandas()
+            return
+        if file_format == "CSV":
+            reader = pd.read_csv(path, chunksize=rows, sep=sep, decimal=decimal, thousands=thousands, encoding=encoding)
+        else:
+            reader = pd.read_json(path, lines=True, dtype=False, encoding=encoding, chunksize=rows)
+        with reader:
+            yield from reader
+
+
+def count_rows(path: str | Path, encoding: str = "utf-8") -> int:
+    """The rows of a data file, without reading its values: Parquet's metadata, else its lines
+    (less a CSV's header; a CSV field that spans lines counts each)."""
+    path = Path(path)
+    file_format = _file_format(path)
+    with _reading(path, file_format, encoding):
+        if file_format == "Parquet":
+            return pyarrow.dataset.dataset(path, format="parquet").count_rows()
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        lines, last = 0, b"\n"
+        with opener(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                lines, last = lines + block.count(b"\n"), block[-1:]
+        lines += last != b"\n"  # a last line without its newline
+        return max(0, lines - (file_format == "CSV"))
+
+
+def _file_format(path: Path) -> str:
+    """"CSV", "Parquet" or "JSON Lines" by the file's extension; a missing file, a directory or
+    another extension is a one-line error."""
     if path.is_dir():
         raise StepDistillError(f"data file {path} is a directory — point the path at a CSV, Parquet or JSONL file")
     if not path.is_file():
         raise StepDistillError(f"data file not found: {path} — check the path")
     name = path.name.lower()
     if name.endswith(CSV_SUFFIXES):
-        file_format, read = "CSV", lambda p: _read_csv(p, sep=sep, decimal=decimal, thousands=thousands, encoding=encoding)
-    elif name.endswith(PARQUET_SUFFIXES):
-        file_format, read = "Parquet", _read_parquet
-    elif name.endswith(JSONL_SUFFIXES):
-        file_format, read = "JSON Lines", lambda p: _read_jsonl(p, encoding)
-    else:
-        supported = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES)
-        raise StepDistillError(
-            f"unsupported data file type: {path.name} — use one of: {supported}"
-        )
+        return "CSV"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "Parquet"
+    if name.endswith(JSONL_SUFFIXES):
+        return "JSON Lines"
+    raise StepDistillError(f"unsupported data file type: {path.name} — use one of: {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES)}")
+
+
+@contextmanager
+def _reading(path: Path, file_format: str, encoding: str) -> Iterator[None]:
+    """Turn what reading ``path`` raises into one line naming the problem and the fix."""
     try:
-        frame = read(path)
+        yield
     # A reader's own refusals (a wrong delimiter, a misplaced thousands separator) say the fix already.
     except StepDistillError:
         raise
@@ -83,12 +147,6 @@ def read_frame(
             f"could not read {path} as {file_format}: {_one_line(str(err)) or type(err).__name__}"
             f" — check that it is a valid {file_format} file"
         ) from err
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise StepDistillError(
-            f"data file {path} has no rows — point the data path at a file with data"
-        )
-    _refuse_duplicate_columns(frame.columns, path)
-    return frame
 
 
 def _read_csv(path: Path, **options) -> pd.DataFrame:

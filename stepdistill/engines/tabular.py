@@ -7,7 +7,9 @@ aligned row by row (the caller looked them up by sample id), and two engines:
 - the autograd engine trains any other student (MLPs, CNNs, students with a projection head).
 
 An epoch is a permutation of the training rows, cut into batches by slicing, so there is no
-per-sample Python work. An engine holds only the students still training (one that is done draws
+per-sample Python work. Unlabelled rows kept on disk (``RowFiles``: a pool or transfer set larger
+than memory) are streamed instead (``StreamedRows``): an epoch reads them a shuffle buffer at a
+time, so resident memory stays bounded whatever their number. An engine holds only the students still training (one that is done draws
 nothing from its generator and costs nothing), and under a curriculum, whose rows depend on the
 epoch, only students at the same epoch train together (``Group.paced``).
 
@@ -18,6 +20,7 @@ finite, or its validation loss above ``DIVERGENCE_FACTOR`` times that of the cla
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from stepdistill.curriculum import Curriculum
+from stepdistill.data.row_files import RowFiles
 from stepdistill.data.table import Table
 from stepdistill.engines.base import (
     DIVERGENCE_FACTOR,
@@ -37,6 +41,7 @@ from stepdistill.engines.base import (
     record_time,
     scheduled_weights,
 )
+from stepdistill.errors import StepDistillError
 from stepdistill.losses import hard_label_loss
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.terms import Batch, Outputs
@@ -44,7 +49,8 @@ from stepdistill.terms import Batch, Outputs
 # Rows per forward pass when measuring a split, and the size of the training sample on which
 # loss terms are measured each epoch: bounds the memory of activations and the time spent.
 EVAL_CHUNK = 8192
-
+# Streamed rows are read, and their order shuffled, in chunks of this many consecutive rows.
+STREAM_CHUNK_ROWS = 65_536
 
 
 class TeacherRows(Protocol):
@@ -63,7 +69,9 @@ class TabularData:
     part in training, while the teacher's outputs serve on every row. ``unlabelled``: rows that
     have no label at all (an unlabelled pool, a synthetic transfer set) with the teacher's outputs
     on them (``unlabelled_teacher``), which students that learn from the teacher train on besides
-    the training rows, and students that do not never see."""
+    the training rows, and students that do not never see. ``unlabelled_files``: such rows kept
+    on disk instead (their encoded features ``x``, the teacher's ``logits`` and ``rationale``),
+    streamed ``shuffle_buffer`` rows at a time (``StreamedRows``)."""
 
     train: Table
     val: Table
@@ -71,20 +79,30 @@ class TabularData:
     labelled: torch.Tensor | None = None
     unlabelled: Table | None = None
     unlabelled_teacher: TeacherRows | None = None
+    unlabelled_files: RowFiles | None = None
+    shuffle_buffer: int = 1 << 20
 
     def plan(self, states: list[TrainState]) -> list[Group]:
         """Groups of students trained together, each with its engine: logistic students the
         linear engine accepts are stacked by ``LinearEngine.key``, the rest go to the autograd
         engine; a group shares its curriculum (its epochs' rows) and its rows (with the unlabelled
         rows, for students that learn from the teacher), and within a group a term name always
-        means the same objective."""
+        means the same objective. Streamed rows go to the autograd engine (the linear engine
+        gathers a whole epoch at once), and admit no curriculum (it orders every row)."""
         device = next(states[0].model.parameters()).device
         needs_teacher = any(s.method.uses_teacher for s in states)
+        has_unlabelled = self.unlabelled is not None or self.unlabelled_files is not None
         rows = {}
         groups: dict[tuple, list[TrainState]] = {}
         for state in states:
-            with_unlabelled = self.unlabelled is not None and state.method.uses_teacher
-            if LinearEngine.accepts(state):
+            with_unlabelled = has_unlabelled and state.method.uses_teacher
+            streamed = with_unlabelled and self.unlabelled_files is not None
+            if streamed and state.method.curriculum is not None:
+                raise StepDistillError(
+                    f"{state.name} follows a curriculum, which orders every training row, and the unlabelled rows are streamed from disk;"
+                    " set data.stream_unlabelled: false (if they fit in memory) or drop the curriculum"
+                )
+            if LinearEngine.accepts(state) and not streamed:
                 key = ("linear", *LinearEngine.key(state), state.method.curriculum, with_unlabelled)
             else:
                 key = ("autograd", state.method.training.batch_size, state.method.curriculum, with_unlabelled)
@@ -94,8 +112,11 @@ class TabularData:
             engine = LinearEngine if key[0] == "linear" else AutogradEngine
             curriculum, with_unlabelled = group[0].method.curriculum, key[-1]
             if with_unlabelled not in rows:
-                rows[with_unlabelled] = TrainingRows.build(self, needs_teacher, device, with_unlabelled)
-            paced_rows = rows[with_unlabelled].paced(curriculum)
+                if with_unlabelled and self.unlabelled_files is not None:
+                    rows[with_unlabelled] = StreamedRows.build(self, device)
+                else:
+                    rows[with_unlabelled] = TrainingRows.build(self, needs_teacher, device, with_unlabelled)
+            paced_rows = rows[with_unlabelled] if curriculum is None else rows[with_unlabelled].paced(curriculum)
             plan += [Group(part, partial(engine, data=paced_rows), curriculum is not None) for part in _split_conflicting_terms(group)]
         return plan
 
@@ -154,6 +175,12 @@ class TrainingRows:
         """The positions of the rows trained at ``epoch``: all, or the curriculum's share."""
         return torch.arange(len(self)) if self.curriculum is None else self.curriculum.rows_at(self.order, epoch)
 
+    def epoch_batches(self, generator: torch.Generator, batch_size: int, epoch: int) -> list[Batch]:
+        """The batches of one student's ``epoch``: its rows in an order drawn from ``generator``."""
+        rows = self.rows_at(epoch)
+        perm = rows[torch.randperm(len(rows), generator=generator)].to(self.batch.x.device)
+        return self.batch.map(lambda t: t.index_select(0, perm)).split(batch_size, dim=0)
+
     def permuted(self, perms: torch.Tensor) -> Batch:
         """``perms`` (S, N) -> every field gathered once per epoch as (S, N, ...), so that the
         epoch's batches are slices (views), not per-batch gathers. (index_select is several
@@ -168,6 +195,76 @@ class TrainingRows:
 
     def __len__(self) -> int:
         return self.batch.x.shape[0]
+
+
+@dataclass
+class StreamedRows:
+    """The training rows in memory (``in_memory``, on the CPU) followed by unlabelled rows on disk
+    (``files``), read ``STREAM_CHUNK_ROWS`` at a time: the rows of ``TrainingRows.build(...,
+    with_unlabelled=True)`` without holding the unlabelled ones. Batches move to ``device`` one
+    at a time.
+
+    An epoch's order: the chunks in a random order, taken ``shuffle_buffer`` rows' worth at a time
+    (a shuffle buffer, as streaming data loaders keep), the rows of each buffer in a random order,
+    and batches cut from the buffers one after the other. When every row fits in one buffer the
+    order is a permutation of all of them, the very one ``TrainingRows`` draws from the same
+    generator: streamed and in-memory training then give the same student."""
+
+    in_memory: Batch
+    files: RowFiles
+    val: Table
+    divergence_threshold: float
+    shuffle_buffer: int
+    device: torch.device
+
+    @classmethod
+    def build(cls, data: TabularData, device: torch.device) -> StreamedRows:
+        rows = TrainingRows.build(data, True, torch.device("cpu"))
+        train = rows.batch
+        labelled = torch.ones(len(data.train), dtype=torch.bool) if train.labelled is None else train.labelled
+        if (train.teacher_rationale is None) != ("rationale" not in data.unlabelled_files.widths):
+            raise ValueError("the streamed rows and the training rows need the teacher's rationale alike")
+        return cls(replace(train, labelled=labelled), data.unlabelled_files, rows.val.to(device), rows.divergence_threshold, data.shuffle_buffer, device)
+
+    def __len__(self) -> int:
+        return len(self.in_memory.x) + len(self.files)
+
+    def read(self, start: int, stop: int) -> Batch:
+        """Rows ``start`` to ``stop`` of the training rows and then the streamed ones, on the CPU."""
+        n_memory = len(self.in_memory.x)
+        parts = []
+        if start < n_memory:
+            parts.append(self.in_memory.map(lambda t: t[start : min(stop, n_memory)]))
+        if stop > n_memory:
+            read = {name: torch.from_numpy(values) for name, values in self.files.read(max(start, n_memory) - n_memory, stop - n_memory).items()}
+            n = len(read["x"])
+            parts.append(
+                Batch(read["x"], torch.zeros(n, dtype=self.in_memory.y.dtype), read["logits"], read.get("rationale"), torch.zeros(n, dtype=torch.bool))
+            )
+        return Batch.concat(parts)
+
+    def epoch_batches(self, generator: torch.Generator, batch_size: int, epoch: int) -> Iterator[Batch]:
+        """The batches of one student's epoch, in an order drawn from ``generator`` (see the class)."""
+        n_chunks = -(-len(self) // STREAM_CHUNK_ROWS)
+        per_buffer = max(1, self.shuffle_buffer // STREAM_CHUNK_ROWS)
+        buffers = [torch.arange(n_chunks)] if n_chunks <= per_buffer else torch.randperm(n_chunks, generator=generator).split(per_buffer)
+        carried = None  # the rows a buffer leaves short of a whole batch, first in the next batch
+        for chunks in buffers:
+            rows = Batch.concat([self.read(c * STREAM_CHUNK_ROWS, (c + 1) * STREAM_CHUNK_ROWS) for c in chunks.tolist()])
+            perm = torch.randperm(len(rows.x), generator=generator)
+            rows = rows.map(lambda t: t.index_select(0, perm))
+            if carried is not None:
+                rows = Batch.concat([carried, rows])
+            whole = len(rows.x) // batch_size * batch_size
+            for batch in rows.map(lambda t: t[:whole]).split(batch_size, dim=0):
+                yield batch.map(lambda t: t.to(self.device))
+            carried = rows.map(lambda t: t[whole:])
+        if carried is not None and len(carried.x):
+            yield carried.map(lambda t: t.to(self.device))
+
+    def measurement_sample(self) -> Batch:
+        """The first ``EVAL_CHUNK`` rows, as ``TrainingRows.measurement_sample``."""
+        return self.read(0, min(len(self), EVAL_CHUNK)).map(lambda t: t.to(self.device))
 
 
 def _prior_log_loss(train_y: torch.Tensor, val_y: torch.Tensor, n_classes: int) -> float:
@@ -261,7 +358,7 @@ class AutogradEngine(TermsEngine):
     """Any student; one optimizer step per batch through autograd. Students train one after the
     other, each timed on its own: they share nothing but the data."""
 
-    def __init__(self, states: list[TrainState], data: TrainingRows):
+    def __init__(self, states: list[TrainState], data: TrainingRows | StreamedRows):
         super().__init__(states, data)
         for state in states:
             state.model.train()
@@ -269,16 +366,13 @@ class AutogradEngine(TermsEngine):
     def run_epoch(self) -> None:
         """One epoch of every student over the epoch's rows, each in its own random order, then
         each student's end of epoch (measurements, history, schedulers)."""
-        data, batch_size = self.data, self.batch_size
-        rows = data.rows_at(self.states[0].epoch)
+        data = self.data
         sample = data.measurement_sample()
         for i, state in enumerate(self.states):
             started = time.perf_counter()
             weights = self.weights_of(i)
             epoch_weights = dict(zip(self.term_names, weights.tolist()))
-            perm = rows[torch.randperm(len(rows), generator=state.generator)].to(data.batch.x.device)
-            shuffled = data.batch.map(lambda t: t.index_select(0, perm))
-            for batch in shuffled.split(batch_size, dim=0):
+            for batch in data.epoch_batches(state.generator, self.batch_size, state.epoch):
                 self.step(i, batch, epoch_weights)
             _close_epoch(state, self.term_names, self.term_values(i, sample), weights, data)
             record_time([state], time.perf_counter() - started)

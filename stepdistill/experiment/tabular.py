@@ -12,9 +12,7 @@ after training; in run 0 every model's size and prediction latency are measured 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,10 +22,11 @@ from torch import nn
 from stepdistill.config import ExperimentConfig
 from stepdistill.data.encode import FeatureEncoder
 from stepdistill.data.io import frame_parts
+from stepdistill.data.pool_file import PoolFile
 from stepdistill.data.prepared import PreparedData, encode_splits
 from stepdistill.data.repeats import RunRows, cv_runs, fixed_test_runs, holdout_runs
+from stepdistill.data.row_files import RowFiles
 from stepdistill.data.table import Table
-from stepdistill.data.transfer import gaussian_noise, munge
 from stepdistill.device import default_device
 from stepdistill.engines.base import TrainingData, TrainState, new_state
 from stepdistill.engines.tabular import TabularData
@@ -36,6 +35,7 @@ from stepdistill.evaluate import NO_ANSWER, class_probabilities, classification_
 from stepdistill.experiment.loop import Experiment, Track, run_fractions, settle_controls
 from stepdistill.experiment.records import Labelled, RunResult, TeacherFacts, Trained
 from stepdistill.experiment.summary import Setup
+from stepdistill.experiment.unlabelled import STREAM_READ_ROWS, UnlabelledRows, annotate_unlabelled, checked_pool, stream_unlabelled, streams, unlabelled_rows
 from stepdistill.progress import SILENT, Progress
 from stepdistill.run_dir import RunStudents, fingerprint, model_from_spec, write_students
 from stepdistill.speed import measure_speed
@@ -181,99 +181,6 @@ def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> Prepar
     return PreparedData(splits, encoder, raw, shape, data.text, data.record_ids, data.choices)
 
 
-@dataclass(frozen=True)
-class UnlabelledRows:
-    """Rows without a label that the teacher labels for the students that learn from it: a run's
-    unlabelled pool and synthetic transfer set. ``table``: encoded as students see them (sample ids
-    after every id of the data, labels 0 and never read); ``raw``: as read, indexed by sample id,
-    for the teacher."""
-
-    table: Table
-    raw: pd.DataFrame
-
-
-# Apart from the runs' own seeds, so that transfer rows are not drawn from the students' streams.
-TRANSFER_SEED = 104_729
-
-
-def transfer_frame(config: ExperimentConfig, data: PreparedData, run: RunRows) -> pd.DataFrame:
-    """``config.transfer``'s rows in the raw columns, made from the run's training rows only
-    (never its validation or test rows), seeded by the run."""
-    t, train = config.transfer, data.splits.train
-    raw = data.raw.loc[train.ids.numpy()]
-    rng = np.random.default_rng(TRANSFER_SEED + run.seed)
-    numeric = data.encoder.numeric_
-    return munge(raw, train.X.numpy(), numeric, t.size, t.p, t.spread, rng) if t.kind == "munge" else gaussian_noise(raw, numeric, t.size, t.noise, rng)
-
-
-def unlabelled_rows(config: ExperimentConfig, data: PreparedData, run: RunRows, pool: pd.DataFrame | None, first_id: int) -> UnlabelledRows | None:
-    """The run's unlabelled rows: the ``pool``'s (checked feature columns), then its transfer
-    set's, encoded by the run's encoder, with sample ids from ``first_id``; None without either."""
-    parts = ([] if pool is None else [pool]) + ([] if config.transfer is None else [transfer_frame(config, data, run)])
-    if not parts:
-        return None
-    made = pd.concat(parts, ignore_index=True)
-    ids = torch.arange(first_id, first_id + len(made))
-    train = data.splits.train
-    table = Table(ids, torch.from_numpy(data.encoder.transform(made)), torch.zeros(len(made), dtype=torch.int64), train.classes, train.feature_names)
-    return UnlabelledRows(table, made.set_index(pd.Index(ids.numpy(), name="id")))
-
-
-def annotate_unlabelled(
-    built: BuiltTeacher, rows: UnlabelledRows, classes: tuple[str, ...], store: TeacherStore | None, progress: Progress, row_values: int
-) -> TeacherOutputs:
-    """The teacher's outputs on the unlabelled rows (kept in ``store`` like its other outputs,
-    ``row_values`` numbers a row: logits and rationale)."""
-    if not built.teacher.can_predict:
-        raise StepDistillError(
-            "an unlabelled pool or transfer set needs a teacher that labels new rows, and this teacher gives outputs for the data's rows only;"
-            " drop data.unlabelled_path and transfer"
-        )
-    if store is not None:
-        _check_room(store.directory, len(rows.table) * (row_values + 1) * 4)  # float32 values and an int64 id, roughly
-    with progress.task(f"teacher outputs on {len(rows.table)} unlabelled rows"):
-        cache = cache_teacher(built.teacher, [Samples.of(rows.table, rows.raw)], classes, store=store, say=progress.note)
-    return cache.take(rows.table.ids)
-
-
-def _check_room(directory: Path, needed: int) -> None:
-    """Refuse, before any work, outputs that the teacher cache's disk has no room for."""
-    where = next((p for p in (directory, *directory.parents) if p.exists()), None)
-    free = shutil.disk_usage(where).free if where is not None else needed
-    if needed > free:
-        raise StepDistillError(
-            f"the teacher's outputs on the unlabelled rows need about {needed / 1e6:,.1f} MB in the teacher cache {directory}, which has"
-            f" {free / 1e6:,.1f} MB free; free space, point --cache-dir elsewhere, or pass --no-cache"
-        )
-
-
-def checked_pool(config: ExperimentConfig, pool: pd.DataFrame, features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The unlabelled pool's feature columns in the data's order, and what to say of it (its
-    label column, if it has one, is ignored); a pool that is empty, whose columns differ from the
-    data's features, or that holds text where the data has numbers is refused in one line."""
-    d, notes = config.data, []
-    if d.label in pool.columns:
-        notes.append(f"the unlabelled pool's label column {d.label!r} is ignored: its rows teach through the teacher's outputs only")
-        pool = pool.drop(columns=d.label)
-    if d.id_column is not None and d.id_column in pool.columns:
-        pool = pool.drop(columns=d.id_column)
-    if pool.empty:
-        raise StepDistillError(f"data.unlabelled_path {d.unlabelled_path} has no rows; point it at a file of rows, or drop it")
-    wanted, given = [str(c) for c in features.columns], [str(c) for c in pool.columns]
-    if set(wanted) != set(given):
-        missing, extra = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
-        said = "; ".join(part for part in (f"lacks {', '.join(missing)}" if missing else "", f"has {', '.join(extra)} besides" if extra else "") if part)
-        raise StepDistillError(f"the unlabelled pool's columns differ from the data's features: it {said}; give it the data's feature columns")
-    pool = pool[wanted]
-    for column in wanted:
-        if pd.api.types.is_numeric_dtype(features[column]) and not pd.api.types.is_numeric_dtype(pool[column]):
-            text = pool[column][pd.to_numeric(pool[column], errors="coerce").isna() & pool[column].notna()]
-            raise StepDistillError(f"the unlabelled pool's column {column!r} holds text where the data has numbers (e.g. {text.iloc[0]!r}); fix those rows")
-    if d.missing == "error" and (gaps := [c for c in wanted if pool[c].isna().any()]):
-        raise StepDistillError(f"the unlabelled pool has missing values in columns: {', '.join(gaps)}; fill or drop them, or set data.missing: impute")
-    return pool, notes
-
-
 # --- teacher ---------------------------------------------------------------------------------
 
 
@@ -329,7 +236,7 @@ class TabularRun:
     teacher: BuiltTeacher
     cache: TeacherCache
     labelled: Labelled
-    unlabelled: UnlabelledRows | None = None
+    unlabelled: UnlabelledRows | RowFiles | None = None  # in memory, or streamed from disk with the teacher's outputs
     unlabelled_outputs: TeacherOutputs | None = None
 
 
@@ -345,7 +252,7 @@ class TabularFraction:
     cache: TeacherCache
     labelled: torch.Tensor | None
     val: Table
-    unlabelled: Table | None = None
+    unlabelled: Table | RowFiles | None = None
     unlabelled_outputs: TeacherOutputs | None = None
 
 
@@ -455,13 +362,14 @@ class TabularTrack(Track):
         test_frame: pd.DataFrame | None = None,
         teacher_store: TeacherStore | None = None,
         compared_metrics: tuple[str, ...] = COMPARED_METRICS,
-        pool: pd.DataFrame | None = None,
+        pool: PoolFile | None = None,
     ):
         self.config = config
         self.frame = frame
         self.test_frame = test_frame
-        self.pool = pool  # the unlabelled pool as read (data.unlabelled_path)
-        self.pool_features: pd.DataFrame | None = None  # its feature columns, checked against the data's
+        self.pool = pool  # the unlabelled pool's file (data.unlabelled_path)
+        self.pool_features: pd.DataFrame | None = None  # its feature columns, read and checked, when held in memory
+        self.streamed = False  # whether the runs' unlabelled rows are streamed from disk (data.stream_unlabelled)
         self.teacher_store = teacher_store
         self.compared_metrics = compared_metrics
         self.data: Dataset | None = None
@@ -472,12 +380,21 @@ class TabularTrack(Track):
         with progress.task("reading the data" if self.config.data.text is None else "reading the data and encoding its texts (cached)"):
             self.data = load_data(self.config, self.frame, self.test_frame, progress.note)
         self.data_notes = self.data.long_text_notes(self.config.data.long_texts == "refuse")
+        if self.pool is not None or self.config.transfer is not None:
+            pool_rows = 0 if self.pool is None else self.pool.count()
+            self.streamed = streams(self.config, pool_rows, len(self.data.y), self.data.features.shape[1])
         if self.pool is not None:
-            self.pool_features, notes = checked_pool(self.config, self.pool, self.data.features)
+            if self.streamed:  # its first rows are checked now, the others as they are read
+                chunks = self.pool.chunks(STREAM_READ_ROWS)
+                first = next(chunks, None)
+                chunks.close()
+                _, notes = checked_pool(self.config, self.data.features.iloc[:0] if first is None else first, self.data.features)
+            else:
+                self.pool_features, notes = checked_pool(self.config, self.pool.frame(), self.data.features)
             self.data_notes += notes
 
     def fingerprints(self) -> dict:
-        return data_fingerprints(self.frame, self.test_frame) | ({} if self.pool is None else {"unlabelled": fingerprint(self.pool)})
+        return data_fingerprints(self.frame, self.test_frame) | ({} if self.pool is None else {"unlabelled": self.pool.fingerprint()})
 
     def runs(self, hidden_labels: bool) -> list[RunRows]:
         return runs_of(self.config, self.data, hidden_labels)
@@ -486,15 +403,28 @@ class TabularTrack(Track):
         prepared = prepare_run(self.config, self.data, run)
         built, cache = run_teacher(self.config, prepared, run, self.loaded, progress, self.teacher_store, fit_on=self._teacher_rows(prepared, run, labelled))
         self.loaded = None if self.config.teacher.trains_here else built
-        unlabelled = unlabelled_rows(self.config, prepared, run, self.pool_features, int(self.data.ids.max()) + 1)
-        outputs = None if unlabelled is None else annotate_unlabelled(built, unlabelled, prepared.classes, self.teacher_store, progress, _row_values(cache, prepared))
+        unlabelled, outputs = self._unlabelled(prepared, run, built, cache, progress)
         if run.index == 0:
             splits = prepared.splits
             progress.note(
                 f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features"
-                + (f", {len(unlabelled.table)} unlabelled rows" if unlabelled is not None else "")
+                + ("" if unlabelled is None else f", {len(unlabelled.table if outputs is not None else unlabelled)} unlabelled rows")
+                + (", streamed from disk" if self.streamed else "")
             )
         return TabularRun(prepared, built, cache, labelled, unlabelled, outputs)
+
+    def _unlabelled(
+        self, data: PreparedData, run: RunRows, built: BuiltTeacher, cache: TeacherCache, progress: Progress
+    ) -> tuple[UnlabelledRows | RowFiles | None, TeacherOutputs | None]:
+        """The run's unlabelled rows (None: there are none) labelled by ``built``: in memory, with
+        the teacher's outputs on them, or on disk with them (then the outputs are None)."""
+        if self.pool is None and self.config.transfer is None:
+            return None, None
+        first_id, row_values = int(self.data.ids.max()) + 1, _row_values(cache, data)
+        if self.streamed:
+            return stream_unlabelled(self.config, data, run, self.pool, first_id, built, self.teacher_store, progress, row_values), None
+        rows = unlabelled_rows(self.config, data, run, self.pool_features, first_id)
+        return rows, annotate_unlabelled(built, rows, data.classes, self.teacher_store, progress, row_values)
 
     def _teacher_rows(self, data: PreparedData, run: RunRows, labelled: Labelled) -> PreparedData | None:
         """The rows a teacher trained here learns from: those whose labels the students see,
@@ -524,15 +454,14 @@ class TabularTrack(Track):
         splits = context.data.splits
         train_mask = None if labelled.train is None else torch.from_numpy(labelled.train)
         val = splits.val if labelled.val is None else splits.val.take(torch.from_numpy(labelled.val))
-        built, cache, outputs = context.teacher, context.cache, context.unlabelled_outputs
+        built, cache, unlabelled, outputs = context.teacher, context.cache, context.unlabelled, context.unlabelled_outputs
         if labelled is not context.labelled and (seen := self._teacher_rows(context.data, run, labelled)) is not None:
             # A teacher that learns from labels here sees those the students see, no more: else
             # it would pass them the hidden labels. The run's teacher learned the largest fraction's.
             built, cache = run_teacher(self.config, context.data, run, None, progress, self.teacher_store, fit_on=seen)
-            if context.unlabelled is not None:
-                outputs = annotate_unlabelled(built, context.unlabelled, context.data.classes, self.teacher_store, progress, _row_values(cache, context.data))
-        unlabelled = None if context.unlabelled is None else context.unlabelled.table
-        return TabularFraction(context.data, built, cache, train_mask, val, unlabelled, outputs)
+            unlabelled, outputs = self._unlabelled(context.data, run, built, cache, progress)
+        table = unlabelled.table if isinstance(unlabelled, UnlabelledRows) else unlabelled
+        return TabularFraction(context.data, built, cache, train_mask, val, table, outputs)
 
     def n_train(self, at: TabularFraction) -> int:
         return len(at.data.splits.train)
@@ -542,7 +471,9 @@ class TabularTrack(Track):
 
     def training_data(self, at: TabularFraction) -> TrainingData:
         train = at.data.splits.train
-        return TabularData(train, at.val, at.cache.take(train.ids), at.labelled, at.unlabelled, at.unlabelled_outputs)
+        files = at.unlabelled if isinstance(at.unlabelled, RowFiles) else None
+        table = None if files is not None else at.unlabelled
+        return TabularData(train, at.val, at.cache.take(train.ids), at.labelled, table, at.unlabelled_outputs, files, self.config.data.shuffle_buffer)
 
     def validation_metrics(self, at: TabularFraction, state: TrainState) -> dict[str, float]:
         return selection_metrics(split_logits(state.model, at.val), at.val.y)

@@ -30,13 +30,13 @@ def cache_teacher(
     key = None if fingerprint is None else store.key(fingerprint, samples, data_classes)
     outputs = None if key is None else store.load(key, ids, say)
     if outputs is None:
-        outputs = _annotations(teacher, samples, data_classes)
+        outputs = checked_outputs(teacher, samples, data_classes)
         if key is not None:
             store.save(key, ids, outputs, say)
     return InMemoryTeacherCache(ids, outputs.logits, outputs.rationale)
 
 
-def _annotations(teacher: Teacher, samples: list[Samples], data_classes: tuple[str, ...]) -> TeacherOutputs:
+def checked_outputs(teacher: Teacher, samples: list[Samples], data_classes: tuple[str, ...]) -> TeacherOutputs:
     """The teacher's outputs over ``samples``, in order, checked."""
     n_logits = 1 if len(data_classes) == 2 else len(data_classes)
     logits, rationale = [], []
