@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/article_speed.py
+	$(BIN)/python bench/stream_pool.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -63,11 +63,13 @@ def _guarded(command):
         try:
             # Here, not at start-up (--help needs none of it): the libraries every command uses,
             # loaded while Ctrl-C still stops the process at once (entry.py).
+            import pyarrow
             import torch
 
             import stepdistill.commands  # noqa: F401
 
             torch.set_num_threads(_options["threads"])
+            pyarrow.set_cpu_count(_options["threads"])  # decoding Parquet, as a pool streams
             if threading.current_thread() is threading.main_thread():
                 # From here Ctrl-C is a KeyboardInterrupt, which leaves checkpoints whole.
                 signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -81,7 +81,10 @@ def read_chunks(
     file_format = _file_format(path)
     with _reading(path, file_format, encoding):
         if file_format == "Parquet":
-            for batch in pyarrow.dataset.dataset(path, format="parquet").to_batches(batch_size=rows):
+            # One row group decoded at a time, no batches read ahead: what is held stays near a
+            # row group's size whatever the file's (pyarrow's defaults buffer several).
+            scan = {"batch_readahead": 0, "fragment_readahead": 1, "fragment_scan_options": pyarrow.dataset.ParquetFragmentScanOptions(pre_buffer=False)}
+            for batch in pyarrow.dataset.dataset(path, format="parquet").to_batches(batch_size=rows, **scan):
                 if batch.num_rows:
                     yield batch.to_pandas()
             return

@@ -38,11 +38,13 @@ class RowFiles:
     def __len__(self) -> int:
         return self.n_rows
 
-    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows ``start`` to ``stop`` (exclusive) of every matrix, (stop - start, width) each."""
+    def read(self, start: int, stop: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Rows ``start`` to ``stop`` (exclusive) of the matrices ``names`` (None: all), (stop -
+        start, width) each."""
         stop = min(stop, self.n_rows)
         out = {}
-        for name, width in self.widths.items():
+        for name in self.widths if names is None else names:
+            width = self.widths[name]
             values = np.empty((max(0, stop - start), width), dtype=ITEM)
             if values.size:
                 with open(self.directory / f"{name}.f32", "rb", buffering=0) as file:

@@ -113,7 +113,7 @@ class TabularData:
             curriculum, with_unlabelled = group[0].method.curriculum, key[-1]
             if with_unlabelled not in rows:
                 if with_unlabelled and self.unlabelled_files is not None:
-                    rows[with_unlabelled] = StreamedRows.build(self, device)
+                    rows[with_unlabelled] = StreamedRows.build(self, device, any(s.method.needs_rationale for s in states))
                 else:
                     rows[with_unlabelled] = TrainingRows.build(self, needs_teacher, device, with_unlabelled)
             paced_rows = rows[with_unlabelled] if curriculum is None else rows[with_unlabelled].paced(curriculum)
@@ -208,7 +208,9 @@ class StreamedRows:
     (a shuffle buffer, as streaming data loaders keep), the rows of each buffer in a random order,
     and batches cut from the buffers one after the other. When every row fits in one buffer the
     order is a permutation of all of them, the very one ``TrainingRows`` draws from the same
-    generator: streamed and in-memory training then give the same student."""
+    generator: streamed and in-memory training then give the same student. A buffer is held once
+    (each batch gathers its rows from it), and the teacher's rationale is read only for students
+    that learn from it."""
 
     in_memory: Batch
     files: RowFiles
@@ -218,13 +220,15 @@ class StreamedRows:
     device: torch.device
 
     @classmethod
-    def build(cls, data: TabularData, device: torch.device) -> StreamedRows:
+    def build(cls, data: TabularData, device: torch.device, with_rationale: bool = True) -> StreamedRows:
+        """``data``'s training rows and its streamed rows; the teacher's rationale ``with_rationale``."""
         rows = TrainingRows.build(data, True, torch.device("cpu"))
         train = rows.batch
         labelled = torch.ones(len(data.train), dtype=torch.bool) if train.labelled is None else train.labelled
         if (train.teacher_rationale is None) != ("rationale" not in data.unlabelled_files.widths):
             raise ValueError("the streamed rows and the training rows need the teacher's rationale alike")
-        return cls(replace(train, labelled=labelled), data.unlabelled_files, rows.val.to(device), rows.divergence_threshold, data.shuffle_buffer, device)
+        train = replace(train, labelled=labelled, teacher_rationale=train.teacher_rationale if with_rationale else None)
+        return cls(train, data.unlabelled_files, rows.val.to(device), rows.divergence_threshold, data.shuffle_buffer, device)
 
     def __len__(self) -> int:
         return len(self.in_memory.x) + len(self.files)
@@ -236,12 +240,13 @@ class StreamedRows:
         if start < n_memory:
             parts.append(self.in_memory.map(lambda t: t[start : min(stop, n_memory)]))
         if stop > n_memory:
-            read = {name: torch.from_numpy(values) for name, values in self.files.read(max(start, n_memory) - n_memory, stop - n_memory).items()}
+            names = [name for name in self.files.widths if name != "rationale" or self.in_memory.teacher_rationale is not None]
+            read = {name: torch.from_numpy(values) for name, values in self.files.read(max(start, n_memory) - n_memory, stop - n_memory, names).items()}
             n = len(read["x"])
             parts.append(
                 Batch(read["x"], torch.zeros(n, dtype=self.in_memory.y.dtype), read["logits"], read.get("rationale"), torch.zeros(n, dtype=torch.bool))
             )
-        return Batch.concat(parts)
+        return parts[0] if len(parts) == 1 else Batch.concat(parts)
 
     def epoch_batches(self, generator: torch.Generator, batch_size: int, epoch: int) -> Iterator[Batch]:
         """The batches of one student's epoch, in an order drawn from ``generator`` (see the class)."""
@@ -250,17 +255,38 @@ class StreamedRows:
         buffers = [torch.arange(n_chunks)] if n_chunks <= per_buffer else torch.randperm(n_chunks, generator=generator).split(per_buffer)
         carried = None  # the rows a buffer leaves short of a whole batch, first in the next batch
         for chunks in buffers:
-            rows = Batch.concat([self.read(c * STREAM_CHUNK_ROWS, (c + 1) * STREAM_CHUNK_ROWS) for c in chunks.tolist()])
+            rows = self._buffer(chunks.tolist())
             perm = torch.randperm(len(rows.x), generator=generator)
-            rows = rows.map(lambda t: t.index_select(0, perm))
+            start = 0
+            if carried is not None and len(carried.x) + len(perm) < batch_size:  # a buffer smaller than a batch
+                carried = Batch.concat([carried, rows.map(lambda t: t.index_select(0, perm))])
+                continue
             if carried is not None:
-                rows = Batch.concat([carried, rows])
-            whole = len(rows.x) // batch_size * batch_size
-            for batch in rows.map(lambda t: t[:whole]).split(batch_size, dim=0):
-                yield batch.map(lambda t: t.to(self.device))
-            carried = rows.map(lambda t: t[whole:])
+                start = batch_size - len(carried.x)
+                yield Batch.concat([carried, rows.map(lambda t: t.index_select(0, perm[:start]))]).map(lambda t: t.to(self.device))
+            whole = start + (len(perm) - start) // batch_size * batch_size
+            for at in range(start, whole, batch_size):
+                yield rows.map(lambda t: t.index_select(0, perm[at : at + batch_size]).to(self.device))
+            carried = rows.map(lambda t: t.index_select(0, perm[whole:]))
+            del rows
         if carried is not None and len(carried.x):
             yield carried.map(lambda t: t.to(self.device))
+
+    def _buffer(self, chunks: list[int]) -> Batch:
+        """The rows of ``chunks``, in that order, read into one buffer."""
+        first = self.read(chunks[0] * STREAM_CHUNK_ROWS, (chunks[0] + 1) * STREAM_CHUNK_ROWS)
+        if len(chunks) == 1:
+            return first
+        sizes = [min(STREAM_CHUNK_ROWS, len(self) - c * STREAM_CHUNK_ROWS) for c in chunks]
+        buffer = first.map(lambda t: t.new_empty((sum(sizes), *t.shape[1:])))
+        at = 0
+        for c, size in zip(chunks, sizes):
+            part = first if at == 0 else self.read(c * STREAM_CHUNK_ROWS, c * STREAM_CHUNK_ROWS + size)
+            for name, target in vars(buffer).items():
+                if target is not None:
+                    target[at : at + size] = getattr(part, name)
+            at += size
+        return buffer
 
     def measurement_sample(self) -> Batch:
         """The first ``EVAL_CHUNK`` rows, as ``TrainingRows.measurement_sample``."""

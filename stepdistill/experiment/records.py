@@ -63,6 +63,7 @@ class RunResult:
     n_val: int = 0
     n_test: int = 0
     n_unlabelled: int = 0  # rows without labels (pool, transfer set) the distilled students learned from besides n_train
+    unlabelled_seconds: float = 0.0  # making, encoding and labelling them (and, streamed, writing them to disk)
     n_features: int | None = None
     speed: dict[str, dict] | None = None  # measured in run 0 only (speed.py)
 

@@ -136,7 +136,11 @@ def summarize_experiment(
                 "n_train": int(np.mean([r.n_train for r in runs])),
                 "n_val": int(np.mean([r.n_val for r in runs])),
                 "n_test": int(np.mean([r.n_test for r in runs])),
-                **({"n_unlabelled": int(np.mean([r.n_unlabelled for r in runs]))} if any(r.n_unlabelled for r in runs) else {}),
+                **(
+                    {"n_unlabelled": int(np.mean([r.n_unlabelled for r in runs])), "unlabelled_seconds": float(np.mean([r.unlabelled_seconds for r in runs]))}
+                    if any(r.n_unlabelled for r in runs)
+                    else {}
+                ),
                 **({"n_features": runs[0].n_features} if runs[0].n_features is not None else {}),
                 **({"classes": list(classes)} if classes is not None else {}),
             },

@@ -12,6 +12,7 @@ after training; in run 0 every model's size and prediction latency are measured 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -238,6 +239,7 @@ class TabularRun:
     labelled: Labelled
     unlabelled: UnlabelledRows | RowFiles | None = None  # in memory, or streamed from disk with the teacher's outputs
     unlabelled_outputs: TeacherOutputs | None = None
+    unlabelled_seconds: float = 0.0
 
 
 @dataclass
@@ -254,6 +256,7 @@ class TabularFraction:
     val: Table
     unlabelled: Table | RowFiles | None = None
     unlabelled_outputs: TeacherOutputs | None = None
+    unlabelled_seconds: float = 0.0
 
 
 def student_states(
@@ -317,6 +320,7 @@ def test_run(at: TabularFraction, trained: dict[str, Trained]) -> RunResult:
         n_val=len(data.splits.val),
         n_test=len(test),
         n_unlabelled=0 if at.unlabelled is None else len(at.unlabelled),
+        unlabelled_seconds=at.unlabelled_seconds,
         n_features=train.n_features,
     )
     for name, t in trained.items():
@@ -403,7 +407,9 @@ class TabularTrack(Track):
         prepared = prepare_run(self.config, self.data, run)
         built, cache = run_teacher(self.config, prepared, run, self.loaded, progress, self.teacher_store, fit_on=self._teacher_rows(prepared, run, labelled))
         self.loaded = None if self.config.teacher.trains_here else built
+        started = time.perf_counter()
         unlabelled, outputs = self._unlabelled(prepared, run, built, cache, progress)
+        seconds = time.perf_counter() - started
         if run.index == 0:
             splits = prepared.splits
             progress.note(
@@ -411,7 +417,7 @@ class TabularTrack(Track):
                 + ("" if unlabelled is None else f", {len(unlabelled.table if outputs is not None else unlabelled)} unlabelled rows")
                 + (", streamed from disk" if self.streamed else "")
             )
-        return TabularRun(prepared, built, cache, labelled, unlabelled, outputs)
+        return TabularRun(prepared, built, cache, labelled, unlabelled, outputs, seconds)
 
     def _unlabelled(
         self, data: PreparedData, run: RunRows, built: BuiltTeacher, cache: TeacherCache, progress: Progress
@@ -454,14 +460,16 @@ class TabularTrack(Track):
         splits = context.data.splits
         train_mask = None if labelled.train is None else torch.from_numpy(labelled.train)
         val = splits.val if labelled.val is None else splits.val.take(torch.from_numpy(labelled.val))
-        built, cache, unlabelled, outputs = context.teacher, context.cache, context.unlabelled, context.unlabelled_outputs
+        built, cache, unlabelled, outputs, seconds = context.teacher, context.cache, context.unlabelled, context.unlabelled_outputs, context.unlabelled_seconds
         if labelled is not context.labelled and (seen := self._teacher_rows(context.data, run, labelled)) is not None:
             # A teacher that learns from labels here sees those the students see, no more: else
             # it would pass them the hidden labels. The run's teacher learned the largest fraction's.
             built, cache = run_teacher(self.config, context.data, run, None, progress, self.teacher_store, fit_on=seen)
+            started = time.perf_counter()
             unlabelled, outputs = self._unlabelled(context.data, run, built, cache, progress)
+            seconds = time.perf_counter() - started
         table = unlabelled.table if isinstance(unlabelled, UnlabelledRows) else unlabelled
-        return TabularFraction(context.data, built, cache, train_mask, val, table, outputs)
+        return TabularFraction(context.data, built, cache, train_mask, val, table, outputs, seconds)
 
     def n_train(self, at: TabularFraction) -> int:
         return len(at.data.splits.train)
