@@ -47,7 +47,8 @@ from stepdistill.teachers.collect import cache_teacher
 from stepdistill.teachers.config import LoadedTeacher
 from stepdistill.teachers.store import TeacherStore
 from stepdistill.terms import Method
-from stepdistill.text.inputs import TextInputs, choice_labels
+from stepdistill.text.inputs import TextInputs, choice_labels, long_text_notes
+from stepdistill.text.pool import read_text_pool
 
 # The metrics on which a method is compared with its control, and claims are made; Holm's
 # correction covers these comparisons of every method in a table.
@@ -63,8 +64,10 @@ class Dataset:
     features), label indices, class names and sample ids; the last ``n_fixed_test`` rows are a
     user's fixed test file. Text records also keep how their features were made (``text``),
     each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by), for
-    multiple choice its choices (``choices``), and which rows have a text longer than the
-    sentence encoder's window of ``window`` tokens (``cut``: their features saw its beginning).
+    multiple choice its choices (``choices``), both followed by those of an unlabelled pool's
+    records (``with_text_pool``; their sample ids follow the rows'), and which rows have a text
+    longer than the sentence encoder's window of ``window`` tokens (``cut``: their features saw
+    its beginning).
     ``named``: whether the ids come from the data's id column (else they are row positions)."""
 
     features: pd.DataFrame
@@ -96,13 +99,7 @@ class Dataset:
         counts = f"{int(self.cut[:n_data].sum())} of {n_data} records"
         if self.n_fixed_test:
             counts += f" (and {int(self.cut[n_data:].sum())} of {self.n_fixed_test} of the test file)"
-        first = self.record_ids[int(np.flatnonzero(self.cut)[0])]
-        if refuse:
-            raise StepDistillError(
-                f"{counts} have a text longer than the sentence encoder's {self.window}-token window (e.g. record {first!r});"
-                f" shorten them, or set data.long_texts: cut to encode their first {self.window} tokens"
-            )
-        return [f"{counts} have a text longer than the sentence encoder's {self.window}-token window, encoded from its first {self.window} tokens (e.g. record {first!r}); set data.long_texts: refuse to refuse them"]
+        return long_text_notes(counts, self.record_ids[int(np.flatnonzero(self.cut)[0])], self.window, refuse)
 
 
 def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.DataFrame | None = None, say=None) -> Dataset:
@@ -186,10 +183,12 @@ class UnlabelledRows:
     """Rows without a label that the teacher labels for the students that learn from it: a run's
     unlabelled pool and synthetic transfer set. ``table``: encoded as students see them (sample ids
     after every id of the data, labels 0 and never read); ``raw``: as read, indexed by sample id,
-    for the teacher."""
+    for the teacher; ``text_records``: whether they are a text pool's records, which a teacher that
+    labels no new rows may have answered by record id (an LLM's answers, written beforehand)."""
 
     table: Table
     raw: pd.DataFrame
+    text_records: bool = False
 
 
 # Apart from the runs' own seeds, so that transfer rows are not drawn from the students' streams.
@@ -216,7 +215,7 @@ def unlabelled_rows(config: ExperimentConfig, data: PreparedData, run: RunRows, 
     ids = torch.arange(first_id, first_id + len(made))
     train = data.splits.train
     table = Table(ids, torch.from_numpy(data.encoder.transform(made)), torch.zeros(len(made), dtype=torch.int64), train.classes, train.feature_names)
-    return UnlabelledRows(table, made.set_index(pd.Index(ids.numpy(), name="id")))
+    return UnlabelledRows(table, made.set_index(pd.Index(ids.numpy(), name="id")), text_records=data.text is not None)
 
 
 def annotate_unlabelled(
@@ -224,7 +223,7 @@ def annotate_unlabelled(
 ) -> TeacherOutputs:
     """The teacher's outputs on the unlabelled rows (kept in ``store`` like its other outputs,
     ``row_values`` numbers a row: logits and rationale)."""
-    if not built.teacher.can_predict:
+    if not (built.teacher.can_predict or rows.text_records):
         raise StepDistillError(
             "an unlabelled pool or transfer set needs a teacher that labels new rows, and this teacher gives outputs for the data's rows only;"
             " drop data.unlabelled_path and transfer"
@@ -245,6 +244,17 @@ def _check_room(directory: Path, needed: int) -> None:
             f"the teacher's outputs on the unlabelled rows need about {needed / 1e6:,.1f} MB in the teacher cache {directory}, which has"
             f" {free / 1e6:,.1f} MB free; free space, point --cache-dir elsewhere, or pass --no-cache"
         )
+
+
+def with_text_pool(config: ExperimentConfig, data: Dataset, pool: pd.DataFrame, say=None) -> tuple[Dataset, pd.DataFrame, list[str]]:
+    """``data`` of text records with the record ids and choices of its unlabelled ``pool``'s
+    records after its own (so that a teacher finds their answers by sample id), the pool's
+    sentence features (text/pool.py) and what to say of it."""
+    d = config.data
+    n_choices = None if data.choices is None else len(data.choices[0])
+    text_pool = read_text_pool(pool, data.text, d.label, d.id_column, data.record_ids, n_choices, d.long_texts == "refuse", say)
+    choices = None if data.choices is None else data.choices + text_pool.choices
+    return replace(data, record_ids=data.record_ids + text_pool.record_ids, choices=choices), text_pool.features, list(text_pool.notes)
 
 
 def checked_pool(config: ExperimentConfig, pool: pd.DataFrame, features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -473,7 +483,10 @@ class TabularTrack(Track):
             self.data = load_data(self.config, self.frame, self.test_frame, progress.note)
         self.data_notes = self.data.long_text_notes(self.config.data.long_texts == "refuse")
         if self.pool is not None:
-            self.pool_features, notes = checked_pool(self.config, self.pool, self.data.features)
+            if self.data.text is None:
+                self.pool_features, notes = checked_pool(self.config, self.pool, self.data.features)
+            else:
+                self.data, self.pool_features, notes = with_text_pool(self.config, self.data, self.pool, progress.note)
             self.data_notes += notes
 
     def fingerprints(self) -> dict:
