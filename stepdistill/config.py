@@ -39,8 +39,9 @@ class DataConfig(StrictModel):
     )
     unlabelled_path: Path | None = Field(
         None,
-        description="an unlabelled pool: rows with the data's feature columns (CSV, Parquet or JSONL; a label column is ignored) that the teacher labels"
-        " and the students that learn from it train on; never validation or test rows",
+        description="an unlabelled pool: rows with the data's feature columns (with data.text, records with its text, choices and id columns; CSV,"
+        " Parquet or JSONL; a label column is ignored) that the teacher labels (an LLM teacher: by its answers for their ids) and the students"
+        " that learn from it train on; never validation or test rows",
     )
     stream_unlabelled: bool | Literal["auto"] = Field(
         "auto",
@@ -183,11 +184,22 @@ class ExperimentConfig(MethodsConfig):
             raise StepDistillError("evaluation.scheme cv moves the test split, but data.test_path fixes it; use scheme holdout with a test file")
 
     def _check_unlabelled(self) -> None:
-        """An unlabelled pool or transfer set: rows of a table for a teacher that labels new rows."""
+        """An unlabelled pool or transfer set: rows for a teacher that labels new rows; a transfer
+        set is made of a table's rows, and a pool of text records may go to a teacher that
+        answered them by record id (an LLM's answers), which matches them by data.id_column."""
         pool = self.data.unlabelled_path is not None
         what, drop = ("an unlabelled pool (data.unlabelled_path)", "data.unlabelled_path") if pool else ("a transfer set", "transfer")
-        if self.data.text is not None:
-            raise StepDistillError(f"{what} is made of a table's rows here, and data.text records are read through sentence features; drop {drop}")
+        if self.data.text is not None and self.transfer is not None:
+            raise StepDistillError("a transfer set is made of a table's rows, and data.text records are read through sentence features; drop transfer")
+        if self.data.text is not None and self.data.stream_unlabelled is True:
+            raise StepDistillError("a pool of text records is held in memory (its texts are encoded whole); set data.stream_unlabelled: auto or false")
+        if self.data.text is not None and self.teacher.answers_by_record_id:
+            if self.data.id_column is None:
+                raise StepDistillError(
+                    f"an unlabelled pool of text records is matched to the teacher's answers (teacher.kind: {self.teacher.kind}) by record id, and the data has no id column;"
+                    " set data.id_column, and give the pool's records that column too"
+                )
+            return
         if not self.teacher.labels_new_rows:
             raise StepDistillError(
                 f"{what} needs a teacher that labels new rows, and a teacher of kind {self.teacher.kind!r} gives outputs for the data's rows only;"

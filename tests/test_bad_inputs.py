@@ -324,10 +324,10 @@ CASES = {
         None,
         "the unlabelled pool's column 'x1' holds text where the data has numbers (e.g. 'abc'); fix those rows",
     ),
-    "an unlabelled pool for text records": (
-        lambda p: _config(p, _frame(), data={"unlabelled_path": "data.csv", "text": "x0"}),
+    "a transfer set for text records": (
+        lambda p: _config(p, _frame(), data={"text": "x0"}, transfer={"size": 1}),
         None,
-        "an unlabelled pool (data.unlabelled_path) is made of a table's rows here, and data.text records are read through sentence features",
+        "a transfer set is made of a table's rows, and data.text records are read through sentence features; drop transfer",
     ),
     # --- the output directory and the command line ---------------------------------------------
     "--out on a read-only file system": (lambda p: _config(p, _frame()), "/proc/stepdistill-test/out", "cannot write --out"),

@@ -25,7 +25,8 @@ class PreparedData:
     raw: the feature columns as read, indexed by sample id, for teachers fitted outside
     stepdistill; image_shape: (C, H, W) when rows are flattened images. Text records: ``text``,
     how their sentence features were made; ``record_ids``, each sample id's record id (sample id
-    i is ``record_ids[i]``); ``choices``, each sample's answer choices (multiple choice)."""
+    i is ``record_ids[i]``; past ``raw``'s rows, an unlabelled pool's records); ``choices``, each
+    sample's answer choices (multiple choice)."""
 
     splits: Splits
     encoder: FeatureEncoder
@@ -38,6 +39,11 @@ class PreparedData:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.splits.train.classes
+
+    @property
+    def pool_record_ids(self) -> tuple[str, ...]:
+        """The record ids of an unlabelled pool of text records, whose sample ids follow the data's."""
+        return () if self.record_ids is None else self.record_ids[len(self.raw) :]
 
 
 def prepare(

@@ -48,7 +48,8 @@ from stepdistill.teachers.collect import cache_teacher
 from stepdistill.teachers.config import LoadedTeacher
 from stepdistill.teachers.store import TeacherStore
 from stepdistill.terms import Method
-from stepdistill.text.inputs import TextInputs, choice_labels
+from stepdistill.text.inputs import TextInputs, choice_labels, long_text_notes
+from stepdistill.text.pool import read_text_pool
 
 # The metrics on which a method is compared with its control, and claims are made; Holm's
 # correction covers these comparisons of every method in a table.
@@ -64,8 +65,10 @@ class Dataset:
     features), label indices, class names and sample ids; the last ``n_fixed_test`` rows are a
     user's fixed test file. Text records also keep how their features were made (``text``),
     each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by), for
-    multiple choice its choices (``choices``), and which rows have a text longer than the
-    sentence encoder's window of ``window`` tokens (``cut``: their features saw its beginning).
+    multiple choice its choices (``choices``), both followed by those of an unlabelled pool's
+    records (``with_text_pool``; their sample ids follow the rows'), and which rows have a text
+    longer than the sentence encoder's window of ``window`` tokens (``cut``: their features saw
+    its beginning).
     ``named``: whether the ids come from the data's id column (else they are row positions)."""
 
     features: pd.DataFrame
@@ -97,13 +100,7 @@ class Dataset:
         counts = f"{int(self.cut[:n_data].sum())} of {n_data} records"
         if self.n_fixed_test:
             counts += f" (and {int(self.cut[n_data:].sum())} of {self.n_fixed_test} of the test file)"
-        first = self.record_ids[int(np.flatnonzero(self.cut)[0])]
-        if refuse:
-            raise StepDistillError(
-                f"{counts} have a text longer than the sentence encoder's {self.window}-token window (e.g. record {first!r});"
-                f" shorten them, or set data.long_texts: cut to encode their first {self.window} tokens"
-            )
-        return [f"{counts} have a text longer than the sentence encoder's {self.window}-token window, encoded from its first {self.window} tokens (e.g. record {first!r}); set data.long_texts: refuse to refuse them"]
+        return long_text_notes(counts, self.record_ids[int(np.flatnonzero(self.cut)[0])], self.window, refuse)
 
 
 def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.DataFrame | None = None, say=None) -> Dataset:
@@ -180,6 +177,17 @@ def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> Prepar
         raise StepDistillError(f"data.image_shape {list(shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape")
     raw = data.features.set_index(pd.Index(data.ids, name="id"))
     return PreparedData(splits, encoder, raw, shape, data.text, data.record_ids, data.choices)
+
+
+def with_text_pool(config: ExperimentConfig, data: Dataset, pool: pd.DataFrame, say=None) -> tuple[Dataset, pd.DataFrame, list[str]]:
+    """``data`` of text records with the record ids and choices of its unlabelled ``pool``'s
+    records after its own (so that a teacher finds their answers by sample id), the pool's
+    sentence features (text/pool.py) and what to say of it."""
+    d = config.data
+    n_choices = None if data.choices is None else len(data.choices[0])
+    text_pool = read_text_pool(pool, data.text, d.label, d.id_column, data.record_ids, n_choices, d.long_texts == "refuse", say)
+    choices = None if data.choices is None else data.choices + text_pool.choices
+    return replace(data, record_ids=data.record_ids + text_pool.record_ids, choices=choices), text_pool.features, list(text_pool.notes)
 
 
 # --- teacher ---------------------------------------------------------------------------------
@@ -386,9 +394,12 @@ class TabularTrack(Track):
         self.data_notes = self.data.long_text_notes(self.config.data.long_texts == "refuse")
         if self.pool is not None or self.config.transfer is not None:
             pool_rows = 0 if self.pool is None else self.pool.count()
-            self.streamed = streams(self.config, pool_rows, len(self.data.y), self.data.features.shape[1])
+            # A text pool is held in memory: its records are encoded into sentence features whole.
+            self.streamed = self.data.text is None and streams(self.config, pool_rows, len(self.data.y), self.data.features.shape[1])
         if self.pool is not None:
-            if self.streamed:  # its first rows are checked now, the others as they are read
+            if self.data.text is not None:
+                self.data, self.pool_features, notes = with_text_pool(self.config, self.data, self.pool.frame(), progress.note)
+            elif self.streamed:  # its first rows are checked now, the others as they are read
                 chunks = self.pool.chunks(STREAM_READ_ROWS)
                 first = next(chunks, None)
                 chunks.close()

@@ -55,10 +55,12 @@ ROWS_FORMAT_VERSION = 1
 class UnlabelledRows:
     """A run's unlabelled rows in memory. ``table``: encoded as students see them (sample ids
     after every id of the data, labels 0 and never read); ``raw``: as read, indexed by sample id,
-    for the teacher."""
+    for the teacher; ``text_records``: whether they are a text pool's records, which a teacher that
+    labels no new rows may have answered by record id (an LLM's answers, written beforehand)."""
 
     table: Table
     raw: pd.DataFrame
+    text_records: bool = False
 
 
 def streams(config: ExperimentConfig, pool_rows: int, data_rows: int, n_columns: int) -> bool:
@@ -95,7 +97,7 @@ def unlabelled_rows(config: ExperimentConfig, data: PreparedData, run: RunRows, 
     ids = torch.arange(first_id, first_id + len(made))
     train = data.splits.train
     table = Table(ids, torch.from_numpy(data.encoder.transform(made)), torch.zeros(len(made), dtype=torch.int64), train.classes, train.feature_names)
-    return UnlabelledRows(table, made.set_index(pd.Index(ids.numpy(), name="id")))
+    return UnlabelledRows(table, made.set_index(pd.Index(ids.numpy(), name="id")), text_records=data.text is not None)
 
 
 def annotate_unlabelled(
@@ -103,7 +105,8 @@ def annotate_unlabelled(
 ) -> TeacherOutputs:
     """The teacher's outputs on the unlabelled rows (kept in ``store`` like its other outputs,
     ``row_values`` numbers a row: logits and rationale)."""
-    _check_teacher(built)
+    if not rows.text_records:
+        _check_teacher(built)
     if store is not None:
         needed = len(rows.table) * (row_values + 1) * 4  # float32 values and an int64 id, roughly
         _check_room(store.directory, needed, "the teacher's outputs on the unlabelled rows", "point --cache-dir elsewhere, or pass --no-cache")

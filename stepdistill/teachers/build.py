@@ -220,6 +220,12 @@ def _llm(config: LLMTeacherConfig, data: PreparedData, device) -> BuiltTeacher:
     if data.text is None or data.record_ids is None:
         raise StepDistillError("teacher.kind llm teaches text records; set data.text to the text column(s)")
     outputs = read_llm_outputs(config)
+    if unanswered := [record_id for record_id in data.pool_record_ids if record_id not in outputs.answers]:
+        named = ", ".join(map(repr, unanswered[:NAMED_IN_ERRORS]))
+        raise StepDistillError(
+            f"the LLM teacher ({config.outputs}) has no answer for {len(unanswered)} of the unlabelled pool's {len(data.pool_record_ids)} records (e.g. {named});"
+            " give each pool record an answer, or drop those records from data.unlabelled_path"
+        )
     if data.choices is not None:
         outputs = answers_as_choice_letters(outputs, dict(zip(data.record_ids, data.choices)))
     llm = LLMTeacher(outputs, data.classes, data.text.sentence_encoder(), data.record_ids, config.eps)

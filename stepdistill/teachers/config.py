@@ -65,6 +65,13 @@ class _Teacher(StrictModel):
         transfer set): a model can; outputs computed elsewhere for the data's rows cannot."""
         return True
 
+    @property
+    def answers_by_record_id(self) -> bool:
+        """Whether the teacher's outputs were written for text records by their ids (an LLM's
+        answers), so that it can annotate an unlabelled pool of text records it answered too,
+        though it labels no new rows."""
+        return False
+
     def files(self) -> list[Path]:
         """The files the teacher is read from, as configured."""
         return []
@@ -293,7 +300,11 @@ class LLMTeacherConfig(_Teacher):
 
     @property
     def labels_new_rows(self) -> bool:
-        return False  # the LLM's answers, and the privileged model's rationale embeddings, exist for the data's records only
+        return False  # the LLM's answers, and the privileged model's rationale embeddings, exist for the records it answered only
+
+    @property
+    def answers_by_record_id(self) -> bool:
+        return True
 
     def files(self) -> list[Path]:
         return [self.outputs]

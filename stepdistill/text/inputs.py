@@ -109,3 +109,15 @@ def choice_labels(frame: pd.DataFrame, label: str, choices: str, ids: Sequence |
             raise StepDistillError(f"the label {reprlib.repr(answer)} of {record_name(row, ids)} is none of its choices {reprlib.repr(options)}; the label must spell one choice")
         positions.append(letters[options.index(answer)])
     return pd.Series(positions, index=frame.index, name=label), letters
+
+
+def long_text_notes(counts: str, first: str, window: int, refuse: bool) -> list[str]:
+    """The one line telling the user that ``counts`` (say "3 of 120 records") have a text longer
+    than the sentence encoder's ``window`` tokens, ``first`` the first such record's id; with
+    ``refuse``, raised as a one-line error instead."""
+    if refuse:
+        raise StepDistillError(
+            f"{counts} have a text longer than the sentence encoder's {window}-token window (e.g. record {first!r});"
+            f" shorten them, or set data.long_texts: cut to encode their first {window} tokens"
+        )
+    return [f"{counts} have a text longer than the sentence encoder's {window}-token window, encoded from its first {window} tokens (e.g. record {first!r}); set data.long_texts: refuse to refuse them"]
