@@ -178,10 +178,26 @@ class ExperimentConfig(MethodsConfig):
             raise StepDistillError("data.choices needs data.text, the question column; set both")
         if self.data.text is not None and (self.data.image_shape is not None or not self.data.scale_numeric):
             raise StepDistillError("data.text makes sentence features, which are neither images nor pixels; drop data.image_shape and data.scale_numeric")
+        if self.student.kind == "encoder":
+            self._check_encoder_student()
         if self.transfer is not None or self.data.unlabelled_path is not None:
             self._check_unlabelled()
         if self.data.test_path is not None and self.evaluation.scheme == "cv":
             raise StepDistillError("evaluation.scheme cv moves the test split, but data.test_path fixes it; use scheme holdout with a test file")
+
+    def _check_encoder_student(self) -> None:
+        """A student that fine-tunes its encoder reads one text or a pair (data.text), in memory."""
+        if self.data.text is None:
+            raise StepDistillError("student.kind encoder fine-tunes a text encoder, and the data has no text; set data.text, or choose student.kind mlp")
+        if self.data.choices is not None:
+            raise StepDistillError("student.kind encoder reads one text or a pair, not multiple choice; use student.kind choice_scorer with data.choices")
+        if self.data.unlabelled_path is not None:
+            raise StepDistillError("student.kind encoder reads token ids, and an unlabelled pool of text records is read as sentence features; drop one of them")
+        if self.teacher.kind not in ("llm", "file"):
+            raise StepDistillError(
+                f"student.kind encoder reads token ids, which a teacher of kind {self.teacher.kind!r} would read as numbers;"
+                " teach it with an LLM's answers (teacher.kind llm) or a file of outputs (teacher.kind file)"
+            )
 
     def _check_unlabelled(self) -> None:
         """An unlabelled pool or transfer set: rows for a teacher that labels new rows; a transfer
@@ -240,5 +256,7 @@ def load_config(path: Path) -> ExperimentConfig:
     for field in ("path", "weights", "outputs"):
         if getattr(config.teacher, field, None) is not None:
             setattr(config.teacher, field, path.parent / getattr(config.teacher, field))
+    if getattr(config.student, "model", None) is not None:
+        config.student.model = str(path.parent / config.student.model)
     config.check()
     return config

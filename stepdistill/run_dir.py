@@ -36,16 +36,19 @@ from stepdistill.errors import StepDistillError
 from stepdistill.evaluate import class_probabilities
 from stepdistill.students.choice import ChoiceScorerModel
 from stepdistill.students.cnn import CNNModel
+from stepdistill.students.encoder import EncoderStudentModel
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
 from stepdistill.text.inputs import TextInputs
+from stepdistill.text.tokens import encoder_directory, load_encoder_files, token_features
 
 STUDENTS_DIR = "students"
 CHOSEN_DIR = "student"
 MANIFEST_JSON = "manifest.json"
 WEIGHTS = "model.safetensors"
 STUDENT_JSON = "student.json"
-MODEL_KINDS = {"logistic": LogisticModel, "mlp": MLPModel, "cnn": CNNModel, "choice_scorer": ChoiceScorerModel}
+TOKENIZER_DIR = "tokenizer"  # a student that fine-tuned its encoder: the tokenizer it reads texts with
+MODEL_KINDS = {"logistic": LogisticModel, "mlp": MLPModel, "cnn": CNNModel, "choice_scorer": ChoiceScorerModel, "encoder": EncoderStudentModel}
 VERSIONED_PACKAGES = ("stepdistill", "torch", "numpy", "pandas", "scikit-learn", "safetensors")
 
 
@@ -61,12 +64,14 @@ class RunStudents:
 
 @dataclass
 class SavedStudent:
-    """A student loaded from its directory: ready to predict on raw feature columns."""
+    """A student loaded from its directory: ready to predict on raw feature columns (a student
+    that fine-tuned its encoder: on texts, through the ``tokenizer`` saved with it)."""
 
     model: nn.Module
     encoder: FeatureEncoder
     classes: list[str]
     about: dict
+    tokenizer: object | None = None
 
     @property
     def text(self) -> TextInputs | None:
@@ -98,7 +103,9 @@ class SavedStudent:
         """(N, C) class probabilities for the rows of ``features`` (the raw columns it was
         trained on, or for a text student its text columns); an unseen category or a missing
         value is a one-line error."""
-        if self.text is not None:
+        if self.tokenizer is not None:
+            features = self._tokens(features)[0]
+        elif self.text is not None:
             id_column = self.about["id_column"]
             ids = features[id_column].tolist() if id_column in features.columns else None
             features = self.text.features(features, self.sentence_encoder, ids)
@@ -110,11 +117,22 @@ class SavedStudent:
             return class_probabilities(self.model(torch.from_numpy(encoded)).logits)
 
 
+    def _tokens(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """``token_features`` of ``frame``'s texts as the student was trained on them."""
+        tokens = self.about["tokens"]
+        return token_features(frame, self.text.columns, self.tokenizer, tokens["mode"], tokens["max_tokens"])
+
+
 def long_text_note(student: SavedStudent, frame: pd.DataFrame) -> str | None:
     """For a text student, a line saying how many of ``frame``'s rows have a text longer than its
-    sentence encoder's window, which it reads cut; None when none has (or it reads no text)."""
+    sentence encoder's window (or its own token budget), which it reads cut; None when none has
+    (or it reads no text)."""
     if student.text is None:
         return None
+    if student.tokenizer is not None:
+        budget = student.about["tokens"]["max_tokens"]
+        cut = student._tokens(frame)[1]
+        return f"{int(cut.sum())} of {len(frame)} rows have a text longer than the student's {budget} tokens, predicted from their first {budget}" if cut.any() else None
     encoder = student.sentence_encoder
     if not (cut := student.text.cut_rows(frame, encoder)).any():
         return None
@@ -155,7 +173,12 @@ def load_student(directory: Path) -> SavedStudent:
     model = model_from_spec(record["model"], directory / STUDENT_JSON)
     model.load_state_dict(load_file(directory / WEIGHTS))
     about = {k: v for k, v in record.items() if k not in ("model", "encoder", "classes")}
-    return SavedStudent(model.eval(), FeatureEncoder.from_json(record["encoder"]), record["classes"], about)
+    tokenizer = None
+    if "tokens" in about:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR)
+    return SavedStudent(model.eval(), FeatureEncoder.from_json(record["encoder"]), record["classes"], about, tokenizer)
 
 
 def model_from_spec(spec: dict, source: Path) -> nn.Module:
@@ -187,7 +210,9 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
     classes = results["config"]["data"]["classes"]
     data_config = results["config"]["data"]
     files = {}
-    text = _text_about(data_config)
+    text = _text_about(data_config, results["config"]["student"])
+    # A student that fine-tuned its encoder reads texts through its tokenizer, saved beside it.
+    tokenizer = load_encoder_files(encoder_directory(text["tokens"]["model"]))[0] if "tokens" in text else None
     for run in runs:
         for name, model in run.models.items():
             entry = results["methods"][name]
@@ -200,7 +225,10 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
                 "settings": entry["settings"][run.index],
                 "test": {metric: summary["values"][run.index] for metric, summary in entry["test"].items()},
             }
-            save_student(staging_dir / STUDENTS_DIR / name / str(run.index), model, run.encoder, classes, about | text)
+            directory = staging_dir / STUDENTS_DIR / name / str(run.index)
+            save_student(directory, model, run.encoder, classes, about | text)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         files[f"{STUDENTS_DIR}/<method>/{run.index}/"] = f"run {run.index}'s student of each method: {WEIGHTS} and {STUDENT_JSON}"
     chosen = results["chosen"]["method"]
     shutil.copytree(staging_dir / STUDENTS_DIR / chosen / "0", staging_dir / CHOSEN_DIR)
@@ -218,13 +246,17 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
     return [STUDENTS_DIR, CHOSEN_DIR, MANIFEST_JSON]
 
 
-def _text_about(data_config: dict) -> dict:
+def _text_about(data_config: dict, student_config: dict) -> dict:
     """What a text student needs to read new records: its text columns and sentence encoder (and
-    that encoder's identity, to refuse another model at prediction time); nothing for tabular ones."""
+    that encoder's identity, to refuse another model at prediction time), or for a student that
+    fine-tuned its encoder how its texts become tokens; nothing for tabular ones."""
     if data_config.get("text") is None:
         return {}
     text = data_config["text"]
     inputs = TextInputs((text,) if isinstance(text, str) else tuple(text), data_config.get("choices"), data_config.get("text_encoder"))
+    if student_config.get("kind") == "encoder":
+        mode = "single" if len(inputs.columns) == 1 else student_config["pair"]
+        return {"text": inputs.to_json(), "tokens": {"mode": mode, "max_tokens": student_config["max_tokens"], "model": student_config["model"]}}
     return {"text": inputs.to_json(), "text_encoder_identity": inputs.sentence_encoder().identity}
 
 

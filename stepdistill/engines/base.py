@@ -141,16 +141,18 @@ def new_state(
             if model.rationale_width != teacher_rationale_width:
                 head = nn.Linear(model.rationale_width, teacher_rationale_width)
     model.to(device)
-    params = list(model.parameters())
-    if head is not None:
-        params += list(head.to(device).parameters())
+    if hasattr(model, "parameter_groups"):  # parts trained at learning rates of their own (students/encoder.py)
+        params = model.parameter_groups() + ([] if head is None else [{"params": list(head.to(device).parameters())}])
+    else:
+        params = list(model.parameters()) + ([] if head is None else list(head.to(device).parameters()))
     optimizer = make_optimizer(params, method.training)
     balancer = None if method.balancer is None else copy.deepcopy(method.balancer)
     return TrainState(name, method, model, head, optimizer, epoch_scheduler(optimizer, method.training), torch.Generator().manual_seed(seed), balancer)
 
 
-def make_optimizer(params: list[nn.Parameter], training: TrainingConfig) -> torch.optim.Optimizer:
-    """The method's optimizer over ``params``."""
+def make_optimizer(params: list[nn.Parameter] | list[dict], training: TrainingConfig) -> torch.optim.Optimizer:
+    """The method's optimizer over ``params`` (or parameter groups, each at the method's learning
+    rate unless it names its own)."""
     if training.optimizer == "sgd":
         return torch.optim.SGD(params, lr=training.lr, weight_decay=training.weight_decay)
     if training.optimizer == "adamw":

@@ -407,6 +407,10 @@ class AutogradEngine(TermsEngine):
         """One optimizer step of student ``i`` on ``batch``, with the epoch's weights unless its
         balancer updates them after every step."""
         state = self.states[i]
+        if getattr(state.model, "draws_dropout", False):
+            # Dropout draws from torch's global generator: seeded from the student's own, a run
+            # trains the same whatever ran before it in the process.
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=state.generator)))
         out = state.model(batch.x)
         if state.head is not None:
             out.rationale = state.head(out.rationale)

@@ -41,6 +41,7 @@ from stepdistill.progress import SILENT, Progress
 from stepdistill.run_dir import RunStudents, fingerprint, model_from_spec, write_students
 from stepdistill.speed import measure_speed
 from stepdistill.students.build import StudentShape, check_student_rationale, student_factory
+from stepdistill.students.config import EncoderStudent
 from stepdistill.teachers.base import Samples
 from stepdistill.teachers.build import BuiltTeacher, build_teacher
 from stepdistill.teachers.cache import TeacherCache, TeacherOutputs
@@ -50,6 +51,7 @@ from stepdistill.teachers.store import TeacherStore
 from stepdistill.terms import Method
 from stepdistill.text.inputs import TextInputs, choice_labels, long_text_notes
 from stepdistill.text.pool import read_text_pool
+from stepdistill.text.tokens import encoder_directory, load_encoder_files, token_features
 
 # The metrics on which a method is compared with its control, and claims are made; Holm's
 # correction covers these comparisons of every method in a table.
@@ -120,16 +122,18 @@ def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.Data
         features, y, classes, ids = frame_parts(frame, d.label, d.id_column, tuple(d.categorical), d.missing)
         extra = {}
     else:
-        features, y, classes, ids, extra = _text_parts(frame, d.label, d.id_column, text, say)
+        tokens = config.student if isinstance(config.student, EncoderStudent) else None
+        features, y, classes, ids, extra = _text_parts(frame, d.label, d.id_column, text, say, tokens)
     if n_test and (missing := sorted(set(range(len(classes))) - set(y[-n_test:].tolist()))):
         raise StepDistillError(f"the test file has no rows of class {classes[missing[0]]!r}; give it rows of every class")
     return Dataset(features, y, classes, ids, n_test, text, **extra, named=d.id_column is not None)
 
 
-def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: TextInputs, say) -> tuple:
-    """``frame_parts`` of text records: the sentence features, labels (for multiple choice the
-    letter of the right choice), classes and sample ids (row positions), and the record ids and
-    choices an LLM teacher is matched by."""
+def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: TextInputs, say, tokens: EncoderStudent | None = None) -> tuple:
+    """``frame_parts`` of text records: the sentence features (for a student that fine-tunes its
+    encoder, ``tokens``, the texts' token ids instead), labels (for multiple choice the letter of
+    the right choice), classes and sample ids (row positions), and the record ids and choices an
+    LLM teacher is matched by."""
     expected = {*text.input_columns, label, *([id_column] if id_column else [])}
     for column in sorted(expected - set(map(str, frame.columns))):
         raise StepDistillError(f"column {column!r} named in data is not in the file (columns: {', '.join(map(str, frame.columns))}); fix data.text, data.choices, data.label or data.id_column")
@@ -150,10 +154,16 @@ def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: Te
         if unused := sorted(set(letters) - set(labels)):
             raise StepDistillError(f"no record's answer is choice {unused[0]}; a multiple-choice student needs every position to be right sometimes")
         choices = tuple(tuple(str(c) for c in row) for row in frame[text.choices])
-    encoder = text.sentence_encoder(say)
-    features = text.features(frame, encoder, named_ids)
+    if tokens is not None:
+        tokenizer, _ = load_encoder_files(encoder_directory(tokens.model))
+        mode = "single" if len(text.columns) == 1 else tokens.pair
+        features, cut = token_features(frame, text.columns, tokenizer, mode, tokens.max_tokens)
+        window = tokens.max_tokens
+    else:
+        encoder = text.sentence_encoder(say)
+        features, cut, window = text.features(frame, encoder, named_ids), text.cut_rows(frame, encoder), encoder.window
     checked, y, classes, ids = frame_parts(features.assign(**{label: labels}), label)
-    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices, "cut": text.cut_rows(frame, encoder), "window": encoder.window}
+    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices, "cut": cut, "window": window}
 
 
 def runs_of(config: ExperimentConfig, data: Dataset, hidden_labels: bool = False) -> list[RunRows]:
@@ -171,7 +181,9 @@ def runs_of(config: ExperimentConfig, data: Dataset, hidden_labels: bool = False
 def prepare_run(config: ExperimentConfig, data: Dataset, run: RunRows) -> PreparedData:
     """The run's encoded splits, with the encoder fitted on its training rows only."""
     rows = (run.train, run.val, run.test)
-    splits, encoder = encode_splits(data.features, data.y, data.classes, data.ids, rows, config.data.scale_numeric, config.data.missing)
+    # Token ids are read as they are; anything else as configured.
+    scale = config.data.scale_numeric and not isinstance(config.student, EncoderStudent)
+    splits, encoder = encode_splits(data.features, data.y, data.classes, data.ids, rows, scale, config.data.missing)
     shape = config.data.image_shape
     if shape is not None and splits.train.n_features != (n := shape[0] * shape[1] * shape[2]):
         raise StepDistillError(f"data.image_shape {list(shape)} needs {n} feature columns, the data has {splits.train.n_features}; fix data.image_shape")
@@ -273,7 +285,13 @@ def student_states(
     """A fresh student for every method, from its seed, checked against what the teacher offers."""
     train, width = data.splits.train, rationale_width(cache, data)
     shape = StudentShape(
-        train.n_features, train.n_classes, data.encoder.feature_groups, data.image_shape, teacher.teacher.rationale_style, teacher.teacher.reads_raw_columns
+        train.n_features,
+        train.n_classes,
+        data.encoder.feature_groups,
+        data.image_shape,
+        teacher.teacher.rationale_style,
+        teacher.teacher.reads_raw_columns,
+        None if data.text is None else data.text.layout,
     )
     make = student_factory(config.student, shape)
     check_student_rationale(config.student, make, [m.name for m in methods if m.needs_rationale], width)

@@ -12,9 +12,11 @@ from torch import nn
 from stepdistill.errors import StepDistillError
 from stepdistill.students.choice import ChoiceScorerModel
 from stepdistill.students.cnn import CNNModel
-from stepdistill.students.config import ChoiceScorerStudent, CNNStudent, LogisticStudent, MLPStudent, n_logits
+from stepdistill.students.config import ChoiceScorerStudent, CNNStudent, EncoderStudent, LogisticStudent, MLPStudent, n_logits
+from stepdistill.students.encoder import EncoderStudentModel
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
+from stepdistill.text.tokens import encoder_directory, load_encoder_files
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,8 @@ class StudentShape:
     """What a student's model is sized and explained by: the encoded features (and their
     grouping into raw columns), the classes, the image shape of flattened images, and the
     teacher's rationale: its style (``Teacher.rationale_style``) and whether it explains the raw
-    columns rather than the encoded ones."""
+    columns rather than the encoded ones; for text records, how many texts a record has
+    (``text_layout``: single, pair or choices)."""
 
     n_features: int
     n_classes: int
@@ -30,6 +33,7 @@ class StudentShape:
     image_shape: tuple[int, int, int] | None = None
     rationale_style: str = "representation"
     reads_raw_columns: bool = False
+    text_layout: str | None = None
 
 
 @singledispatch
@@ -68,6 +72,27 @@ def _(config: ChoiceScorerStudent, shape: StudentShape) -> Callable[[], nn.Modul
             f"student.kind choice_scorer needs multiple-choice features, {shape.n_classes} choices of equal width (got {shape.n_features} features); set data.choices"
         )
     return lambda: ChoiceScorerModel(shape.n_features // shape.n_classes, shape.n_classes, config.hidden)
+
+
+@student_factory.register
+def _(config: EncoderStudent, shape: StudentShape) -> Callable[[], nn.Module]:
+    from transformers import AutoModel
+
+    if shape.text_layout not in ("single", "pair"):
+        raise StepDistillError("student.kind encoder reads one text or a pair of texts; set data.text (multiple choice takes student.kind choice_scorer)")
+    directory = encoder_directory(config.model)
+    _, files = load_encoder_files(directory)
+    pretrained = AutoModel.from_pretrained(directory).state_dict()  # read once, copied into every student
+    mode = "single" if shape.text_layout == "single" else config.pair
+
+    def make() -> EncoderStudentModel:
+        model = EncoderStudentModel(
+            files.config, n_logits(shape.n_classes), mode, config.max_tokens, files.pad_id, files.sep_id, config.hidden, config.freeze_layers, config.encoder_lr
+        )
+        model.encoder.load_state_dict(pretrained)
+        return model
+
+    return make
 
 
 def check_student_rationale(config, make: Callable[[], nn.Module], needing: list[str], teacher_width: int | None) -> None:

@@ -48,4 +48,18 @@ class ChoiceScorerStudent(_Student):
     hidden: tuple[int, ...] = Field((64,), min_length=1)
 
 
-StudentConfig = Annotated[Union[LogisticStudent, MLPStudent, CNNStudent, ChoiceScorerStudent], Field(discriminator="kind")]
+class EncoderStudent(_Student):
+    """Text records (data.text): a pretrained transformer encoder fine-tuned end to end with an MLP
+    head on its mean-pooled states (students/encoder.py). A pair of texts is read apart by the
+    same encoder (``siamese``) or together as one sequence (``cross``)."""
+
+    kind: Literal["encoder"]
+    model: str | None = Field(None, description="a Hugging Face encoder or sentence-transformers directory; default the bundled all-MiniLM-L6-v2")
+    pair: Literal["siamese", "cross"] = "siamese"
+    hidden: tuple[int, ...] = Field((256,), min_length=1)
+    encoder_lr: float = Field(2e-5, gt=0, description="the encoder's learning rate (the head's is training.lr)")
+    max_tokens: int = Field(128, ge=8, description="tokens read of each text (of a cross pair, of both); longer texts are cut, and counted")
+    freeze_layers: int = Field(0, ge=0, description="the embeddings and this many lowest layers are not trained")
+
+
+StudentConfig = Annotated[Union[LogisticStudent, MLPStudent, CNNStudent, ChoiceScorerStudent, EncoderStudent], Field(discriminator="kind")]

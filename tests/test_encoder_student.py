@@ -1,0 +1,118 @@
+"""Text students that fine-tune their encoder: token ids in, a pretrained encoder (a tiny random
+BERT here) trained end to end with its head, under the same methods and fit as every student."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import one_error_line
+from typer.testing import CliRunner
+
+from stepdistill.cli import app
+from stepdistill.engines.base import new_state
+from stepdistill.methods import method_spec
+from stepdistill.run_dir import model_from_spec
+from stepdistill.students.build import StudentShape, student_factory
+from stepdistill.students.config import EncoderStudent
+from stepdistill.terms import method_of
+from stepdistill.text.tokens import load_encoder_files, token_features
+
+runner = CliRunner()
+
+
+def _records(n: int, seed: int = 0) -> pd.DataFrame:
+    """Short reviews: a positive one says a good thing, a negative one a bad thing; ``other`` is a
+    second text that carries no signal."""
+    rng = np.random.default_rng(seed)
+    label = rng.choice(["pos", "neg"], n)
+    filler = ["film", "plot", "cast", "music", "ending"]
+    text = [f"the {rng.choice(filler)} was {rng.choice(['good', 'lovely'] if y == 'pos' else ['bad', 'dull'])}" for y in label]
+    other = [f"a {rng.choice(filler)} and a {rng.choice(filler)}" for _ in label]
+    return pd.DataFrame({"id": [f"r{i}" for i in range(n)], "text": text, "other": other, "label": label})
+
+
+def test_token_features_pad_cut_and_count_the_records_cut(tiny_sentence_model):
+    tokenizer, files = load_encoder_files(tiny_sentence_model)
+    frame = pd.DataFrame({"a": ["short one", "a much longer text than eight tokens can ever hold here"], "b": ["x", "y"]})
+    siamese, cut = token_features(frame, ("a", "b"), tokenizer, "siamese", 8)
+    assert siamese.shape == (2, 16) and cut.tolist() == [False, True]
+    ids = siamese.to_numpy()
+    assert ids[0, 0] == tokenizer.cls_token_id and (ids[0, 4:8] == files.pad_id).all() and ids[1, 7] == files.sep_id  # padded; cut, then closed
+    cross, _ = token_features(frame, ("a", "b"), tokenizer, "cross", 8)
+    assert cross.shape == (2, 8) and (cross.to_numpy()[0] == files.sep_id).sum() == 2
+
+
+@pytest.mark.parametrize("mode", ["siamese", "cross"])
+def test_an_encoder_student_pools_real_tokens_only_and_rebuilds_from_its_spec(tiny_sentence_model, mode):
+    make = student_factory(EncoderStudent(kind="encoder", model=str(tiny_sentence_model), pair=mode, max_tokens=12, hidden=(8,)), StudentShape(24 if mode == "siamese" else 12, 2, text_layout="pair"))
+    torch.manual_seed(0)
+    model = make().eval()
+    tokenizer, _ = load_encoder_files(tiny_sentence_model)
+    frame = pd.DataFrame({"a": ["the film was good", "dull"], "b": ["a plot", "a cast and a plot"]})
+    x = torch.tensor(token_features(frame, ("a", "b"), tokenizer, mode, 12)[0].to_numpy())
+    out = model(x)
+    assert out.logits.shape == (2, 1) and out.rationale.shape == (2, 32 * (4 if mode == "siamese" else 1))
+    # padding is cut and masked: the same records padded to 12 or to 24 tokens give the same outputs
+    longer = torch.tensor(token_features(frame, ("a", "b"), tokenizer, mode, 24)[0].to_numpy())
+    wide = model_from_spec({**model.spec, "max_tokens": 24}, "test")
+    wide.load_state_dict(model.state_dict())
+    torch.testing.assert_close(wide.eval()(longer).logits, out.logits, atol=1e-5, rtol=1e-5)
+    # the encoder trains at its own learning rate, the head at the method's
+    state = new_state("s", method_of(method_spec("baseline")), make, seed=1)
+    rates = [group["lr"] for group in state.optimizer.param_groups]
+    assert rates == [state.method.training.lr, 2e-5]
+
+
+def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp_path, tiny_sentence_model):
+    records = _records(160)
+    records.to_csv(tmp_path / "data.csv", index=False)
+    answers = [{"id": r.id, "label": r.label, "rationale": f"it says the {r.text.split()[1]} was {r.text.split()[3]}"} for r in records.itertuples()]
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
+    config = {
+        "data": {"path": "data.csv", "id_column": "id", "text": ["text", "other"], "text_encoder": str(tiny_sentence_model)},
+        "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
+        "student": {"kind": "encoder", "model": str(tiny_sentence_model), "max_tokens": 12, "hidden": [16], "encoder_lr": 1e-3},
+        "methods": {"baseline": {}, "traditional": {}, "step_by_step": {}},
+        "training": {"epochs": 4, "lr": 0.003, "batch_size": 16},
+        "evaluation": {"repeats": 2},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    outcome = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    assert outcome.exit_code == 0, outcome.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    methods = results["methods"]
+    # the student leaves the run: predict reads texts through the tokenizer saved with it, and
+    # gives on run 0's test records what the run measured
+    tested = pd.read_csv(tmp_path / "out" / "test_predictions.csv").query("run == 0")
+    records.set_index("id").loc[tested["id"]].reset_index().drop(columns="label").to_csv(tmp_path / "new.csv", index=False)
+    predicted = runner.invoke(app, ["--quiet", "predict", str(tmp_path / "out"), str(tmp_path / "new.csv"), "--out", str(tmp_path / "predictions.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    rows = pd.read_csv(tmp_path / "predictions.csv")
+    assert rows["prediction"].tolist() == tested[results["chosen"]["method"]].tolist()
+    assert (tmp_path / "out" / "student" / "tokenizer" / "tokenizer.json").is_file()
+    assert methods["baseline"]["params"] == methods["step_by_step"]["params"] > 1_000_000  # the encoder is part of the student
+    for name in methods:
+        assert np.mean(methods[name]["test"]["accuracy"]["values"]) > 0.75, name  # one word decides the label: fine-tuning finds it
+
+
+@pytest.mark.parametrize(
+    ("student", "sections", "expected"),
+    [
+        ({}, {"teacher": {"kind": "mlp"}}, "student.kind encoder reads token ids, which a teacher of kind 'mlp' would read as numbers"),
+        ({"model": "nowhere"}, {}, "holds no Hugging Face model (no config.json); point student.model at an encoder"),
+    ],
+)
+def test_encoder_students_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_sentence_model, student, sections, expected):
+    _records(40).drop(columns="other").to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "label": "pos", "rationale": "x"}) + "\n" for i in range(40)))
+    config = {
+        "data": {"path": "data.csv", "id_column": "id", "text": "text", "text_encoder": str(tiny_sentence_model)},
+        "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
+        "student": {"kind": "encoder", **student},
+        **sections,
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert expected in one_error_line(runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")]))
