@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from stepdistill.cli import app
 from stepdistill.engines.base import new_state
+from stepdistill.engines.tabular import bucketed
 from stepdistill.methods import method_spec
 from stepdistill.run_dir import model_from_spec
-from stepdistill.students.build import StudentShape, student_factory
+from stepdistill.students.build import StudentShape, native_bf16, student_factory
 from stepdistill.students.config import EncoderStudent
 from stepdistill.terms import method_of
 from stepdistill.text.tokens import load_encoder_files, token_features
@@ -116,3 +117,26 @@ def test_encoder_students_that_cannot_work_are_refused_in_one_line(tmp_path, tin
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert expected in one_error_line(runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")]))
+
+
+def test_sequence_rows_train_in_batches_of_similar_lengths_in_a_random_order():
+    lengths = torch.randint(3, 60, (1000,))
+    perm = torch.randperm(1000, generator=torch.Generator().manual_seed(0))
+    order = bucketed(perm, lengths, 20, torch.Generator().manual_seed(1))
+    assert sorted(order.tolist()) == list(range(1000))  # every row once
+    spans = torch.stack([lengths[b].max() - lengths[b].min() for b in order.split(20)])
+    shuffled = torch.stack([lengths[b].max() - lengths[b].min() for b in perm.split(20)])
+    assert spans.float().mean() < shuffled.float().mean() / 5  # little padding in a batch
+    firsts = torch.stack([lengths[b].min() for b in order.split(20)])
+    assert not torch.equal(firsts, firsts.sort().values)  # batches not from shortest to longest
+
+
+def test_bf16_is_chosen_only_where_the_processor_computes_it_and_keeps_float_outputs(tiny_sentence_model):
+    shape = StudentShape(12, 2, text_layout="single")
+    auto = student_factory(EncoderStudent(kind="encoder", model=str(tiny_sentence_model), max_tokens=12, hidden=(8,)), shape)()
+    assert (auto.autocast_dtype is not None) == native_bf16()
+    forced = student_factory(EncoderStudent(kind="encoder", model=str(tiny_sentence_model), max_tokens=12, hidden=(8,), precision="bf16"), shape)()
+    x = torch.tensor([[101.0, 2204.0, 102.0] + [0.0] * 9])
+    with torch.autocast("cpu", dtype=forced.autocast_dtype):
+        out = forced(x)
+    assert out.logits.dtype == torch.float32 and out.rationale.dtype == torch.float32

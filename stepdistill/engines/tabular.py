@@ -51,6 +51,8 @@ from stepdistill.terms import Batch, Outputs
 EVAL_CHUNK = 8192
 # Streamed rows are read, and their order shuffled, in chunks of this many consecutive rows.
 STREAM_CHUNK_ROWS = 65_536
+# Rows of students that read sequences are sorted by length within pools of this many batches.
+BUCKET_BATCHES = 50
 
 
 class TeacherRows(Protocol):
@@ -175,10 +177,15 @@ class TrainingRows:
         """The positions of the rows trained at ``epoch``: all, or the curriculum's share."""
         return torch.arange(len(self)) if self.curriculum is None else self.curriculum.rows_at(self.order, epoch)
 
-    def epoch_batches(self, generator: torch.Generator, batch_size: int, epoch: int) -> list[Batch]:
-        """The batches of one student's ``epoch``: its rows in an order drawn from ``generator``."""
+    def epoch_batches(self, generator: torch.Generator, batch_size: int, epoch: int, lengths: torch.Tensor | None = None) -> list[Batch]:
+        """The batches of one student's ``epoch``: its rows in an order drawn from ``generator``;
+        for a student that reads sequences, batches of rows of similar ``lengths`` (N,), in a
+        random order (``bucketed``)."""
         rows = self.rows_at(epoch)
-        perm = rows[torch.randperm(len(rows), generator=generator)].to(self.batch.x.device)
+        perm = rows[torch.randperm(len(rows), generator=generator)]
+        if lengths is not None:
+            perm = bucketed(perm, lengths, batch_size, generator)
+        perm = perm.to(self.batch.x.device)
         return self.batch.map(lambda t: t.index_select(0, perm)).split(batch_size, dim=0)
 
     def permuted(self, perms: torch.Tensor) -> Batch:
@@ -187,14 +194,24 @@ class TrainingRows:
         times faster than advanced indexing.)"""
         return self.batch.map(lambda t: t.index_select(0, perms.flatten()).unflatten(0, perms.shape))
 
-    def measurement_sample(self) -> Batch:
-        """The first ``EVAL_CHUNK`` training rows, on which loss terms are measured each epoch
-        (the split's order is already random)."""
-        n = min(len(self), EVAL_CHUNK)
+    def measurement_sample(self, rows: int = EVAL_CHUNK) -> Batch:
+        """The first ``rows`` training rows, on which loss terms are measured each epoch (the
+        split's order is already random)."""
+        n = min(len(self), rows)
         return self.batch.map(lambda t: t[:n])
 
     def __len__(self) -> int:
         return self.batch.x.shape[0]
+
+
+def bucketed(perm: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """``perm`` (rows in a random order) sorted by ``lengths`` within pools of ``BUCKET_BATCHES``
+    batches, cut into batches, and the batches put in a random order: each batch holds rows of
+    similar lengths, so a batch cut to its longest row pads little, and every row is still seen
+    once an epoch in an order that changes with ``generator``."""
+    pools = perm.split(batch_size * BUCKET_BATCHES)
+    batches = torch.cat([pool[torch.argsort(lengths[pool], stable=True)] for pool in pools]).split(batch_size)
+    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
 
 
 @dataclass
@@ -248,8 +265,9 @@ class StreamedRows:
             )
         return parts[0] if len(parts) == 1 else Batch.concat(parts)
 
-    def epoch_batches(self, generator: torch.Generator, batch_size: int, epoch: int) -> Iterator[Batch]:
-        """The batches of one student's epoch, in an order drawn from ``generator`` (see the class)."""
+    def epoch_batches(self, generator: torch.Generator, batch_size: int, epoch: int, lengths: None = None) -> Iterator[Batch]:
+        """The batches of one student's epoch, in an order drawn from ``generator`` (see the class;
+        no ``lengths``: students that read sequences read no streamed rows)."""
         n_chunks = -(-len(self) // STREAM_CHUNK_ROWS)
         per_buffer = max(1, self.shuffle_buffer // STREAM_CHUNK_ROWS)
         buffers = [torch.arange(n_chunks)] if n_chunks <= per_buffer else torch.randperm(n_chunks, generator=generator).split(per_buffer)
@@ -288,9 +306,9 @@ class StreamedRows:
             at += size
         return buffer
 
-    def measurement_sample(self) -> Batch:
-        """The first ``EVAL_CHUNK`` rows, as ``TrainingRows.measurement_sample``."""
-        return self.read(0, min(len(self), EVAL_CHUNK)).map(lambda t: t.to(self.device))
+    def measurement_sample(self, rows: int = EVAL_CHUNK) -> Batch:
+        """The first ``rows`` rows, as ``TrainingRows.measurement_sample``."""
+        return self.read(0, min(len(self), rows)).map(lambda t: t.to(self.device))
 
 
 def _prior_log_loss(train_y: torch.Tensor, val_y: torch.Tensor, n_classes: int) -> float:
@@ -388,17 +406,21 @@ class AutogradEngine(TermsEngine):
         super().__init__(states, data)
         for state in states:
             state.model.train()
+        # A student that reads sequences (students/encoder.py) trains on batches of similar lengths.
+        self.lengths = {s.name: s.model.row_lengths(data.batch.x).cpu() for s in states if hasattr(s.model, "row_lengths") and isinstance(data, TrainingRows)}
 
     def run_epoch(self) -> None:
         """One epoch of every student over the epoch's rows, each in its own random order, then
         each student's end of epoch (measurements, history, schedulers)."""
         data = self.data
-        sample = data.measurement_sample()
+        # A large model (a transformer encoder) is measured on fewer rows: a forward pass over
+        # thousands of sequences would cost a good part of an epoch.
+        sample = data.measurement_sample(min(getattr(s.model, "measurement_rows", EVAL_CHUNK) for s in self.states))
         for i, state in enumerate(self.states):
             started = time.perf_counter()
             weights = self.weights_of(i)
             epoch_weights = dict(zip(self.term_names, weights.tolist()))
-            for batch in data.epoch_batches(state.generator, self.batch_size, state.epoch):
+            for batch in data.epoch_batches(state.generator, self.batch_size, state.epoch, self.lengths.get(state.name)):
                 self.step(i, batch, epoch_weights)
             _close_epoch(state, self.term_names, self.term_values(i, sample), weights, data)
             record_time([state], time.perf_counter() - started)
@@ -411,7 +433,9 @@ class AutogradEngine(TermsEngine):
             # Dropout draws from torch's global generator: seeded from the student's own, a run
             # trains the same whatever ran before it in the process.
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=state.generator)))
-        out = state.model(batch.x)
+        dtype = getattr(state.model, "autocast_dtype", None)
+        with torch.autocast(batch.x.device.type, dtype=dtype, enabled=dtype is not None):
+            out = state.model(batch.x)
         if state.head is not None:
             out.rationale = state.head(out.rationale)
         raw = {}

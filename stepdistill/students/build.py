@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Callable
 
+import torch
 from torch import nn
 
+from stepdistill.device import default_device
 from stepdistill.errors import StepDistillError
 from stepdistill.students.choice import ChoiceScorerModel
 from stepdistill.students.cnn import CNNModel
@@ -84,15 +86,27 @@ def _(config: EncoderStudent, shape: StudentShape) -> Callable[[], nn.Module]:
     _, files = load_encoder_files(directory)
     pretrained = AutoModel.from_pretrained(directory).state_dict()  # read once, copied into every student
     mode = "single" if shape.text_layout == "single" else config.pair
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16())
 
     def make() -> EncoderStudentModel:
         model = EncoderStudentModel(
-            files.config, n_logits(shape.n_classes), mode, config.max_tokens, files.pad_id, files.sep_id, config.hidden, config.freeze_layers, config.encoder_lr
+            files.config, n_logits(shape.n_classes), mode, config.max_tokens, files.pad_id, files.sep_id, config.hidden, config.freeze_layers, config.encoder_lr, bf16
         )
         model.encoder.load_state_dict(pretrained)
         return model
 
     return make
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively (a CUDA GPU that does, or a CPU with
+    AVX-512 BF16 or AMX): elsewhere bf16 is emulated, and slower than float32."""
+    if default_device().type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def check_student_rationale(config, make: Callable[[], nn.Module], needing: list[str], teacher_width: int | None) -> None:

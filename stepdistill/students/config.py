@@ -60,6 +60,9 @@ class EncoderStudent(_Student):
     encoder_lr: float = Field(2e-5, gt=0, description="the encoder's learning rate (the head's is training.lr)")
     max_tokens: int = Field(128, ge=8, description="tokens read of each text (of a cross pair, of both); longer texts are cut, and counted")
     freeze_layers: int = Field(0, ge=0, description="the embeddings and this many lowest layers are not trained")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="train in bfloat16 autocast (bf16), in float32 (fp32), or in bf16 where the processor computes it natively (auto)"
+    )
 
 
 StudentConfig = Annotated[Union[LogisticStudent, MLPStudent, CNNStudent, ChoiceScorerStudent, EncoderStudent], Field(discriminator="kind")]

@@ -29,7 +29,9 @@ class EncoderStudentModel(nn.Module):
     and its pretrained weights loaded by the caller); ``segments``, ``max_tokens``: the ids'
     layout; ``mode``: one of ``PAIR_MODES``; ``pad_id``, ``sep_id``: the tokenizer's; ``hidden``:
     the head's hidden widths; ``freeze_layers``: the embeddings and this many lowest layers are
-    not trained; ``encoder_lr``: the encoder's learning rate (the head's is the method's)."""
+    not trained; ``encoder_lr``: the encoder's learning rate (the head's is the method's);
+    ``bf16``: its training steps run in bfloat16 autocast (``autocast_dtype``), its outputs in
+    float32 all the same."""
 
     def __init__(
         self,
@@ -42,6 +44,7 @@ class EncoderStudentModel(nn.Module):
         hidden: tuple[int, ...] = (256,),
         freeze_layers: int = 0,
         encoder_lr: float = 2e-5,
+        bf16: bool = False,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModel
@@ -60,6 +63,7 @@ class EncoderStudentModel(nn.Module):
             "hidden": list(hidden),
             "freeze_layers": freeze_layers,
             "encoder_lr": encoder_lr,
+            "bf16": bf16,
         }
         config = AutoConfig.for_model(**encoder_config)
         self.encoder = AutoModel.from_config(config)
@@ -72,6 +76,9 @@ class EncoderStudentModel(nn.Module):
         self.rationale_width = width
         # Its encoder's dropout draws from torch's global generator (engines/tabular.py seeds it).
         self.draws_dropout = True
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        # Loss terms are measured after each epoch on this many training rows (engines/tabular.py).
+        self.measurement_rows = 256
         self._freeze(freeze_layers)
 
     def _freeze(self, n_layers: int) -> None:
@@ -95,6 +102,10 @@ class EncoderStudentModel(nn.Module):
         encoder = [p for p in self.encoder.parameters() if p.requires_grad]
         return [{"params": [*self.blocks.parameters(), *self.head.parameters()]}, {"params": encoder, "lr": self.encoder_lr}]
 
+    def row_lengths(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) the real tokens of each row, what batches of similar lengths are made by."""
+        return (x != self.pad_id).sum(1)
+
     def pooled(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, H): the mean of the encoder's last states over real tokens,
         after cutting the batch to its longest sequence."""
@@ -106,15 +117,15 @@ class EncoderStudentModel(nn.Module):
             # The second text starts after the first [SEP]: token type 1 from there on.
             inputs["token_type_ids"] = ((ids == self.sep_id).long().cumsum(1) - (ids == self.sep_id).long() > 0).long()
         states = self.encoder(**inputs).last_hidden_state
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        weights = mask.unsqueeze(-1).float()
+        return (states.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
     def forward(self, x: torch.Tensor) -> Outputs:
         ids = x.round().long().view(len(x), self.segments, self.max_tokens)
         if self.mode == "siamese":
-            pooled = self.pooled(ids.flatten(0, 1)).view(len(x), 2, -1)
-            u, v = pooled[:, 0], pooled[:, 1]
+            # Each text of the pair apart, so that neither is padded to the other's length.
+            u, v = self.pooled(ids[:, 0]), self.pooled(ids[:, 1])
             features = torch.cat([u, v, (u - v).abs(), u * v], dim=1)
         else:
             features = self.pooled(ids[:, 0])
-        return Outputs(self.head(self.blocks(features)), features)
+        return Outputs(self.head(self.blocks(features)).float(), features.float())
