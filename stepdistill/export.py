@@ -105,7 +105,11 @@ class _Probabilities(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.fills is not None:
             features = torch.where(torch.isnan(features), self.fills, features)
-        logits = self.model(features.float()).logits
+        return self.of(self.model(features.float()).logits)
+
+    @staticmethod
+    def of(logits: torch.Tensor) -> torch.Tensor:
+        """(N, C) class probabilities from logits (N, 1) of a binary task or (N, C)."""
         if logits.shape[1] == 1:
             p1 = torch.sigmoid(logits)
             return torch.cat([1 - p1, p1], dim=1)
@@ -116,10 +120,63 @@ def export_student(student: SavedStudent, format: str, path: Path) -> dict:
     """Write ``student`` as ``format`` to ``path``, checked; returns what the check measured."""
     if format not in FORMATS:
         raise StepDistillError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
+    if student.tokenizer is not None and format == "onnx":
+        return _encoder_onnx(student, path)
     if student.text is not None and format != "safetensors":
         # Its preprocessing starts with a transformer sentence encoder, which is not in these graphs.
-        raise StepDistillError(f"a text student exports as safetensors only ({format} would leave out its sentence encoder); pass --format safetensors")
+        raise StepDistillError(f"a text student on sentence features exports as safetensors only ({format} would leave out its sentence encoder); pass --format safetensors")
     return {"onnx": _onnx, "sklearn": _sklearn, "safetensors": _safetensors}[format](student, path)
+
+
+class _EncoderProbabilities(nn.Module):
+    """A student that fine-tuned its encoder (students/encoder.py), from token ids to its class
+    probabilities: ``input_ids`` and ``attention_mask`` (N, S, L) int64, S its segments (2 for a
+    siamese pair, else 1), L any length; padding is masked rather than cut, which gives the same
+    probabilities."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        segments = [self.model.masked_mean(input_ids[:, s], attention_mask[:, s]) for s in range(self.model.segments)]
+        return _Probabilities.of(self.model.read(segments).logits)
+
+
+# A few texts the ONNX export of a student that fine-tuned its encoder is checked on, through its tokenizer.
+ENCODER_PROBES = ("a man is playing a guitar on stage", "nobody is outside", "two dogs run through a field of snow", "the food was cold", "it rained")
+
+
+def _encoder_onnx(student: SavedStudent, path: Path) -> dict:
+    """The student as ONNX from token ids (``_EncoderProbabilities``; the tokenizer stays outside
+    the graph, saved beside the student), checked against the student on ``ENCODER_PROBES``."""
+    _require("onnxruntime", "onnxscript", "onnx")
+    import onnxruntime
+    from onnx import helper
+
+    model = student.model
+    frame = pd.DataFrame({column: [ENCODER_PROBES[(i + k) % len(ENCODER_PROBES)] for i in range(len(ENCODER_PROBES))] for k, column in enumerate(student.text.columns)})
+    tokens = torch.tensor(student._tokens(frame)[0].to_numpy().copy()).long().view(len(frame), model.segments, model.max_tokens)
+    mask = (tokens != model.pad_id).long()
+    with warnings.catch_warnings(), quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            _EncoderProbabilities(model).eval(),
+            (tokens, mask),
+            input_names=["input_ids", "attention_mask"],
+            output_names=[PROBABILITIES],
+            dynamic_shapes=({0: torch.export.Dim(ROWS_DIM), 2: torch.export.Dim("tokens")}, {0: torch.export.Dim(ROWS_DIM), 2: torch.export.Dim("tokens")}),
+            dynamo=True,
+            verbose=False,
+        )
+    exported = program.model_proto
+    tokens_about = student.about["tokens"]
+    helper.set_model_props(exported, {"classes": json.dumps(student.classes), "text": json.dumps(list(student.text.columns)), "tokens": json.dumps(tokens_about)})
+    data = exported.SerializeToString()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    [probabilities] = session.run([PROBABILITIES], {"input_ids": tokens.numpy(), "attention_mask": mask.numpy()})
+    expected = student.predict_proba(frame)
+    return _accept(data, path, float(np.abs(probabilities - expected).max()), 1e-4, "ONNX")
 
 
 def _onnx(student: SavedStudent, path: Path) -> dict:

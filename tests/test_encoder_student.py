@@ -94,6 +94,19 @@ def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp
     rows = pd.read_csv(tmp_path / "predictions.csv")
     assert rows["prediction"].tolist() == tested[results["chosen"]["method"]].tolist()
     assert (tmp_path / "out" / "student" / "tokenizer" / "tokenizer.json").is_file()
+    # ... and exports as ONNX from token ids, its probabilities the student's to 1e-4
+    exported = runner.invoke(app, ["--quiet", "export", str(tmp_path / "out"), "--format", "onnx", "--out", str(tmp_path / "student.onnx")])
+    assert exported.exit_code == 0, exported.output
+    import onnxruntime
+
+    from stepdistill.run_dir import load_student
+
+    student = load_student(tmp_path / "out" / "student")
+    texts = records.iloc[:7].reset_index(drop=True)
+    ids = torch.tensor(student._tokens(texts)[0].to_numpy().copy()).long().view(7, 2, 12)[:, :, :9]  # any length that holds the texts
+    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
+    [probabilities] = session.run(["probabilities"], {"input_ids": ids.numpy(), "attention_mask": (ids != 0).long().numpy()})
+    np.testing.assert_allclose(probabilities, student.predict_proba(texts), atol=1e-4)
     assert methods["baseline"]["params"] == methods["step_by_step"]["params"] > 1_000_000  # the encoder is part of the student
     for name in methods:
         assert np.mean(methods[name]["test"]["accuracy"]["values"]) > 0.75, name  # one word decides the label: fine-tuning finds it

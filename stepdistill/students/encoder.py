@@ -109,23 +109,31 @@ class EncoderStudentModel(nn.Module):
     def pooled(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, H): the mean of the encoder's last states over real tokens,
         after cutting the batch to its longest sequence."""
-        mask = ids != self.pad_id
+        mask = (ids != self.pad_id).long()
         length = max(1, int(mask.sum(1).max()))
-        ids, mask = ids[:, :length], mask[:, :length]
-        inputs = {"input_ids": ids, "attention_mask": mask.long()}
+        return self.masked_mean(ids[:, :length], mask[:, :length])
+
+    def masked_mean(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids and attention mask -> (B, H): the mean of the last states where the mask is 1."""
+        inputs = {"input_ids": ids, "attention_mask": mask}
         if self.mode == "cross":
             # The second text starts after the first [SEP]: token type 1 from there on.
-            inputs["token_type_ids"] = ((ids == self.sep_id).long().cumsum(1) - (ids == self.sep_id).long() > 0).long()
+            separators = (ids == self.sep_id).long()
+            inputs["token_type_ids"] = (separators.cumsum(1) - separators > 0).long()
         states = self.encoder(**inputs).last_hidden_state
         weights = mask.unsqueeze(-1).float()
         return (states.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
-    def forward(self, x: torch.Tensor) -> Outputs:
-        ids = x.round().long().view(len(x), self.segments, self.max_tokens)
+    def read(self, segments: list[torch.Tensor]) -> Outputs:
+        """The outputs from the segments' pooled vectors, (B, H) each: one, or a siamese pair."""
         if self.mode == "siamese":
-            # Each text of the pair apart, so that neither is padded to the other's length.
-            u, v = self.pooled(ids[:, 0]), self.pooled(ids[:, 1])
+            u, v = segments
             features = torch.cat([u, v, (u - v).abs(), u * v], dim=1)
         else:
-            features = self.pooled(ids[:, 0])
+            (features,) = segments
         return Outputs(self.head(self.blocks(features)).float(), features.float())
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        ids = x.round().long().view(len(x), self.segments, self.max_tokens)
+        # Each text of a pair apart, so that neither is padded to the other's length.
+        return self.read([self.pooled(ids[:, s]) for s in range(self.segments)])
