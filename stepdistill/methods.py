@@ -41,10 +41,13 @@ class TrainingConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty (sgd, adam) or decoupled decay (adamw)")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(512, ge=1)
-    scheduler: Literal["none", "plateau", "cosine", "step"] = "none"
+    scheduler: Literal["none", "plateau", "cosine", "step", "warmup_linear"] = "none"
     lr_factor: float = Field(0.5, gt=0, lt=1, description="plateau and step: the factor applied to the learning rate")
     plateau_patience: int = Field(2, ge=0)
     step_epochs: int = Field(5, ge=1, description="step: epochs between learning-rate cuts")
+    warmup_fraction: float = Field(
+        0.1, ge=0, lt=1, description="warmup_linear: the share of the run's steps over which the learning rate rises from 0, before it falls linearly to 0"
+    )
     early_stopping_patience: int | None = Field(None, ge=1)
 
 
@@ -140,7 +143,7 @@ class EnhancedConfig(StepByStepConfig):
     feature_dropout: float = Field(0.1, gt=0, lt=1, description="dropout perturbation: the chance a feature is zeroed")
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Field(0.005, gt=0)
-    scheduler: Literal["none", "plateau", "cosine", "step"] = "plateau"
+    scheduler: Literal["none", "plateau", "cosine", "step", "warmup_linear"] = "plateau"
 
 
 PRESETS: dict[str, type[TrainingConfig]] = {
@@ -193,6 +196,8 @@ class MethodSpec:
                 )
         if getattr(self.config, "curriculum", None) is not None:
             return f"method {self.name!r} has a curriculum, which generative students do not support; remove its curriculum"
+        if self.config.scheduler == "warmup_linear":
+            return f"method {self.name!r} schedules its learning rate by the step (warmup_linear), which generative students do not; choose another scheduler"
         balancer = getattr(self.config, "balancer", None)
         if balancer is not None and balancer.kind == "gradnorm":
             return (
@@ -300,7 +305,7 @@ class StudentTraining(TrainingConfig):
     lr: float | Literal["auto"] = Field(AUTO, description="a learning rate, or auto: chosen on validation")
     epochs: int = Field(100, ge=1, description="most epochs; early stopping usually ends training sooner")
     batch_size: int | Literal["auto"] = AUTO
-    scheduler: Literal["none", "plateau", "cosine", "step"] = "plateau"
+    scheduler: Literal["none", "plateau", "cosine", "step", "warmup_linear"] = "plateau"
     plateau_patience: int = Field(3, ge=0)
     early_stopping_patience: int | None = Field(8, ge=1)
 

@@ -12,7 +12,7 @@ from conftest import one_error_line
 from typer.testing import CliRunner
 
 from stepdistill.cli import app
-from stepdistill.engines.base import new_state
+from stepdistill.engines.base import new_state, set_step_learning_rate
 from stepdistill.engines.tabular import bucketed
 from stepdistill.methods import method_spec
 from stepdistill.run_dir import model_from_spec
@@ -77,7 +77,7 @@ def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp
         "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
         "student": {"kind": "encoder", "model": str(tiny_sentence_model), "max_tokens": 12, "hidden": [16], "encoder_lr": 1e-3},
         "methods": {"baseline": {}, "traditional": {}, "step_by_step": {}},
-        "training": {"epochs": 4, "lr": 0.003, "batch_size": 16},
+        "training": {"epochs": 6, "lr": 0.005, "batch_size": 16, "optimizer": "adamw", "scheduler": "warmup_linear"},
         "evaluation": {"repeats": 2},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -153,3 +153,17 @@ def test_bf16_is_chosen_only_where_the_processor_computes_it_and_keeps_float_out
     with torch.autocast("cpu", dtype=forced.autocast_dtype):
         out = forced(x)
     assert out.logits.dtype == torch.float32 and out.rationale.dtype == torch.float32
+
+
+def test_warmup_then_linear_decay_is_read_from_the_epoch_and_step():
+    """warmup_linear: the rate rises from 0 over the first tenth of the run's steps, then falls
+    to 0, as a function of (epoch, step) alone, so a resumed run continues the same curve."""
+    spec = method_spec("baseline", {"optimizer": "adamw", "lr": 0.01, "epochs": 2, "scheduler": "warmup_linear", "warmup_fraction": 0.25})
+    state = new_state("s", method_of(spec), lambda: torch.nn.Linear(2, 1), seed=0)
+    rates = []
+    for epoch in range(2):
+        state.epoch = epoch
+        for step in range(4):
+            set_step_learning_rate(state, step, 4)
+            rates.append(state.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.0, 0.005, 0.01, 0.01 * 5 / 6, 0.01 * 4 / 6, 0.01 * 3 / 6, 0.01 * 2 / 6, 0.01 / 6])

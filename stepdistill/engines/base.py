@@ -172,6 +172,22 @@ def epoch_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig):
     return None
 
 
+def set_step_learning_rate(state: TrainState, step: int, steps_per_epoch: int) -> None:
+    """``warmup_linear``, a schedule of optimizer steps (as Hugging Face's linear schedule with
+    warmup): at the run's step s of T (``training.epochs`` x ``steps_per_epoch``), each group's
+    learning rate times s / W for the first W (``warmup_fraction`` of T), then (T - s) / (T - W).
+    Read from the student's epoch and ``step`` in it, it holds no state of its own, so a resumed
+    run goes on where it stopped (each group's starting rate is kept in the optimizer's state)."""
+    training = state.method.training
+    total = training.epochs * steps_per_epoch
+    warmup = max(1, round(training.warmup_fraction * total))
+    s = state.epoch * steps_per_epoch + step
+    factor = s / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    for group in state.optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * factor
+
+
 def scheduled_weights(state: TrainState) -> dict[str, float]:
     """Each term's weight from its schedule at the state's epoch."""
     return {t.name: t.weight.value(state.epoch) for t in state.method.terms}

@@ -40,6 +40,7 @@ from stepdistill.engines.base import (
     end_epoch,
     record_time,
     scheduled_weights,
+    set_step_learning_rate,
 )
 from stepdistill.errors import StepDistillError
 from stepdistill.losses import hard_label_loss
@@ -420,7 +421,11 @@ class AutogradEngine(TermsEngine):
             started = time.perf_counter()
             weights = self.weights_of(i)
             epoch_weights = dict(zip(self.term_names, weights.tolist()))
-            for batch in data.epoch_batches(state.generator, self.batch_size, state.epoch, self.lengths.get(state.name)):
+            stepped = state.method.training.scheduler == "warmup_linear"
+            steps_per_epoch = -(-len(data) // self.batch_size)
+            for k, batch in enumerate(data.epoch_batches(state.generator, self.batch_size, state.epoch, self.lengths.get(state.name))):
+                if stepped:
+                    set_step_learning_rate(state, k, steps_per_epoch)
                 self.step(i, batch, epoch_weights)
             _close_epoch(state, self.term_names, self.term_values(i, sample), weights, data)
             record_time([state], time.perf_counter() - started)
@@ -502,8 +507,9 @@ class LinearEngine(TermsEngine):
     @staticmethod
     def accepts(state: TrainState) -> bool:
         """Logistic students without a projection head, whose weights change once per epoch
-        (a balancer that learns from every step needs the autograd engine's per-batch values)."""
-        stepwise = state.balancer is not None and state.balancer.observes_steps
+        (a balancer that learns from every step needs the autograd engine's per-batch values, and
+        a learning rate scheduled by the step its steps)."""
+        stepwise = (state.balancer is not None and state.balancer.observes_steps) or state.method.training.scheduler == "warmup_linear"
         return isinstance(state.model, LogisticModel) and state.head is None and not stepwise
 
     @staticmethod
