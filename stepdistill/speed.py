@@ -26,18 +26,24 @@ from stepdistill.teachers.base import Samples, Teacher
 
 BATCH_ROWS = 1024
 # Timings repeat until both bounds are met: enough for a stable median of a sub-millisecond call
-# without spending long on a slow teacher.
+# without spending long on a slow teacher. A call slower than SLOW_CALL_SECONDS (a transformer
+# encoder's batch on a CPU) is timed SLOW_REPEATS times: seconds-long calls vary little, and seven
+# of them would cost a run minutes.
 MIN_REPEATS = 7
 MIN_SECONDS = 0.1
 MAX_REPEATS = 1000
+SLOW_CALL_SECONDS = 1.0
+SLOW_REPEATS = 3
 
 
 def median_ms(call: Callable[[], object]) -> float:
     """The median wall time of ``call()`` in milliseconds, after one untimed warm-up call."""
+    start = time.perf_counter()
     call()
+    repeats = SLOW_REPEATS if time.perf_counter() - start > SLOW_CALL_SECONDS else MIN_REPEATS
     times: list[float] = []
     started = time.perf_counter()
-    while len(times) < MIN_REPEATS or (time.perf_counter() - started < MIN_SECONDS and len(times) < MAX_REPEATS):
+    while len(times) < repeats or (time.perf_counter() - started < MIN_SECONDS and len(times) < MAX_REPEATS):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)

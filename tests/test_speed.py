@@ -16,6 +16,7 @@ from stepdistill.data import FeatureEncoder, linear_binary
 from stepdistill.experiment.tabular import run_tabular
 from stepdistill.report.markdown import render_markdown
 from stepdistill.report.results import SPEED_TITLE, format_bytes, speed_rows
+import stepdistill.speed as speed
 from stepdistill.speed import BATCH_ROWS, measure_speed, median_ms, model_bytes
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
@@ -66,6 +67,13 @@ def test_model_bytes_are_the_bytes_of_the_saved_weights(tmp_path):
 
 def test_median_ms_times_the_call():
     assert 5 <= median_ms(lambda: time.sleep(0.005)) < 50
+
+
+def test_a_slow_call_is_timed_fewer_times(monkeypatch):
+    monkeypatch.setattr(speed, "SLOW_CALL_SECONDS", 0.01)  # a 60 ms call counts as slow here
+    calls = []
+    assert 60 <= median_ms(lambda: calls.append(time.sleep(0.06))) < 600
+    assert len(calls) == 1 + speed.SLOW_REPEATS < 1 + speed.MIN_REPEATS  # the warm-up, then 3 timings (past 0.1 s already)
 
 
 @pytest.fixture(scope="module")
