@@ -11,12 +11,12 @@ import pytest
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 
+import stepdistill.speed as speed
 from stepdistill.config import ExperimentConfig
 from stepdistill.data import FeatureEncoder, linear_binary
 from stepdistill.experiment.tabular import run_tabular
 from stepdistill.report.markdown import render_markdown
 from stepdistill.report.results import SPEED_TITLE, format_bytes, speed_rows
-import stepdistill.speed as speed
 from stepdistill.speed import BATCH_ROWS, measure_speed, median_ms, model_bytes
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
