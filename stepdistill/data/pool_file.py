@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,8 @@ from stepdistill.data.io import count_rows, read_chunks, read_frame
 
 @dataclass(frozen=True)
 class PoolFile:
-    """``path`` read with ``read_options`` (``DataConfig.read_options``)."""
+    """``path`` read with ``read_options`` (``DataConfig.read_options``). Its row count and hash
+    are computed once: every run asks for them, and either may read the whole file."""
 
     path: Path
     read_options: dict = field(default_factory=dict)
@@ -26,14 +28,13 @@ class PoolFile:
     def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
         return read_chunks(self.path, rows, **self.read_options)
 
-    def count(self) -> int:
+    @cached_property
+    def n_rows(self) -> int:
         """Its rows, counted without reading its values (``data.io.count_rows``)."""
         return count_rows(self.path, self.read_options.get("encoding", "utf-8"))
 
+    @cached_property
     def fingerprint(self) -> str:
         """sha256 of the file's bytes, read a block at a time."""
-        hasher = hashlib.sha256()
         with open(self.path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 22), b""):
-                hasher.update(block)
-        return f"sha256:{hasher.hexdigest()}"
+            return f"sha256:{hashlib.file_digest(file, 'sha256').hexdigest()}"

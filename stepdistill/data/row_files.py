@@ -125,8 +125,5 @@ class RowFilesWriter:
 
 
 def _file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
     with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 22), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()

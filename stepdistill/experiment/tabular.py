@@ -411,7 +411,7 @@ class TabularTrack(Track):
             self.data = load_data(self.config, self.frame, self.test_frame, progress.note)
         self.data_notes = self.data.long_text_notes(self.config.data.long_texts == "refuse")
         if self.pool is not None or self.config.transfer is not None:
-            pool_rows = 0 if self.pool is None else self.pool.count()
+            pool_rows = 0 if self.pool is None else self.pool.n_rows
             # A text pool is held in memory: its records are encoded into sentence features whole.
             self.streamed = self.data.text is None and streams(self.config, pool_rows, len(self.data.y), self.data.features.shape[1])
         if self.pool is not None:
@@ -427,7 +427,7 @@ class TabularTrack(Track):
             self.data_notes += notes
 
     def fingerprints(self) -> dict:
-        return data_fingerprints(self.frame, self.test_frame) | ({} if self.pool is None else {"unlabelled": self.pool.fingerprint()})
+        return data_fingerprints(self.frame, self.test_frame) | ({} if self.pool is None else {"unlabelled": self.pool.fingerprint})
 
     def runs(self, hidden_labels: bool) -> list[RunRows]:
         return runs_of(self.config, self.data, hidden_labels)
@@ -443,7 +443,7 @@ class TabularTrack(Track):
             splits = prepared.splits
             progress.note(
                 f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features"
-                + ("" if unlabelled is None else f", {len(unlabelled.table if outputs is not None else unlabelled)} unlabelled rows")
+                + ("" if unlabelled is None else f", {len(unlabelled.table if isinstance(unlabelled, UnlabelledRows) else unlabelled)} unlabelled rows")
                 + (", streamed from disk" if self.streamed else "")
             )
         return TabularRun(prepared, built, cache, labelled, unlabelled, outputs, seconds)

@@ -136,7 +136,7 @@ def stream_unlabelled(
     if store is not None and fingerprint is not None:
         transfer = None if config.transfer is None else config.transfer.model_dump()
         key = digest(
-            ROWS_FORMAT_VERSION, fingerprint, list(data.classes), None if pool is None else pool.fingerprint(), data.encoder.to_json(), transfer,
+            ROWS_FORMAT_VERSION, fingerprint, list(data.classes), None if pool is None else pool.fingerprint, data.encoder.to_json(), transfer,
             TRANSFER_SEED + run.seed, first_id,
         )
         directory = store.directory / "unlabelled" / key
@@ -146,7 +146,7 @@ def stream_unlabelled(
         temporary = False
     else:
         directory, temporary = Path(tempfile.mkdtemp(prefix="stepdistill-unlabelled-")), True
-    n_rows = (0 if pool is None else pool.count()) + (0 if config.transfer is None else round(config.transfer.size * len(data.splits.train)))
+    n_rows = (0 if pool is None else pool.n_rows) + (0 if config.transfer is None else round(config.transfer.size * len(data.splits.train)))
     fix = "point --cache-dir elsewhere, or pass --no-cache" if not temporary else "or point TMPDIR elsewhere"
     _check_room(directory, n_rows * (data.splits.train.n_features + row_values) * 4, "the encoded unlabelled rows and the teacher's outputs on them", fix)
     pool_frames = () if pool is None else (checked_pool(config, chunk, data.raw)[0] for chunk in pool.chunks(STREAM_READ_ROWS))
