@@ -1,6 +1,6 @@
 """What makes an LLM's rationales worth more to a small student, measured on e-SNLI.
 
-The `esnli` preset (PaLM's labels and rationales; MLP students on frozen all-MiniLM-L6-v2 features;
+The `esnli_frozen --full` preset (PaLM's labels and rationales; MLP students on frozen all-MiniLM-L6-v2 features;
 train and validation carved from the released validation file, the test file fixed) is run with
 three teachers, each with the paper's four settings, at 100% and 10% of the human labels:
 
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config, frame, test_frame = presets.demo("esnli", args.repeats, args.data_dir)
+    config, frame, test_frame = presets.demo("esnli_frozen", args.repeats, args.data_dir, full=True)
     measured = {}
     for name, teacher in teachers(config).items():
         started = time.perf_counter()

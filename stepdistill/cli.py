@@ -22,7 +22,7 @@ from stepdistill.progress import SILENT, Bars, Lines
 # torch, pandas, scikit-learn and the rest are imported where a command needs them, so that
 # `--help` and argument errors answer at once. The demos' names and the released data's default
 # folder are spelled here as presets.py and data/llm_outputs.py define them (a test checks).
-PRESET_NAMES = ("article", "nonlinear", "adult", "adult_logistic", "mnist", "esnli", "cqa")
+PRESET_NAMES = ("article", "nonlinear", "adult", "adult_logistic", "mnist", "esnli", "esnli_frozen", "cqa")
 DSBS_DEFAULT_DIR = "../shared/data/dsbs"
 
 app = typer.Typer(
@@ -89,12 +89,13 @@ def _guarded(command):
 
 
 DATA_DIR_OPTION = typer.Option(
-    None, show_default=False, help=f"The released distilling-step-by-step data (the folder holding datasets/), for the esnli and cqa presets and lm-train configs. Default: {DSBS_DEFAULT_DIR} when present."
+    None, show_default=False, help=f"The released distilling-step-by-step data (the folder holding datasets/), for the esnli, esnli_frozen and cqa presets and lm-train configs. Default: {DSBS_DEFAULT_DIR} when present."
 )
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace the results of an earlier run in --out (its other files are removed once the new ones are written).")
 RUN_FILES = "results.json, report.md, report.html, plots and the trained students (student/ is the one to deploy)"
 STUDY_SOURCE = "CONFIG.yaml (data, teacher, student, methods, training, evaluation), a run's or lm-train's; or leave it out and pass --preset."
 STUDY_PRESET = f"A built-in demo instead of CONFIG.yaml: {', '.join(PRESET_NAMES)}."
+FULL_OPTION = typer.Option(False, "--full", help="esnli, esnli_frozen: the released files whole (hours for fine-tuned students on a CPU), not their first records.")
 
 
 @app.command()
@@ -103,18 +104,20 @@ def demo(
     preset: str = typer.Option(
         "article",
         help="article (the reference setting), nonlinear (MLP teacher), adult (LightGBM teacher, MLP students, a MUNGE transfer set;"
-        " adult_logistic: logistic students, no transfer set), mnist (CNN teacher), esnli and cqa (PaLM's labels and rationales, text students; need --data-dir).",
+        " adult_logistic: logistic students, no transfer set), mnist (CNN teacher), esnli, esnli_frozen and cqa (PaLM's labels and rationales;"
+        " esnli: students that fine-tune their encoder, esnli_frozen and cqa: students on frozen sentence features; need --data-dir).",
     ),
     repeats: int = typer.Option(3, help="Runs, each with its own split, teacher fit and seed."),
     out: str = typer.Option("runs/demo", help=f"Directory for {RUN_FILES}; new or empty, unless --overwrite."),
     data_dir: Path | None = DATA_DIR_OPTION,
+    full: bool = FULL_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Teacher plus the four methods on built-in data (synthetic, in pip packages, or PaLM's on released data)."""
     from stepdistill import commands
 
     out_dir = commands.new_out(out, overwrite)
-    track, description = commands.preset_track(preset, repeats, data_dir, _teacher_store())
+    track, description = commands.preset_track(preset, repeats, data_dir, _teacher_store(), full)
     _run(commands.Job(track, description), out_dir, overwrite)
 
 
@@ -170,10 +173,11 @@ def ablate(
     repeats: int | None = typer.Option(None, help="Runs (evaluation.repeats) for every variant. Default: the config's if it sets them, else 5.", show_default=False),
     out: str = typer.Option("runs/ablate", help="Directory for ablation.json/.md/.html/.png and the usual report files; new or empty, unless --overwrite."),
     data_dir: Path | None = DATA_DIR_OPTION,
+    full: bool = FULL_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """The enhanced method with each component removed in turn, compared seed by seed with the full one."""
-    _study("ablation", config, preset, repeats, data_dir, out, overwrite)
+    _study("ablation", config, preset, repeats, data_dir, full, out, overwrite)
 
 
 @app.command("sweep-data")
@@ -185,12 +189,13 @@ def sweep_data(
     repeats: int | None = typer.Option(None, help="Runs (evaluation.repeats) for every method. Default: the config's if it sets them, else 3.", show_default=False),
     out: str = typer.Option("runs/sweep", help="Directory for sweep.json, sweep.md, sweep.html and sweep.png; new or empty, unless --overwrite."),
     data_dir: Path | None = DATA_DIR_OPTION,
+    full: bool = FULL_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Every method at each labelled fraction: how much the teacher helps when labels are scarce."""
     from stepdistill.studies import parse_fractions
 
-    _study("sweep-data", config, preset, repeats, data_dir, out, overwrite, fractions=parse_fractions(fractions))
+    _study("sweep-data", config, preset, repeats, data_dir, full, out, overwrite, fractions=parse_fractions(fractions))
 
 
 @app.command("sweep-size")
@@ -202,20 +207,21 @@ def sweep_size(
     repeats: int | None = typer.Option(None, help="Runs (evaluation.repeats) for every size. Default: the config's if it sets them, else 3.", show_default=False),
     out: str = typer.Option("runs/sizes", help="Directory for sizes.json, sizes.md, sizes.html and sizes.png; new or empty, unless --overwrite."),
     data_dir: Path | None = DATA_DIR_OPTION,
+    full: bool = FULL_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """The control and every method at each student size: how small a student can be and keep the teacher's knowledge."""
     from stepdistill.studies import parse_sizes
 
-    _study("sweep-size", config, preset, repeats, data_dir, out, overwrite, sizes=parse_sizes(sizes))
+    _study("sweep-size", config, preset, repeats, data_dir, full, out, overwrite, sizes=parse_sizes(sizes))
 
 
-def _study(study: str, config: Path | None, preset: str | None, repeats: int | None, data_dir: Path | None, out: str, overwrite: bool, **grid) -> None:
+def _study(study: str, config: Path | None, preset: str | None, repeats: int | None, data_dir: Path | None, full: bool, out: str, overwrite: bool, **grid) -> None:
     """Run ``study`` (``commands.STUDY_FILES``' names) on a config or a preset into ``out``."""
     from stepdistill import commands
 
     default_repeats = 5 if study == commands.ABLATION else 3
-    track, description = commands.study_source(config, preset, repeats, data_dir, default_repeats, _teacher_store(), _options["trust_pickle"])
+    track, description = commands.study_source(config, preset, repeats, data_dir, default_repeats, _teacher_store(), _options["trust_pickle"], full)
     out_dir = commands.new_out(out, overwrite, (commands.STUDY_FILES[study],))
     _run(commands.study_job(track, description, study, repeats, default_repeats, **grid), out_dir, overwrite)
 

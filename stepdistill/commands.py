@@ -156,26 +156,36 @@ def tabular_track(config: ExperimentConfig, teacher_store: TeacherStore | None) 
     return TabularTrack(config, frame, test_frame, teacher_store, pool=pool)
 
 
-def preset_track(preset: str, repeats: int, data_dir: Path | None, teacher_store: TeacherStore | None) -> tuple[TabularTrack, dict]:
-    """A demo's track (``repeats`` runs) and its description."""
+def preset_track(preset: str, repeats: int, data_dir: Path | None, teacher_store: TeacherStore | None, full: bool = False) -> tuple[TabularTrack, dict]:
+    """A demo's track (``repeats`` runs; ``full``: its data whole) and its description."""
     from stepdistill import presets
 
-    config, frame, test_frame = presets.demo(preset, repeats, data_dir)
+    config, frame, test_frame = presets.demo(preset, repeats, data_dir, full)
     where = {"data_dir": str(presets.dsbs_directory(data_dir))} if preset in presets.DATA_DIR_PRESETS else {}
-    return TabularTrack(config, frame, test_frame, teacher_store), {"preset": preset} | where
+    size = {"full": full} if preset in presets.SUBSET_PRESETS else {}
+    return TabularTrack(config, frame, test_frame, teacher_store), {"preset": preset} | where | size
 
 
 def study_source(
-    config: Path | None, preset: str | None, repeats: int | None, data_dir: Path | None, default_repeats: int, store: TeacherStore | None, trust_pickle: bool
+    config: Path | None,
+    preset: str | None,
+    repeats: int | None,
+    data_dir: Path | None,
+    default_repeats: int,
+    store: TeacherStore | None,
+    trust_pickle: bool,
+    full: bool = False,
 ) -> tuple[Track, dict]:
     """The track and description of what a study studies: a config file (of either kind), or a
-    preset with ``repeats`` runs (else ``default_repeats``)."""
+    preset with ``repeats`` runs (else ``default_repeats``; ``full``: its data whole)."""
     if (config is None) == (preset is None):
         raise StepDistillError("give either CONFIG.yaml or --preset NAME (exactly one of them)")
     if repeats is not None and repeats < 1:
         raise StepDistillError(f"--repeats must be at least 1 (got {repeats})")
+    if full and preset is None:
+        raise StepDistillError("--full reads a preset's data whole, and a config reads the files it names; leave out --full")
     if preset is not None:
-        return preset_track(preset, default_repeats if repeats is None else repeats, data_dir, store)
+        return preset_track(preset, default_repeats if repeats is None else repeats, data_dir, store, full)
     return config_track(config, store, trust_pickle, data_dir), {"config_file": str(config)}
 
 
@@ -336,7 +346,7 @@ def resume(run_dir: Path, teacher_store: TeacherStore | None) -> tuple[Job, Chec
         if preset is None:
             track = tabular_track(config, teacher_store)
         else:
-            track, _ = preset_track(preset, config.evaluation.repeats, _path_or_none(description.get("data_dir")), teacher_store)
+            track, _ = preset_track(preset, config.evaluation.repeats, _path_or_none(description.get("data_dir")), teacher_store, description.get("full", False))
             track.config = config
     checkpoints.writes = track.main_process
     job = Job(track, description, description.get("study"), list(recorded["fractions"]))

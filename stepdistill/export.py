@@ -176,7 +176,7 @@ def _encoder_onnx(student: SavedStudent, path: Path) -> dict:
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     [probabilities] = session.run([PROBABILITIES], {"input_ids": tokens.numpy(), "attention_mask": mask.numpy()})
     expected = student.predict_proba(frame)
-    return _accept(data, path, float(np.abs(probabilities - expected).max()), 1e-4, "ONNX")
+    return _accept(data, path, float(np.abs(probabilities - expected).max()), 1e-4, "ONNX", len(frame))
 
 
 def _onnx(student: SavedStudent, path: Path) -> dict:
@@ -334,12 +334,12 @@ def _safetensors(student: SavedStudent, path: Path) -> dict:
     return _accept(exported, path, difference, 0.0, "safetensors")
 
 
-def _accept(exported: bytes, path: Path, difference: float, tolerance: float, what: str) -> dict:
-    """Write the checked file, replacing any file at ``path`` whole, or refuse it."""
+def _accept(exported: bytes, path: Path, difference: float, tolerance: float, what: str, probe_rows: int = PROBE_ROWS) -> dict:
+    """Write the checked file (checked on ``probe_rows`` rows), replacing any file at ``path`` whole, or refuse it."""
     if not difference <= tolerance:
         raise StepDistillError(f"the {what} export differs from the student by {difference:.2e} (over {tolerance:g}); nothing was written")
     write_atomically(path, exported)
-    return {"path": str(path), "max_abs_difference": difference, "tolerance": tolerance, "probe_rows": PROBE_ROWS}
+    return {"path": str(path), "max_abs_difference": difference, "tolerance": tolerance, "probe_rows": probe_rows}
 
 
 def _require(*packages: str) -> None:

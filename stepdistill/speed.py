@@ -27,13 +27,13 @@ from stepdistill.teachers.base import Samples, Teacher
 BATCH_ROWS = 1024
 # Timings repeat until both bounds are met: enough for a stable median of a sub-millisecond call
 # without spending long on a slow teacher. A call slower than SLOW_CALL_SECONDS (a transformer
-# encoder's batch on a CPU) is timed SLOW_REPEATS times: seconds-long calls vary little, and seven
-# of them would cost a run minutes.
+# encoder's batch on a CPU) is timed SLOW_REPEATS times after its warm-up: seconds-long calls vary
+# little, and seven of them would cost a run minutes.
 MIN_REPEATS = 7
 MIN_SECONDS = 0.1
 MAX_REPEATS = 1000
 SLOW_CALL_SECONDS = 1.0
-SLOW_REPEATS = 3
+SLOW_REPEATS = 1
 
 
 def median_ms(call: Callable[[], object]) -> float:

@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 
 from stepdistill.cli import app
 from stepdistill.engines.base import new_state, set_step_learning_rate
-from stepdistill.engines.tabular import bucketed
+from stepdistill.engines.tabular import bucketed, perturbed_logits
+from stepdistill.errors import StepDistillError
 from stepdistill.methods import method_spec
 from stepdistill.run_dir import model_from_spec
 from stepdistill.students.build import StudentShape, native_bf16, student_factory
 from stepdistill.students.config import EncoderStudent
-from stepdistill.terms import method_of
+from stepdistill.terms import Consistency, method_of
 from stepdistill.text.tokens import load_encoder_files, token_features
 
 runner = CliRunner()
@@ -61,10 +62,48 @@ def test_an_encoder_student_pools_real_tokens_only_and_rebuilds_from_its_spec(ti
     wide = model_from_spec({**model.spec, "max_tokens": 24}, "test")
     wide.load_state_dict(model.state_dict())
     torch.testing.assert_close(wide.eval()(longer).logits, out.logits, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # a large batch is read in chunks of similar lengths, and put back in order
+        many = model(x.repeat(40, 1))
+    torch.testing.assert_close(many.logits, out.logits.repeat(40, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(many.rationale, out.rationale.repeat(40, 1), atol=1e-5, rtol=1e-5)
+    # a consistency term perturbs it by its own dropout, not by noise on its token ids
+    consistency = Consistency(kind="dropout")
+    torch.testing.assert_close(perturbed_logits(consistency, model.eval(), x, torch.Generator()), out.logits)
+    torch.manual_seed(0)
+    assert not torch.equal(perturbed_logits(consistency, model.train(), x, torch.Generator()), out.logits)
     # the encoder trains at its own learning rate, the head at the method's
     state = new_state("s", method_of(method_spec("baseline")), make, seed=1)
     rates = [group["lr"] for group in state.optimizer.param_groups]
     assert rates == [state.method.training.lr, 2e-5]
+
+
+@pytest.mark.parametrize("mode", ["siamese", "cross"])
+def test_frozen_layers_are_computed_once_and_give_what_the_whole_encoder_gives(tiny_sentence_model, mode):
+    config = EncoderStudent(kind="encoder", model=str(tiny_sentence_model), pair=mode, max_tokens=12, hidden=(8,), freeze_layers=1)
+    make = student_factory(config, StudentShape(24 if mode == "siamese" else 12, 2, text_layout="pair"))
+    torch.manual_seed(0)
+    model = make().eval()
+    whole = model_from_spec({**model.spec, "freeze_layers": 0}, "test")
+    whole.load_state_dict(model.state_dict())
+    tokenizer, _ = load_encoder_files(tiny_sentence_model)
+    frame = pd.DataFrame({"a": ["the film was good", "dull", "the film was good"], "b": ["a plot", "a cast and a plot", "a cast"]})
+    x = torch.tensor(token_features(frame, ("a", "b"), tokenizer, mode, 12)[0].to_numpy())
+    expected = whole.eval()(x).logits
+    known = len(model.frozen_states.states)
+    first = model(x).logits
+    texts = 5 if mode == "siamese" else 3  # "the film was good" is read once
+    assert len(model.frozen_states.states) == known + texts
+    # the next run's students (a new factory) read them where this one's left them
+    assert student_factory(config, StudentShape(24 if mode == "siamese" else 12, 2, text_layout="pair"))().frozen_states is model.frozen_states
+    torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-5)  # the layer-by-layer path is the encoder's
+    torch.testing.assert_close(model(x).logits, first, atol=1e-6, rtol=1e-6)  # and read back, the same
+    # training: only the layers above the frozen ones learn, the frozen ones draw no dropout
+    model.train()
+    assert not any(p.requires_grad for p in model.encoder.embeddings.parameters()) and not model.encoder.encoder.layer[0].training
+    model(x).logits.sum().backward()
+    assert model.encoder.encoder.layer[1].attention.self.query.weight.grad is not None
+    with pytest.raises(StepDistillError, match="the encoder has 2 layers; freeze fewer"):
+        student_factory(config.model_copy(update={"freeze_layers": 2}), StudentShape(24, 2, text_layout="pair"))
 
 
 def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp_path, tiny_sentence_model):
@@ -97,6 +136,7 @@ def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp
     # ... and exports as ONNX from token ids, its probabilities the student's to 1e-4
     exported = runner.invoke(app, ["--quiet", "export", str(tmp_path / "out"), "--format", "onnx", "--out", str(tmp_path / "student.onnx")])
     assert exported.exit_code == 0, exported.output
+    assert "on 5 probe rows" in " ".join(exported.output.split())  # the probe texts, each through the tokenizer
     import onnxruntime
 
     from stepdistill.run_dir import load_student
@@ -117,11 +157,17 @@ def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp
     [
         ({}, {"teacher": {"kind": "mlp"}}, "student.kind encoder reads token ids, which a teacher of kind 'mlp' would read as numbers"),
         ({"model": "nowhere"}, {}, "holds no Hugging Face model (no config.json); point student.model at an encoder"),
+        (
+            {"max_tokens": 8},
+            {"data": {"path": "data.csv", "id_column": "id", "text": "text", "long_texts": "refuse"}},
+            "have a text longer than the student's 8 tokens (student.max_tokens) (e.g. record 'r0'); shorten them, raise student.max_tokens, or set",
+        ),
     ],
 )
 def test_encoder_students_that_cannot_work_are_refused_in_one_line(tmp_path, tiny_sentence_model, student, sections, expected):
-    _records(40).drop(columns="other").to_csv(tmp_path / "data.csv", index=False)
-    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "label": "pos", "rationale": "x"}) + "\n" for i in range(40)))
+    records = _records(100)
+    records.assign(text=records["text"] + " and " + records["other"]).drop(columns="other").to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "label": "pos", "rationale": "x"}) + "\n" for i in range(100)))
     config = {
         "data": {"path": "data.csv", "id_column": "id", "text": "text", "text_encoder": str(tiny_sentence_model)},
         "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},

@@ -326,3 +326,27 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line(experiment, tmp_path, dela
     errors = error_lines(stderr)
     assert len(errors) == 1 and errors[0] == stderr.splitlines()[-1] and errors[0].startswith("interrupted"), stderr
     assert not (out / "results.json").exists()
+
+
+class _SavedState:
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+
+def test_an_epoch_checkpoint_slow_to_write_waits_for_training_to_outlast_it(tmp_path, monkeypatch):
+    from stepdistill.experiment import checkpoints
+    from stepdistill.experiment.checkpoints import Checkpoints
+
+    saved = Checkpoints.start(tmp_path)
+    saved.experiment = {"track": "tabular"}
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_SLOW_SECONDS", 0.0)  # every write counts as slow here
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_COST_RATIO", 1e6)
+    saved.save_epoch(0, 1.0, [_SavedState(1)])
+    saved.save_epoch(0, 1.0, [_SavedState(2)])  # too soon after the last write: skipped
+    assert saved.epoch_states(0, 1.0) == [{"epoch": 1}]
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_COST_RATIO", 0)
+    saved.save_epoch(0, 1.0, [_SavedState(3)])
+    assert saved.epoch_states(0, 1.0) == [{"epoch": 3}]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from stepdistill.cli import app
 from stepdistill.config import ExperimentConfig
 from stepdistill.data.llm_outputs import read_dsbs
+from stepdistill.errors import StepDistillError
 from stepdistill.experiment.tabular import run_tabular
 
 METHODS = {
@@ -210,20 +211,30 @@ def test_the_privileged_teacher_never_reads_test_labels(tiny_sentence_model, dsb
     assert first["methods"]["traditional"]["validation"] == second["methods"]["traditional"]["validation"]
 
 
-def test_the_esnli_preset_reads_the_release_and_carves_its_splits(dsbs_dir):
+def test_the_esnli_presets_read_the_release_or_its_first_records_and_carve_their_splits(dsbs_dir):
     from stepdistill import presets
 
     config, frame, test_frame = presets.demo("esnli", 3, dsbs_dir)
-    assert (len(frame), len(test_frame)) == (9842, 9824)
-    assert config.teacher.kind == "llm" and config.data.text == ["premise", "hypothesis"]
-    assert set(config.methods) == {"baseline", "traditional", "step_by_step", "enhanced"}
-    config.check()
+    assert (len(frame), len(test_frame)) == (1000, 1000) and config.student.kind == "encoder"
+    full, whole, whole_test = presets.demo("esnli", 3, dsbs_dir, full=True)
+    assert (len(whole), len(whole_test)) == (9842, 9824) and full.student == config.student and full.training == config.training
+    frozen, frozen_frame, _ = presets.demo("esnli_frozen", 3, dsbs_dir)
+    # the frozen-feature students are compared on the same records and splits
+    assert frozen.student.kind == "mlp" and frozen_frame["id"].equals(frame["id"]) and frozen.data == config.data
+    for each in (config, full, frozen):
+        assert each.teacher.kind == "llm" and each.data.text == ["premise", "hypothesis"]
+        assert set(each.methods) == {"baseline", "traditional", "step_by_step", "enhanced"}
+        each.check()
+    with pytest.raises(StepDistillError, match="preset 'cqa' always reads its data whole; --full is for esnli, esnli_frozen"):
+        presets.demo("cqa", 3, dsbs_dir, full=True)
 
 
 def test_a_missing_data_dir_names_the_option(tmp_path):
     result = runner.invoke(app, ["demo", "--preset", "esnli", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     assert "--data-dir" in one_error_line(result)
     assert not (tmp_path / "out").exists()
+    result = runner.invoke(app, ["sweep-data", str(tmp_path / "config.yaml"), "--full", "--out", str(tmp_path / "out")])
+    assert "--full reads a preset's data whole, and a config reads the files it names; leave out --full" in one_error_line(result)
 
 
 def test_with_a_labelled_fraction_the_privileged_teacher_learns_from_those_labels_only(tiny_sentence_model, monkeypatch, dsbs_dir):

@@ -191,7 +191,7 @@ def test_reading_a_pool_gives_the_data_s_feature_columns_and_checks_its_records(
     assert positional.record_ids == tuple(str(N_DATA + i) for i in range(5))  # the sample ids after the data's
     long = pool.assign(text=["word " * 100] + pool["text"].tolist()[1:])
     assert read_text_pool(long, text, "label", "id", data_ids, None, refuse_long=False).notes[1].startswith("1 of the unlabelled pool's 5 records have a text longer")
-    with raises_one_line("1 of the unlabelled pool's 5 records have a text longer than the sentence encoder's 64-token window .e.g. record 'p0'.; shorten them"):
+    with raises_one_line("1 of the unlabelled pool's 5 records have a text longer than the sentence encoder's 64-token window .e.g. record 'p0'.; shorten them, or set"):
         read_text_pool(long, text, "label", "id", data_ids, None, refuse_long=True)
     with raises_one_line("the unlabelled pool's id column 'id' has duplicated values"):
         read_text_pool(pool.assign(id="p0"), text, "label", "id", data_ids, None, refuse_long=True)

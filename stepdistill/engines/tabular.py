@@ -205,6 +205,16 @@ class TrainingRows:
         return self.batch.x.shape[0]
 
 
+def perturbed_logits(objective, model: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The logits of a consistency term's second pass: on perturbed inputs; or, for a student
+    that reads token ids (``perturbs_itself``), on the same ids with its dropout drawn anew
+    (R-Drop, Liang et al. 2021), since noise on ids would change the tokens, not perturb them.
+    In inference mode (the epoch's measurement) that pass is the first one: the term reads 0."""
+    if getattr(model, "perturbs_itself", False):
+        return model(x).logits
+    return model(objective.perturb(x, generator)).logits
+
+
 def bucketed(perm: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """``perm`` (rows in a random order) sorted by ``lengths`` within pools of ``BUCKET_BATCHES``
     batches, cut into batches, and the batches put in a random order: each batch holds rows of
@@ -393,7 +403,7 @@ class TermsEngine(Engine):
             if not self.has[i, j]:
                 continue
             if objective.perturbs_inputs:
-                out.perturbed_logits = model(objective.perturb(sample.x, noise)).logits
+                out.perturbed_logits = perturbed_logits(objective, model, sample.x, noise)
             values[j] = objective.loss(out, sample).mean()
         model.train()
         return values
@@ -441,14 +451,15 @@ class AutogradEngine(TermsEngine):
         dtype = getattr(state.model, "autocast_dtype", None)
         with torch.autocast(batch.x.device.type, dtype=dtype, enabled=dtype is not None):
             out = state.model(batch.x)
+            for j, objective in enumerate(self.objectives):
+                if self.has[i, j] and objective.perturbs_inputs:
+                    out.perturbed_logits = perturbed_logits(objective, state.model, batch.x, state.generator)
         if state.head is not None:
             out.rationale = state.head(out.rationale)
         raw = {}
         for j, objective in enumerate(self.objectives):
             if not self.has[i, j]:
                 continue
-            if objective.perturbs_inputs:
-                out.perturbed_logits = state.model(objective.perturb(batch.x, state.generator)).logits
             raw[self.term_names[j]] = objective.loss(out, batch).mean()
         balancer = state.balancer
         stepwise = balancer is not None and balancer.observes_steps

@@ -12,7 +12,10 @@ While an experiment trains (``stepdistill run``, ``demo``, ``lm-train``, ``ablat
                                   student's full training state (TrainState.state_dict: model,
                                   projection, optimizer, scheduler, weight controllers, random
                                   generator, early stopping and best weights, epoch, history,
-                                  divergence, timings), rewritten after every epoch
+                                  divergence, timings), rewritten after every epoch (or,
+                                  where writing it takes over CHECKPOINT_SLOW_SECONDS, as
+                                  fine-tuned encoders' states do, once training has run
+                                  CHECKPOINT_COST_RATIO times as long as the last write took)
     checkpoints/run-<i>.pt        run i, finished: its results at each labelled fraction, its
                                   students as the track keeps them (``Track.saved_students``),
                                   what its teacher measured, and in run 0 each method's training
@@ -36,6 +39,7 @@ import dataclasses
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +55,11 @@ EXPERIMENT_JSON = "experiment.json"
 EPOCH_FILE = "epoch.pt"
 # Marks a numpy array saved as a tensor, so that it is read back as an array.
 NDARRAY = "__ndarray__"
+# An epoch checkpoint that took over CHECKPOINT_SLOW_SECONDS to write is rewritten only after
+# training has run CHECKPOINT_COST_RATIO times as long: every state of four fine-tuned encoders is
+# a gigabyte, and writing it every epoch would cost about what the epoch does.
+CHECKPOINT_SLOW_SECONDS = 1.0
+CHECKPOINT_COST_RATIO = 10
 # How to continue an interrupted experiment, whatever its kind.
 RESUME_COMMAND = "stepdistill run --resume"
 
@@ -66,6 +75,7 @@ class Checkpoints:
         self.experiment = experiment
         self.writes = writes
         self.source = source
+        self._last_epoch_write: tuple[float, float] | None = None  # (when it ended, seconds it took)
 
     @classmethod
     def start(cls, out_dir: Path, writes: bool = True, source: dict | None = None) -> Checkpoints:
@@ -135,7 +145,13 @@ class Checkpoints:
     # --- during the experiment -------------------------------------------------------------
 
     def save_epoch(self, run_index: int, fraction: float, states: list[TrainState]) -> None:
+        if self._last_epoch_write is not None:
+            ended, took = self._last_epoch_write
+            if took > CHECKPOINT_SLOW_SECONDS and time.perf_counter() - ended < CHECKPOINT_COST_RATIO * took:
+                return
+        started = time.perf_counter()
         self._save(EPOCH_FILE, {"run": run_index, "fraction": fraction, "states": [s.state_dict() for s in states]})
+        self._last_epoch_write = (time.perf_counter(), time.perf_counter() - started)
 
     def epoch_states(self, run_index: int, fraction: float) -> list[dict] | None:
         """The students' states last saved while training run ``run_index`` at ``fraction``, or None."""

@@ -69,8 +69,9 @@ class Dataset:
     each row's record id (``record_ids``, what an LLM teacher's outputs are keyed by), for
     multiple choice its choices (``choices``), both followed by those of an unlabelled pool's
     records (``with_text_pool``; their sample ids follow the rows'), and which rows have a text
-    longer than the sentence encoder's window of ``window`` tokens (``cut``: their features saw
-    its beginning).
+    longer than the ``window`` tokens read of it (``cut``: their features saw its beginning),
+    the sentence encoder's window or, for a student that fine-tunes its encoder
+    (``student_budget``), its own token budget.
     ``named``: whether the ids come from the data's id column (else they are row positions)."""
 
     features: pd.DataFrame
@@ -83,6 +84,7 @@ class Dataset:
     choices: tuple[tuple[str, ...], ...] | None = None
     cut: np.ndarray | None = None
     window: int | None = None
+    student_budget: bool = False
     named: bool = False
 
     def row_names(self, ids: np.ndarray) -> list[str]:
@@ -102,7 +104,7 @@ class Dataset:
         counts = f"{int(self.cut[:n_data].sum())} of {n_data} records"
         if self.n_fixed_test:
             counts += f" (and {int(self.cut[n_data:].sum())} of {self.n_fixed_test} of the test file)"
-        return long_text_notes(counts, self.record_ids[int(np.flatnonzero(self.cut)[0])], self.window, refuse)
+        return long_text_notes(counts, self.record_ids[int(np.flatnonzero(self.cut)[0])], self.window, refuse, self.student_budget)
 
 
 def load_data(config: ExperimentConfig, frame: pd.DataFrame, test_frame: pd.DataFrame | None = None, say=None) -> Dataset:
@@ -163,7 +165,7 @@ def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: Te
         encoder = text.sentence_encoder(say)
         features, cut, window = text.features(frame, encoder, named_ids), text.cut_rows(frame, encoder), encoder.window
     checked, y, classes, ids = frame_parts(features.assign(**{label: labels}), label)
-    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices, "cut": cut, "window": window}
+    return checked, y, classes, ids, {"record_ids": record_ids, "choices": choices, "cut": cut, "window": window, "student_budget": tokens is not None}
 
 
 def runs_of(config: ExperimentConfig, data: Dataset, hidden_labels: bool = False) -> list[RunRows]:
@@ -442,7 +444,8 @@ class TabularTrack(Track):
         if run.index == 0:
             splits = prepared.splits
             progress.note(
-                f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, {splits.train.n_features} encoded features"
+                f"run 1: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test rows, "
+                + (f"{splits.train.n_features} token ids a row" if self.data.student_budget else f"{splits.train.n_features} encoded features")
                 + ("" if unlabelled is None else f", {len(unlabelled.table if isinstance(unlabelled, UnlabelledRows) else unlabelled)} unlabelled rows")
                 + (", streamed from disk" if self.streamed else "")
             )
@@ -529,6 +532,10 @@ class TabularTrack(Track):
             **{name: [classes[i] if i != NO_ANSWER else "" for i in indices.tolist()] for name, indices in predicted.items()},
         }
         if measure:
+            for t in trained.values():
+                # Timed as it serves predictions: frozen layers computed, not read from what training kept.
+                if hasattr(t.state.model, "frozen_states"):
+                    t.state.model.frozen_states = None
             students = {name: t.state.model for name, t in trained.items()}
             test_ids = at.data.splits.test.ids.numpy()
             result.speed = measure_speed(at.teacher.teacher, at.teacher.params, students, at.data.encoder, at.data.raw.loc[test_ids])
@@ -539,7 +546,7 @@ class TabularTrack(Track):
 
     def warnings(self, results: list[RunResult]) -> list[str]:
         warnings = self.data_notes + _teacher_warnings(self.config, self.config.teacher.trains_here, results)
-        if self.config.data.text is not None:
+        if self.config.data.text is not None and not self.data.student_budget:
             warnings.append("students' latency is measured from sentence features: the frozen sentence encoder's own time per text comes on top")
         return warnings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import singledispatch
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -12,10 +13,11 @@ from torch import nn
 
 from stepdistill.device import default_device
 from stepdistill.errors import StepDistillError
+from stepdistill.progress import without_transformers_bars
 from stepdistill.students.choice import ChoiceScorerModel
 from stepdistill.students.cnn import CNNModel
 from stepdistill.students.config import ChoiceScorerStudent, CNNStudent, EncoderStudent, LogisticStudent, MLPStudent, n_logits
-from stepdistill.students.encoder import EncoderStudentModel
+from stepdistill.students.encoder import EncoderStudentModel, FrozenStates
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
 from stepdistill.text.tokens import encoder_directory, load_encoder_files
@@ -84,18 +86,41 @@ def _(config: EncoderStudent, shape: StudentShape) -> Callable[[], nn.Module]:
         raise StepDistillError("student.kind encoder reads one text or a pair of texts; set data.text (multiple choice takes student.kind choice_scorer)")
     directory = encoder_directory(config.model)
     _, files = load_encoder_files(directory)
-    pretrained = AutoModel.from_pretrained(directory).state_dict()  # read once, copied into every student
+    with without_transformers_bars():  # stepdistill reports its own progress
+        pretrained = AutoModel.from_pretrained(directory).state_dict()  # read once, copied into every student
     mode = "single" if shape.text_layout == "single" else config.pair
     bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16())
+    layers = files.config.get("num_hidden_layers")
+    if config.freeze_layers and (layers is None or config.freeze_layers >= layers):
+        raise StepDistillError(f"student.freeze_layers is {config.freeze_layers}, and the encoder has {layers} layers; freeze fewer than all of them")
+    frozen_states = shared_frozen_states(directory, config.freeze_layers) if config.freeze_layers else None
 
     def make() -> EncoderStudentModel:
         model = EncoderStudentModel(
             files.config, n_logits(shape.n_classes), mode, config.max_tokens, files.pad_id, files.sep_id, config.hidden, config.freeze_layers, config.encoder_lr, bf16
         )
         model.encoder.load_state_dict(pretrained)
+        model.frozen_states = frozen_states
         return model
 
     return make
+
+
+# The last encoder's FrozenStates, by its directory, weights file times and frozen layers: kept for
+# the students of the experiment's next runs, which read the same texts through the same layers.
+_FROZEN_STATES: dict[tuple, FrozenStates] = {}
+
+
+def shared_frozen_states(directory: Path, layers: int) -> FrozenStates:
+    """What the frozen layers of ``directory``'s pretrained encoder make of texts, one store for
+    every student that freezes ``layers`` of it (they are the same pretrained weights): for the
+    students of a run, and of the runs that follow in this process. Another encoder's or another
+    depth's replaces it."""
+    key = (str(directory.resolve()), layers, tuple(sorted((f.name, f.stat().st_mtime_ns) for f in directory.rglob("*") if f.is_file())))
+    if key not in _FROZEN_STATES:
+        _FROZEN_STATES.clear()
+        _FROZEN_STATES[key] = FrozenStates()
+    return _FROZEN_STATES[key]
 
 
 def native_bf16() -> bool:

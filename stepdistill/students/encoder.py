@@ -12,6 +12,10 @@ Segments: one text (``single``); a pair read by the same encoder apart (``siames
 as one sequence (``cross``: ``[CLS] a [SEP] b [SEP]``, its second segment marked by token type).
 The rationale is the pooled features the head reads: the representation a projection head maps
 onto the teacher's rationale embedding, so that the rationale shapes the encoder itself.
+
+Frozen lowest layers (``freeze_layers``) are read as at inference, without dropout, so that what
+they make of a text is the same every time it is read: given a ``FrozenStates``, the student
+computes it once per text and keeps it, and its steps run only the layers it trains.
 """
 
 from __future__ import annotations
@@ -19,9 +23,35 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stepdistill.errors import StepDistillError
 from stepdistill.terms import Outputs
 
 PAIR_MODES = ("single", "siamese", "cross")
+# Without gradients a large batch is read in chunks of this many rows of similar lengths: cut to
+# its longest text, one batch would pad every other text to it.
+INFERENCE_CHUNK = 64
+# What a student's frozen layers made of the texts it read is kept up to this many bytes; beyond,
+# it is computed every time (MiniLM on e-SNLI: about 40 kB a sentence, 50,000 sentences).
+FROZEN_STATES_BYTES = 2 * 1024**3
+
+
+class FrozenStates:
+    """The outputs of an encoder's frozen lowest layers by the token ids that made them, (L, H)
+    float32 each (L the text's real tokens), shared by the students of a run: their frozen
+    layers are the same pretrained ones."""
+
+    def __init__(self, max_bytes: int = FROZEN_STATES_BYTES):
+        self.states: dict[bytes, torch.Tensor] = {}
+        self.bytes, self.max_bytes = 0, max_bytes
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        return self.states.get(key)
+
+    def put(self, key: bytes, states: torch.Tensor) -> None:
+        size = states.numel() * states.element_size()
+        if self.bytes + size <= self.max_bytes:
+            self.states[key] = states
+            self.bytes += size
 
 
 class EncoderStudentModel(nn.Module):
@@ -74,20 +104,33 @@ class EncoderStudentModel(nn.Module):
         self.blocks = nn.Sequential(*(layer for a, b in zip(widths[:-1], widths[1:]) for layer in (nn.Linear(a, b), nn.ReLU())))
         self.head = nn.Linear(widths[-1], n_logits)
         self.rationale_width = width
-        # Its encoder's dropout draws from torch's global generator (engines/tabular.py seeds it).
+        # Its encoder's dropout draws from torch's global generator (engines/tabular.py seeds it),
+        # and is what a consistency term perturbs it with: noise on token ids would change tokens.
         self.draws_dropout = True
+        self.perturbs_itself = True
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         # Loss terms are measured after each epoch on this many training rows (engines/tabular.py).
-        self.measurement_rows = 256
-        self._freeze(freeze_layers)
-
-    def _freeze(self, n_layers: int) -> None:
-        if n_layers <= 0:
-            return
-        frozen = [self.encoder.embeddings, *self.encoder.encoder.layer[:n_layers]]
-        for module in frozen:
+        self.measurement_rows = 128
+        if freeze_layers and not (hasattr(self.encoder, "embeddings") and hasattr(getattr(self.encoder, "encoder", None), "layer")):
+            raise StepDistillError(f"student.freeze_layers needs an encoder laid out as BERT's (embeddings, encoder.layer); a {config.model_type} model is not: set freeze_layers to 0")
+        self.freeze_layers = freeze_layers
+        # Set by whoever trains the student (students/build.py): the frozen layers' outputs, kept.
+        self.frozen_states: FrozenStates | None = None
+        for module in self._frozen_modules():
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.freeze_layers <= 0:
+            return []
+        return [self.encoder.embeddings, *self.encoder.encoder.layer[: self.freeze_layers]]
+
+    def train(self, mode: bool = True):
+        """Frozen layers stay in inference mode (no dropout): their outputs do not change."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
 
     @property
     def shared_layer(self) -> torch.Tensor:
@@ -115,14 +158,54 @@ class EncoderStudentModel(nn.Module):
 
     def masked_mean(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids and attention mask -> (B, H): the mean of the last states where the mask is 1."""
-        inputs = {"input_ids": ids, "attention_mask": mask}
-        if self.mode == "cross":
-            # The second text starts after the first [SEP]: token type 1 from there on.
-            separators = (ids == self.sep_id).long()
-            inputs["token_type_ids"] = (separators.cumsum(1) - separators > 0).long()
-        states = self.encoder(**inputs).last_hidden_state
+        if self.freeze_layers > 0:
+            states = self._layers(self._frozen_outputs(ids, mask), mask, self.encoder.encoder.layer[self.freeze_layers :])
+        else:
+            states = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=self._token_types(ids)).last_hidden_state
         weights = mask.unsqueeze(-1).float()
         return (states.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+    def _token_types(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L): 0 throughout, or in a cross pair 1 for the second text, from after the first [SEP] on."""
+        if self.mode != "cross":
+            return torch.zeros_like(ids)
+        separators = (ids == self.sep_id).long()
+        return (separators.cumsum(1) - separators > 0).long()
+
+    def _layers(self, states: torch.Tensor, mask: torch.Tensor, layers) -> torch.Tensor:
+        """(B, L, H) states through ``layers`` of the encoder, padding masked."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attention = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=states, attention_mask=mask)
+        for layer in layers:
+            out = layer(states, attention_mask=attention)
+            states = out[0] if isinstance(out, tuple) else out
+        return states
+
+    def _frozen(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, H): the embeddings and the frozen layers, in float32."""
+        with torch.no_grad(), torch.autocast(ids.device.type, enabled=False):
+            states = self.encoder.embeddings(input_ids=ids, token_type_ids=self._token_types(ids))
+            return self._layers(states, mask, self.encoder.encoder.layer[: self.freeze_layers])
+
+    def _frozen_outputs(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``_frozen``, each text's read from ``frozen_states`` where it was computed before. A
+        text is read alone there (its real tokens), which masking makes the same as in a batch."""
+        if self.frozen_states is None:
+            return self._frozen(ids, mask)
+        lengths = mask.sum(1).tolist()
+        keys = [ids[i, :n].cpu().numpy().tobytes() for i, n in enumerate(lengths)]
+        known = [self.frozen_states.get(key) for key in keys]
+        missing = [i for i, states in enumerate(known) if states is None]
+        if missing:
+            computed = self._frozen(ids[missing], mask[missing])
+            for j, i in enumerate(missing):
+                known[i] = computed[j, : lengths[i]].clone()
+                self.frozen_states.put(keys[i], known[i])
+        out = ids.new_zeros((len(ids), ids.shape[1], known[0].shape[1]), dtype=torch.float32)
+        for i, states in enumerate(known):
+            out[i, : len(states)] = states
+        return out
 
     def read(self, segments: list[torch.Tensor]) -> Outputs:
         """The outputs from the segments' pooled vectors, (B, H) each: one, or a siamese pair."""
@@ -135,5 +218,13 @@ class EncoderStudentModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Outputs:
         ids = x.round().long().view(len(x), self.segments, self.max_tokens)
-        # Each text of a pair apart, so that neither is padded to the other's length.
+        if torch.is_grad_enabled() or len(ids) <= INFERENCE_CHUNK:
+            return self._read_ids(ids)
+        order = torch.argsort((ids != self.pad_id).sum((1, 2)), stable=True)
+        parts = [self._read_ids(ids[rows]) for rows in order.split(INFERENCE_CHUNK)]
+        back = torch.argsort(order)
+        return Outputs(torch.cat([p.logits for p in parts])[back], torch.cat([p.rationale for p in parts])[back])
+
+    def _read_ids(self, ids: torch.Tensor) -> Outputs:
+        """(B, S, L) ids -> outputs; each text of a pair apart, so that neither is padded to the other's length."""
         return self.read([self.pooled(ids[:, s]) for s in range(self.segments)])

@@ -111,13 +111,15 @@ def choice_labels(frame: pd.DataFrame, label: str, choices: str, ids: Sequence |
     return pd.Series(positions, index=frame.index, name=label), letters
 
 
-def long_text_notes(counts: str, first: str, window: int, refuse: bool) -> list[str]:
+def long_text_notes(counts: str, first: str, window: int, refuse: bool, student_budget: bool = False) -> list[str]:
     """The one line telling the user that ``counts`` (say "3 of 120 records") have a text longer
-    than the sentence encoder's ``window`` tokens, ``first`` the first such record's id; with
-    ``refuse``, raised as a one-line error instead."""
+    than the sentence encoder's ``window`` tokens (``student_budget``: than the ``window`` tokens a
+    student that fine-tunes its encoder reads, ``student.max_tokens``), ``first`` the first such
+    record's id; with ``refuse``, raised as a one-line error instead."""
+    limit = f"the student's {window} tokens (student.max_tokens)" if student_budget else f"the sentence encoder's {window}-token window"
     if refuse:
+        longer = "raise student.max_tokens, " if student_budget else ""
         raise StepDistillError(
-            f"{counts} have a text longer than the sentence encoder's {window}-token window (e.g. record {first!r});"
-            f" shorten them, or set data.long_texts: cut to encode their first {window} tokens"
+            f"{counts} have a text longer than {limit} (e.g. record {first!r}); shorten them, {longer}or set data.long_texts: cut to read their first {window} tokens"
         )
-    return [f"{counts} have a text longer than the sentence encoder's {window}-token window, encoded from its first {window} tokens (e.g. record {first!r}); set data.long_texts: refuse to refuse them"]
+    return [f"{counts} have a text longer than {limit}, read from its first {window} tokens (e.g. record {first!r}); set data.long_texts: refuse to refuse them"]
