@@ -186,11 +186,9 @@ class ExperimentConfig(MethodsConfig):
             raise StepDistillError("evaluation.scheme cv moves the test split, but data.test_path fixes it; use scheme holdout with a test file")
 
     def _check_encoder_student(self) -> None:
-        """A student that fine-tunes its encoder reads one text or a pair (data.text), in memory."""
+        """A student that fine-tunes its encoder reads text records (data.text), in memory."""
         if self.data.text is None:
             raise StepDistillError("student.kind encoder fine-tunes a text encoder, and the data has no text; set data.text, or choose student.kind mlp")
-        if self.data.choices is not None:
-            raise StepDistillError("student.kind encoder reads one text or a pair, not multiple choice; use student.kind choice_scorer with data.choices")
         if self.data.unlabelled_path is not None:
             raise StepDistillError("student.kind encoder reads token ids, and an unlabelled pool of text records is read as sentence features; drop one of them")
         if self.teacher.kind not in ("llm", "file"):

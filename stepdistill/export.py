@@ -155,7 +155,10 @@ def _encoder_onnx(student: SavedStudent, path: Path) -> dict:
     from onnx import helper
 
     model = student.model
-    frame = pd.DataFrame({column: [ENCODER_PROBES[(i + k) % len(ENCODER_PROBES)] for i in range(len(ENCODER_PROBES))] for k, column in enumerate(student.text.columns)})
+    n = len(ENCODER_PROBES)
+    frame = pd.DataFrame({column: [ENCODER_PROBES[(i + k) % n] for i in range(n)] for k, column in enumerate(student.text.columns)})
+    if student.text.choices is not None:  # each probe question with the other probes as its choices
+        frame[student.text.choices] = [[ENCODER_PROBES[(i + 1 + k) % n] for k in range(model.segments)] for i in range(n)]
     tokens = torch.tensor(student._tokens(frame)[0].to_numpy().copy()).long().view(len(frame), model.segments, model.max_tokens)
     mask = (tokens != model.pad_id).long()
     with warnings.catch_warnings(), quiet_logger("torch.onnx"):

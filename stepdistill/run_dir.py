@@ -40,7 +40,7 @@ from stepdistill.students.encoder import EncoderStudentModel
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
 from stepdistill.text.inputs import TextInputs
-from stepdistill.text.tokens import encoder_directory, load_encoder_files, token_features
+from stepdistill.text.tokens import encoder_directory, load_encoder_files, token_features, token_mode
 
 STUDENTS_DIR = "students"
 CHOSEN_DIR = "student"
@@ -120,7 +120,7 @@ class SavedStudent:
     def _tokens(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """``token_features`` of ``frame``'s texts as the student was trained on them."""
         tokens = self.about["tokens"]
-        return token_features(frame, self.text.columns, self.tokenizer, tokens["mode"], tokens["max_tokens"])
+        return token_features(frame, self.text.columns, self.tokenizer, tokens["mode"], tokens["max_tokens"], self.text.choices)
 
 
 def long_text_note(student: SavedStudent, frame: pd.DataFrame) -> str | None:
@@ -255,7 +255,7 @@ def _text_about(data_config: dict, student_config: dict) -> dict:
     text = data_config["text"]
     inputs = TextInputs((text,) if isinstance(text, str) else tuple(text), data_config.get("choices"), data_config.get("text_encoder"))
     if student_config.get("kind") == "encoder":
-        mode = "single" if len(inputs.columns) == 1 else student_config["pair"]
+        mode = token_mode(inputs.layout, student_config["pair"])
         return {"text": inputs.to_json(), "tokens": {"mode": mode, "max_tokens": student_config["max_tokens"], "model": student_config["model"]}}
     return {"text": inputs.to_json(), "text_encoder_identity": inputs.sentence_encoder().identity}
 

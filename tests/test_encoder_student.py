@@ -152,6 +152,54 @@ def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp
         assert np.mean(methods[name]["test"]["accuracy"]["values"]) > 0.75, name  # one word decides the label: fine-tuning finds it
 
 
+def test_a_multiple_choice_encoder_student_scores_each_question_and_choice_together(tmp_path, tiny_sentence_model):
+    rng = np.random.default_rng(0)
+    fillers = ["dog", "car", "tree", "cup", "lamp", "road"]
+    rows = []
+    for i in range(160):
+        options = [f"the {rng.choice(fillers)}" for _ in range(2)] + ["the right one"]
+        order = rng.permutation(3)
+        choices = [options[j] for j in order]
+        rows.append({"id": f"q{i}", "question": f"which {rng.choice(fillers)} is it", "choices": choices, "label": "the right one"})
+    records = pd.DataFrame(rows)
+    records.to_json(tmp_path / "mc.jsonl", orient="records", lines=True)
+    answers = [{"id": r["id"], "label": r["label"], "rationale": "it is the right one"} for r in rows]
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
+    config = {
+        "data": {"path": "mc.jsonl", "id_column": "id", "text": "question", "choices": "choices", "text_encoder": str(tiny_sentence_model)},
+        "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
+        "student": {"kind": "encoder", "model": str(tiny_sentence_model), "max_tokens": 16, "hidden": [16], "encoder_lr": 1e-3, "freeze_layers": 1},
+        "methods": {"baseline": {}, "step_by_step": {}},
+        "training": {"epochs": 6, "lr": 0.005, "batch_size": 16, "optimizer": "adamw", "scheduler": "warmup_linear"},
+        "evaluation": {"repeats": 1},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    outcome = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    assert outcome.exit_code == 0, outcome.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["data"]["classes"] == ["A", "B", "C"]
+    for name in ("baseline", "step_by_step"):
+        assert results["methods"][name]["test"]["accuracy"]["mean"] > 0.8, name  # the right choice names itself
+    # predict reads questions and their choices; the ONNX graph takes (N, K, L) ids, one sequence per choice
+    tested = pd.read_csv(tmp_path / "out" / "test_predictions.csv")
+    records.set_index("id").loc[tested["id"]].reset_index().drop(columns="label").to_json(tmp_path / "new.jsonl", orient="records", lines=True)
+    predicted = runner.invoke(app, ["--quiet", "predict", str(tmp_path / "out"), str(tmp_path / "new.jsonl"), "--out", str(tmp_path / "predictions.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    assert pd.read_csv(tmp_path / "predictions.csv")["prediction"].tolist() == tested[results["chosen"]["method"]].tolist()
+    exported = runner.invoke(app, ["--quiet", "export", str(tmp_path / "out"), "--format", "onnx", "--out", str(tmp_path / "student.onnx")])
+    assert exported.exit_code == 0, exported.output
+    import onnxruntime
+
+    from stepdistill.run_dir import load_student
+
+    student = load_student(tmp_path / "out" / "student")
+    questions = records.iloc[:4].reset_index(drop=True)
+    ids = torch.tensor(student._tokens(questions)[0].to_numpy().copy()).long().view(4, 3, 16)
+    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
+    [probabilities] = session.run(["probabilities"], {"input_ids": ids.numpy(), "attention_mask": (ids != 0).long().numpy()})
+    np.testing.assert_allclose(probabilities, student.predict_proba(questions), atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("student", "sections", "expected"),
     [

@@ -51,7 +51,7 @@ from stepdistill.teachers.store import TeacherStore
 from stepdistill.terms import Method
 from stepdistill.text.inputs import TextInputs, choice_labels, long_text_notes
 from stepdistill.text.pool import read_text_pool
-from stepdistill.text.tokens import encoder_directory, load_encoder_files, token_features
+from stepdistill.text.tokens import encoder_directory, load_encoder_files, token_features, token_mode
 
 # The metrics on which a method is compared with its control, and claims are made; Holm's
 # correction covers these comparisons of every method in a table.
@@ -158,8 +158,7 @@ def _text_parts(frame: pd.DataFrame, label: str, id_column: str | None, text: Te
         choices = tuple(tuple(str(c) for c in row) for row in frame[text.choices])
     if tokens is not None:
         tokenizer, _ = load_encoder_files(encoder_directory(tokens.model))
-        mode = "single" if len(text.columns) == 1 else tokens.pair
-        features, cut = token_features(frame, text.columns, tokenizer, mode, tokens.max_tokens)
+        features, cut = token_features(frame, text.columns, tokenizer, token_mode(text.layout, tokens.pair), tokens.max_tokens, text.choices)
         window = tokens.max_tokens
     else:
         encoder = text.sentence_encoder(say)

@@ -20,7 +20,7 @@ from stepdistill.students.config import ChoiceScorerStudent, CNNStudent, Encoder
 from stepdistill.students.encoder import EncoderStudentModel, FrozenStates
 from stepdistill.students.logistic import LogisticModel
 from stepdistill.students.mlp import MLPModel
-from stepdistill.text.tokens import encoder_directory, load_encoder_files
+from stepdistill.text.tokens import encoder_directory, load_encoder_files, token_mode
 
 
 @dataclass(frozen=True)
@@ -82,13 +82,15 @@ def _(config: ChoiceScorerStudent, shape: StudentShape) -> Callable[[], nn.Modul
 def _(config: EncoderStudent, shape: StudentShape) -> Callable[[], nn.Module]:
     from transformers import AutoModel
 
-    if shape.text_layout not in ("single", "pair"):
-        raise StepDistillError("student.kind encoder reads one text or a pair of texts; set data.text (multiple choice takes student.kind choice_scorer)")
+    if shape.text_layout is None:
+        raise StepDistillError("student.kind encoder reads texts; set data.text")
     directory = encoder_directory(config.model)
     _, files = load_encoder_files(directory)
     with without_transformers_bars():  # stepdistill reports its own progress
         pretrained = AutoModel.from_pretrained(directory).state_dict()  # read once, copied into every student
-    mode = "single" if shape.text_layout == "single" else config.pair
+    mode = token_mode(shape.text_layout, config.pair)
+    # A multiple-choice student scores each of the K choices: its logits are the K scores.
+    outputs = shape.n_classes if mode == "choices" else n_logits(shape.n_classes)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16())
     layers = files.config.get("num_hidden_layers")
     if config.freeze_layers and (layers is None or config.freeze_layers >= layers):
@@ -97,7 +99,7 @@ def _(config: EncoderStudent, shape: StudentShape) -> Callable[[], nn.Module]:
 
     def make() -> EncoderStudentModel:
         model = EncoderStudentModel(
-            files.config, n_logits(shape.n_classes), mode, config.max_tokens, files.pad_id, files.sep_id, config.hidden, config.freeze_layers, config.encoder_lr, bf16
+            files.config, outputs, mode, config.max_tokens, files.pad_id, files.sep_id, config.hidden, config.freeze_layers, config.encoder_lr, bf16
         )
         model.encoder.load_state_dict(pretrained)
         model.frozen_states = frozen_states

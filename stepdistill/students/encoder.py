@@ -8,10 +8,14 @@ to its longest segment before the encoder reads it (dynamic padding), so short t
 sequences whatever ``L`` is.
 
 Segments: one text (``single``); a pair read by the same encoder apart (``siamese``: features
-``[u, v, |u - v|, u * v]`` of the two pooled vectors, as sentence-BERT); or a pair read together
-as one sequence (``cross``: ``[CLS] a [SEP] b [SEP]``, its second segment marked by token type).
+``[u, v, |u - v|, u * v]`` of the two pooled vectors, as sentence-BERT); a pair read together
+as one sequence (``cross``: ``[CLS] a [SEP] b [SEP]``, its second segment marked by token type);
+or, for multiple choice, K such sequences, a question with each of its choices (``choices``),
+each scored by the head alike: the K scores are the logits.
 The rationale is the pooled features the head reads: the representation a projection head maps
-onto the teacher's rationale embedding, so that the rationale shapes the encoder itself.
+onto the teacher's rationale embedding, so that the rationale shapes the encoder itself. Of a
+multiple-choice row, the choices' features weighted by the softmax of their scores (as
+``ChoiceScorerModel``'s): the representation of the answers the student believes in.
 
 Frozen lowest layers (``freeze_layers``) are read as at inference, without dropout, so that what
 they make of a text is the same every time it is read: given a ``FrozenStates``, the student
@@ -26,7 +30,7 @@ from torch import nn
 from stepdistill.errors import StepDistillError
 from stepdistill.terms import Outputs
 
-PAIR_MODES = ("single", "siamese", "cross")
+PAIR_MODES = ("single", "siamese", "cross", "choices")
 # Without gradients a large batch is read in chunks of this many rows of similar lengths: cut to
 # its longest text, one batch would pad every other text to it.
 INFERENCE_CHUNK = 64
@@ -56,8 +60,9 @@ class FrozenStates:
 
 class EncoderStudentModel(nn.Module):
     """``encoder_config``: the encoder's Hugging Face config (a dict: the model is built from it,
-    and its pretrained weights loaded by the caller); ``segments``, ``max_tokens``: the ids'
-    layout; ``mode``: one of ``PAIR_MODES``; ``pad_id``, ``sep_id``: the tokenizer's; ``hidden``:
+    and its pretrained weights loaded by the caller); ``n_logits``: the classifier's logits (for
+    ``choices``, the number of choices K, each scored); ``max_tokens``: the ids' layout, segments
+    of this many; ``mode``: one of ``PAIR_MODES``; ``pad_id``, ``sep_id``: the tokenizer's; ``hidden``:
     the head's hidden widths; ``freeze_layers``: the embeddings and this many lowest layers are
     not trained; ``encoder_lr``: the encoder's learning rate (the head's is the method's);
     ``bf16``: its training steps run in bfloat16 autocast (``autocast_dtype``), its outputs in
@@ -98,11 +103,11 @@ class EncoderStudentModel(nn.Module):
         config = AutoConfig.for_model(**encoder_config)
         self.encoder = AutoModel.from_config(config)
         self.mode, self.max_tokens, self.pad_id, self.sep_id, self.encoder_lr = mode, max_tokens, pad_id, sep_id, encoder_lr
-        self.segments = 2 if mode == "siamese" else 1
+        self.segments = {"siamese": 2, "choices": n_logits}.get(mode, 1)
         width = config.hidden_size * (4 if mode == "siamese" else 1)
         widths = (width, *hidden)
         self.blocks = nn.Sequential(*(layer for a, b in zip(widths[:-1], widths[1:]) for layer in (nn.Linear(a, b), nn.ReLU())))
-        self.head = nn.Linear(widths[-1], n_logits)
+        self.head = nn.Linear(widths[-1], 1 if mode == "choices" else n_logits)
         self.rationale_width = width
         # Its encoder's dropout draws from torch's global generator (engines/tabular.py seeds it),
         # and is what a consistency term perturbs it with: noise on token ids would change tokens.
@@ -166,8 +171,8 @@ class EncoderStudentModel(nn.Module):
         return (states.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
     def _token_types(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, L): 0 throughout, or in a cross pair 1 for the second text, from after the first [SEP] on."""
-        if self.mode != "cross":
+        """(B, L): 0 throughout, or in a pair read together (cross, choices) 1 for the second text, from after the first [SEP] on."""
+        if self.mode not in ("cross", "choices"):
             return torch.zeros_like(ids)
         separators = (ids == self.sep_id).long()
         return (separators.cumsum(1) - separators > 0).long()
@@ -208,7 +213,13 @@ class EncoderStudentModel(nn.Module):
         return out
 
     def read(self, segments: list[torch.Tensor]) -> Outputs:
-        """The outputs from the segments' pooled vectors, (B, H) each: one, or a siamese pair."""
+        """The outputs from the segments' pooled vectors, (B, H) each: one, a siamese pair, or a
+        row's choices."""
+        if self.mode == "choices":
+            pooled = torch.stack(segments, 1)  # (B, K, H)
+            scores = self.head(self.blocks(pooled)).squeeze(-1).float()
+            belief = torch.softmax(scores, dim=-1)
+            return Outputs(scores, (belief.unsqueeze(-1) * pooled.float()).sum(1))
         if self.mode == "siamese":
             u, v = segments
             features = torch.cat([u, v, (u - v).abs(), u * v], dim=1)

@@ -51,12 +51,25 @@ def load_encoder_files(directory: Path):
     return tokenizer, EncoderFiles(directory, int(tokenizer.pad_token_id), int(tokenizer.sep_token_id), config.to_dict())
 
 
-def token_features(frame: pd.DataFrame, columns: tuple[str, ...], tokenizer, mode: str, max_tokens: int) -> tuple[pd.DataFrame, np.ndarray]:
+def token_mode(layout: str, pair: str) -> str:
+    """How a student that fine-tunes its encoder reads records of text ``layout`` (single, pair,
+    choices; ``pair``: its siamese or cross setting for a pair): single, siamese, cross, or
+    choices (each (question, choice) pair read together, as one sequence)."""
+    return {"single": "single", "pair": pair, "choices": "choices"}[layout]
+
+
+def token_features(
+    frame: pd.DataFrame, columns: tuple[str, ...], tokenizer, mode: str, max_tokens: int, choices: str | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The records' token ids as float32 columns ``token_*`` (``mode`` single and cross: one
-    segment of ``max_tokens``; siamese: the two texts' segments one after the other), padded,
-    and (N,) bool: the records with a text (a cross pair: the two together) cut to fit."""
+    segment of ``max_tokens``; siamese: the two texts' segments one after the other; choices: a
+    segment for each (question, choice) pair, the choices of column ``choices`` in their order),
+    padded, and (N,) bool: the records with a text (a pair read together: the two) cut to fit."""
     texts = [frame[column].astype(str).tolist() for column in columns]
-    if mode == "cross":
+    if mode == "choices":
+        options = [list(row) for row in frame[choices]]
+        segments = [(texts[0], [str(row[k]) for row in options]) for k in range(len(options[0]))]
+    elif mode == "cross":
         segments = [(texts[0], texts[1])]
     else:
         segments = [(column, None) for column in texts]
