@@ -2,7 +2,10 @@
 
 A run directory holds, beside the report files::
 
-    students/<method>/<run>/model.safetensors   the student's weights
+    students/<method>/<run>/model.safetensors   the student's weights (but those in shared.safetensors)
+    students/shared.safetensors                 the weights every run's student holds alike, once
+                                                (a fine-tuned encoder's frozen layers); absent
+                                                when there are none
     students/<method>/<run>/student.json        its architecture, the fitted preprocessing (JSON,
                                                 never pickle), class names, the method's
                                                 settings, its test metrics in that run and
@@ -21,6 +24,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,9 @@ MANIFEST_JSON = "manifest.json"
 WEIGHTS = "model.safetensors"
 STUDENT_JSON = "student.json"
 TOKENIZER_DIR = "tokenizer"  # a student that fine-tuned its encoder: the tokenizer it reads texts with
+SHARED_WEIGHTS = "shared.safetensors"
+# Below this, every student keeps all its weights: sharing pays for large frozen parts only.
+SHARED_MIN_BYTES = 1 << 20
 MODEL_KINDS = {"logistic": LogisticModel, "mlp": MLPModel, "cnn": CNNModel, "choice_scorer": ChoiceScorerModel, "encoder": EncoderStudentModel}
 VERSIONED_PACKAGES = ("stepdistill", "torch", "numpy", "pandas", "scikit-learn", "safetensors")
 
@@ -158,11 +165,47 @@ def classifier_predictions(student: SavedStudent, frame: pd.DataFrame) -> pd.Dat
     )
 
 
-def save_student(directory: Path, model: nn.Module, encoder: FeatureEncoder, classes: list[str], about: dict) -> None:
+def save_student(directory: Path, model: nn.Module, encoder: FeatureEncoder, classes: list[str], about: dict, shared: Path | None = None) -> None:
+    """The student into ``directory``; ``shared``: a weights file holding some of its tensors,
+    which its own file then leaves out (the record names it, relative to ``directory``)."""
     directory.mkdir(parents=True)
-    save_file({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}, directory / WEIGHTS)
+    kept = set() if shared is None else set(safe_open_names(shared))
+    save_file({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items() if name not in kept}, directory / WEIGHTS)
     record = {"model": model.spec, "encoder": encoder.to_json(), "classes": list(classes), **about}
+    if kept:
+        record["shared_weights"] = os.path.relpath(shared, directory)
     (directory / STUDENT_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def safe_open_names(path: Path) -> list[str]:
+    """The tensor names in the safetensors file ``path``, read from its header."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as weights:
+        return list(weights.keys())
+
+
+def student_weights(directory: Path, record: dict) -> dict[str, torch.Tensor]:
+    """A saved student's weights: its own file's, with those of the shared file it names."""
+    weights = load_file(directory / WEIGHTS)
+    if "shared_weights" in record:
+        shared = directory / record["shared_weights"]
+        if not shared.is_file():
+            raise StepDistillError(f"{directory}'s student keeps some weights in {shared}, which is missing; copy the whole run directory, or use its student/")
+        weights = load_file(shared) | weights
+    return weights
+
+
+def shared_tensors(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The tensors every one of two or more state dicts holds alike (same name, equal values)."""
+    if len(states) < 2:
+        return {}
+    first, rest = states[0], states[1:]
+    return {
+        name: tensor.detach().cpu().contiguous()
+        for name, tensor in first.items()
+        if all(name in other and other[name].shape == tensor.shape and torch.equal(other[name].cpu(), tensor.cpu()) for other in rest)
+    }
 
 
 def load_student(directory: Path) -> SavedStudent:
@@ -171,8 +214,8 @@ def load_student(directory: Path) -> SavedStudent:
         raise StepDistillError(f"{directory} holds no saved student ({STUDENT_JSON} and {WEIGHTS}); pass a run directory written by stepdistill run or demo")
     record = json.loads((directory / STUDENT_JSON).read_text(encoding="utf-8"))
     model = model_from_spec(record["model"], directory / STUDENT_JSON)
-    model.load_state_dict(load_file(directory / WEIGHTS))
-    about = {k: v for k, v in record.items() if k not in ("model", "encoder", "classes")}
+    model.load_state_dict(student_weights(directory, record))
+    about = {k: v for k, v in record.items() if k not in ("model", "encoder", "classes", "shared_weights")}
     tokenizer = None
     if "tokens" in about:
         from transformers import AutoTokenizer
@@ -213,6 +256,14 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
     text = _text_about(data_config, results["config"]["student"])
     # A student that fine-tuned its encoder reads texts through its tokenizer, saved beside it.
     tokenizer = load_encoder_files(encoder_directory(text["tokens"]["model"]))[0] if "tokens" in text else None
+    # What every student holds alike (a fine-tuned encoder's frozen layers) is written once.
+    common = shared_tensors([model.state_dict() for run in runs for model in run.models.values()])
+    shared = None
+    if sum(t.numel() * t.element_size() for t in common.values()) >= SHARED_MIN_BYTES:
+        (staging_dir / STUDENTS_DIR).mkdir(parents=True, exist_ok=True)
+        shared = staging_dir / STUDENTS_DIR / SHARED_WEIGHTS
+        save_file(common, shared)
+        files[f"{STUDENTS_DIR}/{SHARED_WEIGHTS}"] = "the weights every run's student holds alike, written once"
     for run in runs:
         for name, model in run.models.items():
             entry = results["methods"][name]
@@ -226,12 +277,13 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
                 "test": {metric: summary["values"][run.index] for metric, summary in entry["test"].items()},
             }
             directory = staging_dir / STUDENTS_DIR / name / str(run.index)
-            save_student(directory, model, run.encoder, classes, about | text)
+            save_student(directory, model, run.encoder, classes, about | text, shared)
             if tokenizer is not None:
                 tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         files[f"{STUDENTS_DIR}/<method>/{run.index}/"] = f"run {run.index}'s student of each method: {WEIGHTS} and {STUDENT_JSON}"
     chosen = results["chosen"]["method"]
     shutil.copytree(staging_dir / STUDENTS_DIR / chosen / "0", staging_dir / CHOSEN_DIR)
+    _self_contained(staging_dir / CHOSEN_DIR, staging_dir / STUDENTS_DIR / chosen / "0")
     files[f"{CHOSEN_DIR}/"] = f"the student to deploy: {chosen} (best mean {results['chosen']['metric']} on the validation split), run 0"
     manifest = {
         "config": results["config"],
@@ -244,6 +296,17 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
     }
     (staging_dir / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return [STUDENTS_DIR, CHOSEN_DIR, MANIFEST_JSON]
+
+
+def _self_contained(directory: Path, source: Path) -> None:
+    """The student in ``directory``, copied from ``source``, with all its weights in its own
+    file (the student to deploy leaves the run directory whole)."""
+    record = json.loads((directory / STUDENT_JSON).read_text(encoding="utf-8"))
+    if "shared_weights" not in record:
+        return
+    save_file(student_weights(source, record), directory / WEIGHTS)
+    del record["shared_weights"]
+    (directory / STUDENT_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def _text_about(data_config: dict, student_config: dict) -> dict:

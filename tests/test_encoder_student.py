@@ -186,6 +186,13 @@ def test_a_multiple_choice_encoder_student_scores_each_question_and_choice_toget
     predicted = runner.invoke(app, ["--quiet", "predict", str(tmp_path / "out"), str(tmp_path / "new.jsonl"), "--out", str(tmp_path / "predictions.csv")])
     assert predicted.exit_code == 0, predicted.output
     assert pd.read_csv(tmp_path / "predictions.csv")["prediction"].tolist() == tested[results["chosen"]["method"]].tolist()
+    # the frozen embeddings and layer, alike in every student, are written once; the student to deploy holds all its own
+    students = tmp_path / "out" / "students"
+    assert (students / "shared.safetensors").stat().st_size > (students / "baseline" / "0" / "model.safetensors").stat().st_size
+    assert "shared_weights" not in json.loads((tmp_path / "out" / "student" / "student.json").read_text())
+    again = runner.invoke(app, ["--quiet", "predict", str(tmp_path / "out"), str(tmp_path / "new.jsonl"), "--method", "step_by_step", "--out", str(tmp_path / "again.csv")])
+    assert again.exit_code == 0, again.output
+    assert pd.read_csv(tmp_path / "again.csv")["prediction"].tolist() == tested["step_by_step"].tolist()
     exported = runner.invoke(app, ["--quiet", "export", str(tmp_path / "out"), "--format", "onnx", "--out", str(tmp_path / "student.onnx")])
     assert exported.exit_code == 0, exported.output
     import onnxruntime
