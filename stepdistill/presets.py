@@ -113,50 +113,38 @@ ESNLI_DATA = DataConfig(label="label", id_column="id", text=["premise", "hypothe
 ENCODER_TRAINING = StudentTraining(optimizer="adamw", lr=0.001, epochs=3, batch_size=32, scheduler="warmup_linear", early_stopping_patience=None)
 
 
-def _esnli_files(data_dir: Path, full: bool) -> tuple[pd.DataFrame, pd.DataFrame, DataConfig]:
-    """The released validation records (train and validation splits come from them) and test
-    records, whole or ``ESNLI_SUBSET``'s first, and how they are read."""
-    frame, _ = read_dsbs(data_dir, "esnli", "valid")
-    test_frame, _ = read_dsbs(data_dir, "esnli", "test")
-    if full:
-        return frame, test_frame, ESNLI_DATA
-    # A validation split of 150 records rather than 100: the one that tells the methods apart.
-    data = ESNLI_DATA.model_copy(update={"val_fraction": 0.15})
-    return frame.iloc[: ESNLI_SUBSET["valid"]], test_frame.iloc[: ESNLI_SUBSET["test"]], data
-
-
 def esnli(data_dir: Path, full: bool = False) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame]:
     """e-SNLI with PaLM's labels and rationales, students that fine-tune their encoder: the
     bundled all-MiniLM-L6-v2 reading premise and hypothesis apart (siamese, ``[u, v, |u - v|,
     u * v]``) under an MLP head of 256 units, its embeddings and lowest ``ENCODER_FROZEN_LAYERS``
-    layers frozen (their outputs computed once), the rest trained with ``ENCODER_TRAINING``. The release holds
-    validation and test files only: train and validation splits are carved from the validation
-    records in each run, and the test records are the fixed test split; by default the first
-    records of each (``ESNLI_SUBSET``), with ``full`` all 9,842 and 9,824."""
-    frame, test_frame, data = _esnli_files(data_dir, full)
-    config = ExperimentConfig(
-        data=data,
-        teacher=LLMTeacherConfig(kind="llm", outputs=data_dir, format="dsbs", task="esnli"),
-        student=EncoderStudent(kind="encoder", hidden=(256,), encoder_lr=1e-4, freeze_layers=ENCODER_FROZEN_LAYERS),
-        methods=ENCODER_METHODS,
-        training=ENCODER_TRAINING,
-    )
-    return config, frame, test_frame
+    layers frozen (their outputs computed once), the rest trained with ``ENCODER_TRAINING``. The
+    release holds validation and test files only: train and validation splits are carved from
+    the validation records in each run, and the test records are the fixed test split; by
+    default the first records of each (``ESNLI_SUBSET``), with ``full`` all 9,842 and 9,824."""
+    student = EncoderStudent(kind="encoder", hidden=(256,), encoder_lr=1e-4, freeze_layers=ENCODER_FROZEN_LAYERS)
+    return _esnli(data_dir, full, student, ENCODER_METHODS, ENCODER_TRAINING)
 
 
 def esnli_frozen(data_dir: Path, full: bool = False) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame]:
     """``esnli``'s data and splits, with the students it is compared with: an MLP (256 hidden
     units) on frozen all-MiniLM-L6-v2 features of premise and hypothesis, ``[u, v, |u - v|, u *
     v]``, the four settings in ``LLM_METHODS`` trained with ``LLM_TRAINING``."""
-    frame, test_frame, data = _esnli_files(data_dir, full)
-    config = ExperimentConfig(
-        data=data,
-        teacher=LLMTeacherConfig(kind="llm", outputs=data_dir, format="dsbs", task="esnli"),
-        student=MLPStudent(kind="mlp", hidden=(256,)),
-        methods=LLM_METHODS,
-        training=LLM_TRAINING,
-    )
-    return config, frame, test_frame
+    return _esnli(data_dir, full, MLPStudent(kind="mlp", hidden=(256,)), LLM_METHODS, LLM_TRAINING)
+
+
+def _esnli(data_dir: Path, full: bool, student, methods: dict, training: StudentTraining) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame]:
+    """The e-SNLI presets' config, ``student`` taught by PaLM's answers, with the released
+    validation records (train and validation splits come from them) and test records, whole or
+    ``ESNLI_SUBSET``'s first."""
+    frame, _ = read_dsbs(data_dir, "esnli", "valid")
+    test_frame, _ = read_dsbs(data_dir, "esnli", "test")
+    data = ESNLI_DATA
+    if not full:
+        # A validation split of 150 records rather than 100: the one that tells the methods apart.
+        data = ESNLI_DATA.model_copy(update={"val_fraction": 0.15})
+        frame, test_frame = frame.iloc[: ESNLI_SUBSET["valid"]], test_frame.iloc[: ESNLI_SUBSET["test"]]
+    teacher = LLMTeacherConfig(kind="llm", outputs=data_dir, format="dsbs", task="esnli")
+    return ExperimentConfig(data=data, teacher=teacher, student=student, methods=methods, training=training), frame, test_frame
 
 
 def cqa(data_dir: Path) -> tuple[ExperimentConfig, pd.DataFrame, pd.DataFrame]:

@@ -165,24 +165,18 @@ def classifier_predictions(student: SavedStudent, frame: pd.DataFrame) -> pd.Dat
     )
 
 
-def save_student(directory: Path, model: nn.Module, encoder: FeatureEncoder, classes: list[str], about: dict, shared: Path | None = None) -> None:
-    """The student into ``directory``; ``shared``: a weights file holding some of its tensors,
-    which its own file then leaves out (the record names it, relative to ``directory``)."""
+def save_student(
+    directory: Path, model: nn.Module, encoder: FeatureEncoder, classes: list[str], about: dict, shared: Path | None = None, shared_names: frozenset[str] = frozenset()
+) -> None:
+    """The student into ``directory``; ``shared``: a weights file holding its tensors
+    ``shared_names``, which its own file then leaves out (the record names it, relative to
+    ``directory``)."""
     directory.mkdir(parents=True)
-    kept = set() if shared is None else set(safe_open_names(shared))
-    save_file({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items() if name not in kept}, directory / WEIGHTS)
+    save_file({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items() if name not in shared_names}, directory / WEIGHTS)
     record = {"model": model.spec, "encoder": encoder.to_json(), "classes": list(classes), **about}
-    if kept:
+    if shared is not None:
         record["shared_weights"] = os.path.relpath(shared, directory)
     (directory / STUDENT_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-
-
-def safe_open_names(path: Path) -> list[str]:
-    """The tensor names in the safetensors file ``path``, read from its header."""
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as weights:
-        return list(weights.keys())
 
 
 def student_weights(directory: Path, record: dict) -> dict[str, torch.Tensor]:
@@ -258,10 +252,10 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
     tokenizer = load_encoder_files(encoder_directory(text["tokens"]["model"]))[0] if "tokens" in text else None
     # What every student holds alike (a fine-tuned encoder's frozen layers) is written once.
     common = shared_tensors([model.state_dict() for run in runs for model in run.models.values()])
-    shared = None
+    shared, shared_names = None, frozenset()
     if sum(t.numel() * t.element_size() for t in common.values()) >= SHARED_MIN_BYTES:
         (staging_dir / STUDENTS_DIR).mkdir(parents=True, exist_ok=True)
-        shared = staging_dir / STUDENTS_DIR / SHARED_WEIGHTS
+        shared, shared_names = staging_dir / STUDENTS_DIR / SHARED_WEIGHTS, frozenset(common)
         save_file(common, shared)
         files[f"{STUDENTS_DIR}/{SHARED_WEIGHTS}"] = "the weights every run's student holds alike, written once"
     for run in runs:
@@ -277,7 +271,7 @@ def write_students(staging_dir: Path, results: dict, runs: list[RunStudents], da
                 "test": {metric: summary["values"][run.index] for metric, summary in entry["test"].items()},
             }
             directory = staging_dir / STUDENTS_DIR / name / str(run.index)
-            save_student(directory, model, run.encoder, classes, about | text, shared)
+            save_student(directory, model, run.encoder, classes, about | text, shared, shared_names)
             if tokenizer is not None:
                 tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         files[f"{STUDENTS_DIR}/<method>/{run.index}/"] = f"run {run.index}'s student of each method: {WEIGHTS} and {STUDENT_JSON}"

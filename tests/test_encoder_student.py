@@ -106,11 +106,36 @@ def test_frozen_layers_are_computed_once_and_give_what_the_whole_encoder_gives(t
         student_factory(config.model_copy(update={"freeze_layers": 2}), StudentShape(24, 2, text_layout="pair"))
 
 
+def _run_with_teacher(tmp_path, config: dict, answers: list[dict]) -> dict:
+    """``stepdistill run`` of ``config`` into tmp_path/out, its LLM teacher's ``answers`` in
+    teacher.jsonl; the results, once the run succeeded."""
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    outcome = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
+    assert outcome.exit_code == 0, outcome.output
+    return json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def _assert_onnx_gives_the_students_probabilities(tmp_path, records: pd.DataFrame, tokens: int) -> None:
+    """tmp_path/student.onnx, fed ``records``' token ids (N, S, ``tokens``) as the saved student
+    tokenizes them, gives the student's probabilities to 1e-4."""
+    import onnxruntime
+
+    from stepdistill.run_dir import load_student
+
+    student = load_student(tmp_path / "out" / "student")
+    records = records.reset_index(drop=True)
+    model = student.model
+    ids = torch.tensor(student._tokens(records)[0].to_numpy().copy()).long().view(len(records), model.segments, model.max_tokens)[:, :, :tokens]
+    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
+    [probabilities] = session.run(["probabilities"], {"input_ids": ids.numpy(), "attention_mask": (ids != model.pad_id).long().numpy()})
+    np.testing.assert_allclose(probabilities, student.predict_proba(records), atol=1e-4)
+
+
 def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp_path, tiny_sentence_model):
     records = _records(160)
     records.to_csv(tmp_path / "data.csv", index=False)
     answers = [{"id": r.id, "label": r.label, "rationale": f"it says the {r.text.split()[1]} was {r.text.split()[3]}"} for r in records.itertuples()]
-    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
     config = {
         "data": {"path": "data.csv", "id_column": "id", "text": ["text", "other"], "text_encoder": str(tiny_sentence_model)},
         "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
@@ -119,10 +144,7 @@ def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp
         "training": {"epochs": 6, "lr": 0.005, "batch_size": 16, "optimizer": "adamw", "scheduler": "warmup_linear"},
         "evaluation": {"repeats": 2},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    outcome = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
-    assert outcome.exit_code == 0, outcome.output
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = _run_with_teacher(tmp_path, config, answers)
     methods = results["methods"]
     # the student leaves the run: predict reads texts through the tokenizer saved with it, and
     # gives on run 0's test records what the run measured
@@ -137,16 +159,7 @@ def test_encoder_students_learn_from_an_llm_teacher_through_the_command_line(tmp
     exported = runner.invoke(app, ["--quiet", "export", str(tmp_path / "out"), "--format", "onnx", "--out", str(tmp_path / "student.onnx")])
     assert exported.exit_code == 0, exported.output
     assert "on 5 probe rows" in " ".join(exported.output.split())  # the probe texts, each through the tokenizer
-    import onnxruntime
-
-    from stepdistill.run_dir import load_student
-
-    student = load_student(tmp_path / "out" / "student")
-    texts = records.iloc[:7].reset_index(drop=True)
-    ids = torch.tensor(student._tokens(texts)[0].to_numpy().copy()).long().view(7, 2, 12)[:, :, :9]  # any length that holds the texts
-    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
-    [probabilities] = session.run(["probabilities"], {"input_ids": ids.numpy(), "attention_mask": (ids != 0).long().numpy()})
-    np.testing.assert_allclose(probabilities, student.predict_proba(texts), atol=1e-4)
+    _assert_onnx_gives_the_students_probabilities(tmp_path, records.iloc[:7], tokens=9)  # any length that holds the texts
     assert methods["baseline"]["params"] == methods["step_by_step"]["params"] > 1_000_000  # the encoder is part of the student
     for name in methods:
         assert np.mean(methods[name]["test"]["accuracy"]["values"]) > 0.75, name  # one word decides the label: fine-tuning finds it
@@ -164,7 +177,6 @@ def test_a_multiple_choice_encoder_student_scores_each_question_and_choice_toget
     records = pd.DataFrame(rows)
     records.to_json(tmp_path / "mc.jsonl", orient="records", lines=True)
     answers = [{"id": r["id"], "label": r["label"], "rationale": "it is the right one"} for r in rows]
-    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
     config = {
         "data": {"path": "mc.jsonl", "id_column": "id", "text": "question", "choices": "choices", "text_encoder": str(tiny_sentence_model)},
         "teacher": {"kind": "llm", "outputs": "teacher.jsonl"},
@@ -173,10 +185,7 @@ def test_a_multiple_choice_encoder_student_scores_each_question_and_choice_toget
         "training": {"epochs": 6, "lr": 0.005, "batch_size": 16, "optimizer": "adamw", "scheduler": "warmup_linear"},
         "evaluation": {"repeats": 1},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    outcome = runner.invoke(app, ["--quiet", "run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")])
-    assert outcome.exit_code == 0, outcome.output
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = _run_with_teacher(tmp_path, config, answers)
     assert results["config"]["data"]["classes"] == ["A", "B", "C"]
     for name in ("baseline", "step_by_step"):
         assert results["methods"][name]["test"]["accuracy"]["mean"] > 0.8, name  # the right choice names itself
@@ -195,16 +204,7 @@ def test_a_multiple_choice_encoder_student_scores_each_question_and_choice_toget
     assert pd.read_csv(tmp_path / "again.csv")["prediction"].tolist() == tested["step_by_step"].tolist()
     exported = runner.invoke(app, ["--quiet", "export", str(tmp_path / "out"), "--format", "onnx", "--out", str(tmp_path / "student.onnx")])
     assert exported.exit_code == 0, exported.output
-    import onnxruntime
-
-    from stepdistill.run_dir import load_student
-
-    student = load_student(tmp_path / "out" / "student")
-    questions = records.iloc[:4].reset_index(drop=True)
-    ids = torch.tensor(student._tokens(questions)[0].to_numpy().copy()).long().view(4, 3, 16)
-    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
-    [probabilities] = session.run(["probabilities"], {"input_ids": ids.numpy(), "attention_mask": (ids != 0).long().numpy()})
-    np.testing.assert_allclose(probabilities, student.predict_proba(questions), atol=1e-4)
+    _assert_onnx_gives_the_students_probabilities(tmp_path, records.iloc[:4], tokens=16)
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def _(config: EncoderStudent, shape: StudentShape) -> Callable[[], nn.Module]:
     return make
 
 
-# The last encoder's FrozenStates, by its directory, weights file times and frozen layers: kept for
+# The last encoder's FrozenStates, by its directory, its files' times and frozen layers: kept for
 # the students of the experiment's next runs, which read the same texts through the same layers.
 _FROZEN_STATES: dict[tuple, FrozenStates] = {}
 

@@ -41,8 +41,8 @@ FROZEN_STATES_BYTES = 2 * 1024**3
 
 class FrozenStates:
     """The outputs of an encoder's frozen lowest layers by the token ids that made them, (L, H)
-    float32 each (L the text's real tokens), shared by the students of a run: their frozen
-    layers are the same pretrained ones."""
+    float32 each (L the text's real tokens), shared by the students of a run and the runs after
+    it (students/build.py): their frozen layers are the same pretrained ones."""
 
     def __init__(self, max_bytes: int = FROZEN_STATES_BYTES):
         self.states: dict[bytes, torch.Tensor] = {}
