@@ -4,9 +4,10 @@
 (MLP students on frozen sentence features) read the same records, carve the same splits from the
 same seeds, teach the same four methods and score the same fixed test records, so their students
 can be compared pairwise: every fine-tuned method against the frozen-feature method of the same
-name and against the frozen-feature control (the MLP fine-tuned on the human labels, the student
-to beat), accuracy by the fixed-test paired t-test of the reports (runs and test rows both in the
-interval), Holm's correction over the table.
+name, against the frozen-feature control (the MLP fine-tuned on the human labels, the student
+to beat) and against the teacher (PaLM's answers to the same test records), accuracy by the
+fixed-test paired t-test of the reports (runs and test rows both in the interval), Holm's
+correction over the table.
 
     python bench/esnli_students.py RUN_ESNLI RUN_ESNLI_FROZEN [--output bench/esnli_students.json]
 
@@ -30,8 +31,11 @@ import pandas as pd
 from stepdistill import stats
 
 HERE = Path(__file__).resolve().parent
+REPOSITORY = HERE.parent
+DEFAULT_OUTPUT = HERE / "esnli_students.json"
 METHODS = ("baseline", "traditional", "step_by_step", "enhanced")
 CONTROL = "baseline"
+TEACHER = "teacher"
 
 
 def correct_rows(run_dir: Path) -> dict[str, np.ndarray]:
@@ -42,14 +46,14 @@ def correct_rows(run_dir: Path) -> dict[str, np.ndarray]:
     order = by_run[0].index
     if any(not frame.index.sort_values().equals(order.sort_values()) for frame in by_run):
         raise SystemExit(f"error: the runs of {run_dir} score different test rows; they are not one fixed test file")
-    return {m: np.stack([(frame.loc[order, m] == frame.loc[order, "label"]).to_numpy(float) for frame in by_run]) for m in METHODS}
+    return {m: np.stack([(frame.loc[order, m] == frame.loc[order, "label"]).to_numpy(float) for frame in by_run]) for m in (*METHODS, TEACHER)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("fine_tuned", type=Path)
     parser.add_argument("frozen", type=Path)
-    parser.add_argument("--output", type=Path, default=HERE / "esnli_students.json")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
     tuned, frozen = correct_rows(args.fine_tuned), correct_rows(args.frozen)
     made = [json.loads((run_dir / "manifest.json").read_text())["config"] for run_dir in (args.fine_tuned, args.frozen)]
@@ -63,25 +67,30 @@ def main() -> None:
     ratio = float(np.mean([len(run["validation"]) / len(run["train"]) for run in splits[0]]))
     pending = []
     for method in METHODS:
-        for reference in dict.fromkeys((method, CONTROL)):
-            pending.append((method, reference, stats.fixed_test_paired_t(tuned[method], frozen[reference], ratio)))
-    corrected = stats.holm([c for _, _, c in pending])
+        references = [(f"frozen-feature {name}", frozen[name]) for name in dict.fromkeys((method, CONTROL))]
+        for reference, values in [*references, (TEACHER, tuned[TEACHER])]:
+            pending.append((method, reference, values, stats.fixed_test_paired_t(tuned[method], values, ratio)))
+    corrected = stats.holm([c for *_, c in pending])
     table = []
-    for (method, reference, _), comparison in zip(pending, corrected):
+    for (method, reference, values, _), comparison in zip(pending, corrected):
         table.append(
             {
                 "fine_tuned": method,
-                "frozen": reference,
+                "reference": reference,
                 "fine_tuned_accuracy": round(float(tuned[method].mean()), 3),
-                "frozen_accuracy": round(float(frozen[reference].mean()), 3),
+                "reference_accuracy": round(float(values.mean()), 3),
                 "diff_points": round(100 * comparison["diff"], 2),
                 "ci_points": [round(100 * comparison["ci_low"], 2), round(100 * comparison["ci_high"], 2)],
                 "p_holm": round(comparison["p_holm"], 3),
                 "significant": comparison["significant"],
             }
         )
+    command = "python bench/esnli_students.py RUN_ESNLI RUN_ESNLI_FROZEN"
+    output = args.output.resolve()
+    if output != DEFAULT_OUTPUT:  # named as from the repository root, where the README's commands run
+        command += f" --output {output.relative_to(REPOSITORY) if output.is_relative_to(REPOSITORY) else args.output}"
     report = {
-        "command": "python bench/esnli_students.py RUN_ESNLI RUN_ESNLI_FROZEN",
+        "command": command,
         "run_dirs_from": [
             f"stepdistill demo --preset esnli{full} --data-dir ../shared/data/dsbs --out RUN_ESNLI",
             f"stepdistill demo --preset esnli_frozen{full} --data-dir ../shared/data/dsbs --out RUN_ESNLI_FROZEN",
@@ -91,11 +100,11 @@ def main() -> None:
         "comparisons": table,
     }
     args.output.write_text(json.dumps(report, indent=1) + "\n")
-    print("| fine-tuned | accuracy | frozen-feature | accuracy | difference (points) [95% CI] | Holm p |")
+    print("| fine-tuned | accuracy | against | accuracy | difference (points) [95% CI] | Holm p |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     for row in table:
         low, high = row["ci_points"]
-        print(f"| {row['fine_tuned']} | {row['fine_tuned_accuracy']:.3f} | {row['frozen']} | {row['frozen_accuracy']:.3f} | {row['diff_points']:+.2f} [{low:+.2f}, {high:+.2f}] | {row['p_holm']:.3f} |")
+        print(f"| {row['fine_tuned']} | {row['fine_tuned_accuracy']:.3f} | {row['reference']} | {row['reference_accuracy']:.3f} | {row['diff_points']:+.2f} [{low:+.2f}, {high:+.2f}] | {row['p_holm']:.3f} |")
 
 
 if __name__ == "__main__":
