@@ -151,7 +151,8 @@ class Checkpoints:
                 return
         started = time.perf_counter()
         self._save(EPOCH_FILE, {"run": run_index, "fraction": fraction, "states": [s.state_dict() for s in states]})
-        self._last_epoch_write = (time.perf_counter(), time.perf_counter() - started)
+        ended = time.perf_counter()
+        self._last_epoch_write = (ended, ended - started)
 
     def epoch_states(self, run_index: int, fraction: float) -> list[dict] | None:
         """The students' states last saved while training run ``run_index`` at ``fraction``, or None."""
